@@ -1,0 +1,1 @@
+"""CLI sub-commands: argument parsing only; each calls into the package."""

@@ -1,0 +1,1 @@
+"""Data: the synthetic human world (``synth``) and the native-format readers (``readers``)."""

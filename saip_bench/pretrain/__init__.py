@@ -1,0 +1,1 @@
+"""Pretraining: SAIP and baseline methods driven by one trainer (``trainer.py``)."""

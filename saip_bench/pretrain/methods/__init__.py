@@ -1,0 +1,1 @@
+"""One module per pretraining method; each registers a ``PretrainMethod`` subclass in ``METHODS``."""

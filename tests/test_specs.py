@@ -1,0 +1,76 @@
+import pytest
+
+from saip_bench.errors import SpecError
+from saip_bench.specs import (
+    ResultRecord,
+    dataset_card_paths,
+    load_dataset_card,
+    load_task_spec,
+    stable_hash,
+    task_spec_paths,
+)
+
+
+@pytest.mark.parametrize("path", task_spec_paths(), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_task_spec_validates(path):
+    spec = load_task_spec(path)
+    assert spec.default_protocol in spec.protocols
+
+
+@pytest.mark.parametrize("path", dataset_card_paths(), ids=lambda p: p.stem)
+def test_every_dataset_card_validates(path):
+    card = load_dataset_card(path)
+    assert card.default_version in card.versions
+
+
+MINIMAL_SPEC = """
+task: reid
+dataset: market1501
+splits: {train: train, query: query, gallery: gallery}
+input_size: [256, 128]
+head: {type: bnneck}
+metric: {main: rank1, report: [rank1, mAP]}
+protocols:
+  linear: {kind: linear, schedule: {epochs: 1, batch_size: 8, lr: 0.1}}
+default_protocol: linear
+"""
+
+
+def test_unknown_field_and_closed_vocabulary_rejected(tmp_path):
+    folder = tmp_path / "reid"
+    folder.mkdir()
+    good = folder / "market1501.yaml"
+    good.write_text(MINIMAL_SPEC)
+    assert load_task_spec(good).metric.main == "rank1"
+    bad = folder / "market1501.yaml"
+    bad.write_text(MINIMAL_SPEC + "colour: blue\n")
+    with pytest.raises(SpecError, match="colour"):
+        load_task_spec(bad)
+    bad.write_text(MINIMAL_SPEC.replace("kind: linear", "kind: zero_shot"))
+    with pytest.raises(SpecError, match="kind"):
+        load_task_spec(bad)
+    bad.write_text(MINIMAL_SPEC.replace("default_protocol: linear", "default_protocol: finetune"))
+    with pytest.raises(SpecError, match="default_protocol"):
+        load_task_spec(bad)
+
+
+def test_spec_must_live_at_its_path(tmp_path):
+    path = tmp_path / "wrong.yaml"
+    path.write_text(MINIMAL_SPEC)
+    with pytest.raises(SpecError, match="must live at tasks/reid/market1501.yaml"):
+        load_task_spec(path)
+
+
+def test_stable_hash_ignores_key_order():
+    assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
+    assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+
+
+def test_record_requires_main_metric_in_scores():
+    identity = {"method": "saip", "backbone": "vit_tiny", "task": "reid", "dataset": "market1501",
+                "protocol": "linear", "seed": 0}
+    ResultRecord(identity=identity, scores={"rank1": 1.0}, main_metric="rank1", main_score=1.0,
+                 direction="max", provenance={})
+    with pytest.raises(ValueError):
+        ResultRecord(identity=identity, scores={"mAP": 1.0}, main_metric="rank1", main_score=1.0,
+                     direction="max", provenance={})
