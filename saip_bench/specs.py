@@ -81,6 +81,7 @@ class TaskSpec(StrictModel):
     task: TaskName
     dataset: DatasetName
     version: str = "1"
+    dataset_version: str | None = None  # e.g. "zs" for PETAzs, "v2" for MSMT17; None = card default
     description: str = ""
     splits: dict[str, str]
     input_size: tuple[int, int]
