@@ -20,7 +20,8 @@ def test_list_backbones_shows_three_with_params(capsys):
 
 def test_user_error_is_one_line_without_traceback():
     result = subprocess.run(
-        [sys.executable, "-m", "saip_bench.cli", "data", "verify", "no_such_dataset", "--root", "/nonexistent"],
+        [sys.executable, "-m", "saip_bench.cli", "data", "verify", "no_such_dataset",
+         "--root", "/nonexistent"],
         capture_output=True, text=True,
     )
     assert result.returncode == 2

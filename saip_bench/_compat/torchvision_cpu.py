@@ -24,7 +24,7 @@ def _extension_loads() -> bool:
     spec = importlib.util.find_spec("torchvision")
     if spec is None or not spec.submodule_search_locations:
         return True  # torchvision absent: nothing to fix
-    package_dir = list(spec.submodule_search_locations)[0]
+    package_dir = next(iter(spec.submodule_search_locations))
     candidates = glob.glob(os.path.join(package_dir, "_C*.so")) + glob.glob(
         os.path.join(package_dir, "_C*.pyd")
     )
@@ -66,7 +66,7 @@ def ensure_torchvision_importable() -> bool:
         return bool(_STATE["patched"])
     if _extension_loads():
         return False
-    library = torch.library.Library("torchvision", "DEF")  # noqa: TOR901 - kept alive in _STATE
+    library = torch.library.Library("torchvision", "DEF")  # kept alive in _STATE
     library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     library.impl("nms", nms_cpu, "CPU")

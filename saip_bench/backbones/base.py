@@ -52,7 +52,7 @@ class Backbone(nn.Module):
         self.timm_kwargs = dict(timm_kwargs)
         self.img_size = tuple(img_size)
         self.stages = tuple(stages)
-        self.num_features = int(getattr(body, "num_features"))
+        self.num_features = int(body.num_features)
 
     @property
     def reduction(self) -> int:

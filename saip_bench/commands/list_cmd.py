@@ -11,7 +11,9 @@ KINDS = ("tasks", "datasets", "methods", "backbones", "metrics")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("list", help="list registered tasks, datasets, methods, backbones, metrics")
+    parser = subparsers.add_parser(
+        "list", help="list registered tasks, datasets, methods, backbones, metrics"
+    )
     parser.add_argument("kind", choices=KINDS)
     parser.set_defaults(func=run)
 

@@ -1,0 +1,228 @@
+"""Pieces every task shares: image loading, optimisers with the paper's groups, schedules, the fit loop,
+frozen-feature caching and sample limits.
+
+Why: nine tasks, one way to train a head; a fix to the loop or the optimiser groups lands everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+
+from saip_bench.backbones import Backbone
+from saip_bench.errors import DataFormatError
+from saip_bench.specs import Schedule
+from saip_bench.utils import atomic_torch_save, autocast, console
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FROZEN_KINDS = frozenset({"linear", "frozen"})
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Open an image as RGB; a corrupt or missing file raises DataFormatError naming it."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except FileNotFoundError as exc:
+        raise DataFormatError(path, "an image file", "nothing at that path") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataFormatError(path, "a readable image", f"{type(exc).__name__}: {exc}") from exc
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) floats in [0, 1] -> ImageNet-normalised."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def pil_to_tensor(image: Image.Image, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """PIL RGB -> (3, H, W) float in [0, 1], resized (bilinear) to ``size`` = (height, width)."""
+    if size is not None and (image.height, image.width) != tuple(size):
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def is_frozen(protocol_kind: str) -> bool:
+    return protocol_kind in FROZEN_KINDS
+
+
+def set_backbone_trainable(backbone: nn.Module, trainable: bool) -> None:
+    for parameter in backbone.parameters():
+        parameter.requires_grad_(trainable)
+    backbone.train(trainable)
+
+
+def _layer_id(name: str, num_layers: int) -> int:
+    """ViT layer index for layer-wise LR decay: embeddings 0, block i -> i + 1, rest num_layers + 1."""
+    if name.startswith(("cls_token", "pos_embed", "patch_embed", "reg_token")):
+        return 0
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return num_layers + 1
+
+
+def param_groups(
+    backbone: Backbone | None,
+    head: nn.Module,
+    weight_decay: float,
+    layer_decay: float | None = None,
+    backbone_lr_scale: float = 1.0,
+) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on biases/norms/1-D/tokens; optional ViT layer-wise LR decay."""
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+
+    def add(parameter: nn.Parameter, name: str, lr_scale: float) -> None:
+        if not parameter.requires_grad:
+            return
+        no_decay = parameter.ndim <= 1 or name.endswith(("cls_token", "pos_embed", "mask_token"))
+        key = (0.0 if no_decay else weight_decay, lr_scale)
+        groups.setdefault(key, []).append(parameter)
+
+    if backbone is not None:
+        num_layers = len(getattr(backbone.body, "blocks", [])) if backbone.family == "vit" else 0
+        for name, parameter in backbone.body.named_parameters():
+            scale = backbone_lr_scale
+            if layer_decay is not None and num_layers:
+                scale *= layer_decay ** (num_layers + 1 - _layer_id(name, num_layers))
+            add(parameter, name, scale)
+    for name, parameter in head.named_parameters():
+        add(parameter, name, 1.0)
+    return [
+        {"params": params, "weight_decay": wd, "lr_scale": scale}
+        for (wd, scale), params in sorted(groups.items(), key=lambda item: item[0])
+    ]
+
+
+def build_optimizer(groups: list[dict[str, Any]], schedule: Schedule) -> torch.optim.Optimizer:
+    for group in groups:
+        group["lr"] = schedule.lr * group.get("lr_scale", 1.0)
+    if schedule.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=schedule.lr)
+    if schedule.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=schedule.lr)
+    return torch.optim.SGD(groups, lr=schedule.lr, momentum=0.9)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: Schedule) -> float:
+    """Multiplier of the base LR at ``step``: linear warm-up, then cosine / step milestones / constant."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule.scheduler == "cosine":
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if schedule.scheduler == "step" and schedule.milestones:
+        epochs_done = step / max(1, total_steps) * schedule.epochs
+        return 0.1 ** sum(epochs_done >= m for m in schedule.milestones)
+    return 1.0
+
+
+def progress_bar(description: str, total: int, enabled: bool = True) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+        console=console, transient=True, disable=not enabled,
+    )
+
+
+def fit_loop(
+    parameters_model: nn.Module,
+    batches: Callable[[int], Iterable[Any]],
+    loss_fn: Callable[[Any], torch.Tensor],
+    schedule: Schedule,
+    optimizer: torch.optim.Optimizer,
+    steps_per_epoch: int,
+    amp: bool = True,
+    device: torch.device | str = "cpu",
+    description: str = "fit",
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """The one supervised loop of all tasks: epochs of ``batches(epoch)``, warm-up + schedule, AMP, clip.
+
+    ``loss_fn(batch)`` runs the forward pass and returns the scalar loss. ``schedule.max_steps`` caps
+    the total number of optimiser steps (CPU protocols). Returns the loss history.
+    """
+    epochs = max(1, math.ceil(schedule.epochs))
+    total = epochs * max(1, steps_per_epoch)
+    if schedule.max_steps:
+        total = min(total, schedule.max_steps)
+    warmup = round(schedule.warmup_epochs * steps_per_epoch)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    losses: list[float] = []
+    step = 0
+    started = time.perf_counter()
+    with progress_bar(description, total, show_progress) as progress:
+        task = progress.add_task(description, total=total, info="")
+        for epoch in range(epochs):
+            for batch in batches(epoch):
+                if step >= total:
+                    break
+                factor = lr_factor(step, total, warmup, schedule)
+                for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                    group["lr"] = base * factor
+                with autocast(device, enabled=amp):
+                    loss = loss_fn(batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{description}: non-finite loss at step {step}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if schedule.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(parameters_model.parameters(), schedule.grad_clip)
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                step += 1
+                progress.update(task, advance=1, info=f"loss {losses[-1]:.4f}")
+            if step >= total:
+                break
+    return {"steps": step, "losses": losses, "fit_seconds": time.perf_counter() - started}
+
+
+@torch.no_grad()
+def extract(
+    fn: Callable[[Any], dict[str, torch.Tensor]],
+    batches: Iterable[Any],
+    amp: bool = True,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Run ``fn`` over batches (no grad, bf16 autocast) and concatenate each output key (as float32)."""
+    outputs: dict[str, list[torch.Tensor]] = {}
+    for batch in batches:
+        with autocast(device, enabled=amp):
+            result = fn(batch)
+        for key, value in result.items():
+            outputs.setdefault(key, []).append(value.float().cpu())
+    return {key: torch.cat(values) for key, values in outputs.items()}
+
+
+def cached(path: Path, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Frozen-protocol feature cache: compute once, save atomically, reuse (keyed by the caller's path)."""
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    result = compute()
+    atomic_torch_save(result, path)
+    return result
+
+
+def limit(records: Sequence[dict[str, Any]], n: int | None, seed: int) -> list[dict[str, Any]]:
+    """A seeded subset of ``n`` records (all when ``n`` is None), in the original order."""
+    if n is None or n >= len(records):
+        return list(records)
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(records), size=n, replace=False))
+    return [records[int(i)] for i in keep]
+
+
+def n_samples(original: int, effective: int) -> dict[str, int]:
+    return {"original": int(original), "effective": int(effective)}
