@@ -38,6 +38,7 @@ class UnitContext:
     max_train_samples: int | None = None  # set only by --limit runs (marked, never on boards)
     max_eval_samples: int | None = None
     visualize: int = 0  # write this many prediction PNGs under out_dir/vis
+    cache_dir: Path | None = None  # shared by units of one backbone checkpoint (frozen-feature caches)
     show_progress: bool = True
 
     @property
