@@ -21,7 +21,8 @@ $PIP install -q -e ".[test]"
 # Pose stack (mmpose + pure-Python mmcv-lite): declared deps include chumpy (broken on 3.11), so --no-deps.
 if [ -s requirements/mmpose.txt ]; then
   $PIP install -q -r requirements/mmpose-deps.txt
-  $PIP install -q --no-deps -r requirements/mmpose.txt
+  # xtcocotools: its cp311 wheel targets numpy 1.x, so build it from source (cython comes from the deps file).
+  $PIP install -q --no-deps --no-binary xtcocotools --no-build-isolation -r requirements/mmpose.txt
 fi
 echo "$stamp_source" > "$VENV/.saip-stamp"
 echo "install.sh: done ($VENV)"
