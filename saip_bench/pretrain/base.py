@@ -3,6 +3,18 @@
 A method is a small ``nn.Module``: it owns its student backbone, heads, teacher (if any) and losses.
 The trainer owns optimisation (AdamW, LR/WD schedules, accumulation, AMP, clipping), checkpoints,
 resume, DDP and progress. Methods never step optimisers or touch the data loader.
+
+Life of one micro-batch (see ``trainer.py``)::
+
+    views = method.make_views(batch, generator)   # batched tensor ops, no grad, on the batch's device
+    out = ddp_or_method(views)                      # -> {"loss": total, "loss/<term>": ..., "stat/<x>": ...}
+    out["loss"].backward()
+    ... optimiser step ...
+    method.on_after_step(global_step, total_steps)  # e.g. EMA teacher update (global step, never per epoch)
+
+Configuration: the preset files ``presets/<method>.yaml`` hold, per preset name (``quick``, ``paper``...),
+a ``method:`` mapping passed verbatim as ``config`` and optional ``train:`` overrides of the trainer
+defaults in ``presets/_trainer.yaml``. Validate ``config`` in ``__init__`` (raise ``SpecError``).
 """
 
 from __future__ import annotations
@@ -22,9 +34,22 @@ METHODS: Registry[type[PretrainMethod]] = Registry("method")
 class PretrainMethod(nn.Module, metaclass=ABCMeta):
     """Subclass, set the class attributes, and register with ``@METHODS.register(name, ...)``.
 
-    Batches from the pretraining loader are dicts of tensors: ``image`` (B, 3, H, W) float in [0, 1]
-    at the loader's source size, and when the method asks for them: ``background`` (B, 3, Hb, Wb),
-    ``label`` (B,) identity labels, ``keypoints`` (B, K, 3) in source-image pixels.
+    Batches from the pretraining loader are dicts of tensors on the training device:
+
+    - ``image`` (B, 3, H, W) float32 in [0, 1] at the preset's ``source_size`` (person crops resized);
+    - ``index`` (B,) int64 global dataset indices; ``sample_seed`` (B,) int64, a per-sample seed that
+      depends only on (run seed, epoch, index): draw per-sample view parameters from it
+      (``views.sample_rngs``) and the views are identical whatever the world size (exact DDP parity);
+    - when the method asks for them: ``background`` (B, 3, Hb, Wb) float in [0, 1] (random background
+      images, ``needs_backgrounds``), ``label`` (B,) int64 identity ids (``needs_labels``; the identity
+      folder name, ids dense from 0 in sorted folder order), ``keypoints`` (B, 17, 3) in ``source_size``
+      pixels, visibility 0 where unknown (``needs_keypoints``).
+
+    ``forward`` returns a dict: ``loss`` (scalar, back-propagated), every term as ``loss/<term>``
+    (logged), optional diagnostics as ``stat/<name>`` (logged, no grad). The trainer's collapse guard
+    watches ``stat/embedding_std`` when present: the std over the batch of the L2-normalised
+    embeddings (mean over dims); a value below ``guard.min_embedding_std`` for ``guard.patience``
+    steps stops training.
     """
 
     name: ClassVar[str] = ""
@@ -32,14 +57,31 @@ class PretrainMethod(nn.Module, metaclass=ABCMeta):
     needs_labels: ClassVar[bool] = False
     needs_keypoints: ClassVar[bool] = False
     needs_backgrounds: ClassVar[bool] = False
+    # DDP: set True when some trainable parameters get no gradient in a step (e.g. switched-off heads).
+    find_unused_parameters: ClassVar[bool] = False
 
     def __init__(self, backbone: Backbone, config: dict[str, Any]) -> None:
         super().__init__()
         self.backbone = backbone
         self.config = dict(config)
 
+    @classmethod
+    def unsupported_reason(cls, backbone: Backbone, config: dict[str, Any]) -> str | None:
+        """``None`` when the method can train ``backbone`` with ``config``; else a one-line reason."""
+        if backbone.family not in cls.supported_families:
+            families = ", ".join(sorted(cls.supported_families))
+            return (
+                f"method {cls.name!r} does not support backbone {backbone.name!r} "
+                f"(family {backbone.family}); supported families: {families}"
+            )
+        return None
+
     def make_views(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, Any]:
-        """Batched view generation on the batch's device (crops, masks, canvases)."""
+        """Batched view generation on the batch's device (crops, masks, canvases); runs under no_grad.
+
+        ``generator`` is a CPU generator seeded from (run seed, global step, micro-step, rank): use it
+        for draws that may differ between ranks; use ``batch["sample_seed"]`` for per-sample draws.
+        """
         return batch
 
     @abstractmethod
@@ -47,7 +89,7 @@ class PretrainMethod(nn.Module, metaclass=ABCMeta):
         """Return the loss terms; key ``loss`` is the total that is back-propagated."""
 
     def on_after_step(self, step: int, total_steps: int) -> None:
-        """Hook after each optimiser step (EMA teacher update etc.); ``step`` is the global step."""
+        """Hook after each optimiser step (EMA teacher update etc.); ``step`` is the global step (1-based)."""
 
     def no_weight_decay_names(self) -> set[str]:
         """Parameter names excluded from weight decay besides biases and norms (1-D params)."""

@@ -1,0 +1,132 @@
+"""Token-level access to a timm ``VisionTransformer``: embed, run blocks 0..k, tap outputs, attention maps.
+
+Why: SAIP and the MIM baselines need what ``forward_features`` hides: the output of an inner block (one
+pass serves both the final CLS and the block-6 tokens), the last block's attention logits, and the
+visible-token-only path of masked encoders. Everything uses timm's own modules, so the weights stay a
+plain timm ``state_dict``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
+from torch import nn
+
+
+@dataclass
+class TokenOutput:
+    """Result of ``vit_forward``; ``tokens`` includes the prefix (CLS) token(s)."""
+
+    tokens: torch.Tensor
+    grid: tuple[int, int]
+    taps: dict[int, torch.Tensor] = field(default_factory=dict)
+    attn_qk: torch.Tensor | None = None  # (B, heads, N, N) logits of the last run block
+    attn_vv: torch.Tensor | None = None
+
+
+def num_prefix_tokens(body: nn.Module) -> int:
+    return int(getattr(body, "num_prefix_tokens", 1))
+
+
+def embed(body: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Patch-embed + position embedding (resampled to the grid) + prefix tokens; (B, P+N, C), grid."""
+    x = body.patch_embed(images)
+    if x.ndim == 4:  # dynamic_img_size: NHWC
+        grid = (int(x.shape[1]), int(x.shape[2]))
+    else:
+        grid = tuple(body.patch_embed.grid_size)  # type: ignore[assignment]
+    x = body._pos_embed(x)
+    x = body.patch_drop(x)
+    x = body.norm_pre(x)
+    return x, grid
+
+
+def attention_logits(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run one timm ``Block`` and return (output, qk logits, vv logits), both scaled by 1/sqrt(d).
+
+    The block output still uses the fused attention kernel; only the two (B, h, N, N) logit maps are
+    materialised, which is what the CSM attention term needs.
+    """
+    attn = block.attn
+    y = block.norm1(x)
+    batch, tokens, _ = y.shape
+    qkv = attn.qkv(y).reshape(batch, tokens, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    out = F.scaled_dot_product_attention(q, k, v)
+    qk = (q * attn.scale) @ k.transpose(-2, -1)
+    vv = (v * attn.scale) @ v.transpose(-2, -1)
+    out = out.transpose(1, 2).reshape(batch, tokens, attn.attn_dim)
+    out = attn.proj(attn.norm(out))
+    x = x + block.drop_path1(block.ls1(out))
+    x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+    return x, qk, vv
+
+
+def run_blocks(
+    body: nn.Module,
+    x: torch.Tensor,
+    start: int = 0,
+    stop: int | None = None,
+    taps: Sequence[int] = (),
+    attn_maps: bool = False,
+) -> tuple[torch.Tensor, dict[int, torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+    """Blocks ``start..stop-1``; ``taps`` records outputs (block index -> tokens, no norm)."""
+    blocks = body.blocks
+    stop = len(blocks) if stop is None else stop
+    tapped: dict[int, torch.Tensor] = {}
+    qk = vv = None
+    for index in range(start, stop):
+        if attn_maps and index == stop - 1:
+            x, qk, vv = attention_logits(blocks[index], x)
+        else:
+            x = blocks[index](x)
+        if index in taps:
+            tapped[index] = x
+    return x, tapped, qk, vv
+
+
+def vit_forward(
+    body: nn.Module,
+    images: torch.Tensor,
+    stop: int | None = None,
+    taps: Sequence[int] = (),
+    attn_maps: bool = False,
+    final_norm: bool = True,
+) -> TokenOutput:
+    """Embed and run blocks ``0..stop-1`` (all by default); final norm only when all blocks ran."""
+    x, grid = embed(body, images)
+    x, tapped, qk, vv = run_blocks(body, x, 0, stop, taps, attn_maps)
+    if final_norm and (stop is None or stop == len(body.blocks)):
+        x = body.norm(x)
+    return TokenOutput(x, grid, tapped, qk, vv)
+
+
+def vit_forward_visible(
+    body: nn.Module, images: torch.Tensor, ids_keep: torch.Tensor, stop: int | None = None
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """MAE-style encoder: embed, keep the prefix + the patch tokens ``ids_keep`` (B, K), run blocks."""
+    x, grid = embed(body, images)
+    prefix = num_prefix_tokens(body)
+    patches = x[:, prefix:]
+    kept = torch.gather(patches, 1, ids_keep.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
+    x = torch.cat([x[:, :prefix], kept], dim=1)
+    x, _, _, _ = run_blocks(body, x, 0, stop)
+    if stop is None or stop == len(body.blocks):
+        x = body.norm(x)
+    return x, grid
+
+
+def resize_pos_embed(
+    pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int], num_prefix: int
+) -> torch.Tensor:
+    """2-D (bicubic) resample of a (1, P+H*W, C) position embedding to another grid (timm helper)."""
+    if tuple(old_grid) == tuple(new_grid):
+        return pos_embed
+    return resample_abs_pos_embed(
+        pos_embed, new_size=list(new_grid), old_size=list(old_grid), num_prefix_tokens=num_prefix
+    )
