@@ -40,6 +40,8 @@ class PretrainMethod(nn.Module, metaclass=ABCMeta):
     - ``index`` (B,) int64 global dataset indices; ``sample_seed`` (B,) int64, a per-sample seed that
       depends only on (run seed, epoch, index): draw per-sample view parameters from it
       (``views.sample_rngs``) and the views are identical whatever the world size (exact DDP parity);
+    - ``step_seed`` () int64, the same on every rank for one micro-step: for per-batch draws (e.g. one
+      rescale factor for the whole batch) that must agree across ranks;
     - when the method asks for them: ``background`` (B, 3, Hb, Wb) float in [0, 1] (random background
       images, ``needs_backgrounds``), ``label`` (B,) int64 identity ids (``needs_labels``; the identity
       folder name, ids dense from 0 in sorted folder order), ``keypoints`` (B, 17, 3) in ``source_size``

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import torch
+
+from saip_bench.pretrain.views import (
+    SAIPViewConfig,
+    anchor_grid_mask,
+    crop_resize,
+    gaussian_blur,
+    make_saip_views,
+    paste_two,
+    rrc_params,
+    scaled_size,
+    upsampled_mask_noise,
+)
+
+
+def test_crop_resize_identity_and_flip():
+    images = torch.rand(2, 3, 16, 8)
+    boxes = torch.tensor([[0.0, 0.0, 16.0, 8.0]] * 2)
+    out = crop_resize(images, boxes, (16, 8), mode="bilinear")
+    torch.testing.assert_close(out, images, atol=1e-5, rtol=1e-5)
+    flipped = crop_resize(images, boxes, (16, 8), flip=torch.tensor([True, False]), mode="bilinear")
+    torch.testing.assert_close(flipped[0], images[0].flip(-1), atol=1e-5, rtol=1e-5)
+    half = crop_resize(images, torch.tensor([[8.0, 0.0, 8.0, 8.0]] * 2), (8, 8), mode="bilinear")
+    torch.testing.assert_close(half, images[:, :, 8:], atol=1e-5, rtol=1e-5)
+
+
+def test_rrc_params_within_image_and_scale():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        top, left, h, w = rrc_params(rng, 256, 128, (0.8, 1.0), (0.4, 0.6))
+        assert 0 <= top and top + h <= 256 and 0 <= left and left + w <= 128
+        assert h * w >= 0.75 * 256 * 128
+
+
+def test_scaled_size_rounding():
+    assert scaled_size((128, 64), 0.875) == (112, 56)
+    assert scaled_size((128, 64), 0.875, "round16") == (112, 64)
+    assert scaled_size((128, 64), 1.25, "round16") == (160, 80)
+    with pytest.raises(ValueError):
+        scaled_size((128, 64), 1.0, "floor")
+
+
+def test_blur_preserves_constant_and_mean():
+    images = torch.full((2, 3, 20, 10), 0.3)
+    torch.testing.assert_close(gaussian_blur(images, torch.tensor([0.5, 2.0])), images)
+
+
+def test_anchor_grid_mask_and_upsampled_noise():
+    rngs = [np.random.default_rng(i) for i in range(3)]
+    keep = anchor_grid_mask(rngs, (16, 8), 0.25, "cpu")
+    assert keep.shape == (3, 16, 8) and keep.sum((1, 2)).tolist() == [32.0] * 3
+    noise = upsampled_mask_noise(keep, (20, 10), rngs)
+    assert noise.shape == (3, 200)
+    up = torch.nn.functional.interpolate(keep.unsqueeze(1), size=(20, 10), mode="nearest").flatten(1)
+    assert bool(((noise < 0.5) == (up == 1)).all())  # visible cells sort first
+
+
+def test_paste_two_masks_and_blend():
+    canvas = torch.zeros(4, 3, 224, 224)
+    roi = torch.ones(4, 3, 128, 64)
+    inst = torch.ones(4, 3, 128, 64)
+    out, roi_mask, inst_mask = paste_two(canvas, roi, inst, [np.random.default_rng(i) for i in range(4)])
+    assert roi_mask.sum((1, 2, 3)).tolist() == [128 * 64.0] * 4
+    assert (roi_mask * inst_mask).sum() == 0  # side by side, never overlapping
+    torch.testing.assert_close(out[roi_mask.expand_as(out) > 0], torch.full((4 * 3 * 128 * 64,), 0.7))
+
+
+def test_saip_views_paper_shapes():
+    batch = 2
+    cfg = SAIPViewConfig()
+    views = make_saip_views(
+        torch.rand(batch, 3, 256, 128), torch.arange(batch), 7, cfg,
+        backgrounds=torch.rand(batch, 3, 200, 200),
+    )
+    assert views["global"].shape == (2 * batch, 3, 256, 128)
+    assert views["local"].shape == (6 * batch, 3, 128, 64)
+    rh, rw = scaled_size((128, 64), views["roi_scale"])
+    assert views["roi_scaled"].shape == (batch, 3, rh, rw)
+    assert views["roi_scale"] in cfg.scales and views["anchor_scale"] in cfg.scales
+    assert views["masked"].shape == (batch, 3, 320, 160)
+    assert views["mask_noise"].shape == (batch, 200) and views["mask_keep"] == 50
+    assert views["canvas"].shape == (batch, 3, 224, 224)
+    assert views["roi_mask"].shape == (batch, 1, 224, 224)
+    assert torch.isfinite(views["global"]).all()
+
+
+def test_saip_views_are_per_sample_deterministic():
+    cfg = SAIPViewConfig(global_size=(64, 32), local_size=(32, 16), n_local=1, canvas_size=(64, 64))
+    images = torch.rand(4, 3, 64, 32)
+    backgrounds = torch.rand(4, 3, 64, 64)
+    full = make_saip_views(images, torch.arange(4), 3, cfg, backgrounds)
+    half = make_saip_views(images[2:], torch.arange(2, 4), 3, cfg, backgrounds[2:])
+    torch.testing.assert_close(full["global"][2:4], half["global"][0:2])
+    torch.testing.assert_close(full["canvas"][2:], half["canvas"])
+    torch.testing.assert_close(full["mask_noise"][2:], half["mask_noise"])
