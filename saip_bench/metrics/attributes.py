@@ -1,0 +1,127 @@
+"""Pedestrian attribute recognition: mA and instance Acc/Prec/Rec/F1 exactly as FORMATS.md §13.3
+(Rethinking-of-PAR ``get_pedestrian_metrics``).
+
+- prediction = ``prob > 0.5`` (strict), on the evaluated attribute columns only (``eval_idx``);
+- label-based: pos_recall = TP/(TP+FN+eps), neg_recall = TN/(TN+FP+eps), mA = mean of their average
+  (an attribute never positive in the ground truth has pos_recall 0, as in the reference);
+- instance-based: Acc = mean |P∩G|/(|P∪G|+eps), Prec = mean |P∩G|/(|P|+eps) (0 for a sample with no
+  positive prediction), Rec = mean |P∩G|/(|G|+eps); F1 = 2·Prec·Rec/(Prec+Rec+eps) from the *averaged*
+  Prec and Rec; eps = 1e-20.
+
+Scores are percentages (0-100) as papers print them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from saip_bench.errors import DataFormatError
+from saip_bench.metrics.base import MetricCommand, load_prediction_npz, register_metric_command
+
+EPS = 1e-20
+THRESHOLD = 0.5
+
+
+def _validated(probs: Any, labels: Any, eval_idx: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    if probs.ndim != 2 or labels.shape != probs.shape:
+        raise DataFormatError(
+            source,
+            "probs and labels as N x A arrays of the same shape",
+            f"probs {probs.shape}, labels {labels.shape}",
+        )
+    if probs.shape[0] == 0:
+        raise DataFormatError(source, "at least one sample", "0 rows")
+    if np.isnan(probs).any():
+        raise DataFormatError(source, "probs without NaN values", "NaN")
+    if not np.isin(labels, (0, 1)).all():
+        bad = np.unique(labels[~np.isin(labels, (0, 1))])[:5].tolist()
+        raise DataFormatError(
+            source, "binary labels (0/1; the reader maps uncertain 2 -> 0)", f"values {bad}"
+        )
+    if eval_idx is not None:
+        idx = np.asarray(eval_idx).reshape(-1)
+        if (
+            not np.issubdtype(idx.dtype, np.integer)
+            or idx.size == 0
+            or idx.min() < 0
+            or idx.max() >= probs.shape[1]
+        ):
+            raise DataFormatError(
+                source,
+                f"eval_idx as integer column indices in 0..{probs.shape[1] - 1}",
+                f"{idx[:10].tolist()} (dtype {idx.dtype})",
+            )
+        probs, labels = probs[:, idx], labels[:, idx]
+    return probs, labels.astype(np.int64)
+
+
+def label_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-attribute positive/negative recall and their mean (mA per attribute)."""
+    true_pos = np.sum((gt == 1) & pred, axis=0).astype(np.float64)
+    true_neg = np.sum((gt == 0) & ~pred, axis=0).astype(np.float64)
+    gt_pos = np.sum(gt == 1, axis=0).astype(np.float64)
+    gt_neg = np.sum(gt == 0, axis=0).astype(np.float64)
+    pos_recall = true_pos / (gt_pos + EPS)
+    neg_recall = true_neg / (gt_neg + EPS)
+    return {"pos_recall": pos_recall, "neg_recall": neg_recall, "label_ma": (pos_recall + neg_recall) / 2}
+
+
+def evaluate_attributes(
+    probs: Any, labels: Any, eval_idx: Any = None, source: str = "<arrays>"
+) -> dict[str, float]:
+    """mA, Acc, Prec, Rec, F1 (percent) plus mean positive / negative recall."""
+    probs, gt = _validated(probs, labels, eval_idx, source)
+    pred = probs > THRESHOLD
+    per_label = label_metrics(gt, pred)
+    positive = gt == 1
+    intersect = np.sum(positive & pred, axis=1).astype(np.float64)
+    union = np.sum(positive | pred, axis=1).astype(np.float64)
+    predicted = np.sum(pred, axis=1).astype(np.float64)
+    actual = np.sum(positive, axis=1).astype(np.float64)
+    acc = float(np.mean(intersect / (union + EPS)))
+    prec = float(np.mean(intersect / (predicted + EPS)))
+    rec = float(np.mean(intersect / (actual + EPS)))
+    f1 = 2 * prec * rec / (prec + rec + EPS)
+    return {
+        "mA": 100.0 * float(np.mean(per_label["label_ma"])),
+        "Acc": 100.0 * acc,
+        "Prec": 100.0 * prec,
+        "Rec": 100.0 * rec,
+        "F1": 100.0 * f1,
+        "pos_recall": 100.0 * float(np.mean(per_label["pos_recall"])),
+        "neg_recall": 100.0 * float(np.mean(per_label["neg_recall"])),
+        "num_samples": float(gt.shape[0]),
+        "num_attributes": float(gt.shape[1]),
+    }
+
+
+def evaluate_attributes_file(path: str | Path) -> dict[str, float]:
+    arrays = load_prediction_npz(path, ("probs", "labels"), optional=("eval_idx",))
+    return evaluate_attributes(arrays["probs"], arrays["labels"], arrays.get("eval_idx"), source=str(path))
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help="preds.npz with probs (N x A, sigmoid outputs), labels (N x A, 0/1), optional eval_idx "
+        "(the evaluated attribute columns)",
+    )
+
+
+register_metric_command(
+    MetricCommand(
+        name="attributes",
+        help="pedestrian attributes: mA and instance Acc/Prec/Rec/F1 (%%), strict > 0.5 (FORMATS §13.3)",
+        add_arguments=_add_arguments,
+        compute=lambda args: evaluate_attributes_file(args.input),
+        main_metric="mA",
+    )
+)

@@ -1,0 +1,105 @@
+"""Text-to-image person retrieval: R@1/5/10, mAP, mINP exactly as FORMATS.md §13.2 (IRRA ``rank``).
+
+Every text query is ranked against every gallery image by descending similarity; a match is an image
+of the same pid. No camera or junk filtering and no skipping: all queries are in every denominator (a
+query whose pid has no gallery image, impossible in the official splits, scores 0 everywhere instead of
+the NaN the reference would produce). Ties are broken by gallery order (a stable sort). Scores are
+percentages (x100, as IRRA prints them). Ranks of the positives come from the same chunked
+``positive_ranks`` as ReID, so no (T, I) index matrix is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from saip_bench.errors import DataFormatError, UserError
+from saip_bench.metrics.base import MetricCommand, load_prediction_npz, register_metric_command
+from saip_bench.metrics.reid import (
+    as_float_matrix,
+    as_id_vector,
+    positive_ranks,
+    rows_per_chunk,
+    summarize_ranks,
+)
+
+RANKS = (1, 5, 10)
+
+
+def evaluate_retrieval(
+    similarity: Any,
+    text_pids: Any,
+    image_pids: Any,
+    chunk_size: int | None = None,
+    source: str = "<arrays>",
+) -> dict[str, float]:
+    """R@1/5/10, mAP, mINP (percent) from a (T, I) similarity matrix (larger = closer)."""
+    sim = as_float_matrix("similarity", similarity, source)
+    num_t, num_i = sim.shape
+    if num_t == 0 or num_i == 0:
+        raise UserError(f"{source}: retrieval needs at least one text query and one gallery image")
+    tp = as_id_vector("text_pids", text_pids, num_t, source)
+    ip = as_id_vector("image_pids", image_pids, num_i, source)
+    step = rows_per_chunk(num_i, chunk_size)
+    firsts, aps, inps = [], [], []
+    for start in range(0, num_t, step):
+        stop = min(num_t, start + step)
+        positive = ip[None, :] == tp[start:stop, None]
+        ranks, counts = positive_ranks(-sim[start:stop], positive)
+        summary = summarize_ranks(ranks, counts)
+        firsts.append(summary["first"])
+        aps.append(np.nan_to_num(summary["ap"], nan=0.0))
+        inps.append(np.nan_to_num(summary["inp"], nan=0.0))
+    first = np.concatenate(firsts)
+    found = first >= 0
+    result = {f"R{k}": 100.0 * float(np.mean(found & (first < k))) for k in RANKS}
+    result["mAP"] = 100.0 * float(np.mean(np.concatenate(aps)))
+    result["mINP"] = 100.0 * float(np.mean(np.concatenate(inps)))
+    result["num_queries"] = float(num_t)
+    result["num_queries_without_match"] = float(np.sum(~found))
+    return result
+
+
+def evaluate_retrieval_file(path: str | Path, chunk_size: int | None = None) -> dict[str, float]:
+    arrays = load_prediction_npz(path, ("similarity", "text_pids", "image_pids"))
+    if arrays["similarity"].ndim != 2:
+        raise DataFormatError(path, "similarity as a (T, I) matrix", f"shape {arrays['similarity'].shape}")
+    return evaluate_retrieval(
+        arrays["similarity"],
+        arrays["text_pids"],
+        arrays["image_pids"],
+        chunk_size=chunk_size,
+        source=str(path),
+    )
+
+
+def cosine_similarity(text_feats: torch.Tensor, image_feats: torch.Tensor) -> torch.Tensor:
+    """IRRA's similarity: L2-normalised text features times L2-normalised image features."""
+    text = torch.nn.functional.normalize(text_feats.float(), dim=1)
+    image = torch.nn.functional.normalize(image_feats.float(), dim=1)
+    return text @ image.t()
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help="preds.npz with similarity (T x I, larger = closer), text_pids (T), image_pids (I)",
+    )
+    parser.add_argument("--chunk-size", type=int, default=None, help="queries per chunk (default: auto)")
+
+
+register_metric_command(
+    MetricCommand(
+        name="retrieval",
+        help="text-to-image retrieval: R@1/5/10, mAP, mINP (%%), all queries, no filtering (FORMATS §13.2)",
+        add_arguments=_add_arguments,
+        compute=lambda args: evaluate_retrieval_file(args.input, chunk_size=args.chunk_size),
+        main_metric="R1",
+    )
+)
