@@ -1,0 +1,1 @@
+"""Shared parts of the dense tasks (pose, whole-body, parsing): features, heads, top-down crops, drawing."""

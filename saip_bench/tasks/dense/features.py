@@ -1,0 +1,71 @@
+"""Multi-level backbone features for dense heads, and the protocol knobs the dense tasks share.
+
+Why: ViTs give several same-stride block outputs, ConvNets/hybrids give a pyramid; heads only see a list of
+NCHW maps plus their channel counts, so one head serves all three backbone families.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from saip_bench.backbones import Backbone
+from saip_bench.specs import TaskSpec
+
+
+def default_levels(backbone: Backbone, count: int) -> list[int]:
+    """The last ``count`` levels: ViT blocks evenly spread over the depth, or the last stages."""
+    depth = backbone.depth
+    count = max(1, min(count, depth))
+    if backbone.family == "vit":
+        step = depth // count
+        return [depth - 1 - step * i for i in reversed(range(count))]
+    return list(range(depth - count, depth))
+
+
+def resolve_levels(backbone: Backbone, levels: int | Sequence[int] | None) -> list[int]:
+    """``levels`` from a spec: an int = how many (see ``default_levels``), a list = explicit indices."""
+    if levels is None:
+        return [backbone.depth - 1]
+    if isinstance(levels, int):
+        return default_levels(backbone, levels)
+    return [int(i) % backbone.depth for i in levels]
+
+
+def multi_level(backbone: Backbone, images: torch.Tensor, levels: Sequence[int]) -> list[torch.Tensor]:
+    """NCHW maps of the chosen levels (ViT: block outputs; others: stage outputs)."""
+    return backbone.intermediate(images, list(levels))
+
+
+def level_channels(backbone: Backbone, levels: Sequence[int], size: tuple[int, int]) -> list[int]:
+    """Channel counts of ``levels`` by one tiny probe (backbones do not all describe every block)."""
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        maps = multi_level(backbone, torch.zeros(1, 3, *size), levels)
+    backbone.train(was_training)
+    return [int(m.shape[1]) for m in maps]
+
+
+def protocol_params(spec: TaskSpec, protocol: str | None) -> dict[str, Any]:
+    """Spec params overlaid by the protocol's params (e.g. a smaller input or head for ``frozen``)."""
+    merged = dict(spec.params)
+    if protocol is not None and protocol in spec.protocols:
+        merged.update(spec.protocols[protocol].params)
+    return merged
+
+
+def head_params(spec: TaskSpec, protocol: str | None) -> dict[str, Any]:
+    """``head.params`` overlaid by the protocol's ``params.head`` (the frozen head is smaller)."""
+    merged = dict(spec.head.params)
+    if protocol is not None and protocol in spec.protocols:
+        merged.update(spec.protocols[protocol].params.get("head", {}))
+    return merged
+
+
+def input_size(spec: TaskSpec, protocol: str | None) -> tuple[int, int]:
+    """(height, width) the network sees: the protocol's ``input_size`` or the spec's."""
+    size = protocol_params(spec, protocol).get("input_size", spec.input_size)
+    return int(size[0]), int(size[1])

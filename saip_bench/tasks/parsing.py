@@ -1,0 +1,265 @@
+"""Human parsing (LIP): a segmentation head on multi-level backbone features, scored by one-matrix mIoU.
+
+Protocols: ``finetune`` trains backbone + head (random horizontal flip with left/right class swap);
+``frozen`` caches the frozen backbone's features once per split and trains only the head. Predictions are
+label PNGs (mode L, raw class ids) at the original image size, named like the GT, so
+``saip-bench metric parsing`` re-scores them. Test-time flip averages logits of the image and its mirror
+(left/right class channels swapped back), as SCHP does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from saip_bench.backbones import Backbone
+from saip_bench.data.records import DatasetSplits
+from saip_bench.errors import DataFormatError, SpecError
+from saip_bench.metrics.parsing import IGNORE_INDEX, evaluate_pairs, read_label_png
+from saip_bench.specs import TaskSpec, stable_hash
+from saip_bench.tasks.base import TASKS, Task, UnitContext
+from saip_bench.tasks.common import (
+    build_optimizer,
+    cached,
+    extract,
+    fit_loop,
+    is_frozen,
+    limit,
+    load_rgb,
+    n_samples,
+    normalize,
+    param_groups,
+    pil_to_tensor,
+    set_backbone_trainable,
+)
+from saip_bench.tasks.dense.features import (
+    head_params,
+    input_size,
+    multi_level,
+    protocol_params,
+    resolve_levels,
+)
+from saip_bench.tasks.dense.features import level_channels as probe_channels
+from saip_bench.tasks.dense.seg_head import SegmentationHead, flip_labels, flip_logits
+from saip_bench.tasks.dense.vis import save_part_map
+from saip_bench.utils import autocast
+
+
+class ParsingModel(nn.Module):
+    """Backbone levels -> SegmentationHead; remembers which levels and classes it was built for."""
+
+    def __init__(self, head: SegmentationHead, levels: list[int], class_names: list[str],
+                 flip_pairs: list[list[int]]) -> None:
+        super().__init__()
+        self.head = head
+        self.levels = levels
+        self.class_names = class_names
+        self.flip_pairs = flip_pairs
+
+    def logits(self, backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
+        return self.head(multi_level(backbone, normalize(images), self.levels))
+
+
+def class_meta(spec: TaskSpec, data: DatasetSplits) -> tuple[list[str], list[list[int]]]:
+    """Class names (reader meta first, else the spec) and left/right flip pairs (spec)."""
+    names = list(data.meta.get("class_names") or spec.params.get("class_names") or [])
+    if not names:
+        raise SpecError(f"{spec.key}: no class names in the reader meta or spec params.class_names")
+    pairs = [list(map(int, p)) for p in spec.params.get("flip_pairs", [])]
+    for pair in pairs:
+        if len(pair) != 2 or not all(0 <= c < len(names) for c in pair):
+            raise SpecError(f"{spec.key}: flip pair {pair} is not two class ids below {len(names)}")
+    return names, pairs
+
+
+def load_pair(record: dict[str, Any], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image (3, H, W) in [0, 1] resized bilinearly, label (H, W) uint8 resized by nearest neighbour."""
+    image = load_rgb(record["path"])
+    if record.get("label_path") is None:
+        raise DataFormatError(record["path"], "a training image with a label PNG", "no label_path")
+    label = read_label_png(record["label_path"])
+    if label.shape != (image.height, image.width):
+        raise DataFormatError(record["label_path"], f"a label map of its image's size {image.width}x"
+                              f"{image.height}", f"{label.shape[1]}x{label.shape[0]}")
+    resized = Image.fromarray(label).resize((size[1], size[0]), Image.NEAREST)
+    return pil_to_tensor(image, size), torch.from_numpy(np.array(resized))
+
+
+class SegmentationTask(Task):
+    """Shared by single- and multi-person parsing: build, fit (two protocols), predict PNGs, score."""
+
+    def run(self, ctx: UnitContext):  # the head's size depends on the protocol
+        self._protocol = ctx.protocol
+        return super().run(ctx)
+
+    def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
+        protocol = getattr(self, "_protocol", spec.default_protocol)
+        params = head_params(spec, protocol)
+        names, pairs = class_meta(spec, data)
+        levels = resolve_levels(backbone, params.get("levels", 4))
+        channels = probe_channels(backbone, levels, (64, 64))
+        head = SegmentationHead(channels, len(names), int(params.get("channels", 128)),
+                                float(params.get("dropout", 0.1)))
+        return ParsingModel(head, levels, names, pairs)
+
+    # ---- training -------------------------------------------------------------------------------
+    def _train_records(self, ctx: UnitContext) -> tuple[list[dict[str, Any]], int]:
+        records = ctx.data.splits[ctx.spec.splits["train"]]
+        labelled = [r for r in records if r.get("label_path")]
+        return limit(labelled, ctx.max_train_samples, ctx.seed), len(labelled)
+
+    def fit(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
+        assert isinstance(head, ParsingModel)
+        records, original = self._train_records(ctx)
+        size = input_size(ctx.spec, ctx.protocol)
+        frozen = is_frozen(ctx.protocol_spec.kind)
+        schedule = ctx.protocol_spec.schedule
+        set_backbone_trainable(ctx.backbone, not frozen)
+        head.to(ctx.device).train()
+        batch_size = min(schedule.batch_size, max(1, len(records)))
+        steps_per_epoch = max(1, len(records) // batch_size)
+        generator = torch.Generator().manual_seed(ctx.seed)
+        if frozen:
+            features, labels = self._cached_features(ctx, head, records, size)
+
+            def batches(epoch: int):
+                order = torch.randperm(len(records), generator=generator)
+                for start in range(0, steps_per_epoch * batch_size, batch_size):
+                    index = order[start:start + batch_size]
+                    yield [f[index].to(ctx.device) for f in features], labels[index].to(ctx.device)
+
+            def loss_fn(batch) -> torch.Tensor:
+                maps, target = batch
+                return self._loss(head.head(maps), target)
+
+            model: nn.Module = head
+            groups = param_groups(None, head, schedule.weight_decay)
+        else:
+            flip = bool(protocol_params(ctx.spec, ctx.protocol).get("train_flip", True))
+
+            def batches(epoch: int):
+                order = torch.randperm(len(records), generator=generator)
+                for start in range(0, steps_per_epoch * batch_size, batch_size):
+                    pairs = [load_pair(records[int(i)], size) for i in order[start:start + batch_size]]
+                    images = torch.stack([p[0] for p in pairs])
+                    target = torch.stack([p[1] for p in pairs])
+                    if flip:
+                        mirror = torch.rand(len(pairs), generator=generator) < 0.5
+                        images[mirror] = images[mirror].flip(-1)
+                        target[mirror] = flip_labels(target[mirror], head.flip_pairs)
+                    yield images.to(ctx.device), target.to(ctx.device)
+
+            def loss_fn(batch) -> torch.Tensor:
+                images, target = batch
+                return self._loss(head.logits(ctx.backbone, images), target)
+
+            model = nn.ModuleDict({"backbone": ctx.backbone, "head": head})
+            groups = param_groups(ctx.backbone, head, schedule.weight_decay, schedule.layer_decay)
+        optimizer = build_optimizer(groups, schedule)
+        info = fit_loop(model, batches, loss_fn, schedule, optimizer, steps_per_epoch, ctx.amp, ctx.device,
+                        description=f"{ctx.spec.key} {ctx.protocol}", show_progress=ctx.show_progress)
+        eval_records, eval_original = self._eval_records(ctx)
+        info["n_samples"] = {"train": n_samples(original, len(records)),
+                             "eval": n_samples(eval_original, len(eval_records))}
+        info["input_size"] = list(size)
+        return info
+
+    @staticmethod
+    def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+        return F.cross_entropy(logits, target.long(), ignore_index=IGNORE_INDEX)
+
+    def _cached_features(
+        self, ctx: UnitContext, head: ParsingModel, records: list[dict[str, Any]], size: tuple[int, int]
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Frozen backbone features of the training images (one pass, cached under ``ctx.cache_dir``)."""
+
+        def compute() -> dict[str, torch.Tensor]:
+            ctx.backbone.eval()
+
+            def loader():
+                for start in range(0, len(records), 32):
+                    yield [load_pair(r, size) for r in records[start:start + 32]]
+
+            def fn(pairs):
+                images = torch.stack([p[0] for p in pairs]).to(ctx.device)
+                maps = multi_level(ctx.backbone, normalize(images), head.levels)
+                out = {f"level{i}": m for i, m in enumerate(maps)}
+                out["labels"] = torch.stack([p[1] for p in pairs]).float()
+                return out
+
+            result = extract(fn, loader(), ctx.amp, ctx.device)
+            result["labels"] = result["labels"].to(torch.uint8)
+            return result
+
+        key = stable_hash({"task": ctx.spec.key, "size": size, "levels": head.levels,
+                           "ids": [r["path"] for r in records]})
+        result = (cached(ctx.cache_dir / f"parsing-{key}.pt", compute) if ctx.cache_dir is not None
+                  else compute())
+        features = [result[f"level{i}"] for i in range(len(head.levels))]
+        return features, result["labels"]
+
+    # ---- prediction -----------------------------------------------------------------------------
+    def _eval_records(self, ctx: UnitContext) -> tuple[list[dict[str, Any]], int]:
+        records = [r for r in ctx.data.splits[ctx.spec.splits["eval"]] if r.get("label_path")]
+        return limit(records, ctx.max_eval_samples, ctx.seed), len(records)
+
+    @torch.no_grad()
+    def predict(self, ctx: UnitContext, head: nn.Module) -> list[Path]:
+        assert isinstance(head, ParsingModel)
+        records, _ = self._eval_records(ctx)
+        size = input_size(ctx.spec, ctx.protocol)
+        flip_test = bool(protocol_params(ctx.spec, ctx.protocol).get("flip_test", True))
+        ctx.backbone.eval()
+        head.eval()
+        out_dir = ctx.out_dir / "predictions"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        batch = 16
+        for start in range(0, len(records), batch):
+            chunk = records[start:start + batch]
+            originals = [load_rgb(r["path"]) for r in chunk]
+            images = torch.stack([pil_to_tensor(im, size) for im in originals]).to(ctx.device)
+            with autocast(ctx.device, enabled=ctx.amp):
+                logits = head.logits(ctx.backbone, images).float()
+                if flip_test:
+                    mirrored = head.logits(ctx.backbone, images.flip(-1)).float()
+                    logits = (logits + flip_logits(mirrored, head.flip_pairs)) / 2
+            for record, original, logit in zip(chunk, originals, logits, strict=True):
+                full = F.interpolate(logit[None], size=(original.height, original.width), mode="bilinear",
+                                     align_corners=False)
+                labels = full[0].argmax(0).to(torch.uint8).cpu().numpy()
+                path = out_dir / self._prediction_name(record)
+                Image.fromarray(labels, mode="L").save(path)
+                written.append(path)
+                if len(written) <= ctx.visualize:
+                    gt = read_label_png(record["label_path"]) if record.get("label_path") else None
+                    save_part_map(original, labels, gt, len(head.class_names),
+                                  ctx.out_dir / "vis" / f"{path.stem}.png")
+        return written
+
+    @staticmethod
+    def _prediction_name(record: dict[str, Any]) -> str:
+        label_path = record.get("label_path")
+        return Path(label_path).name if label_path else f"{record['id']}.png"
+
+    def score(self, ctx: UnitContext, predictions: list[Path]) -> dict[str, float]:
+        records, _ = self._eval_records(ctx)
+        names, _ = class_meta(ctx.spec, ctx.data)
+        by_name = {p.name: p for p in predictions}
+        pairs = [(r["label_path"], by_name[self._prediction_name(r)]) for r in records]
+        return evaluate_pairs(pairs, len(names), IGNORE_INDEX, names)
+
+
+@TASKS.register("parsing", datasets=("lip",))
+class ParsingTask(SegmentationTask):
+    """LIP single-person parsing: 20 classes, ignore 255, flip pairs 14-15, 16-17, 18-19 (spec)."""
+
+    name: ClassVar[str] = "parsing"
+    datasets: ClassVar[tuple[str, ...]] = ("lip",)
