@@ -1,0 +1,89 @@
+"""Bench presets as data: which methods, backbones, task/dataset pairs, protocol, seeds and pretraining.
+
+Why: a benchmark run is defined by one small validated YAML file (``saip_bench/bench/presets/<name>.yaml``
+or any path), so the plan, the records' provenance and the boards all name the same thing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from saip_bench.errors import SpecError
+from saip_bench.specs import StrictModel, _validate, load_yaml, stable_hash
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+# "fast": each spec's linear/frozen protocol (the CPU protocol); "paper": its finetune protocol;
+# "default": the spec's default_protocol; anything else: a protocol name every selected spec must have.
+ProtocolChoice = str
+
+
+class PretrainSettings(StrictModel):
+    preset: str = "quick"
+    steps: int | None = Field(default=None, gt=0)
+    seed: int | Literal["unit"] = 0  # "unit": pretrain once per evaluation seed
+
+
+class EvalSettings(StrictModel):
+    amp: bool = True
+    num_workers: int = Field(default=0, ge=0)
+
+
+class BenchPreset(StrictModel):
+    """What to run. ``tasks``: ``all`` or ``task/dataset`` keys (``tasks/<task>/<dataset>.yaml``)."""
+
+    name: str
+    description: str = ""
+    data: Literal["synthetic", "real"] = "synthetic"
+    synth_preset: str = "default"
+    synth_seed: int = 0
+    methods: list[str] = Field(min_length=1)
+    backbones: list[str] = Field(min_length=1)
+    tasks: Literal["all"] | list[str] = "all"
+    protocol: ProtocolChoice = "fast"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    pretrain: PretrainSettings = Field(default_factory=PretrainSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+
+    @field_validator("methods", "backbones", "seeds")
+    @classmethod
+    def _no_duplicates(cls, values: list) -> list:
+        if len(set(values)) != len(values):
+            raise ValueError(f"duplicate entries in {values}")
+        return values
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_keys(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            bad = [key for key in value if key.count("/") != 1]
+            if bad:
+                raise ValueError(f"task entries must be 'task/dataset', got {bad}")
+            if len(set(value)) != len(value):
+                raise ValueError("duplicate task/dataset entries")
+        return value
+
+    @property
+    def hash(self) -> str:
+        return stable_hash(self)
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_bench_preset(name_or_path: str | Path) -> BenchPreset:
+    """A packaged preset by name (``default``, ``paper``, ...) or a YAML file path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise SpecError(
+                f"unknown bench preset {str(name_or_path)!r}; known: {', '.join(available_presets())} "
+                "(or pass a path to a YAML file)"
+            )
+    preset: BenchPreset = _validate(BenchPreset, load_yaml(path), path)
+    return preset

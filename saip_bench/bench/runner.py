@@ -1,0 +1,435 @@
+"""The unit runner: plan -> (world, checkpoints) -> one task run per unit -> one atomic record per unit.
+
+Why: one loop that every benchmark goes through, so every score carries the same provenance and cost,
+a rerun resumes exactly where the last one stopped, and shards split the work without overlap.
+Rank-aware under ``torchrun``: every rank runs the units (tasks may use the process group), rank 0
+alone writes records and checkpoints' markers.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from saip_bench.bench.checkpoints import CheckpointCache, CheckpointInfo, Pretrainer
+from saip_bench.bench.cost import CostMeter, backbone_cost
+from saip_bench.bench.plan import FAST_KINDS, Unit, filter_units, plan_units, shard_units
+from saip_bench.bench.presets import BenchPreset
+from saip_bench.bench.provenance import code_revision, data_fingerprint, device_description, package_versions
+from saip_bench.bench.store import OverwritePolicy, RecordStore, UnitStatus, needs_run
+from saip_bench.data.records import DatasetSplits
+from saip_bench.errors import UserError
+from saip_bench.specs import ResultRecord, TaskSpec, stable_hash
+from saip_bench.tasks.base import Task, UnitContext, UnitResult
+from saip_bench.utils import atomic_write_text, console, seed_everything
+
+STATUS_GLYPH = {"run": "[yellow]·[/]", "done": "[green]✓[/]", "stale-kept": "[magenta]~[/]",
+                "unsupported": "[dim]-[/]"}
+
+
+@dataclass
+class DistInfo:
+    """Process placement under ``torchrun`` (defaults: one process)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> DistInfo:
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def init(self) -> None:
+        if self.world_size > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            torch.distributed.init_process_group(backend=backend)
+
+    def barrier(self) -> None:
+        if self.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+
+@dataclass
+class BenchHooks:
+    """The parts of the world the runner calls; tests swap in fakes, the defaults are the real package."""
+
+    specs: Mapping[str, TaskSpec] | None = None
+    get_task: Callable[[str], Task] | None = None
+    read_dataset: Callable[[str, Path, str | None], DatasetSplits] | None = None
+    generate_world: Callable[[Path, str, int], Path] | None = None
+    pretrainer: Pretrainer | None = None
+    backbone_loader: Callable[[Path], Any] | None = None
+    method_unsupported: Callable[[str, str], str | None] | None = None
+
+    def resolved_specs(self) -> Mapping[str, TaskSpec]:
+        if self.specs is None:
+            from saip_bench.specs import all_task_specs
+
+            self.specs = all_task_specs()
+        return self.specs
+
+    def task(self, name: str) -> Task:
+        if self.get_task is not None:
+            return self.get_task(name)
+        from saip_bench.tasks.base import get_task
+
+        return get_task(name)
+
+    def dataset(self, name: str, root: Path, version: str | None) -> DatasetSplits:
+        if self.read_dataset is not None:
+            return self.read_dataset(name, root, version)
+        from saip_bench.data.readers import read_dataset
+
+        return read_dataset(name, root, version=version)
+
+    def world(self, out: Path, preset: str, seed: int) -> Path:
+        if self.generate_world is not None:
+            return Path(self.generate_world(out, preset, seed))
+        from saip_bench.data.synth import generate_world
+
+        return Path(generate_world(out, preset=preset, seed=seed, contact_sheets=False))
+
+    def unsupported(self, method: str, backbone: str) -> str | None:
+        if self.method_unsupported is not None:
+            return self.method_unsupported(method, backbone)
+        return default_method_unsupported(method, backbone)
+
+
+def default_method_unsupported(method: str, backbone: str) -> str | None:
+    """Why ``method`` cannot pretrain ``backbone`` (e.g. MAE on a ConvNet), or None."""
+    from saip_bench.backbones import BACKBONES
+    from saip_bench.discovery import import_submodules
+    from saip_bench.pretrain.base import METHODS
+
+    import_submodules("saip_bench.pretrain.methods")
+    if method not in METHODS or backbone not in BACKBONES:
+        return None  # unknown names fail loudly later, with the registry's list of known names
+    family = BACKBONES.meta(backbone).get("family")
+    families = METHODS.get(method).supported_families
+    if family not in families:
+        return f"{method} supports {', '.join(sorted(families))} backbones, not {family}"
+    return None
+
+
+@dataclass
+class BenchConfig:
+    preset: BenchPreset
+    run_dir: Path
+    cache_dir: Path = Path(".cache")
+    data_root: Path | None = None  # real data: <data_root>/<dataset>; synthetic: where the world lives
+    pretrain_data: Path | None = None  # real pretraining images (ImageFolder-like)
+    checkpoints: dict[tuple[str, str], Path] = field(default_factory=dict)
+    shard: tuple[int, int] = (1, 1)
+    limit: int | None = None
+    overwrite: OverwritePolicy = OverwritePolicy.MISSING
+    methods: Sequence[str] | None = None
+    backbones: Sequence[str] | None = None
+    tasks: Sequence[str] | None = None
+    seeds: Sequence[int] | None = None
+    device: str | None = None
+    fail_fast: bool = False
+    show_progress: bool = True
+
+
+@dataclass
+class PlannedUnit:
+    unit: Unit
+    status: str  # run | done | stale-kept | unsupported
+    reason: str = ""
+
+
+@dataclass
+class BenchReport:
+    planned: list[PlannedUnit]
+    written: list[Path] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class BenchRunner:
+    def __init__(self, config: BenchConfig, hooks: BenchHooks | None = None) -> None:
+        self.config = config
+        self.preset = config.preset
+        self.hooks = hooks or BenchHooks()
+        self.dist = DistInfo.from_env()
+        self.store = RecordStore(Path(config.run_dir) / "records")
+        self.cache = CheckpointCache(Path(config.cache_dir) / "checkpoints", pretrainer=self.hooks.pretrainer,
+                                     loader=self.hooks.backbone_loader, is_writer=self.dist.is_main)
+        self.cache.overrides = dict(config.checkpoints)
+        self._world: Path | None = None
+        self._fingerprints: dict[str, str] = {}
+        self._datasets: dict[tuple[str, str | None], DatasetSplits] = {}
+        self._backbone_costs: dict[tuple[str, tuple[int, int]], dict[str, float]] = {}
+
+    # ----------------------------------------------------------------------------------- planning
+    def units(self) -> list[Unit]:
+        config = self.config
+        units = plan_units(self.preset, self.hooks.resolved_specs())
+        units = filter_units(units, config.methods, config.backbones, config.tasks, config.seeds)
+        return shard_units(units, *config.shard)
+
+    @property
+    def device(self) -> torch.device:
+        if self.config.device:
+            return torch.device(self.config.device)
+        if torch.cuda.is_available():
+            return torch.device("cuda", self.dist.local_rank)
+        return torch.device("cpu")
+
+    def world_root(self) -> Path:
+        """The synthetic world (generated once, then reused by content key)."""
+        if self._world is None:
+            world = self.config.data_root or Path(self.config.cache_dir) / "world"
+            out = Path(world) / f"{self.preset.synth_preset}-seed{self.preset.synth_seed}"
+            if self.dist.is_main:
+                self._world = self.hooks.world(out, self.preset.synth_preset, self.preset.synth_seed)
+            self.dist.barrier()
+            self._world = self._world or out
+        return self._world
+
+    def dataset_root(self, dataset: str) -> Path:
+        if self.preset.data == "synthetic":
+            return self.world_root() / dataset
+        if self.config.data_root is not None:
+            return Path(self.config.data_root) / dataset
+        from saip_bench.data.readers import resolve_root
+
+        return Path(resolve_root(dataset, None))
+
+    def pretrain_root(self) -> Path | None:
+        if self.preset.data == "synthetic":
+            return self.world_root() / "pretrain"
+        return self.config.pretrain_data
+
+    def fingerprint(self, name: str, root: Path | None) -> str:
+        if root is None:
+            return "none"
+        if name not in self._fingerprints:
+            self._fingerprints[name] = data_fingerprint(root)
+        return self._fingerprints[name]
+
+    def pretrain_seed(self, unit: Unit) -> int:
+        seed = self.preset.pretrain.seed
+        return unit.seed if seed == "unit" else int(seed)
+
+    def checkpoint_key(self, unit: Unit) -> str:
+        from saip_bench.bench.checkpoints import checkpoint_key
+
+        if (unit.method, unit.backbone) in self.cache.overrides:
+            return "user:" + str(self.cache.overrides[(unit.method, unit.backbone)].resolve())
+        root = self.pretrain_root()
+        settings = self.preset.pretrain
+        return checkpoint_key(unit.method, unit.backbone, settings.preset, self.pretrain_seed(unit),
+                              settings.steps, self.fingerprint("pretrain", root))
+
+    def unit_key(self, unit: Unit) -> str:
+        """Hash of every input that defines a unit's result; resume compares records against it."""
+        spec = self.hooks.resolved_specs()[unit.spec_key]
+        return stable_hash({
+            "identity": unit.identity(),
+            "spec": stable_hash(spec),
+            "checkpoint": self.checkpoint_key(unit),
+            "data": self.fingerprint(unit.dataset, self.dataset_root(unit.dataset)),
+            "limit": self.config.limit,
+            "amp": self.preset.eval.amp,
+        })
+
+    def plan(self, resolve_inputs: bool = True) -> list[PlannedUnit]:
+        """Each unit with what will happen to it. ``resolve_inputs=False`` (dry runs) judges records by
+        existence only, so showing a plan never generates the world or hashes data."""
+        planned = []
+        for unit in self.units():
+            reason = self.hooks.unsupported(unit.method, unit.backbone)
+            if reason:
+                planned.append(PlannedUnit(unit, "unsupported", reason))
+                continue
+            if resolve_inputs:
+                status = self.store.status(unit, self.unit_key(unit))
+            else:
+                status = UnitStatus.MISSING if not self.store.path(unit).exists() else UnitStatus.DONE
+            if not needs_run(status, self.config.overwrite):
+                planned.append(PlannedUnit(unit, "done" if status is UnitStatus.DONE else "stale-kept"))
+            else:
+                planned.append(PlannedUnit(unit, "run", status.value))
+        return planned
+
+    # ----------------------------------------------------------------------------------- running
+    def run(self) -> BenchReport:
+        self.dist.init()
+        planned = self.plan()
+        report = BenchReport(planned)
+        if self.dist.is_main:
+            console.print(plan_table(planned, self.preset, self.config))
+        todo = [p.unit for p in planned if p.status == "run"]
+        if not todo:
+            console.print("[green]nothing to run: every unit of the plan has a matching record[/]")
+            return report
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        visible = self.config.show_progress and self.dist.is_main
+        with Progress(*columns, console=console, disable=not visible) as progress:
+            overall = progress.add_task("[bold]benchmark units", total=len(todo))
+            for unit in todo:
+                stage = progress.add_task(f"{unit.uid}: start", total=4)
+                try:
+                    path = self.run_unit(unit, lambda text, s=stage, uid=unit.uid: progress.update(
+                        s, description=f"{uid}: {text}", advance=1))
+                    if path is not None:
+                        report.written.append(path)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:
+                    report.failed[unit.uid] = f"{type(exc).__name__}: {exc}"
+                    self._log_failure(unit)
+                    if self.config.fail_fast:
+                        raise
+                    console.print(f"[red]unit {unit.uid} failed[/]: {report.failed[unit.uid]}")
+                finally:
+                    progress.remove_task(stage)
+                    progress.advance(overall)
+        console.print(f"[bold]{len(report.written)} record(s) written, {len(report.failed)} failed[/] "
+                      f"-> {self.store.directory}")
+        return report
+
+    def _log_failure(self, unit: Unit) -> None:
+        if self.dist.is_main:
+            failure = Path(self.config.run_dir) / "failures" / f"{unit.uid}.txt"
+            atomic_write_text(failure, traceback.format_exc())
+
+    def dataset(self, spec: TaskSpec) -> DatasetSplits:
+        key = (spec.dataset, spec.dataset_version)
+        if key not in self._datasets:
+            self._datasets[key] = self.hooks.dataset(spec.dataset, self.dataset_root(spec.dataset),
+                                                     spec.dataset_version)
+        return self._datasets[key]
+
+    def checkpoint(self, unit: Unit) -> CheckpointInfo:
+        root = self.pretrain_root()
+        settings = self.preset.pretrain
+        return self.cache.ensure(unit.method, unit.backbone, settings.preset, self.pretrain_seed(unit),
+                                 settings.steps, root, self.fingerprint("pretrain", root))
+
+    def run_unit(self, unit: Unit, stage: Callable[[str], None] = lambda text: None) -> Path | None:
+        """Run one unit and write its record (rank 0); returns the record path."""
+        spec = self.hooks.resolved_specs()[unit.spec_key]
+        stage("pretrained checkpoint")
+        info = self.checkpoint(unit)
+        stage("data")
+        data = self.dataset(spec)
+        stage("task")
+        backbone = self.cache.load(info)
+        size_key = (info.key, tuple(spec.input_size))
+        if size_key not in self._backbone_costs:
+            self._backbone_costs[size_key] = backbone_cost(backbone, tuple(spec.input_size), self.device)
+        limit = self.config.limit
+        ctx = UnitContext(
+            spec=spec, protocol=unit.protocol, backbone=backbone, data=data,
+            out_dir=Path(self.config.run_dir) / "units" / unit.uid, seed=unit.seed, device=self.device,
+            amp=self.preset.eval.amp, num_workers=self.preset.eval.num_workers, max_train_samples=limit,
+            max_eval_samples=limit, cache_dir=Path(self.config.cache_dir) / "features" / info.key,
+            show_progress=self.config.show_progress and self.dist.is_main,
+        )
+        seed_everything(unit.seed)
+        with CostMeter(self.device) as meter:
+            result = self.hooks.task(unit.task).run(ctx)
+        stage("record")
+        record = self.build_record(unit, spec, info, result, {**meter.cost, **self._backbone_costs[size_key]})
+        path = self.store.write(record) if self.dist.is_main else None
+        self.dist.barrier()
+        return path
+
+    def build_record(self, unit: Unit, spec: TaskSpec, info: CheckpointInfo, result: UnitResult,
+                     cost: dict[str, float]) -> ResultRecord:
+        protocol = spec.protocols[unit.protocol]
+        batch = protocol.schedule.batch_size
+        effective_batch = result.extra.get("effective_batch", batch * self.dist.world_size)
+        provenance = {
+            "unit_key": self.unit_key(unit),
+            "spec_hash": stable_hash(spec),
+            "spec_version": spec.version,
+            "protocol_kind": protocol.kind,
+            "track": "fast" if protocol.kind in FAST_KINDS else "finetune",
+            "pretrain": info.provenance(),
+            "code_revision": code_revision(),
+            "data": {
+                "source": self.preset.data,
+                "synth_preset": self.preset.synth_preset if self.preset.data == "synthetic" else None,
+                "version": result.extra.get("dataset_version", spec.dataset_version),
+                "fingerprint": self.fingerprint(unit.dataset, self.dataset_root(unit.dataset)),
+                "pretrain_fingerprint": self.fingerprint("pretrain", self.pretrain_root()),
+            },
+            "packages": package_versions(),
+            "seeds": {"eval": unit.seed, "pretrain": self.pretrain_seed(unit),
+                      "planned": list(self.config.seeds or self.preset.seeds)},
+            "world_size": self.dist.world_size,
+            "batch_size": batch,
+            "effective_batch": effective_batch,
+            "device": device_description(self.device),
+            "amp": self.preset.eval.amp,
+            "bench_preset": {"name": self.preset.name, "hash": self.preset.hash},
+            "limit": self.config.limit,
+            "predictions": [str(p) for p in result.predictions],
+        }
+        return ResultRecord(
+            identity=unit.identity(),
+            scores={k: float(v) for k, v in result.scores.items()},
+            main_metric=result.main_metric,
+            main_score=float(result.main_score),
+            direction=spec.metric.direction,
+            provenance=provenance,
+            cost=cost,
+            n_samples=result.n_samples,
+            limited=self.config.limit is not None,
+            created_at=_now(),
+        )
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def plan_table(planned: Sequence[PlannedUnit], preset: BenchPreset, config: BenchConfig) -> Table:
+    """Rows: method / backbone / seed; columns: datasets; cells: what happens to that unit."""
+    datasets = list(dict.fromkeys(p.unit.dataset for p in planned))
+    rows: dict[tuple[str, str, int], dict[str, PlannedUnit]] = {}
+    for item in planned:
+        rows.setdefault((item.unit.method, item.unit.backbone, item.unit.seed), {})[item.unit.dataset] = item
+    counts = {s: sum(p.status == s for p in planned) for s in STATUS_GLYPH}
+    shard = f", shard {config.shard[0]}/{config.shard[1]}" if config.shard != (1, 1) else ""
+    limit = f", [red]--limit {config.limit} (records marked limited)[/]" if config.limit else ""
+    title = (f"bench plan '{preset.name}' ({preset.data} data, protocol {preset.protocol}{shard}{limit}): "
+             f"{counts['run']} to run, {counts['done']} done, {counts['stale-kept']} stale kept, "
+             f"{counts['unsupported']} unsupported")
+    table = Table(
+        "method", "backbone", "seed", *datasets, title=title,
+        caption="· to run   ✓ record matches   ~ stale record kept (--overwrite never)   - unsupported",
+    )
+    for (method, backbone, seed), cells in rows.items():
+        table.add_row(method, backbone, str(seed),
+                      *(STATUS_GLYPH[cells[d].status] if d in cells else "" for d in datasets))
+    return table
+
+
+def run_bench(config: BenchConfig, hooks: BenchHooks | None = None) -> BenchReport:
+    """Plan and run; raises ``UserError`` for a plan with nothing selected."""
+    runner = BenchRunner(config, hooks)
+    if not runner.units():
+        raise UserError("the plan selects no unit (check --shard and the filters)")
+    return runner.run()

@@ -1,0 +1,102 @@
+"""The record store: one validated JSON file per finished unit under ``<run>/records/``.
+
+Why: records are the only input of the boards (ARCHITECTURE.md §4). Each is written atomically (temp
+file, fsync, rename), so a unit killed mid-write leaves either the previous record or none, never half.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from saip_bench.bench.plan import Unit
+from saip_bench.errors import SpecError, UserError
+from saip_bench.specs import ResultRecord, load_record
+from saip_bench.utils import atomic_write_json
+
+
+class UnitStatus(StrEnum):
+    MISSING = "missing"
+    DONE = "done"  # a record exists and its provenance key matches the plan
+    STALE = "stale"  # a record exists but was made from other inputs (spec, data, pretraining, limit)
+    INVALID = "invalid"  # a file exists but does not validate as a record
+
+
+class OverwritePolicy(StrEnum):
+    NEVER = "never"  # keep every existing record, even a stale one
+    MISSING = "missing"  # run units without a matching record (missing, stale or invalid)
+    ALWAYS = "always"  # run every unit
+
+
+class RecordStore:
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def path(self, unit: Unit) -> Path:
+        return self.directory / f"{unit.uid}.json"
+
+    def write(self, record: ResultRecord | dict[str, Any]) -> Path:
+        """Validate, then write atomically; the file name comes from the record's identity."""
+        if not isinstance(record, ResultRecord):
+            record = ResultRecord.model_validate(record)
+        identity = record.identity
+        unit = Unit(identity.method, identity.backbone, identity.task, identity.dataset, identity.protocol,
+                    identity.seed)
+        path = self.path(unit)
+        atomic_write_json(path, record.model_dump(mode="json"))
+        return path
+
+    def read(self, unit: Unit) -> ResultRecord | None:
+        path = self.path(unit)
+        if not path.exists():
+            return None
+        return load_record(path)
+
+    def status(self, unit: Unit, unit_key: str) -> UnitStatus:
+        try:
+            record = self.read(unit)
+        except SpecError:
+            return UnitStatus.INVALID
+        if record is None:
+            return UnitStatus.MISSING
+        return UnitStatus.DONE if record.provenance.get("unit_key") == unit_key else UnitStatus.STALE
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter(sorted(self.directory.glob("*.json")))
+
+
+def needs_run(status: UnitStatus, policy: OverwritePolicy) -> bool:
+    if policy is OverwritePolicy.ALWAYS:
+        return True
+    if policy is OverwritePolicy.NEVER:
+        return status in (UnitStatus.MISSING, UnitStatus.INVALID)
+    return status is not UnitStatus.DONE
+
+
+def record_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Record files under run folders, ``records/`` folders or single files (sorted, no duplicates)."""
+    found: set[Path] = set()
+    for item in paths:
+        path = Path(item)
+        if path.is_file():
+            found.add(path.resolve())
+        elif path.is_dir():
+            base = path / "records" if (path / "records").is_dir() else path
+            found.update(p.resolve() for p in base.rglob("*.json") if not p.name.startswith("."))
+        else:
+            raise UserError(f"{path}: no such records file or folder")
+    return sorted(found)
+
+
+def load_records(paths: Iterable[str | Path], skip_invalid: bool = False) -> list[ResultRecord]:
+    """All records under ``paths``; an invalid file is an error naming it (or skipped: ``skip_invalid``)."""
+    records = []
+    for path in record_files(paths):
+        try:
+            records.append(load_record(path))
+        except SpecError:
+            if not skip_invalid:
+                raise
+    return records

@@ -1,0 +1,118 @@
+"""Fakes for runner tests: specs, a task, a pretrainer, a world and a reader that need nothing else."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from saip_bench.backbones.base import Backbone, StageInfo
+from saip_bench.data.records import DatasetSplits
+from saip_bench.specs import TaskSpec
+from saip_bench.tasks.base import Task, UnitContext, UnitResult
+
+
+def make_spec(task: str, dataset: str, main: str = "score", direction: str = "max") -> TaskSpec:
+    schedule = {"epochs": 1, "batch_size": 8, "lr": 0.1}
+    return TaskSpec.model_validate({
+        "task": task, "dataset": dataset, "splits": {"train": "train", "eval": "test"},
+        "input_size": (32, 16),
+        "head": {"type": "linear"}, "metric": {"main": main, "direction": direction},
+        "protocols": {"finetune": {"kind": "finetune", "schedule": schedule},
+                      "linear": {"kind": "linear", "schedule": schedule}},
+        "default_protocol": "finetune",
+    })
+
+
+FAKE_SPECS = {
+    spec.key: spec for spec in (
+        make_spec("reid", "market1501", "rank1"),
+        make_spec("attributes", "pa100k", "mA"),
+        make_spec("detection", "crowdhuman", "mr", "min"),
+    )
+}
+
+
+class TinyBody(nn.Module):
+    num_features = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=4, padding=1)
+        self.feature_info = [{"num_chs": 4, "reduction": 4}]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def tiny_backbone(seed: int) -> Backbone:
+    torch.manual_seed(seed)
+    return Backbone("tiny", TinyBody(), "convnet", "tiny", {}, (32, 16), [StageInfo(4, 4)])
+
+
+class FakePretrainer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int]] = []
+
+    def __call__(self, *, method, backbone, preset, data_dir, out_dir, seed, steps) -> Path:
+        self.calls.append((method, backbone, seed))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "backbone.pt"
+        offset = sum(map(ord, method))
+        torch.save(tiny_backbone(seed + offset).body.state_dict(), path)
+        return path
+
+
+def fake_loader(path: Path) -> Backbone:
+    backbone = tiny_backbone(0)
+    backbone.body.load_state_dict(torch.load(path))
+    return backbone
+
+
+class FakeTask(Task):
+    """Scores are a deterministic function of the weights, dataset and seed; can be told to fail."""
+
+    name = "fake"
+    datasets = ()
+    calls: ClassVar[list[str]] = []
+    fail_on: ClassVar[set[str]] = set()
+
+    def build_head(self, backbone, spec, data):
+        return nn.Identity()
+
+    def fit(self, ctx, head):
+        return {}
+
+    def predict(self, ctx, head):
+        return []
+
+    def score(self, ctx, predictions):
+        return {}
+
+    def run(self, ctx: UnitContext) -> UnitResult:
+        FakeTask.calls.append(ctx.spec.dataset)
+        if ctx.spec.dataset in FakeTask.fail_on:
+            raise RuntimeError("boom")
+        weight = float(ctx.backbone.body.conv.weight.detach().sum())
+        digest = hashlib.sha256(f"{weight:.6f}{ctx.spec.dataset}{ctx.seed}".encode()).digest()
+        value = 50 + digest[0] / 10
+        main = ctx.spec.metric.main
+        n = ctx.max_eval_samples or 10
+        return UnitResult(scores={main: value, "other": value / 2}, main_metric=main, main_score=value,
+                          predictions=[], n_samples={"test": {"original": 10, "effective": min(n, 10)}})
+
+
+def fake_world(out: Path, preset: str, seed: int) -> Path:
+    for name in [*(s.dataset for s in FAKE_SPECS.values()), "pretrain"]:
+        if (out / name).exists():
+            continue  # cached, like the real world (keyed by content)
+        (out / name).mkdir(parents=True)
+        (out / name / "ann.json").write_text(f'{{"name": "{name}", "seed": {seed}}}')
+    return out
+
+
+def fake_read(name: str, root: Path, version: str | None) -> DatasetSplits:
+    return DatasetSplits(name=name, version=version or "1", root=root, splits={"test": [{"path": "x"}] * 10})

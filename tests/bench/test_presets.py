@@ -1,0 +1,34 @@
+import pytest
+
+from saip_bench.bench.presets import available_presets, load_bench_preset
+from saip_bench.errors import SpecError
+
+
+def test_packaged_presets_validate():
+    assert {"default", "paper", "smoke"} <= set(available_presets())
+    default = load_bench_preset("default")
+    assert default.data == "synthetic" and default.protocol == "fast"
+    assert "saip" in default.methods and len(set(default.methods) - {"saip", "random"}) >= 3
+    assert default.pretrain.preset == "quick"
+    paper = load_bench_preset("paper")
+    assert paper.data == "real" and paper.protocol == "paper" and len(paper.seeds) == 3
+
+
+def test_unknown_preset_lists_known():
+    with pytest.raises(SpecError, match="known: .*default"):
+        load_bench_preset("nope")
+
+
+def test_invalid_preset_names_file_and_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nmethods: [saip, saip]\nbackbones: [vit_tiny]\nprotokol: fast\n")
+    with pytest.raises(SpecError) as info:
+        load_bench_preset(path)
+    message = str(info.value)
+    assert str(path) in message and "methods" in message and "protokol" in message
+
+
+def test_preset_hash_changes_with_content():
+    a = load_bench_preset("default")
+    b = a.model_copy(update={"seeds": [0, 1]})
+    assert a.hash != b.hash

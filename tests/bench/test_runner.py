@@ -1,0 +1,143 @@
+import json
+
+import pytest
+
+from saip_bench.bench.presets import BenchPreset
+from saip_bench.bench.runner import BenchConfig, BenchHooks, BenchRunner, run_bench
+from saip_bench.bench.store import OverwritePolicy, load_records
+from saip_bench.errors import UserError
+from tests.bench.fakes import FAKE_SPECS, FakePretrainer, FakeTask, fake_loader, fake_read, fake_world
+
+PRESET = BenchPreset.model_validate({
+    "name": "fake", "methods": ["saip", "mae"], "backbones": ["tiny"], "seeds": [0, 1],
+    "synth_preset": "tiny",
+})
+
+
+@pytest.fixture
+def env(tmp_path):
+    FakeTask.calls = []
+    FakeTask.fail_on = set()
+    pretrainer = FakePretrainer()
+    hooks = BenchHooks(specs=FAKE_SPECS, get_task=lambda name: FakeTask(), read_dataset=fake_read,
+                       generate_world=fake_world, pretrainer=pretrainer, backbone_loader=fake_loader,
+                       method_unsupported=lambda m, b: None)
+    return hooks, pretrainer, tmp_path
+
+
+def config(tmp_path, **kw) -> BenchConfig:
+    return BenchConfig(preset=PRESET, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
+                       show_progress=False, **kw)
+
+
+def test_run_writes_one_valid_record_per_unit_with_provenance(env):
+    hooks, pretrainer, tmp = env
+    report = run_bench(config(tmp), hooks)
+    assert report.ok and len(report.written) == 12
+    records = load_records([tmp / "run"])
+    assert len(records) == 12
+    # checkpoints are shared: one pretraining per (method, backbone)
+    assert sorted(pretrainer.calls) == [("mae", "tiny", 0), ("saip", "tiny", 0)]
+    record = next(r for r in records if r.identity.dataset == "crowdhuman")
+    assert record.direction == "min" and record.main_metric == "mr" and not record.limited
+    prov = record.provenance
+    for key in ("unit_key", "spec_hash", "code_revision", "packages", "world_size", "effective_batch",
+                "seeds", "device", "track"):
+        assert key in prov, key
+    assert prov["pretrain"]["sha256"] and prov["pretrain"]["key"]
+    assert prov["data"]["fingerprint"] not in ("", "missing") and prov["data"]["source"] == "synthetic"
+    assert prov["seeds"]["planned"] == [0, 1] and prov["effective_batch"] == 8 and prov["track"] == "fast"
+    assert record.cost["wall_s"] >= 0 and record.cost["peak_rss_mib"] > 0 and record.cost["params_m"] > 0
+    assert record.cost["gflops"] > 0 and record.cost["latency_ms"] > 0
+    assert record.n_samples == {"test": {"original": 10, "effective": 10}}
+
+
+def test_rerun_skips_exactly_the_finished_units(env):
+    hooks, _, tmp = env
+    run_bench(config(tmp), hooks)
+    FakeTask.calls = []
+    report = run_bench(config(tmp), hooks)
+    assert FakeTask.calls == [] and report.written == []
+    # remove two records: exactly those two units run again
+    victims = sorted((tmp / "run" / "records").glob("*.json"))[:2]
+    for path in victims:
+        path.unlink()
+    report = run_bench(config(tmp), hooks)
+    assert sorted(report.written) == sorted(victims)
+    assert len(FakeTask.calls) == 2
+
+
+def test_changed_inputs_make_records_stale(env):
+    hooks, _, tmp = env
+    run_bench(config(tmp, tasks=["market1501"]), hooks)
+    before = {p.name: json.loads(p.read_text())["main_score"] for p in (tmp / "run" / "records").iterdir()}
+    # data change -> every market record is stale
+    (tmp / "cache" / "world" / "tiny-seed0" / "market1501" / "ann.json").write_text('{"changed": 1}')
+    FakeTask.calls = []
+    runner = BenchRunner(config(tmp, tasks=["market1501"], overwrite=OverwritePolicy.NEVER), hooks)
+    assert {p.status for p in runner.plan()} == {"stale-kept"}
+    report = run_bench(config(tmp, tasks=["market1501"]), hooks)
+    assert len(report.written) == 4 and len(FakeTask.calls) == 4
+    assert set(before) == {p.name for p in report.written}
+
+
+def test_overwrite_always_reruns_everything(env):
+    hooks, _, tmp = env
+    run_bench(config(tmp, tasks=["pa100k"]), hooks)
+    FakeTask.calls = []
+    run_bench(config(tmp, tasks=["pa100k"], overwrite=OverwritePolicy.ALWAYS), hooks)
+    assert len(FakeTask.calls) == 4
+
+
+def test_shards_cover_every_unit_once(env):
+    hooks, _, tmp = env
+    written = []
+    for index in (1, 2, 3):
+        written += run_bench(config(tmp, shard=(index, 3)), hooks).written
+    assert len(written) == 12 == len(set(written))
+    assert len(load_records([tmp / "run"])) == 12
+
+
+def test_limit_marks_records_and_full_run_replaces_them(env):
+    hooks, _, tmp = env
+    run_bench(config(tmp, limit=3, tasks=["pa100k"]), hooks)
+    records = load_records([tmp / "run"])
+    assert records and all(r.limited for r in records)
+    assert all(r.n_samples["test"]["effective"] == 3 for r in records)
+    run_bench(config(tmp, tasks=["pa100k"]), hooks)
+    assert not any(r.limited for r in load_records([tmp / "run"]))
+
+
+def test_failing_unit_is_logged_and_others_continue(env):
+    hooks, _, tmp = env
+    FakeTask.fail_on = {"pa100k"}
+    report = run_bench(config(tmp), hooks)
+    assert len(report.failed) == 4 and len(report.written) == 8 and not report.ok
+    failures = sorted((tmp / "run" / "failures").glob("*.txt"))
+    assert len(failures) == 4 and "boom" in failures[0].read_text()
+
+
+def test_unsupported_method_backbone_is_skipped(env):
+    hooks, pretrainer, tmp = env
+    hooks.method_unsupported = lambda m, b: "mae needs a ViT" if m == "mae" else None
+    report = run_bench(config(tmp), hooks)
+    assert sum(p.status == "unsupported" for p in report.planned) == 6
+    assert {c[0] for c in pretrainer.calls} == {"saip"}
+
+
+def test_same_seed_same_scores(env):
+    hooks, _, tmp = env
+    run_bench(config(tmp, tasks=["market1501"]), hooks)
+    first = {r.identity.method: r.main_score for r in load_records([tmp / "run"]) if r.identity.seed == 0}
+    run_bench(config(tmp, tasks=["market1501"], overwrite=OverwritePolicy.ALWAYS), hooks)
+    again = {r.identity.method: r.main_score for r in load_records([tmp / "run"]) if r.identity.seed == 0}
+    assert first == again
+
+
+def test_empty_selection_is_a_user_error(env):
+    hooks, _, tmp = env
+    one = BenchPreset.model_validate({**PRESET.model_dump(), "seeds": [0], "methods": ["saip"],
+                                      "tasks": ["reid/market1501"]})
+    with pytest.raises(UserError, match="selects no unit"):
+        run_bench(BenchConfig(preset=one, run_dir=tmp / "r", cache_dir=tmp / "c", shard=(2, 2),
+                              show_progress=False), hooks)
