@@ -108,6 +108,7 @@ class TaskSpec(StrictModel):
 class DatasetVersion(StrictModel):
     layout: list[str] = Field(description="paths (relative to the root) that must exist")
     splits: dict[str, dict[str, int]] = Field(default_factory=dict)
+    counts: dict[str, int] = Field(default_factory=dict, description="dataset-level counts (attributes, ...)")
     notes: str = ""
 
 

@@ -47,6 +47,7 @@ class KeypointAnnotation(TypedDict):
     iscrowd: int
     category_id: int
     parts_valid: NotRequired[dict[str, bool]]  # whole-body: face/lefthand/righthand/foot validity
+    part_boxes: NotRequired[dict[str, list[float]]]  # whole-body face/hand boxes; zeros = absent
 
 
 class KeypointImageRecord(TypedDict):
@@ -89,6 +90,7 @@ class FashionAnnotation(TypedDict):
     id: int
     category_id: int  # 0-based, as in the file
     attribute_ids: list[int]  # raw (non-contiguous) ids as in the file
+    attribute_indices: NotRequired[list[int]]  # raw ids mapped to 0..A-1 via `attributes`
     bbox: list[float]
     area: float
     iscrowd: int
