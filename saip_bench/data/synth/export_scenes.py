@@ -61,12 +61,12 @@ def _box_of(points: np.ndarray) -> list[float]:
 
 
 def _keypoint_scene(ctx: ExportContext, rng: np.random.Generator, index: int) -> tuple[SceneRender, np.ndarray | None]:
-    """1-5 people (COCO-like), sometimes a far-away group marked as one crowd region."""
+    """1-5 people (COCO-like), sometimes (always in the first scene) a far group marked as one crowd region."""
     hw = ctx.preset.scene_hw
     n = int(rng.choice([1, 1, 2, 2, 3, 4, 5]))
     scene, people = crowd_scene(rng, hw, ctx.backgrounds(), n, min_h=0.25, max_h=0.95)
     crowd_mask = None
-    if rng.random() < 0.2:  # a distant group: too small to annotate one by one -> iscrowd region
+    if index == 0 or rng.random() < 0.2:  # a distant group: too small to annotate one by one -> iscrowd region
         h, w = hw
         base_x, base_y = w * rng.uniform(0.15, 0.85), h * rng.uniform(0.38, 0.5)
         group = [PersonSpec(sample_appearance(rng), sample_pose(rng), base_x + dx, base_y + rng.uniform(-2, 2),
@@ -266,10 +266,10 @@ def export_crowdhuman(ctx: ExportContext) -> None:
                 vis = mask_bbox(scene.body_mask(pi))
                 if vis is None:
                     continue
-                fbox = [int(round(v)) for v in person.full_box]
-                full_area = max(1.0, person.full_box[2] * person.full_box[3])
-                occ = int(vis[2] * vis[3] < 0.75 * full_area)
                 hb = [int(round(v)) for v in person.head_box]
+                fbox = _union([int(round(v)) for v in person.full_box], [int(v) for v in vis], hb)
+                full_area = max(1.0, fbox[2] * fbox[3])
+                occ = int(vis[2] * vis[3] < 0.75 * full_area)
                 head_vis = int(scene.person_map()[int(np.clip(hb[1] + hb[3] // 2, 0, h - 1)),
                                                   int(np.clip(hb[0] + hb[2] // 2, 0, w - 1))] == pi + 1)
                 extra = {"box_id": len(boxes), "occ": occ}
@@ -290,6 +290,15 @@ def export_crowdhuman(ctx: ExportContext) -> None:
             ctx.add_tile(tile, f"{split} {ident[:14]}", limit=6)
             ctx.tick(1)
         (ctx.root / f"annotation_{split}.odgt").write_text("".join(line + "\n" for line in lines))
+
+
+def _union(*boxes: list[int]) -> list[int]:
+    """The smallest [x, y, w, h] holding every box: the full-body box always encloses vbox and hbox."""
+    x0 = min(b[0] for b in boxes)
+    y0 = min(b[1] for b in boxes)
+    x1 = max(b[0] + b[2] for b in boxes)
+    y1 = max(b[1] + b[3] for b in boxes)
+    return [x0, y0, x1 - x0, y1 - y0]
 
 
 def _json_line(obj: dict) -> str:

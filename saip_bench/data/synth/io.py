@@ -78,12 +78,12 @@ def mask_polygons(mask: np.ndarray) -> list[list[float]]:
     contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     polys = []
     for c in contours:
-        pts = c.reshape(-1, 2).astype(np.float64)
-        if len(pts) < 3:  # tiny blob: use its pixel square
-            x0, y0 = pts.min(0)
-            x1, y1 = pts.max(0) + 1
+        pts = c.reshape(-1, 2).astype(np.float64) + 0.5  # through pixel centres
+        if len(pts) < 3:  # a line or a dot: the outline of its pixels instead
+            x0, y0 = pts.min(0) - 0.5
+            x1, y1 = pts.max(0) + 0.5
             pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
-        polys.append([round(float(v), 2) for v in (pts + 0.5).reshape(-1)])
+        polys.append([round(float(v), 2) for v in pts.reshape(-1)])
     return polys
 
 
@@ -142,6 +142,7 @@ def contact_sheet(path: Path, tiles: list[tuple[np.ndarray, str]], tile_h: int =
         resized.append((cv2.resize(img, (max(1, int(img.shape[1] * scale)), tile_h),
                                    interpolation=cv2.INTER_NEAREST), text))
     cell_w = max(max(r[0].shape[1] for r in resized), 96)
+    columns = max(2, min(columns, 1100 // cell_w))
     rows = (len(resized) + columns - 1) // columns
     text_h = 24
     sheet = Image.new("RGB", (cell_w * min(columns, len(resized)), rows * (tile_h + text_h)), (255, 255, 255))

@@ -302,7 +302,8 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
     hand_len = 0.07 * h
     for idx, (side, sg) in enumerate((("l", 1), ("r", -1))):
         chain = f"arm_{side}"
-        d = P.depth(elbow[side]) * 0.7 + P.depth(shoulder[side]) * 0.3 - 0.002
+        # an arm goes behind the torso only when clearly on the far side (beyond the torso half-depth)
+        d = P.depth(elbow[side]) * 0.7 + P.depth(shoulder[side]) * 0.3 - 0.07
         s2, e2, w2 = P(shoulder[side]), P(elbow[side]), P(wrist[side])
         arm_kind = f"arm_{side}"
         add(d, 0, Prim("capsule", (s2, e2, 0.036 * w * h, 0.029 * w * h), skin, arm_kind, chain))
