@@ -30,7 +30,7 @@ class Pretrainer(Protocol):
         """Pretrain and return the exported backbone file."""
 
 
-BackboneLoader = Callable[[Path], Backbone]
+BackboneLoader = Callable[[Path, tuple[int, int] | None], Backbone]
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,10 @@ def default_pretrainer(*, method: str, backbone: str, preset: str, data_dir: Pat
                          seed=seed, steps=steps))
 
 
-def default_loader(path: Path) -> Backbone:
+def default_loader(path: Path, img_size: tuple[int, int] | None = None) -> Backbone:
     from saip_bench.pretrain.export import load_backbone
 
-    return load_backbone(path)
+    return load_backbone(path, img_size=img_size)
 
 
 class CheckpointCache:
@@ -131,8 +131,9 @@ class CheckpointCache:
         return CheckpointInfo(method, backbone, "user", -1, None, sha, str(Path(path).resolve()), sha, 0.0,
                               "user")
 
-    def load(self, info: CheckpointInfo) -> Backbone:
-        return self.loader(Path(info.path))
+    def load(self, info: CheckpointInfo, img_size: tuple[int, int] | None = None) -> Backbone:
+        """A fresh backbone from the checkpoint (tasks may fine-tune it in place)."""
+        return self.loader(Path(info.path), img_size)
 
 
 def parse_checkpoint_overrides(items: list[str] | None) -> dict[tuple[str, str], Path]:

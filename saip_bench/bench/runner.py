@@ -71,7 +71,7 @@ class BenchHooks:
     read_dataset: Callable[[str, Path, str | None], DatasetSplits] | None = None
     generate_world: Callable[[Path, str, int], Path] | None = None
     pretrainer: Pretrainer | None = None
-    backbone_loader: Callable[[Path], Any] | None = None
+    backbone_loader: Callable[[Path, tuple[int, int] | None], Any] | None = None
     method_unsupported: Callable[[str, str], str | None] | None = None
 
     def resolved_specs(self) -> Mapping[str, TaskSpec]:
@@ -332,7 +332,7 @@ class BenchRunner:
         stage("data")
         data = self.dataset(spec)
         stage("task")
-        backbone = self.cache.load(info)
+        backbone = self.cache.load(info, tuple(spec.input_size))
         size_key = (info.key, tuple(spec.input_size))
         if size_key not in self._backbone_costs:
             self._backbone_costs[size_key] = backbone_cost(backbone, tuple(spec.input_size), self.device)

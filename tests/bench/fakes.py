@@ -66,7 +66,7 @@ class FakePretrainer:
         return path
 
 
-def fake_loader(path: Path) -> Backbone:
+def fake_loader(path: Path, img_size=None) -> Backbone:
     backbone = tiny_backbone(0)
     backbone.body.load_state_dict(torch.load(path))
     return backbone
