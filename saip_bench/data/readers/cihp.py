@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from saip_bench.data.readers.base import DatasetReader, ReadContext, make_splits, require_dir
+from saip_bench.data.readers.base import DatasetReader, ReadContext, join_path, make_splits, require_dir
 from saip_bench.data.readers.lip import parse_id_list, parsing_file_checks, parsing_meta
 from saip_bench.data.records import DatasetSplits, ParsingRecord
 
@@ -61,12 +61,10 @@ class CihpReader(DatasetReader):
             for image_id in ids:
                 record: ParsingRecord = {
                     "id": image_id,
-                    "path": str((image_dir / f"{image_id}.jpg").resolve()),
-                    "label_path": str((label_dir / f"{image_id}.png").resolve()),
-                    "human_path": str((human_dir / f"{image_id}.png").resolve()) if human_dir else None,
-                    "instance_path": str((instance_dir / f"{image_id}.png").resolve())
-                    if instance_dir
-                    else None,
+                    "path": join_path(image_dir, f"{image_id}.jpg"),
+                    "label_path": join_path(label_dir, f"{image_id}.png"),
+                    "human_path": join_path(human_dir, f"{image_id}.png") if human_dir else None,
+                    "instance_path": join_path(instance_dir, f"{image_id}.png") if instance_dir else None,
                 }
                 records.append(record)
             splits[split] = records

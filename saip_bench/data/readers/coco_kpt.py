@@ -19,6 +19,7 @@ from saip_bench.data.readers.base import (
     as_float_list,
     as_int,
     as_list,
+    join_path,
     load_json,
     make_splits,
 )
@@ -267,7 +268,7 @@ def parse_keypoint_file(
             )
         images[image_id] = {
             "image_id": image_id,
-            "path": str((image_dir / entry["file_name"]).resolve()),
+            "path": join_path(image_dir, entry["file_name"]),
             "width": int(entry["width"]),
             "height": int(entry["height"]),
             "annotations": [],
@@ -333,12 +334,12 @@ class CocoKeypointsReader(DatasetReader):
             json_path = root / self.annotation_pattern.format(split=split)
             records, person = parse_keypoint_file(json_path, root / f"{split}2017", wholebody=self.wholebody)
             splits[split] = records
-            gt_files[split] = str(json_path.resolve())
+            gt_files[split] = str(json_path)
         meta = self._meta(person, context)
         meta["gt_files"] = gt_files
         detections = root / "person_detection_results" / "COCO_val2017_detections_AP_H_56_person.json"
         if detections.exists():
-            meta["detection_files"] = {"val": str(detections.resolve())}
+            meta["detection_files"] = {"val": str(detections)}
         return make_splits(self.name, version, root, splits, meta)
 
     def _meta(self, person: dict[str, Any], context: ReadContext) -> dict[str, Any]:

@@ -85,7 +85,7 @@ def parse_odgt(path: Path, image_dir: Path, sizes: dict[str, list[int]] | None) 
         records.append(
             {
                 "id": image_id,
-                "path": str(image_path.resolve()),
+                "path": str(image_path),
                 "height": height,
                 "width": width,
                 "boxes": boxes,
@@ -113,7 +113,7 @@ class CrowdHumanReader(DatasetReader):
         for split in ("train", "val"):
             path = root / f"annotation_{split}.odgt"
             splits[split] = parse_odgt(path, root / "Images", _load_sizes(root / f"id_hw_{split}.json"))
-            gt_files[split] = str(path.resolve())
+            gt_files[split] = str(path)
         meta = {
             "gt_files": gt_files,
             "image_sizes": {

@@ -21,6 +21,7 @@ from saip_bench.data.readers.base import (
     as_float_list,
     as_int,
     as_list,
+    join_path,
     load_json,
     make_splits,
 )
@@ -91,7 +92,7 @@ def parse_fashion_file(json_path: Path, image_dir: Path) -> tuple[list[FashionIm
         image_id = as_int(entry["id"], where, "'id'")
         images[image_id] = {
             "image_id": image_id,
-            "path": str((image_dir / entry["file_name"]).resolve()),
+            "path": join_path(image_dir, entry["file_name"]),
             "width": as_int(entry["width"], where, "'width'"),
             "height": as_int(entry["height"], where, "'height'"),
             "annotations": [],
@@ -150,7 +151,7 @@ class FashionpediaReader(DatasetReader):
         for split, (file_name, folder) in FASHION_SPLITS.items():
             json_path = root / file_name
             splits[split], file_meta = parse_fashion_file(json_path, root / folder)
-            gt_files[split] = str(json_path.resolve())
+            gt_files[split] = str(json_path)
             if vocab and [c["id"] for c in vocab["categories"]] != [c["id"] for c in file_meta["categories"]]:
                 context.warnings.append(f"{json_path}: categories differ from the train file's")
             vocab = vocab or file_meta

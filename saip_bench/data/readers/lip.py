@@ -13,6 +13,7 @@ from saip_bench.data.readers.base import (
     DatasetReader,
     FileCheck,
     ReadContext,
+    join_path,
     make_splits,
     read_text_lines,
     require_dir,
@@ -113,8 +114,8 @@ class LipReader(DatasetReader):
             splits[split] = [
                 {
                     "id": image_id,
-                    "path": str((image_dir / f"{image_id}.jpg").resolve()),
-                    "label_path": str((label_dir / f"{image_id}.png").resolve()),
+                    "path": join_path(image_dir, f"{image_id}.jpg"),
+                    "label_path": join_path(label_dir, f"{image_id}.png"),
                 }
                 for image_id in ids
             ]

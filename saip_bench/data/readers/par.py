@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from saip_bench.data.readers.base import DatasetReader, ReadContext, make_splits, require_file
+from saip_bench.data.readers.base import DatasetReader, ReadContext, join_path, make_splits, require_file
 from saip_bench.data.records import AttributeRecord, DatasetSplits
 from saip_bench.errors import DataFormatError
 
@@ -224,14 +224,14 @@ class PA100KReader(DatasetReader):
                     f"{labels.shape[0]} rows",
                 )
             splits[split] = [
-                {"path": str((image_dir / name).resolve()), "labels": row.tolist()}
+                {"path": join_path(image_dir, name), "labels": row.tolist()}
                 for name, row in zip(files, labels, strict=True)
             ]
         meta = {
             "attribute_names": names,
             "eval_idx": list(range(len(names))),
             "group_order": list(PA100K_GROUP_ORDER) if len(names) == len(PA100K_ATTRIBUTES) else None,
-            "annotation_file": str(path.resolve()),
+            "annotation_file": str(path),
         }
         if names != list(PA100K_ATTRIBUTES):
             context.warnings.append(f"{path}: attribute names differ from the official 26 (FORMATS §5)")
@@ -360,6 +360,10 @@ def _numpy_global(module: str, name: str) -> Any:
 
     if (module, name) == ("copyreg", "_reconstructor"):
         return copyreg._reconstructor
+    if (module, name) == ("_codecs", "encode"):  # protocol-2 pickles store bytes through it
+        import codecs
+
+        return codecs.encode
     if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct", "scalar"):
         from numpy._core import multiarray
 
@@ -456,7 +460,7 @@ class PetaReader(DatasetReader):
         labels, identity = peta["labels"], peta["identity"]
         records = [
             {
-                "path": str((image_dir / f"{int(i):05d}.png").resolve()),
+                "path": join_path(image_dir, f"{int(i):05d}.png"),
                 "labels": row.tolist(),
                 "identity": int(pid),
             }
@@ -475,7 +479,7 @@ class PetaReader(DatasetReader):
             "extra_idx": list(range(79, 105)) if len(names) == 105 else None,
             "partition": 0,
             "num_partitions": peta["num_partitions"],
-            "annotation_file": str(mat_path.resolve()),
+            "annotation_file": str(mat_path),
         }
         return make_splits(self.name, version, root, splits, meta)
 
@@ -513,7 +517,7 @@ class PetaReader(DatasetReader):
             }
         records = []
         for name, row in zip(image_names, labels, strict=True):
-            record: AttributeRecord = {"path": str((image_dir / name).resolve()), "labels": row.tolist()}
+            record: AttributeRecord = {"path": join_path(image_dir, name), "labels": row.tolist()}
             if name in identities:
                 record["identity"] = identities[name]
             records.append(record)
@@ -544,7 +548,7 @@ class PetaReader(DatasetReader):
             "eval_idx": eval_idx,
             "eval_attribute_names": [names[i] for i in eval_idx],
             "group_order": None,
-            "annotation_file": str(pkl_path.resolve()),
+            "annotation_file": str(pkl_path),
         }
         return make_splits(self.name, "zs", root, splits, meta)
 

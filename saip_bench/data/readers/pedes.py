@@ -17,6 +17,7 @@ from saip_bench.data.readers.base import (
     as_dict,
     as_int,
     as_list,
+    join_path,
     load_json,
     make_splits,
 )
@@ -60,7 +61,7 @@ def parse_pedes_entries(
             raise DataFormatError(where, f"'id' >= {train_offset} in the train split", str(raw_id))
         splits[split].append(
             {
-                "path": str((image_root / file_path).resolve()),
+                "path": join_path(image_root, file_path),
                 "pid": pid,
                 "captions": _captions(entry["captions"], where),
                 "file_path": file_path,
@@ -94,7 +95,7 @@ class CuhkPedesReader(DatasetReader):
             json_path = root / "reid_raw.json"
             entries = load_json(json_path)
         splits = parse_pedes_entries(json_path, image_root, entries, 1, ("train", "val", "test"))
-        meta = {"annotation_file": str(json_path.resolve())}
+        meta = {"annotation_file": str(json_path)}
         return make_splits(self.name, version, root, splits, meta)
 
     @staticmethod
@@ -122,7 +123,7 @@ class IcfgPedesReader(DatasetReader):
                 "ICFG_PEDES.json: rename it",
             )
         splits = parse_pedes_entries(json_path, root / "imgs", load_json(json_path), 0, ("train", "test"))
-        meta = {"annotation_file": str(json_path.resolve())}
+        meta = {"annotation_file": str(json_path)}
         return make_splits(self.name, version, root, splits, meta)
 
     def consistency_problems(self, data: DatasetSplits) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from saip_bench.data.readers.base import (
     DatasetReader,
     ReadContext,
+    join_path,
     make_splits,
     read_text_lines,
     require_dir,
@@ -67,7 +68,7 @@ def read_market_folder(folder: Path) -> tuple[list[ReidRecord], int]:
         if pid == -1:
             junk += 1
             continue
-        records.append({"path": str(path.resolve()), "pid": pid, "camid": cam - 1})
+        records.append({"path": str(path), "pid": pid, "camid": cam - 1})
     return records, junk
 
 
@@ -131,7 +132,7 @@ def read_msmt_list(list_path: Path, image_dir: Path) -> list[ReidRecord]:
         if pid < 0:
             raise DataFormatError(f"{list_path}:{number}", "a pid >= 0", str(pid))
         camid = parse_msmt_camera(Path(f"{list_path}:{number}"), rel)
-        records.append({"path": str((image_dir / rel).resolve()), "pid": pid, "camid": camid})
+        records.append({"path": join_path(image_dir, rel), "pid": pid, "camid": camid})
     return records
 
 

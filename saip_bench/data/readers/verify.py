@@ -222,7 +222,7 @@ def _describe_kind(kind: str) -> str:
 
 def verify(reader: DatasetReader, root: Path, version: str | None = None, full: bool = False) -> VerifyReport:
     card = reader.card
-    root = reader.locate(root)
+    root = reader.locate(root).resolve()
     report = VerifyReport(dataset=reader.name, version=None, root=str(root), full=full)
     problems = _Problems()
     manifest = world_manifest(root)
