@@ -1,0 +1,62 @@
+"""Supervised: classes from identity folders, cross-entropy by hand, training."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from saip_bench.errors import DataFormatError, SpecError
+from saip_bench.pretrain.methods.supervised import Supervised
+
+from .conftest import build_method, decreased, fake_batch, train_losses
+
+
+def test_classes_come_from_the_identity_folders(people_root, tmp_path) -> None:
+    assert Supervised.prepare_config({}, people_root)["num_classes"] == 4
+    assert Supervised.prepare_config({"num_classes": 9}, people_root)["num_classes"] == 9
+    flat = tmp_path / "flat" / "images"
+    flat.mkdir(parents=True)
+    (flat / "a.jpg").write_bytes((next(people_root.glob("images/*/*.jpg"))).read_bytes())
+    with pytest.raises(DataFormatError, match="identity sub-folders"):
+        Supervised.prepare_config({}, tmp_path / "flat")
+
+
+def test_missing_num_classes_is_a_clear_error() -> None:
+    with pytest.raises(SpecError, match="num_classes"):
+        build_method("supervised")
+
+
+def test_uniform_logits_give_log_classes() -> None:
+    method = build_method("supervised", num_classes=5)
+    with torch.no_grad():
+        method.classifier.weight.zero_()
+        method.classifier.bias.zero_()
+    out = method(method.make_views(fake_batch(4), torch.Generator().manual_seed(0)))
+    # uniform prediction: cross-entropy log(5) whatever the label smoothing
+    assert float(out["loss"].detach()) == pytest.approx(math.log(5), rel=1e-5)
+
+
+def test_out_of_range_labels_are_refused() -> None:
+    method = build_method("supervised", num_classes=2)
+    batch = fake_batch(2)
+    batch["label"] = torch.tensor([0, 3])
+    with pytest.raises(SpecError, match="num_classes"):
+        method(method.make_views(batch, torch.Generator()))
+
+
+@pytest.mark.parametrize("backbone", ["tinyvit_5m", "starnet_s3"])
+def test_hybrid_and_convnet_backbones(backbone: str) -> None:
+    method = build_method("supervised", backbone_name=backbone, num_classes=3)
+    out = method(method.make_views(fake_batch(2), torch.Generator().manual_seed(0)))
+    out["loss"].backward()
+    assert math.isfinite(float(out["loss"].detach()))
+
+
+def test_few_steps_through_the_trainer_reduce_the_loss(people_root, tmp_path) -> None:
+    losses, method = train_losses(
+        "supervised", people_root, tmp_path, steps=10, batch_size=8, img_size=(64, 32), lr=1e-3
+    )
+    assert decreased(losses), losses
+    assert method.hyperparameters()["num_classes"] == 4
