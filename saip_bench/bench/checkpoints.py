@@ -69,11 +69,33 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def default_pretrainer(*, method: str, backbone: str, preset: str, data_dir: Path | None, out_dir: Path,
                        seed: int, steps: int | None) -> Path:
-    """The project's one trainer (``saip_bench.pretrain.trainer.pretrain``)."""
-    from saip_bench.pretrain.trainer import pretrain
+    """The project's one trainer: ``saip_bench.pretrain.trainer.pretrain`` when it exists, else the same
+    steps from its public parts (preset -> method -> Trainer.fit -> export)."""
+    import inspect
 
-    return Path(pretrain(method=method, backbone=backbone, preset=preset, data_dir=data_dir, out_dir=out_dir,
-                         seed=seed, steps=steps))
+    from saip_bench.pretrain import trainer
+
+    if data_dir is None:
+        raise UserError(f"pretraining {method}/{backbone} needs pretraining images (--pretrain-data)")
+    if hasattr(trainer, "pretrain"):
+        accepted = inspect.signature(trainer.pretrain).parameters
+        kwargs = {"method": method, "backbone": backbone, "preset": preset, "data_dir": data_dir,
+                  "out_dir": out_dir, "seed": seed, "steps": steps}
+        return Path(trainer.pretrain(**{k: v for k, v in kwargs.items() if k in accepted}))
+    from saip_bench.backbones import create_backbone
+    from saip_bench.discovery import import_submodules
+    from saip_bench.pretrain.base import METHODS
+    from saip_bench.pretrain.export import save_backbone
+    from saip_bench.utils import default_device
+
+    import_submodules("saip_bench.pretrain.methods")
+    train_cfg, method_cfg = trainer.load_preset(method, preset, {"steps": steps} if steps else None)
+    net = create_backbone(backbone, img_size=tuple(train_cfg.img_size))
+    model = METHODS.get(method)(net, method_cfg)
+    fit = trainer.Trainer(model, train_cfg, data_dir, out_dir, seed=seed, device=default_device(),
+                          method_name=method).fit()
+    return save_backbone(model.export_backbone(), Path(out_dir) / "backbone.safetensors",
+                         {"method": method, "preset": preset, "step": fit.step, "seed": seed})
 
 
 def default_loader(path: Path, img_size: tuple[int, int] | None = None) -> Backbone:

@@ -142,6 +142,8 @@ class BenchConfig:
     device: str | None = None
     fail_fast: bool = False
     show_progress: bool = True
+    visualize: int = 0  # prediction PNGs per unit (``saip-bench eval --visualize``)
+    dataset_roots: dict[str, Path] = field(default_factory=dict)  # explicit per-dataset roots win
 
 
 @dataclass
@@ -204,6 +206,8 @@ class BenchRunner:
         return self._world
 
     def dataset_root(self, dataset: str) -> Path:
+        if dataset in self.config.dataset_roots:
+            return Path(self.config.dataset_roots[dataset])
         if self.preset.data == "synthetic":
             return self.world_root() / dataset
         if self.config.data_root is not None:
@@ -213,6 +217,8 @@ class BenchRunner:
         return Path(resolve_root(dataset, None))
 
     def pretrain_root(self) -> Path | None:
+        if self.config.pretrain_data is not None:
+            return Path(self.config.pretrain_data)
         if self.preset.data == "synthetic":
             return self.world_root() / "pretrain"
         return self.config.pretrain_data
@@ -333,7 +339,7 @@ class BenchRunner:
         data = self.dataset(spec)
         stage("task")
         backbone = self.cache.load(info, tuple(spec.input_size))
-        size_key = (info.key, tuple(spec.input_size))
+        size_key = (unit.backbone, tuple(spec.input_size))  # architecture cost: same for every method
         if size_key not in self._backbone_costs:
             self._backbone_costs[size_key] = backbone_cost(backbone, tuple(spec.input_size), self.device)
         limit = self.config.limit
@@ -342,7 +348,7 @@ class BenchRunner:
             out_dir=Path(self.config.run_dir) / "units" / unit.uid, seed=unit.seed, device=self.device,
             amp=self.preset.eval.amp, num_workers=self.preset.eval.num_workers, max_train_samples=limit,
             max_eval_samples=limit, cache_dir=Path(self.config.cache_dir) / "features" / info.key,
-            show_progress=self.config.show_progress and self.dist.is_main,
+            show_progress=self.config.show_progress and self.dist.is_main, visualize=self.config.visualize,
         )
         seed_everything(unit.seed)
         with CostMeter(self.device) as meter:

@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""The main job: ``python run_bench.py`` runs the embedded default benchmark end to end.
+
+With no arguments: generate (or reuse) the synthetic world under ``.cache/world``, pretrain SAIP and the
+baselines of the ``default`` bench preset with the CPU ``quick`` pretraining preset (cached), evaluate all 12
+datasets with the fast protocol, and write the boards (Markdown, CSV, HTML, plots) to
+``leaderboards/generated/``. Rerunning resumes: finished units are skipped.
+
+The paper protocol on real data (GPUs; works under ``torchrun``, only rank 0 writes)::
+
+    torchrun --nproc_per_node 8 run_bench.py --preset paper --data-root /data --pretrain-data /data/LUP1M
+
+Every option of ``saip-bench bench`` applies (``--shard``, ``--limit``, ``--overwrite``, ``--dry-run``...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import saip_bench  # noqa: F401  (first: installs the torchvision CPU shim)
+
+REPO = Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    from saip_bench.commands.bench import add_bench_arguments, config_from_args, dry_run
+    from saip_bench.errors import SaipBenchError
+
+    parser = argparse.ArgumentParser(prog="run_bench.py", description=__doc__.split("\n\n")[0])
+    add_bench_arguments(parser)
+    parser.add_argument(
+        "--leaderboard-out",
+        type=Path,
+        default=REPO / "leaderboards" / "generated",
+        help="where the boards go (default leaderboards/generated)",
+    )
+    parser.add_argument("--no-leaderboard", action="store_true", help="only run units, build no boards")
+    parser.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
+    args = parser.parse_args(argv)
+    if args.cache_dir == Path(".cache"):
+        args.cache_dir = REPO / ".cache"
+    try:
+        config = config_from_args(args)
+        if args.run_dir is None:
+            config.run_dir = REPO / "runs" / config.preset.name
+        if args.dry_run:
+            return dry_run(config, args.json)
+        return run(config, args)
+    except SaipBenchError as exc:
+        if args.traceback:
+            raise
+        print(f"run_bench.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(config, args: argparse.Namespace) -> int:
+    from saip_bench.bench.runner import DistInfo, run_bench
+    from saip_bench.bench.store import load_records
+    from saip_bench.leaderboard import write_boards
+    from saip_bench.utils import console
+
+    start = time.perf_counter()
+    report = run_bench(config)
+    if DistInfo.from_env().is_main and not args.no_leaderboard:
+        records = load_records([config.run_dir])
+        if records:
+            written = write_boards(records, args.leaderboard_out, compare="paper")
+            console.print(f"boards: {len(written)} file(s) under {args.leaderboard_out}")
+    console.print(
+        f"run_bench.py: {time.perf_counter() - start:.0f} s wall, {len(report.written)} unit(s) run, "
+        f"{len(report.failed)} failed (threads: {os.environ.get('OMP_NUM_THREADS', 'default')})"
+    )
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""``saip-bench bench``: plan and run a benchmark preset; optionally build the boards from its records."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from saip_bench.errors import UserError
+
+DEFAULT_CACHE = Path(".cache")
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | None = "default") -> None:
+    """Arguments shared by ``saip-bench bench`` and ``run_bench.py``."""
+    from saip_bench.bench.presets import available_presets
+
+    parser.add_argument(
+        "--preset",
+        default=default_preset,
+        help=f"bench preset name ({', '.join(available_presets())}) or a YAML path",
+    )
+    parser.add_argument(
+        "--run-dir", type=Path, default=None, help="run folder holding records/ (default runs/<preset>)"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help="shared cache: synthetic world, pretrained checkpoints, feature caches",
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="real data: folder with one sub-folder per dataset; synthetic: where the world lives",
+    )
+    parser.add_argument(
+        "--pretrain-data",
+        type=Path,
+        default=None,
+        help="real pretraining images (person crops, ImageFolder-like) for real-data presets",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=None,
+        metavar="METHOD/BACKBONE=PATH",
+        help="evaluate this exported backbone instead of pretraining it (repeatable)",
+    )
+    parser.add_argument("--shard", default="1/1", help="run shard i of n (1-based), e.g. 2/4")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="at most N samples per split (quick checks; records marked limited, never boarded)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        choices=("never", "missing", "always"),
+        default="missing",
+        help="never: keep every existing record; missing (default): run units without a matching "
+        "record; always: rerun everything",
+    )
+    parser.add_argument("--methods", nargs="+", default=None, help="only these methods of the preset")
+    parser.add_argument("--backbones", nargs="+", default=None, help="only these backbones of the preset")
+    parser.add_argument(
+        "--tasks", nargs="+", default=None, help="only these tasks / datasets / task/dataset pairs"
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="only these evaluation seeds")
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)"
+    )
+    parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing unit")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="show the plan and exit (nothing is generated)"
+    )
+    parser.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
+
+
+def config_from_args(args: argparse.Namespace):
+    from saip_bench.bench.checkpoints import parse_checkpoint_overrides
+    from saip_bench.bench.plan import parse_shard
+    from saip_bench.bench.presets import load_bench_preset
+    from saip_bench.bench.runner import BenchConfig
+    from saip_bench.bench.store import OverwritePolicy
+
+    if args.limit is not None and args.limit < 1:
+        raise UserError("--limit must be at least 1")
+    preset = load_bench_preset(args.preset)
+    return BenchConfig(
+        preset=preset,
+        run_dir=args.run_dir or Path("runs") / preset.name,
+        cache_dir=args.cache_dir,
+        data_root=args.data_root,
+        pretrain_data=args.pretrain_data,
+        checkpoints=parse_checkpoint_overrides(args.checkpoint),
+        shard=parse_shard(args.shard),
+        limit=args.limit,
+        overwrite=OverwritePolicy(args.overwrite),
+        methods=args.methods,
+        backbones=args.backbones,
+        tasks=args.tasks,
+        seeds=args.seeds,
+        device=args.device,
+        fail_fast=args.fail_fast,
+        show_progress=not args.no_progress,
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="run a benchmark preset: pretrain (cached), evaluate every unit, write records",
+        description="Plan the units (method x backbone x task/dataset x protocol x seed) of a preset, run "
+        "those without a matching record, and write one JSON record per finished unit.",
+    )
+    add_bench_arguments(parser)
+    parser.add_argument(
+        "--leaderboard-out",
+        type=Path,
+        default=None,
+        help="after the run, build the boards from the run's records into this folder",
+    )
+    parser.set_defaults(func=run)
+
+
+def dry_run(config, as_json: bool) -> int:
+    from saip_bench.bench.runner import BenchRunner, plan_table
+    from saip_bench.utils import console
+
+    runner = BenchRunner(config)
+    planned = runner.plan(resolve_inputs=False)
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {**p.unit.identity(), "uid": p.unit.uid, "status": p.status, "reason": p.reason}
+                    for p in planned
+                ],
+                indent=1,
+            )
+        )
+    else:
+        console.print(plan_table(planned, config.preset, config))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.dry_run:
+        return dry_run(config, args.json)
+    from saip_bench.bench.runner import run_bench
+
+    report = run_bench(config)
+    if args.leaderboard_out is not None and report.ok:
+        from saip_bench.bench.store import load_records
+        from saip_bench.leaderboard import write_boards
+
+        write_boards(load_records([config.run_dir]), args.leaderboard_out)
+    return 0 if report.ok else 1

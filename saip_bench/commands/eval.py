@@ -1,0 +1,153 @@
+"""``saip-bench eval``: one unit (a backbone on one task/dataset/protocol), scored and recorded.
+
+The backbone is an exported checkpoint (``--checkpoint``) or a method pretrained on demand (``--method``,
+cached like in ``bench``). ``--data-root`` is the dataset folder itself or a folder holding
+``<dataset>/`` (e.g. a synthetic world written by ``saip-bench data synth``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from saip_bench.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="evaluate one backbone on one task/dataset (writes predictions, scores and a record)"
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--method", help="pretraining method (pretrained on demand and cached; 'random' = init)"
+    )
+    source.add_argument(
+        "--checkpoint", type=Path, help="an exported backbone (.safetensors with its sidecar)"
+    )
+    parser.add_argument(
+        "--backbone", default=None, help="backbone name (default: from the checkpoint, else vit_tiny)"
+    )
+    parser.add_argument("--task", required=True, help="task name (see `saip-bench list tasks`)")
+    parser.add_argument("--dataset", required=True, help="dataset name")
+    parser.add_argument(
+        "--protocol",
+        default="default",
+        help="protocol name in the spec, or fast / paper / default (default: the spec's default)",
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        required=True,
+        help="the dataset folder, or a folder with <dataset>/ inside (e.g. a synthetic world)",
+    )
+    parser.add_argument(
+        "--pretrain-data",
+        type=Path,
+        default=None,
+        help="pretraining images for --method (default: <data-root>/pretrain when it exists)",
+    )
+    parser.add_argument("--pretrain-preset", default="quick", help="pretraining preset for --method")
+    parser.add_argument("--pretrain-steps", type=int, default=None, help="override the preset's step count")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--limit", type=int, default=None, help="at most N samples per split (record marked limited)"
+    )
+    parser.add_argument(
+        "--visualize", type=int, default=0, metavar="N", help="write N prediction PNGs (out/units/*/vis)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs") / "eval", help="run folder (records/, units/)"
+    )
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--json", action="store_true", help="print the record as JSON")
+    parser.set_defaults(func=run)
+
+
+def _roots(data_root: Path, dataset: str) -> tuple[Path, Path | None, str, dict]:
+    """Dataset root, pretraining folder (if any), data source (synthetic when a world marker exists) and
+    the world's preset/seed."""
+    if not data_root.exists():
+        raise UserError(f"--data-root {data_root} does not exist")
+    world = data_root if (data_root / dataset).is_dir() else data_root.parent
+    root = data_root / dataset if (data_root / dataset).is_dir() else data_root
+    pretrain = world / "pretrain" if (world / "pretrain").is_dir() else None
+    marker = world / ".world.json"
+    world_info: dict = {}
+    if marker.exists():
+        try:
+            info = json.loads(marker.read_text())
+            world_info = {
+                "synth_preset": str(info.get("preset", "unknown")),
+                "synth_seed": int(info.get("seed", 0)),
+            }
+        except (ValueError, OSError):
+            world_info = {"synth_preset": "unknown"}
+    return root, pretrain, "synthetic" if marker.exists() else "real", world_info
+
+
+def run(args: argparse.Namespace) -> int:
+    from saip_bench.bench.presets import BenchPreset
+    from saip_bench.bench.runner import BenchConfig, BenchRunner
+    from saip_bench.bench.store import OverwritePolicy
+    from saip_bench.utils import console
+
+    root, world_pretrain, source, world_info = _roots(args.data_root, args.dataset)
+    backbone = args.backbone
+    method = args.method
+    overrides = {}
+    if args.checkpoint is not None:
+        from saip_bench.pretrain.export import read_sidecar
+
+        meta = read_sidecar(args.checkpoint)
+        backbone = backbone or meta.get("arch")
+        method = str(meta.get("method") or "checkpoint")
+        overrides[(method, backbone)] = args.checkpoint
+    backbone = backbone or "vit_tiny"
+    pretrain_data = args.pretrain_data or world_pretrain
+    if args.checkpoint is None and method != "random" and pretrain_data is None:
+        raise UserError(
+            "--method needs pretraining images: give --pretrain-data (or a --data-root world with pretrain/)"
+        )
+    preset = BenchPreset.model_validate(
+        {
+            "name": "eval",
+            "data": source,
+            "methods": [method],
+            "backbones": [backbone],
+            "tasks": [f"{args.task}/{args.dataset}"],
+            "protocol": args.protocol,
+            "seeds": [args.seed],
+            "pretrain": {"preset": args.pretrain_preset, "steps": args.pretrain_steps, "seed": args.seed},
+            **world_info,
+        }
+    )
+    config = BenchConfig(
+        preset=preset,
+        run_dir=args.out,
+        cache_dir=args.cache_dir,
+        pretrain_data=pretrain_data,
+        checkpoints=overrides,
+        limit=args.limit,
+        overwrite=OverwritePolicy.ALWAYS,
+        device=args.device,
+        fail_fast=True,
+        visualize=args.visualize,
+        dataset_roots={args.dataset: root},
+    )
+    runner = BenchRunner(config)
+    report = runner.run()
+    if not report.written:
+        return 1
+    record = json.loads(report.written[0].read_text())
+    if args.json:
+        print(json.dumps(record, indent=1, sort_keys=True))
+    else:
+        from saip_bench.commands.metric import print_metrics
+
+        print_metrics(
+            record["scores"], as_json=False, title=f"{method}/{backbone} on {args.task}/{args.dataset}"
+        )
+        console.print(f"record: {report.written[0]}")
+    return 0

@@ -1,0 +1,110 @@
+import json
+
+import pytest
+
+from saip_bench.bench import runner as runner_module
+from saip_bench.cli import main
+from saip_bench.commands.eval import _roots
+from tests.bench.fakes import FAKE_SPECS, FakePretrainer, FakeTask, fake_loader, fake_read
+
+
+@pytest.fixture
+def fake_hooks(monkeypatch):
+    """Route the real command through the runner with fake task / pretraining (no model training)."""
+    original = runner_module.BenchRunner.__init__
+    seen = {}
+
+    def init(self, config, hooks=None):
+        seen["config"] = config
+        hooks = runner_module.BenchHooks(
+            specs=FAKE_SPECS,
+            get_task=lambda name: FakeTask(),
+            read_dataset=fake_read,
+            pretrainer=FakePretrainer(),
+            backbone_loader=fake_loader,
+            method_unsupported=lambda m, b: None,
+        )
+        original(self, config, hooks)
+
+    monkeypatch.setattr(runner_module.BenchRunner, "__init__", init)
+    return seen
+
+
+def make_world(root):
+    (root / "market1501").mkdir(parents=True)
+    (root / "market1501" / "a.txt").write_text("x")
+    (root / "pretrain").mkdir()
+    (root / ".world.json").write_text(json.dumps({"preset": "tiny", "seed": 3}))
+
+
+def test_eval_runs_one_unit_and_records_it(fake_hooks, tmp_path, capsys):
+    make_world(tmp_path / "world")
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "eval",
+                "--method",
+                "saip",
+                "--backbone",
+                "tiny",
+                "--task",
+                "reid",
+                "--dataset",
+                "market1501",
+                "--protocol",
+                "linear",
+                "--data-root",
+                str(tmp_path / "world"),
+                "--out",
+                str(out),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--visualize",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    record = json.loads(capsys.readouterr().out)
+    assert record["identity"]["protocol"] == "linear" and record["identity"]["method"] == "saip"
+    assert record["provenance"]["data"]["source"] == "synthetic"
+    assert record["provenance"]["data"]["synth_preset"] == "tiny"
+    config = fake_hooks["config"]
+    assert config.visualize == 3 and config.dataset_roots == {"market1501": tmp_path / "world" / "market1501"}
+    assert config.pretrain_data == tmp_path / "world" / "pretrain"
+    assert len(list((out / "records").glob("*.json"))) == 1
+
+
+def test_roots_accepts_dataset_folder_or_parent(tmp_path):
+    make_world(tmp_path / "w")
+    assert _roots(tmp_path / "w", "market1501")[:3] == (
+        tmp_path / "w" / "market1501",
+        tmp_path / "w" / "pretrain",
+        "synthetic",
+    )
+    assert _roots(tmp_path / "w" / "market1501", "market1501")[0] == tmp_path / "w" / "market1501"
+    (tmp_path / "real").mkdir()
+    assert _roots(tmp_path / "real", "lip")[1:3] == (None, "real")
+
+
+def test_method_without_pretraining_images_is_a_user_error(tmp_path, capsys):
+    (tmp_path / "real").mkdir()
+    assert (
+        main(
+            [
+                "eval",
+                "--method",
+                "saip",
+                "--task",
+                "reid",
+                "--dataset",
+                "market1501",
+                "--data-root",
+                str(tmp_path / "real"),
+            ]
+        )
+        == 2
+    )
+    assert "--pretrain-data" in capsys.readouterr().err
