@@ -34,44 +34,99 @@ from saip_bench.metrics.base import MetricCommand, load_prediction_npz, register
 
 JUNK_PID = -1
 RANKS = (1, 5, 10)
-CHUNK_ELEMENTS = 1 << 23  # distances per chunk (~8M): ~32 MB of float32 plus a few int64 buffers
+CHUNK_ELEMENTS = 1 << 23  # distances per chunk (~8M): ~32 MB of float32 plus a few small buffers
+SPARSE_SHARE = 0.2  # above this share of items ahead of the last positive, the dense path is faster
+SPARSE_BLOCK = 1 << 16  # candidates compared with their row's positives at once
+
+
+class GroupIndex:
+    """Column positions per id (built once per evaluation): a query's same-id gallery items without a
+    (Q, G) comparison."""
+
+    def __init__(self, col_ids: torch.Tensor) -> None:
+        self.col_ids = col_ids
+        self.order = torch.argsort(col_ids, stable=True)
+        self.ids, self.sizes = torch.unique_consecutive(col_ids[self.order], return_counts=True)
+        self.starts = torch.cumsum(self.sizes, 0) - self.sizes
+
+    def members(self, row_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, column) of every same-id pair, row-major with ascending columns."""
+        if self.ids.numel() == 0:
+            empty = torch.zeros(0, dtype=torch.long)
+            return empty, empty
+        slot = torch.searchsorted(self.ids, row_ids).clamp(max=self.ids.numel() - 1)
+        sizes = torch.where(self.ids[slot] == row_ids, self.sizes[slot], torch.zeros_like(slot))
+        rows = torch.repeat_interleave(torch.arange(row_ids.numel()), sizes)
+        offsets = torch.arange(rows.numel()) - (torch.cumsum(sizes, 0) - sizes)[rows]
+        # ``order`` lists each id's columns ascending (stable argsort), so rows come out column-sorted
+        return rows, self.order[self.starts[slot[rows]] + offsets]
 
 
 def positive_ranks(
-    dist: torch.Tensor, positive: torch.Tensor, ignore: torch.Tensor | None = None
+    dist: torch.Tensor,
+    row_ids: torch.Tensor,
+    index: GroupIndex,
+    row_cams: torch.Tensor | None = None,
+    col_cams: torch.Tensor | None = None,
+    col_ignore: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """0-based ranks of each row's positives among its non-ignored items, ascending ``dist``.
+    """0-based ranks of each row's positives among its counted items, ascending ``dist``.
 
-    ``dist`` (B, G) float; ``positive``/``ignore`` (B, G) bool (positives must not be ignored). Ties
-    are broken by column index. Returns ``(ranks, counts)``: ranks (B, K) int64 in increasing order,
-    padded with -1 beyond ``counts`` (B,) = positives per row.
+    Column j is, for row i: *positive* if ``col_ids[j] == row_ids[i]``, not ``col_ignore[j]`` and (when
+    cameras are given) not on the row's camera; *excluded* if same id and same camera or ``col_ignore``;
+    otherwise a counted negative. Ties are broken by column index. Returns ``(ranks, counts)``: ranks
+    (B, K) int64 ascending, padded with -1 beyond ``counts`` (B,) = positives per row.
     """
     rows_n, cols_n = dist.shape
-    counts = positive.sum(1)
+    rows, cols = index.members(row_ids)
+    keep = torch.ones_like(rows, dtype=torch.bool)
+    if col_ignore is not None:
+        keep &= ~col_ignore[cols]
+    if row_cams is not None and col_cams is not None:
+        keep &= col_cams[cols] != row_cams[rows]
+    rows, cols = rows[keep], cols[keep]
+    counts = torch.bincount(rows, minlength=rows_n)
     width = int(counts.max()) if rows_n else 0
     if width == 0:
         return torch.full((rows_n, 0), -1, dtype=torch.long), counts
-    # Place each row's positives (column order) into a padded (B, K) table.
-    rows, cols = positive.nonzero(as_tuple=True)
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(rows.numel()) - starts[rows]
+    # Each row's positives in a padded (B, K) table, sorted by (distance, column).
+    slot = torch.arange(rows.numel()) - (torch.cumsum(counts, 0) - counts)[rows]
     pos_dist = torch.full((rows_n, width), float("inf"), dtype=dist.dtype)
     pos_col = torch.full((rows_n, width), cols_n, dtype=torch.long)
     pos_dist[rows, slot] = dist[rows, cols]
     pos_col[rows, slot] = cols
-    # Stable sort by distance keeps column order among equal distances: the (distance, index) order.
-    pos_dist, order = torch.sort(pos_dist, dim=1, stable=True)
+    pos_dist, order = torch.sort(pos_dist, dim=1, stable=True)  # stable: column order among ties
     pos_col = torch.gather(pos_col, 1, order)
 
-    others = ~positive if ignore is None else ~(positive | ignore)
-    bucket = torch.searchsorted(pos_dist, dist.contiguous(), right=False)  # positives strictly closer
-    nearest = torch.gather(pos_dist, 1, bucket.clamp(max=width - 1))
-    tied = others & (nearest == dist)
-    if bool(tied.any()):
-        _resolve_ties(bucket, tied, dist, pos_dist, pos_col)
-    bucket.masked_fill_(~others, width)  # positives and ignored items are not counted
+    # Items farther than a row's last positive precede no positive: only the rest need counting.
+    last = torch.gather(pos_dist, 1, (counts - 1).clamp(min=0)[:, None])
+    last.masked_fill_((counts == 0)[:, None], float("-inf"))
+    candidate = dist <= last
+    if col_ignore is not None:
+        candidate &= ~col_ignore[None, :]
     before = torch.zeros((rows_n, width + 1), dtype=torch.long)
-    before.scatter_add_(1, bucket, torch.ones_like(bucket))
+    cand_rows, cand_cols = candidate.nonzero(as_tuple=True)
+    if cand_rows.numel() <= SPARSE_SHARE * candidate.numel():
+        negative = index.col_ids[cand_cols] != row_ids[cand_rows]  # same-id items are never negatives
+        cand_rows, cand_cols = cand_rows[negative], cand_cols[negative]
+        for start in range(0, cand_rows.numel(), SPARSE_BLOCK):
+            r = cand_rows[start : start + SPARSE_BLOCK]
+            c = cand_cols[start : start + SPARSE_BLOCK]
+            d = dist[r, c][:, None]
+            row_dist, row_col = pos_dist[r], pos_col[r]
+            ahead = (row_dist < d) | ((row_dist == d) & (row_col < c[:, None]))
+            before.index_put_((r, ahead.sum(1)), torch.ones_like(r), accumulate=True)
+    else:  # dense: bucket every item among the positives with one batched binary search
+        others = index.col_ids[None, :] != row_ids[:, None]
+        if col_ignore is not None:
+            others &= ~col_ignore[None, :]
+        bucket = torch.searchsorted(pos_dist, dist.contiguous(), right=False)  # positives strictly closer
+        nearest = torch.gather(pos_dist, 1, bucket.clamp(max=width - 1))
+        tied = others & (nearest == dist)
+        if bool(tied.any()):
+            _resolve_ties(bucket, tied, dist, pos_dist, pos_col)
+        bucket.masked_fill_(~others, width)  # positives and excluded items are not counted
+        before.scatter_add_(1, bucket, torch.ones_like(bucket))
     ranks = torch.cumsum(before[:, :width], 1) + torch.arange(width)
     ranks.masked_fill_(torch.arange(width) >= counts[:, None], -1)
     return ranks, counts
@@ -151,15 +206,14 @@ def _evaluate_reid_rows(
 ) -> dict[str, float]:
     num_q, num_g = q_pids.numel(), g_pids.numel()
     step = rows_per_chunk(num_g, chunk_size)
-    junk = (g_pids == JUNK_PID)[None, :]
+    index = GroupIndex(g_pids)
+    junk = g_pids == JUNK_PID
     firsts, aps, inps, valids = [], [], [], []
     for start in range(0, num_q, step):
         stop = min(num_q, start + step)
-        dist = distance_rows(start, stop)
-        qp, qc = q_pids[start:stop, None], q_camids[start:stop, None]
-        same_pid = g_pids[None, :] == qp
-        ignore = (same_pid & (g_camids[None, :] == qc)) | junk
-        ranks, counts = positive_ranks(dist, same_pid & ~ignore, ignore)
+        ranks, counts = positive_ranks(
+            distance_rows(start, stop), q_pids[start:stop], index, q_camids[start:stop], g_camids, junk
+        )
         summary = summarize_ranks(ranks, counts)
         firsts.append(summary["first"])
         aps.append(summary["ap"])
@@ -210,8 +264,9 @@ def evaluate_reid_features(
     normalize: bool = True,
     source: str = "<arrays>",
 ) -> dict[str, float]:
-    """Same metrics from features; distances ``1 - cos`` (ranks like Euclidean on L2-normalised
-    features, as torchreid with ``normalize_feature``) are computed per chunk, never as a full matrix."""
+    """Same metrics from features, ranked by cosine similarity (the order of Euclidean distance on
+    L2-normalised features, as torchreid with ``normalize_feature``), computed per chunk of queries:
+    the (Q, G) matrix never exists as a whole."""
     q = as_float_matrix("q_feats", q_feats, source).float()
     g = as_float_matrix("g_feats", g_feats, source).float()
     if q.shape[1] != g.shape[1]:
@@ -226,7 +281,7 @@ def evaluate_reid_features(
     qc = as_id_vector("q_camids", q_camids, q.shape[0], source)
     gc = as_id_vector("g_camids", g_camids, g.shape[0], source)
     g_t = g.t().contiguous()
-    return _evaluate_reid_rows(lambda a, b: 1.0 - q[a:b] @ g_t, qp, gp, qc, gc, chunk_size)
+    return _evaluate_reid_rows(lambda a, b: torch.mm(q[a:b], g_t).neg_(), qp, gp, qc, gc, chunk_size)
 
 
 def evaluate_reid_file(path: str | Path, chunk_size: int | None = None) -> dict[str, float]:

@@ -20,6 +20,7 @@ import torch
 from saip_bench.errors import DataFormatError, UserError
 from saip_bench.metrics.base import MetricCommand, load_prediction_npz, register_metric_command
 from saip_bench.metrics.reid import (
+    GroupIndex,
     as_float_matrix,
     as_id_vector,
     positive_ranks,
@@ -45,11 +46,11 @@ def evaluate_retrieval(
     tp = as_id_vector("text_pids", text_pids, num_t, source)
     ip = as_id_vector("image_pids", image_pids, num_i, source)
     step = rows_per_chunk(num_i, chunk_size)
+    index = GroupIndex(ip)
     firsts, aps, inps = [], [], []
     for start in range(0, num_t, step):
         stop = min(num_t, start + step)
-        positive = ip[None, :] == tp[start:stop, None]
-        ranks, counts = positive_ranks(-sim[start:stop], positive)
+        ranks, counts = positive_ranks(-sim[start:stop], tp[start:stop], index)
         summary = summarize_ranks(ranks, counts)
         firsts.append(summary["first"])
         aps.append(np.nan_to_num(summary["ap"], nan=0.0))
