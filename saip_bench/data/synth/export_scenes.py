@@ -262,6 +262,7 @@ def export_crowdhuman(ctx: ExportContext) -> None:
                 mask_region = [x0, y0, region.shape[1], region.shape[0]]
             image = apply_camera(scene.image, make_camera(rng), rng)
             tile = image.copy()
+            owner = scene.person_map()
             for pi, person in enumerate(scene.people):
                 vis = mask_bbox(scene.body_mask(pi))
                 if vis is None:
@@ -270,7 +271,7 @@ def export_crowdhuman(ctx: ExportContext) -> None:
                 fbox = _union([int(round(v)) for v in person.full_box], [int(v) for v in vis], hb)
                 full_area = max(1.0, fbox[2] * fbox[3])
                 occ = int(vis[2] * vis[3] < 0.75 * full_area)
-                head_vis = int(scene.person_map()[int(np.clip(hb[1] + hb[3] // 2, 0, h - 1)),
+                head_vis = int(owner[int(np.clip(hb[1] + hb[3] // 2, 0, h - 1)),
                                                   int(np.clip(hb[0] + hb[2] // 2, 0, w - 1))] == pi + 1)
                 extra = {"box_id": len(boxes), "occ": occ}
                 if vis[3] < 8 or vis[2] * vis[3] < 0.05 * full_area:

@@ -80,7 +80,7 @@ def sample_pose(rng: np.random.Generator, view: str | None = None, lively: float
 
 def _shade(colour: tuple[int, int, int], tone: float, amount: float = 0.1) -> tuple[int, int, int]:
     f = 1.0 + amount * tone
-    return tuple(int(np.clip(c * f, 0, 255)) for c in colour)
+    return tuple(min(255, max(0, int(c * f))) for c in colour)
 
 
 def _rot(v: np.ndarray, axis: str, deg: float) -> np.ndarray:
@@ -100,6 +100,13 @@ class _Projector:
 
     def depth(self, p: np.ndarray) -> float:
         return float(-p[0] * self.s + p[2] * self.c)
+
+    def many(self, pts: np.ndarray) -> np.ndarray:
+        """Project an (N, 3) array at once."""
+        x = pts[:, 0] * self.c + pts[:, 2] * self.s
+        y = pts[:, 1]
+        x, y = x * self.lc + y * self.ls, -x * self.ls + y * self.lc
+        return np.stack([self.fx + x * self.h, self.fy - y * self.h], axis=1)
 
     def __call__(self, p: np.ndarray) -> np.ndarray:
         x = p[0] * self.c + p[2] * self.s
@@ -413,9 +420,10 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
     # --- whole-body extras: feet and the 68 face points
     foot = np.array([P(toe["l"] + [0.012, 0, 0]), P(toe["l"] - [0.012, 0, 0]), P(heel["l"]),
                      P(toe["r"] - [0.012, 0, 0]), P(toe["r"] + [0.012, 0, 0]), P(heel["r"])])
-    face3 = _face_template()
-    face_pts = np.array([P(head_pt(*p)) for p in face3])
-    face_front = np.array([P.depth(head_pt(*p) - head_c) < 0.1 * head_rx for p in face3])
+    face3 = head_c + np.asarray(_face_template()) * np.array([head_rx, head_r, head_rx])
+    face_pts = P.many(face3)
+    rel = face3 - head_c
+    face_front = (-rel[:, 0] * P.s + rel[:, 2] * P.c) < 0.1 * head_rx
     hb = np.array([hc2 - np.array(face_axes) * 1.15, hc2 + np.array(face_axes) * 1.1])
     head_box = (float(hb[0, 0]), float(hb[0, 1]), float(hb[1, 0] - hb[0, 0]), float(hb[1, 1] - hb[0, 1]))
     return PersonDraw(prims, body, body_front, body_chains, foot, face_pts, face_front, hands, hand_len, head_box,

@@ -53,18 +53,23 @@ class SceneRender:
 
     def person_map(self) -> np.ndarray:
         """(H, W) person index + 1 over every drawn pixel (bags included), 0 elsewhere."""
-        return (self.prim_person[self.prim_map] + 1).astype(np.int32)
+        if getattr(self, "_person_map", None) is None:
+            self._person_map = (self.prim_person[self.prim_map] + 1).astype(np.int32)
+        return self._person_map.copy()
 
     def lip_map(self) -> np.ndarray:
         return self.prim_lip[self.prim_map].astype(np.uint8)
 
     def cihp_map(self) -> np.ndarray:
-        return self.prim_cihp[self.prim_map].astype(np.uint8)
+        if getattr(self, "_cihp_map", None) is None:
+            self._cihp_map = self.prim_cihp[self.prim_map].astype(np.uint8)
+        return self._cihp_map.copy()
 
     def body_mask(self, person: int) -> np.ndarray:
         """Pixels of the person's body and clothes (carried bags/objects excluded)."""
-        body = (self.prim_person[self.prim_map] == person) & (self.prim_cihp[self.prim_map] > 0)
-        return body
+        self.person_map()
+        self.cihp_map()
+        return (self._person_map == person + 1) & (self._cihp_map > 0)
 
     def garment_mask(self, person: int, garment: str) -> np.ndarray:
         ids = [i for i, g in enumerate(self.prim_garment) if g == garment and self.prim_person[i] == person]

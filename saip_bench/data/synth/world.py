@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
+import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from queue import Empty
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -66,11 +70,12 @@ def planned_images(preset: Preset, name: str) -> int:
 
 
 def generate_world(out: Path | str, preset: str = "tiny", seed: int = 0, datasets: list[str] | None = None,
-                   force: bool = False, contact_sheets: bool = True) -> Path:
+                   force: bool = False, contact_sheets: bool = True, workers: int | None = None) -> Path:
     """Write ``<out>/<name>/`` for each dataset (all 12 + ``pretrain`` by default); return ``out``.
 
     A dataset is skipped when ``<out>/.world.json`` records the same (preset, seed, code version) for it
-    and its folder exists, unless ``force``. Same seed + preset -> byte-identical files.
+    and its folder exists, unless ``force``. Same seed + preset -> byte-identical files, whatever the
+    number of ``workers`` (processes; default: up to 2, one dataset each at a time).
     """
     out = Path(out)
     spec = get_preset(preset)
@@ -91,26 +96,65 @@ def generate_world(out: Path | str, preset: str = "tiny", seed: int = 0, dataset
         console.print(f"[green]synthetic world up to date[/] at {out} (preset {spec.name}, seed {seed})")
         return out
     columns = (TextColumn("[bold]{task.description:<15}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    n_workers = max(1, min(len(todo), workers if workers is not None else min(2, os.cpu_count() or 1)))
     with Progress(*columns, console=console, transient=False) as progress:
+        tasks = {name: progress.add_task(name, total=planned_images(spec, name)) for name in todo}
         for name in todo:
-            task = progress.add_task(name, total=planned_images(spec, name))
-            started = time.perf_counter()
-            root = out / name
-            if root.exists():
-                shutil.rmtree(root)
-            root.mkdir(parents=True)
-            ctx = ExportContext(root=root, preset=spec, seed=int(seed), name=name,
-                                tick=lambda n, t=task: progress.advance(t, n))
-            EXPORTERS[name](ctx)
-            if contact_sheets:
-                contact_sheet(root / "contact_sheet.png", ctx.tiles)
-            if ctx.manifest:
-                write_json(out / SIDE_DIR / f"{name}.json", ctx.manifest)
-            progress.update(task, completed=progress.tasks[task].total)
-            state["datasets"][name] = {"contact_sheet": bool(contact_sheets),
-                                       "seconds": round(time.perf_counter() - started, 2)}
-            atomic_write_json(state_path, {k: state[k] for k in sorted(state) if k != "seconds"})
+            if (out / name).exists():
+                shutil.rmtree(out / name)
+        jobs = [(str(out), spec.name, int(seed), name, contact_sheets) for name in todo]
+        if n_workers == 1:
+            for job in jobs:
+                done = _export_one(*job, tick=lambda n, t=tasks[job[3]]: progress.advance(t, n))
+                _record(progress, tasks, state, state_path, done)
+        else:  # datasets are independent streams: run them side by side, same bytes as serially
+            context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with context.Manager() as manager:
+                queue = manager.Queue()
+                with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
+                    futures = [pool.submit(_export_one, *job, queue=queue) for job in jobs]
+                    pending = set(futures)
+                    while pending:
+                        finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                        _drain(queue, progress, tasks)
+                        for future in finished:
+                            _record(progress, tasks, state, state_path, future.result())
+                    _drain(queue, progress, tasks)
     return out
+
+
+def _export_one(out: str, preset: str, seed: int, name: str, contact_sheets: bool,
+                tick: Callable[[int], None] | None = None, queue=None) -> tuple[str, bool, float]:
+    """Write one dataset root (runs in a worker process when parallel)."""
+    started = time.perf_counter()
+    root = Path(out) / name
+    root.mkdir(parents=True)
+    if tick is None:
+        def tick(n: int) -> None:
+            queue.put((name, n))
+    ctx = ExportContext(root=root, preset=get_preset(preset), seed=seed, name=name, tick=tick)
+    EXPORTERS[name](ctx)
+    if contact_sheets:
+        contact_sheet(root / "contact_sheet.png", ctx.tiles)
+    if ctx.manifest:
+        write_json(Path(out) / SIDE_DIR / f"{name}.json", ctx.manifest)
+    return name, contact_sheets, round(time.perf_counter() - started, 2)
+
+
+def _drain(queue, progress: Progress, tasks: dict) -> None:
+    while True:
+        try:
+            name, n = queue.get_nowait()
+        except Empty:
+            return
+        progress.advance(tasks[name], n)
+
+
+def _record(progress: Progress, tasks: dict, state: dict, state_path: Path, done: tuple[str, bool, float]) -> None:
+    name, sheets, seconds = done
+    progress.update(tasks[name], completed=progress.tasks[tasks[name]].total)
+    state["datasets"][name] = {"contact_sheet": bool(sheets), "seconds": seconds}
+    atomic_write_json(state_path, state)
 
 
 def _read_state(path: Path) -> dict:
