@@ -71,7 +71,9 @@ def save_skeletons(
     for person_index, keypoints in enumerate(people):
         colour = tuple(int(c) for c in palette(person_index + 2)[person_index + 1])
         colour = colour if sum(colour) > 0 else (0, 255, 0)
-        visible = keypoints[:, 2] > score_threshold
+        # an untrained head is rarely confident: draw its most confident half instead of nothing
+        threshold = min(score_threshold, 0.5 * float(keypoints[:, 2].max(initial=0.0)))
+        visible = keypoints[:, 2] > threshold
         for a, b in skeleton:
             if a < len(keypoints) and b < len(keypoints) and visible[a] and visible[b]:
                 draw.line([tuple(keypoints[a, :2]), tuple(keypoints[b, :2])], fill=colour, width=radius)

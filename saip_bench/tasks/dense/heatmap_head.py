@@ -1,0 +1,44 @@
+"""ViTPose-style "classic" heatmap head: deconvolutions (4x4, stride 2, BN, ReLU) then a 1x1 conv to K maps.
+
+Why this head: the paper's pose protocol (SAIP_METHOD.md §2.3) uses two 256-channel deconvolutions on the
+last feature map (stride 16 -> stride 4 heatmaps). Backbones whose last map is coarser (stride 32) get
+their heatmaps resized to the codec's size so every family trains against the same targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DeconvHeatmapHead(nn.Module):
+    def __init__(
+        self, in_channels: int, num_keypoints: int, deconv_channels: Sequence[int] = (256, 256)
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for out_channels in deconv_channels:
+            layers += [
+                nn.ConvTranspose2d(channels, out_channels, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+            ]
+            channels = out_channels
+        self.deconv = nn.Sequential(*layers)
+        self.final = nn.Conv2d(channels, num_keypoints, 1)
+
+    def forward(self, feature: torch.Tensor, heatmap_hw: tuple[int, int] | None = None) -> torch.Tensor:
+        heatmaps = self.final(self.deconv(feature))
+        if heatmap_hw is not None and tuple(heatmaps.shape[-2:]) != tuple(heatmap_hw):
+            heatmaps = F.interpolate(heatmaps, size=heatmap_hw, mode="bilinear", align_corners=False)
+        return heatmaps
+
+
+def keypoint_mse(heatmaps: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """mmpose's ``KeypointMSELoss(use_target_weight=True)``: MSE of weight-masked heatmaps."""
+    mask = weights[:, :, None, None]
+    return F.mse_loss(heatmaps.float() * mask, target * mask)

@@ -1,0 +1,305 @@
+"""Top-down heatmap pose estimation shared by COCO keypoints (17) and COCO-WholeBody (133).
+
+Protocols: ``finetune`` trains backbone + deconv head on augmented crops (mmpose's flip, half-body and
+scale/rotation/shift); ``frozen`` caches the frozen backbone's features of un-augmented GT-box crops once
+and trains the head only. Prediction crops each person box (GT boxes by default, or a detection results
+file: ``box_source``), averages the heatmaps of the crop and its mirror (flip test), decodes with the
+codec, rescores (box score x mean confident keypoint score) and applies OKS-NMS per image as mmpose's
+``CocoMetric`` does, then writes the official results JSON that ``saip-bench metric`` re-scores.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from saip_bench.backbones import Backbone
+from saip_bench.data.records import DatasetSplits
+from saip_bench.errors import UserError
+from saip_bench.specs import TaskSpec, stable_hash
+from saip_bench.tasks.base import Task, UnitContext
+from saip_bench.tasks.common import (
+    build_optimizer,
+    cached,
+    extract,
+    fit_loop,
+    is_frozen,
+    limit,
+    load_rgb,
+    n_samples,
+    normalize,
+    param_groups,
+    set_backbone_trainable,
+)
+from saip_bench.tasks.dense.features import (
+    head_params,
+    input_size,
+    level_channels,
+    multi_level,
+    protocol_params,
+    resolve_levels,
+)
+from saip_bench.tasks.dense.heatmap_head import DeconvHeatmapHead, keypoint_mse
+from saip_bench.tasks.dense.topdown import (
+    PoseMeta,
+    TopDownPipeline,
+    build_codec,
+    codec_config,
+    decode_to_image,
+    detected_instances,
+    flip_back,
+    gt_instances,
+    oks_nms_per_image,
+    pose_meta,
+    rescore,
+)
+from saip_bench.tasks.dense.vis import save_skeletons
+from saip_bench.utils import autocast
+
+
+class PoseModel(nn.Module):
+    """One backbone level -> deconvolution heatmap head."""
+
+    def __init__(self, head: DeconvHeatmapHead, levels: list[int], meta: PoseMeta) -> None:
+        super().__init__()
+        self.head = head
+        self.levels = levels
+        self.meta = meta
+
+    def feature(self, backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
+        return multi_level(backbone, normalize(images), self.levels)[0]
+
+
+@lru_cache(maxsize=16)
+def _image_array(path: str) -> np.ndarray:
+    return np.asarray(load_rgb(path))
+
+
+class TopDownPoseTask(Task):
+    """Subclasses set ``layout`` (mmpose meta name) and implement ``result_entry`` / ``evaluate``."""
+
+    layout: ClassVar[str]
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def result_entry(self, image_id: int, points: np.ndarray, score: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def evaluate(self, gt_file: Path, results: Path, image_ids: list[int] | None) -> dict[str, float]:
+        raise NotImplementedError
+
+    # -- settings ---------------------------------------------------------------------------------
+    def run(self, ctx: UnitContext):  # the head's size depends on the protocol
+        self._protocol = ctx.protocol
+        return super().run(ctx)
+
+    @staticmethod
+    def settings(spec: TaskSpec, protocol: str) -> dict[str, Any]:
+        params = protocol_params(spec, protocol)
+        size = input_size(spec, protocol)
+        codec = codec_config(str(params.get("codec", "udp")), size, float(params.get("sigma", 2.0)))
+        box_source = str(params.get("box_source", "gt"))
+        if box_source not in ("gt", "detections"):
+            raise UserError(f"{spec.key}: box_source must be 'gt' or 'detections', not {box_source!r}")
+        return {
+            "input_size": size,
+            "codec": codec,
+            "flip_test": bool(params.get("flip_test", True)),
+            "train_augment": bool(params.get("train_augment", True)),
+            "box_source": box_source,
+            "detection_file": params.get("detection_file"),
+            "detection_score_threshold": float(params.get("detection_score_threshold", 0.0)),
+            "nms_threshold": float(params.get("nms_threshold", 0.9)),
+            "keypoint_score_threshold": float(params.get("keypoint_score_threshold", 0.2)),
+        }
+
+    def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
+        protocol = getattr(self, "_protocol", spec.default_protocol)
+        params = head_params(spec, protocol)
+        meta = pose_meta(self.layout)
+        levels = resolve_levels(backbone, [int(params.get("level", -1))])
+        channels = level_channels(backbone, levels, (64, 64))[0]
+        head = DeconvHeatmapHead(channels, meta.num_keypoints, params.get("deconv_channels", [256, 256]))
+        return PoseModel(head, levels, meta)
+
+    # -- training ---------------------------------------------------------------------------------
+    def fit(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
+        assert isinstance(head, PoseModel)
+        settings = self.settings(ctx.spec, ctx.protocol)
+        size = settings["input_size"]
+        all_records = ctx.data.splits[ctx.spec.splits["train"]]
+        records = limit(all_records, ctx.max_train_samples, ctx.seed)
+        instances = gt_instances(records, head.meta.num_keypoints, train=True)
+        if not instances:
+            raise UserError(f"{ctx.spec.key}: no labelled person in the training split")
+        frozen = is_frozen(ctx.protocol_spec.kind)
+        schedule = ctx.protocol_spec.schedule
+        set_backbone_trainable(ctx.backbone, not frozen)
+        head.to(ctx.device).train()
+        heatmap_hw = (size[0] // 4, size[1] // 4)
+        batch_size = min(schedule.batch_size, len(instances))
+        steps_per_epoch = max(1, len(instances) // batch_size)
+        generator = torch.Generator().manual_seed(ctx.seed)
+
+        def order_batches():
+            order = torch.randperm(len(instances), generator=generator)
+            for start in range(0, steps_per_epoch * batch_size, batch_size):
+                yield order[start:start + batch_size]
+
+        if frozen:
+            cache = self._cached_crops(ctx, head, instances, settings)
+
+            def batches(epoch: int):
+                for index in order_batches():
+                    yield (cache["features"][index].to(ctx.device), cache["heatmaps"][index].to(ctx.device),
+                           cache["weights"][index].to(ctx.device))
+
+            def loss_fn(batch) -> torch.Tensor:
+                features, target, weights = batch
+                return keypoint_mse(head.head(features, heatmap_hw), target, weights)
+
+            model: nn.Module = head
+            groups = param_groups(None, head, schedule.weight_decay)
+        else:
+            pipeline = TopDownPipeline(head.meta, size, settings["codec"], train=True,
+                                       augment=settings["train_augment"])
+
+            def batches(epoch: int):
+                for index in order_batches():
+                    crops = [pipeline(instances[int(i)], _image_array(instances[int(i)]["path"]),
+                                      seed=ctx.seed * 1_000_003 + epoch * 100_003 + int(i)) for i in index]
+                    yield (torch.stack([c["image"] for c in crops]).to(ctx.device),
+                           torch.stack([c["heatmaps"] for c in crops]).to(ctx.device),
+                           torch.stack([c["weights"] for c in crops]).to(ctx.device))
+
+            def loss_fn(batch) -> torch.Tensor:
+                images, target, weights = batch
+                heatmaps = head.head(head.feature(ctx.backbone, images), heatmap_hw)
+                return keypoint_mse(heatmaps, target, weights)
+
+            model = nn.ModuleDict({"backbone": ctx.backbone, "head": head})
+            groups = param_groups(ctx.backbone, head, schedule.weight_decay, schedule.layer_decay)
+        optimizer = build_optimizer(groups, schedule)
+        info = fit_loop(model, batches, loss_fn, schedule, optimizer, steps_per_epoch, ctx.amp, ctx.device,
+                        description=f"{ctx.spec.key} {ctx.protocol}", show_progress=ctx.show_progress)
+        eval_records, eval_original = self._eval_records(ctx)
+        info["n_samples"] = {"train": n_samples(len(all_records), len(records)),
+                             "eval": n_samples(eval_original, len(eval_records))}
+        info["train_instances"] = len(instances)
+        info["box_source"] = settings["box_source"]
+        info["input_size"] = list(size)
+        info["codec"] = settings["codec"]["type"]
+        return info
+
+    def _cached_crops(
+        self, ctx: UnitContext, head: PoseModel, instances: list[dict[str, Any]], settings: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """Frozen protocol: backbone features + targets of un-augmented crops, computed once."""
+        pipeline = TopDownPipeline(head.meta, settings["input_size"], settings["codec"], train=True,
+                                   augment=False)
+
+        def compute() -> dict[str, torch.Tensor]:
+            ctx.backbone.eval()
+
+            def loader():
+                for start in range(0, len(instances), 32):
+                    yield [pipeline(inst, _image_array(inst["path"])) for inst in instances[start:start + 32]]
+
+            def fn(crops):
+                images = torch.stack([c["image"] for c in crops]).to(ctx.device)
+                return {"features": head.feature(ctx.backbone, images),
+                        "heatmaps": torch.stack([c["heatmaps"] for c in crops]),
+                        "weights": torch.stack([c["weights"] for c in crops])}
+
+            return extract(fn, loader(), ctx.amp, ctx.device)
+
+        key = stable_hash({"task": ctx.spec.key, "size": settings["input_size"], "levels": head.levels,
+                           "codec": settings["codec"],
+                           "instances": [(i["path"], i["bbox"]) for i in instances]})
+        if ctx.cache_dir is None:
+            return compute()
+        return cached(ctx.cache_dir / f"{self.name}-{key}.pt", compute)
+
+    # -- prediction -------------------------------------------------------------------------------
+    def _eval_records(self, ctx: UnitContext) -> tuple[list[dict[str, Any]], int]:
+        records = ctx.data.splits[ctx.spec.splits["eval"]]
+        return limit(records, ctx.max_eval_samples, ctx.seed), len(records)
+
+    def _eval_instances(self, ctx: UnitContext, records: list[dict[str, Any]], meta: PoseMeta,
+                        settings: dict[str, Any]) -> list[dict[str, Any]]:
+        if settings["box_source"] == "gt":
+            return gt_instances(records, meta.num_keypoints, train=False)
+        split = ctx.spec.splits["eval"]
+        detection_file = settings["detection_file"] or ctx.data.meta.get("detection_files", {}).get(split)
+        if not detection_file:
+            raise UserError(f"{ctx.spec.key}: box_source 'detections' needs params.detection_file (or a "
+                            f"detection file found by the reader for split {split!r})")
+        path = Path(detection_file)
+        path = path if path.is_absolute() else Path(ctx.data.root) / path
+        return detected_instances(records, path, meta.num_keypoints, settings["detection_score_threshold"])
+
+    @torch.no_grad()
+    def predict(self, ctx: UnitContext, head: nn.Module) -> list[Path]:
+        assert isinstance(head, PoseModel)
+        settings = self.settings(ctx.spec, ctx.protocol)
+        size = settings["input_size"]
+        records, _ = self._eval_records(ctx)
+        instances = self._eval_instances(ctx, records, head.meta, settings)
+        pipeline = TopDownPipeline(head.meta, size, settings["codec"], train=False, augment=False)
+        codec = build_codec(settings["codec"])
+        shift = settings["codec"]["type"] != "UDPHeatmap"
+        heatmap_hw = (size[0] // 4, size[1] // 4)
+        ctx.backbone.eval()
+        head.eval()
+        predictions: list[dict[str, Any]] = []
+        for start in range(0, len(instances), 32):
+            chunk = instances[start:start + 32]
+            crops = [pipeline(inst, _image_array(inst["path"])) for inst in chunk]
+            images = torch.stack([c["image"] for c in crops]).to(ctx.device)
+            with autocast(ctx.device, enabled=ctx.amp):
+                heatmaps = head.head(head.feature(ctx.backbone, images), heatmap_hw).float()
+                if settings["flip_test"]:
+                    mirrored = head.head(head.feature(ctx.backbone, images.flip(-1)), heatmap_hw).float()
+                    heatmaps = (heatmaps + flip_back(mirrored, head.meta.flip_indices, shift)) / 2
+            for inst, crop, maps in zip(chunk, crops, heatmaps.cpu().numpy(), strict=True):
+                points, scores = decode_to_image(codec, maps, crop["center"], crop["scale"], size)
+                score = rescore(scores, inst["bbox_score"], settings["keypoint_score_threshold"])
+                triples = np.concatenate([points, scores[:, None]], axis=1)
+                predictions.append({"image_id": inst["image_id"], "score": score, "_points": triples,
+                                    "_area": float(np.prod(crop["scale"])), "_bbox": inst["bbox"]})
+        kept = oks_nms_per_image(predictions, head.meta.sigmas, settings["nms_threshold"])
+        results = [self.result_entry(p["image_id"], p["_points"], p["score"]) for p in kept]
+        out_dir = ctx.out_dir / "predictions"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        split = ctx.spec.splits["eval"]
+        path = out_dir / f"{self.name}_{split}_results_{settings['box_source']}-boxes.json"
+        path.write_text(json.dumps(results))
+        if ctx.visualize:
+            self._visualize(ctx, records, kept, head.meta)
+        return [path]
+
+    def _visualize(self, ctx: UnitContext, records: list[dict[str, Any]], kept: list[dict[str, Any]],
+                   meta: PoseMeta) -> None:
+        from PIL import Image
+
+        for record in records[:ctx.visualize]:
+            people = [p for p in kept if p["image_id"] == record["image_id"]]
+            save_skeletons(Image.fromarray(_image_array(record["path"])), [p["_points"] for p in people],
+                           meta.skeleton, ctx.out_dir / "vis" / f"{self.name}_{record['image_id']}.png",
+                           boxes=[p["_bbox"] for p in people])
+
+    def score(self, ctx: UnitContext, predictions: list[Path]) -> dict[str, float]:
+        split = ctx.spec.splits["eval"]
+        gt_file = ctx.data.meta.get("gt_files", {}).get(split)
+        if not gt_file:
+            raise UserError(f"{ctx.spec.key}: the reader gave no official GT file for split {split!r} "
+                            "(DatasetSplits.meta['gt_files'])")
+        records, original = self._eval_records(ctx)
+        image_ids = None if len(records) == original else [r["image_id"] for r in records]
+        return self.evaluate(Path(gt_file), predictions[0], image_ids)
+
