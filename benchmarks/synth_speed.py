@@ -100,8 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     for kind, worker in (("person crop 128x64", _crop_worker), ("scene 240x320, 4-14 people", _scene_worker)):
         for processes in (1, 2):
             wall, cpu = _rate(worker, args.seconds, processes)
-            rows.append({"what": kind, "processes": processes, "images_per_s": round(wall, 1),
-                         "images_per_cpu_s": round(cpu, 1)})
+            rows.append(
+                {
+                    "what": kind,
+                    "processes": processes,
+                    "images_per_s": round(wall, 1),
+                    "images_per_cpu_s": round(cpu, 1),
+                }
+            )
     world = None
     if args.world:
         from saip_bench.data.synth import generate_world
@@ -111,20 +117,38 @@ def main(argv: list[str] | None = None) -> int:
             generate_world(Path(tmp) / "world", preset=args.world, seed=0, contact_sheets=False)
             seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
             state = json.loads((Path(tmp) / "world" / ".world.json").read_text())
-            world = {"preset": args.world, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
-                     "per_dataset_seconds": {k: v["seconds"] for k, v in state["datasets"].items()}}
+            world = {
+                "preset": args.world,
+                "seconds": round(seconds, 1),
+                "cpu_seconds": round(cpu, 1),
+                "per_dataset_seconds": {k: v["seconds"] for k, v in state["datasets"].items()},
+            }
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print("\n| what | processes | images/s (wall) | images per CPU-second |\n|---|---|---|---|")
     for row in rows:
         print(f"| {row['what']} | {row['processes']} | {row['images_per_s']} | {row['images_per_cpu_s']} |")
     if world:
-        print(f"\ngenerate_world(preset={world['preset']!r}): {world['seconds']} s wall, "
-              f"{world['cpu_seconds']} CPU-s (idle 2 cores: about CPU-s / 2)")
+        print(
+            f"\ngenerate_world(preset={world['preset']!r}): {world['seconds']} s wall, "
+            f"{world['cpu_seconds']} CPU-s (idle 2 cores: about CPU-s / 2)"
+        )
     print(f"\n(load average during the run: {load:.1f} on {os.cpu_count()} CPUs)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"rows": rows, "world": world, "load_average": load,
-                                     "cpus": os.cpu_count(), "python": sys.version.split()[0],
-                                     "machine": platform.machine()}, indent=2, sort_keys=True) + "\n")
+    args.json.write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "world": world,
+                "load_average": load,
+                "cpus": os.cpu_count(),
+                "python": sys.version.split()[0],
+                "machine": platform.machine(),
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )
     return 0
 
 

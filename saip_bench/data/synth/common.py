@@ -65,10 +65,17 @@ def cameras(rng: np.random.Generator, n: int) -> list[Camera]:
     return [make_camera(rng) for _ in range(n)]
 
 
-def person_crop(a: Appearance, rng: np.random.Generator, hw: tuple[int, int], pool: list[np.ndarray],
-                camera: Camera | None, view: str | None = None, occluder_prob: float = 0.15,
-                partial: str | None = None, scale: tuple[float, float] = (0.86, 1.0),
-                ) -> tuple[np.ndarray, SceneRender]:
+def person_crop(
+    a: Appearance,
+    rng: np.random.Generator,
+    hw: tuple[int, int],
+    pool: list[np.ndarray],
+    camera: Camera | None,
+    view: str | None = None,
+    occluder_prob: float = 0.15,
+    partial: str | None = None,
+    scale: tuple[float, float] = (0.86, 1.0),
+) -> tuple[np.ndarray, SceneRender]:
     """A detector-style crop of one person: misalignment, scale, sometimes a second person in it.
 
     ``partial`` = "top" / "bottom" renders a badly placed box (Market junk-like).
@@ -86,9 +93,18 @@ def person_crop(a: Appearance, rng: np.random.Generator, hw: tuple[int, int], po
         side = 1 if rng.random() < 0.5 else -1
         other = sample_appearance(rng)
         behind = rng.random() < 0.6
-        people.append(PersonSpec(other, sample_pose(rng), w / 2 + side * w * rng.uniform(0.45, 0.7),
-                                 foot_y + (-0.03 if behind else 0.04) * h, body_h * rng.uniform(0.9, 1.05)))
-    people.append(PersonSpec(a, sample_pose(rng, view=view), w / 2 + w * rng.uniform(-0.07, 0.07), foot_y, body_h))
+        people.append(
+            PersonSpec(
+                other,
+                sample_pose(rng),
+                w / 2 + side * w * rng.uniform(0.45, 0.7),
+                foot_y + (-0.03 if behind else 0.04) * h,
+                body_h * rng.uniform(0.9, 1.05),
+            )
+        )
+    people.append(
+        PersonSpec(a, sample_pose(rng, view=view), w / 2 + w * rng.uniform(-0.07, 0.07), foot_y, body_h)
+    )
     scene = render_scene(bg, people, rng)
     image = apply_camera(scene.image, camera, rng) if camera is not None else scene.image
     scene.image = image
@@ -100,21 +116,30 @@ def main_person(scene: SceneRender) -> int:
     return len(scene.people) - 1
 
 
-def crowd_scene(rng: np.random.Generator, hw: tuple[int, int], pool: list[np.ndarray], n_people: int,
-                min_h: float = 0.18, max_h: float = 0.85, allow_cut: bool = True) -> tuple[SceneRender, list[PersonSpec]]:
+def crowd_scene(
+    rng: np.random.Generator,
+    hw: tuple[int, int],
+    pool: list[np.ndarray],
+    n_people: int,
+    min_h: float = 0.18,
+    max_h: float = 0.85,
+    allow_cut: bool = True,
+) -> tuple[SceneRender, list[PersonSpec]]:
     """People on a ground plane: farther (higher foot) = smaller, overlapping, some cut by the border."""
     h, w = hw
     bg = background_crop(pool, rng, h, w)
     people = []
     for _ in range(n_people):
         depth = rng.uniform(0, 1)  # 0 = far, 1 = near
-        body_h = h * (min_h + (max_h - min_h) * depth ** 1.5)
+        body_h = h * (min_h + (max_h - min_h) * depth**1.5)
         foot_y = h * (0.45 + 0.6 * depth) + rng.uniform(-0.03, 0.03) * h
         if not allow_cut:
             foot_y = min(foot_y, h * 0.99)
             body_h = min(body_h, foot_y * 0.95)
         lo, hi = (-0.05, 1.05) if allow_cut else (0.1, 0.9)
         foot_x = w * rng.uniform(lo, hi)
-        people.append(PersonSpec(sample_appearance(rng), sample_pose(rng, lively=0.35), foot_x, foot_y, body_h))
+        people.append(
+            PersonSpec(sample_appearance(rng), sample_pose(rng, lively=0.35), foot_x, foot_y, body_h)
+        )
     scene = render_scene(bg, people, rng)
     return scene, people

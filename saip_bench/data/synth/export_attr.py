@@ -13,12 +13,52 @@ from saip_bench.data.synth.vocab import PA100K_ATTRIBUTES, PETA_ATTRIBUTES, PETA
 
 VIEWS = ("front", "side", "back")
 # Rethinking-of-PAR's reporting order of PETA's 35 evaluated attributes (FORMATS.md, label_idx.eval)
-PETA_GROUP_ORDER = [10, 18, 19, 30, 15, 7, 9, 11, 14, 21, 26, 29, 32, 33, 34, 6, 8, 12, 25, 27, 31, 13, 23, 24, 28,
-                    4, 5, 17, 20, 22, 0, 1, 2, 3, 16]
+PETA_GROUP_ORDER = [
+    10,
+    18,
+    19,
+    30,
+    15,
+    7,
+    9,
+    11,
+    14,
+    21,
+    26,
+    29,
+    32,
+    33,
+    34,
+    6,
+    8,
+    12,
+    25,
+    27,
+    31,
+    13,
+    23,
+    24,
+    28,
+    4,
+    5,
+    17,
+    20,
+    22,
+    0,
+    1,
+    2,
+    3,
+    16,
+]
 
 
-def varied_population(rng: np.random.Generator, n: int, labels: Callable[[Appearance], list[int]],
-                      columns: list[int], tries: int = 4000) -> list[Appearance]:
+def varied_population(
+    rng: np.random.Generator,
+    n: int,
+    labels: Callable[[Appearance], list[int]],
+    columns: list[int],
+    tries: int = 4000,
+) -> list[Appearance]:
     """``n`` identities such that every evaluated column has both a 0 and a 1 (when n >= 2).
 
     A constant column would make mA undefined/trivial; rare attributes are swapped in from extra draws,
@@ -41,8 +81,11 @@ def varied_population(rng: np.random.Generator, n: int, labels: Callable[[Appear
         for slot in rng.permutation(n):
             trial = mat.copy()
             trial[slot] = row
-            ok = all(trial[:, k].min() != trial[:, k].max() for k in range(mat.shape[1])
-                     if mat[:, k].min() != mat[:, k].max())
+            ok = all(
+                trial[:, k].min() != trial[:, k].max()
+                for k in range(mat.shape[1])
+                if mat[:, k].min() != mat[:, k].max()
+            )
             if ok:
                 pop[slot], mat = cand, trial
                 break
@@ -123,27 +166,35 @@ def export_peta(ctx: ExportContext) -> None:
         images[fname] = ident
         sub = int(sub_of_id[ident])
         within.setdefault(ident, len([1 for j in within if sub_of_id[j] == sub]) + 1)
-        rows.append([k + 1, ident + 1, sub, within[ident]] + peta_labels(a))
+        rows.append([k + 1, ident + 1, sub, within[ident], *peta_labels(a)])
         ctx.tick(1)
         if len(ctx.tiles) < 12:
             lab = peta_labels(a)
             ctx.add_tile(img, ",".join(PETA_ATTRIBUTES[j] for j in eval_cols if lab[j])[:80])
     data = np.asarray(rows, dtype=np.uint16)
     n = len(rows)
-    n_train, n_val = int(round(n * 0.5)), int(round(n * 0.1))
+    n_train, n_val = round(n * 0.5), round(n * 0.1)
     dt = [("train", "O"), ("val", "O"), ("test", "O")]
     partitions = np.empty((5, 1), dtype=object)
     for k in range(5):
         perm = rng.permutation(n) + 1
         rec = np.empty((1, 1), dtype=dt)
-        rec[0, 0] = (perm[:n_train].astype(np.uint16).reshape(-1, 1),
-                     perm[n_train:n_train + n_val].astype(np.uint16).reshape(-1, 1),
-                     perm[n_train + n_val:].astype(np.uint16).reshape(-1, 1))
+        rec[0, 0] = (
+            perm[:n_train].astype(np.uint16).reshape(-1, 1),
+            perm[n_train : n_train + n_val].astype(np.uint16).reshape(-1, 1),
+            perm[n_train + n_val :].astype(np.uint16).reshape(-1, 1),
+        )
         partitions[k, 0] = rec
-    peta = np.empty((1, 1), dtype=[("data", "O"), ("attribute", "O"), ("selected_attribute", "O"),
-                                   ("partion_attribute", "O")])
-    peta[0, 0] = (data, _cell(PETA_ATTRIBUTES), np.arange(5, 5 + PETA_EVAL_COUNT, dtype=np.uint8).reshape(1, -1),
-                  partitions)
+    peta = np.empty(
+        (1, 1),
+        dtype=[("data", "O"), ("attribute", "O"), ("selected_attribute", "O"), ("partion_attribute", "O")],
+    )
+    peta[0, 0] = (
+        data,
+        _cell(PETA_ATTRIBUTES),
+        np.arange(5, 5 + PETA_EVAL_COUNT, dtype=np.uint8).reshape(1, -1),
+        partitions,
+    )
     write_mat(ctx.root / "PETA.mat", {"peta": peta})
     _write_peta_zs(ctx, data, rng)
     ctx.manifest = {"identities": [a.to_json() for a in people], "images": images}
@@ -154,20 +205,24 @@ def _write_peta_zs(ctx: ExportContext, data: np.ndarray, rng: np.random.Generato
     ids = np.unique(data[:, 1])
     perm = rng.permutation(ids)
     n_ids = len(ids)
-    test_ids = set(perm[: max(1, int(round(n_ids * 0.3)))].tolist())
-    val_ids = set(perm[len(test_ids): len(test_ids) + max(1, int(round(n_ids * 0.1)))].tolist())
+    test_ids = set(perm[: max(1, round(n_ids * 0.3))].tolist())
+    val_ids = set(perm[len(test_ids) : len(test_ids) + max(1, round(n_ids * 0.1))].tolist())
     ident = data[:, 1]
     idx = np.arange(len(data))
     test = idx[np.isin(ident, list(test_ids))]
     val = idx[np.isin(ident, list(val_ids))]
     train = idx[~np.isin(ident, list(test_ids | val_ids))]
     trainval = np.sort(np.concatenate([train, val]))
-    labels = data[:, 4:4 + PETA_EVAL_COUNT][:, PETA_GROUP_ORDER].astype(np.int64)
+    labels = data[:, 4 : 4 + PETA_EVAL_COUNT][:, PETA_GROUP_ORDER].astype(np.int64)
     dataset = {
-        "description": "peta", "reorder": "group_order", "root": "images",
+        "description": "peta",
+        "reorder": "group_order",
+        "root": "images",
         "image_name": [f"{int(i):05d}.png" for i in data[:, 0]],
-        "label": labels, "attr_name": [PETA_ATTRIBUTES[i] for i in PETA_GROUP_ORDER],
+        "label": labels,
+        "attr_name": [PETA_ATTRIBUTES[i] for i in PETA_GROUP_ORDER],
         "partition": {"train": train, "val": val, "trainval": trainval, "test": test},
-        "weight_train": labels[train].mean(0), "weight_trainval": labels[trainval].mean(0),
+        "weight_train": labels[train].mean(0),
+        "weight_trainval": labels[trainval].mean(0),
     }
     write_pickle(ctx.root / "dataset_zs_run0.pkl", dataset)

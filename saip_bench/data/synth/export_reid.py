@@ -22,15 +22,19 @@ def _views_for(rng: np.random.Generator, n: int) -> list[str]:
 
 # ------------------------------------------------------------------------------------------- Market
 
+
 def export_market1501(ctx: ExportContext) -> None:
-    """``PPPP_cCsS_FFFFFF_BB.jpg`` in bounding_box_train / bounding_box_test / query; junk -1, distractors 0000."""
+    """``PPPP_cCsS_FFFFFF_BB.jpg`` in bounding_box_train/test and query; junk ``-1``, distractors ``0000``."""
     p = ctx.preset
     rng = ctx.rng("layout")
     people = identities(ctx.rng("identities"), p.market_train_ids + p.market_test_ids)
     cams = cameras(ctx.rng("cameras"), 6)
     pids = sorted(rng.choice(np.arange(1, 1502), size=len(people), replace=False).tolist())
     order = rng.permutation(len(people))
-    train_idx, test_idx = sorted(order[: p.market_train_ids].tolist()), sorted(order[p.market_train_ids:].tolist())
+    train_idx, test_idx = (
+        sorted(order[: p.market_train_ids].tolist()),
+        sorted(order[p.market_train_ids :].tolist()),
+    )
     pool = ctx.backgrounds()
     used: set[str] = set()
     images: dict[str, int] = {}
@@ -44,22 +48,28 @@ def export_market1501(ctx: ExportContext) -> None:
                 used.add(n)
                 return n
 
-    def write(folder: str, ident: int | None, pid: int, cam: int, view: str | None = None,
-              partial: str | None = None) -> None:
+    def write(
+        folder: str,
+        ident: int | None,
+        pid: int,
+        cam: int,
+        view: str | None = None,
+        partial: str | None = None,
+    ) -> None:
         r = ctx.rng("img", len(used))
         a = people[ident] if ident is not None else None
         if a is None:  # distractor: a passer-by not in the dataset, often badly cropped
             from saip_bench.data.synth.appearance import sample_appearance
+
             a = sample_appearance(r)
             partial = partial or ("top" if r.random() < 0.5 else None)
-        img, scene = person_crop(a, r, p.crop_hw, pool, cams[cam], view=view, partial=partial)
+        img, _scene = person_crop(a, r, p.crop_hw, pool, cams[cam], view=view, partial=partial)
         fname = name(pid, cam)
         save_image(ctx.root / folder / fname, img)
         images[f"{folder}/{fname}"] = -1 if ident is None else int(ident)
         ctx.tick(1)
-        if ident is not None and len(ctx.tiles) < 12:
-            ctx.add_tile(draw_keypoints(img, scene.people[main_person(scene)].keypoints, COCO_SKELETON),
-                         f"{folder[:5]} {fname[:9]}")
+        if len(ctx.tiles) < 12 and (ident is None or len(images) % 3 == 0):
+            ctx.add_tile(img, f"{folder.replace('bounding_box_', '')} {fname[:9]}")
 
     for i in train_idx:
         cam_ids = rng.choice(6, size=min(6, max(2, p.market_train_per_id // 2)), replace=False)
@@ -77,17 +87,19 @@ def export_market1501(ctx: ExportContext) -> None:
     for k in range(p.market_junk):
         i = test_idx[k % len(test_idx)]
         write("bounding_box_test", i, -1, int(rng.integers(6)), partial=("top", "bottom")[k % 2])
-    for k in range(p.market_distractors):
+    for _ in range(p.market_distractors):
         write("bounding_box_test", None, 0, int(rng.integers(6)))
     ctx.manifest = {"identities": [a.to_json() for a in people], "images": images}
 
 
 # ------------------------------------------------------------------------------------------- MSMT17
 
+
 def _msmt_name(rng: np.random.Generator, pid: int, index: int, cam: int) -> str:
     date = ("0113", "0114", "0302", "0303")[int(rng.integers(4))]
     tod = ("morning", "noon", "afternoon")[int(rng.integers(3))]
-    return f"{pid:04d}_{index:03d}_{cam + 1:02d}_{date}{tod}_{int(rng.integers(1, 9999)):04d}_{int(rng.integers(0, 3))}.jpg"
+    frame, box = int(rng.integers(1, 9999)), int(rng.integers(0, 3))
+    return f"{pid:04d}_{index:03d}_{cam + 1:02d}_{date}{tod}_{frame:04d}_{box}.jpg"
 
 
 def export_msmt17(ctx: ExportContext) -> None:
@@ -138,6 +150,7 @@ def export_msmt17(ctx: ExportContext) -> None:
 
 # -------------------------------------------------------------------------------------- text-to-image
 
+
 def _tokens(caption: str) -> list[str]:
     return re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)*", caption.lower())
 
@@ -167,8 +180,11 @@ def _pedes(ctx: ExportContext, style: str, split_ids: list[tuple[str, int]], id_
                 img, _ = person_crop(a, r, p.crop_hw, pool, cams[cam], view=view)
                 if style == "cuhk":
                     folder = ("CUHK01", "CUHK03", "Market", "cam_a", "cam_b", "train_query", "test_query")[
-                        int(rng.integers(7))]
-                    ext = {"CUHK01": "png", "CUHK03": "png", "cam_a": "bmp", "cam_b": "bmp"}.get(folder, "jpg")
+                        int(rng.integers(7))
+                    ]
+                    ext = {"CUHK01": "png", "CUHK03": "png", "cam_a": "bmp", "cam_b": "bmp"}.get(
+                        folder, "jpg"
+                    )
                     if folder == "Market":
                         stem = f"{ident + 1:04d}_c{cam % 6 + 1}s1_{count:06d}_00"
                     elif folder in ("train_query", "test_query"):
@@ -183,8 +199,15 @@ def _pedes(ctx: ExportContext, style: str, split_ids: list[tuple[str, int]], id_
                 if style == "cuhk" and not extra_caption_done:
                     n_cap, extra_caption_done = 3, True  # some images have more than two captions
                 captions = [make_caption(a, view_name(_yaw(view)), r, style) for _ in range(n_cap)]
-                entries.append({"split": split, "captions": captions, "file_path": file_path,
-                                "processed_tokens": [_tokens(c) for c in captions], "id": ident + id_base})
+                entries.append(
+                    {
+                        "split": split,
+                        "captions": captions,
+                        "file_path": file_path,
+                        "processed_tokens": [_tokens(c) for c in captions],
+                        "id": ident + id_base,
+                    }
+                )
                 images[file_path] = ident
                 ctx.tick(1)
                 if len(ctx.tiles) < 8:
@@ -213,6 +236,7 @@ def export_icfg_pedes(ctx: ExportContext) -> None:
 
 # ------------------------------------------------------------------------------------------ pretrain
 
+
 def export_pretrain(ctx: ExportContext) -> None:
     """images/<identity>/<file>.jpg (LUPerson-like crops), backgrounds/*.jpg, keypoints.json (17 COCO)."""
     p = ctx.preset
@@ -225,8 +249,9 @@ def export_pretrain(ctx: ExportContext) -> None:
         for k in range(p.pretrain_per_id):
             r = ctx.rng("img", count)
             count += 1
-            img, scene = person_crop(a, r, p.crop_hw, pool, cams[int(r.integers(len(cams)))],
-                                     scale=(0.6, 1.02), occluder_prob=0.25)
+            img, scene = person_crop(
+                a, r, p.crop_hw, pool, cams[int(r.integers(len(cams)))], scale=(0.6, 1.02), occluder_prob=0.25
+            )
             rel = f"images/{ident:05d}/{ident:05d}_{k:02d}.jpg"
             save_image(ctx.root / rel, img)
             kps = scene.people[main_person(scene)].keypoints

@@ -14,7 +14,9 @@ import scipy.io
 from PIL import Image, ImageDraw
 
 JPEG_QUALITY = 92
-_MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: saip-bench synthetic world, Created on: (fixed for determinism)"
+_MAT_HEADER = (
+    b"MATLAB 5.0 MAT-file, Platform: saip-bench synthetic world, Created on: (fixed for determinism)"
+)
 
 
 def save_image(path: Path, rgb: np.ndarray) -> None:
@@ -33,13 +35,16 @@ def save_image(path: Path, rgb: np.ndarray) -> None:
 def save_label_png(path: Path, labels: np.ndarray) -> None:
     """Single-channel (mode L) PNG of raw ids, as LIP/CIHP distribute them."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(labels.astype(np.uint8)), mode="L").save(path, format="PNG",
-                                                                                  compress_level=6)
+    Image.fromarray(np.ascontiguousarray(labels.astype(np.uint8)), mode="L").save(
+        path, format="PNG", compress_level=6
+    )
 
 
 def write_json(path: Path, data: Any, indent: int | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, sort_keys=True, indent=indent, separators=(",", ": ") if indent else (", ", ": ")))
+    path.write_text(
+        json.dumps(data, sort_keys=True, indent=indent, separators=(",", ": ") if indent else (", ", ": "))
+    )
 
 
 def write_lines(path: Path, lines: list[str]) -> None:
@@ -63,6 +68,7 @@ def write_pickle(path: Path, obj: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------- label helpers
+
 
 def mask_bbox(mask: np.ndarray) -> list[float] | None:
     """COCO [x, y, w, h] enclosing every pixel of ``mask`` (pixel edges, so w = x1 - x0 + 1)."""
@@ -94,17 +100,37 @@ def mask_rle_uncompressed(mask: np.ndarray) -> dict:
     bounds = np.concatenate([[0], change, [flat.size]])
     runs = np.diff(bounds).tolist()
     if flat.size and flat[0] == 1:
-        runs = [0] + runs
+        runs = [0, *runs]
     return {"counts": [int(r) for r in runs], "size": [int(mask.shape[0]), int(mask.shape[1])]}
 
 
 # ------------------------------------------------------------------------------------ contact sheets
 
-PALETTE = np.array([
-    [0, 0, 0], [128, 0, 0], [255, 85, 0], [0, 85, 0], [170, 0, 51], [255, 85, 0], [0, 0, 85], [0, 119, 221],
-    [85, 85, 0], [0, 85, 85], [85, 51, 0], [52, 86, 128], [0, 128, 0], [0, 0, 255], [51, 170, 221],
-    [0, 255, 255], [85, 255, 170], [170, 255, 85], [255, 255, 0], [255, 170, 0],
-], dtype=np.uint8)
+PALETTE = np.array(
+    [
+        [0, 0, 0],
+        [128, 0, 0],
+        [255, 85, 0],
+        [0, 85, 0],
+        [170, 0, 51],
+        [255, 85, 0],
+        [0, 0, 85],
+        [0, 119, 221],
+        [85, 85, 0],
+        [0, 85, 85],
+        [85, 51, 0],
+        [52, 86, 128],
+        [0, 128, 0],
+        [0, 0, 255],
+        [51, 170, 221],
+        [0, 255, 255],
+        [85, 255, 170],
+        [170, 255, 85],
+        [255, 255, 0],
+        [255, 170, 0],
+    ],
+    dtype=np.uint8,
+)
 PALETTE[2] = (255, 0, 0)
 
 
@@ -132,15 +158,21 @@ def draw_box(image: np.ndarray, box: list[float], colour: tuple[int, int, int]) 
     cv2.rectangle(image, (int(x), int(y)), (int(x + w - 1), int(y + h - 1)), colour, 1)
 
 
-def contact_sheet(path: Path, tiles: list[tuple[np.ndarray, str]], tile_h: int = 128, columns: int = 6) -> None:
+def contact_sheet(
+    path: Path, tiles: list[tuple[np.ndarray, str]], tile_h: int = 128, columns: int = 6
+) -> None:
     """A grid of annotated samples with a caption line under each (PNG)."""
     if not tiles:
         return
     resized = []
     for img, text in tiles:
         scale = tile_h / img.shape[0]
-        resized.append((cv2.resize(img, (max(1, int(img.shape[1] * scale)), tile_h),
-                                   interpolation=cv2.INTER_NEAREST), text))
+        resized.append(
+            (
+                cv2.resize(img, (max(1, int(img.shape[1] * scale)), tile_h), interpolation=cv2.INTER_NEAREST),
+                text,
+            )
+        )
     cell_w = max(max(r[0].shape[1] for r in resized), 96)
     columns = max(2, min(columns, 1100 // cell_w))
     rows = (len(resized) + columns - 1) // columns
@@ -152,7 +184,7 @@ def contact_sheet(path: Path, tiles: list[tuple[np.ndarray, str]], tile_h: int =
         x, y = c * cell_w, r * (tile_h + text_h)
         sheet.paste(Image.fromarray(img), (x, y))
         chars = max(8, cell_w // 6)
-        for k, line in enumerate([text[:chars], text[chars:2 * chars]]):
+        for k, line in enumerate([text[:chars], text[chars : 2 * chars]]):
             draw.text((x + 2, y + tile_h + 1 + 11 * k), line, fill=(0, 0, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path, format="PNG", compress_level=6)

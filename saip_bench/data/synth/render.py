@@ -72,9 +72,13 @@ def sample_pose(rng: np.random.Generator, view: str | None = None, lively: float
     yaw = base + float(rng.uniform(-25, 25))
     raise_arm = int(rng.integers(2)) if rng.random() < lively else -1
     return Pose(
-        yaw=yaw, phase=float(rng.uniform(0, 2 * np.pi)), stride=float(rng.uniform(0, 28)),
-        arm_spread=(float(rng.uniform(4, 18)), float(rng.uniform(4, 18))), raise_arm=raise_arm,
-        raise_angle=float(rng.uniform(60, 160)), lean=float(rng.uniform(-4, 4)),
+        yaw=yaw,
+        phase=float(rng.uniform(0, 2 * np.pi)),
+        stride=float(rng.uniform(0, 28)),
+        arm_spread=(float(rng.uniform(4, 18)), float(rng.uniform(4, 18))),
+        raise_arm=raise_arm,
+        raise_angle=float(rng.uniform(60, 160)),
+        lean=float(rng.uniform(-4, 4)),
     )
 
 
@@ -161,6 +165,7 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
     head_r = 0.062  # vertical radius
     head_rx = 0.05
     hc2 = P(head_c)
+
     # facial landmarks on the head ellipsoid
     def head_pt(x: float, y: float, z: float) -> np.ndarray:
         return head_c + np.array([x * head_rx, y * head_r, z * head_rx])
@@ -168,13 +173,37 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
     nose3 = head_pt(0, -0.1, -1.08)
     eyes3 = {"l": head_pt(0.38, 0.12, -0.9), "r": head_pt(-0.38, 0.12, -0.9)}
     ears3 = {"l": head_pt(1.0, 0.05, 0.05), "r": head_pt(-1.0, 0.05, 0.05)}
-    pts3 = [nose3, eyes3["l"], eyes3["r"], ears3["l"], ears3["r"], shoulder["l"], shoulder["r"], elbow["l"],
-            elbow["r"], wrist["l"], wrist["r"], hip["l"], hip["r"], knee["l"], knee["r"], ankle["l"], ankle["r"]]
+    pts3 = [
+        nose3,
+        eyes3["l"],
+        eyes3["r"],
+        ears3["l"],
+        ears3["r"],
+        shoulder["l"],
+        shoulder["r"],
+        elbow["l"],
+        elbow["r"],
+        wrist["l"],
+        wrist["r"],
+        hip["l"],
+        hip["r"],
+        knee["l"],
+        knee["r"],
+        ankle["l"],
+        ankle["r"],
+    ]
     body = np.array([P(p) for p in pts3])
-    body_front = np.array([P.depth(p - head_c) < 0.3 * head_rx if i < 5 else True for i, p in enumerate(pts3)])
+    body_front = np.array(
+        [P.depth(p - head_c) < 0.3 * head_rx if i < 5 else True for i, p in enumerate(pts3)]
+    )
     face_chains = ("head_face", "head_glasses")
-    body_chains: list[tuple[str, ...]] = [face_chains, face_chains, face_chains, ("head_face", "head_hair", "head_hat"),
-                                          ("head_face", "head_hair", "head_hat")]
+    body_chains: list[tuple[str, ...]] = [
+        face_chains,
+        face_chains,
+        face_chains,
+        ("head_face", "head_hair", "head_hat"),
+        ("head_face", "head_hair", "head_hat"),
+    ]
     for side in ("l", "r"):
         body_chains.append(("torso", f"arm_{side}"))
     body_chains += [(f"arm_{s}",) for s in ("l", "r")] + [(f"arm_{s}",) for s in ("l", "r")]
@@ -186,7 +215,9 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
         xx, yy = x * P.lc + y * P.ls, -x * P.ls + y * P.lc
         return np.array([P.fx + xx * h, P.fy - yy * h])
 
-    def level(y: float, half_w: float, half_d: float = 0.06, dz: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    def level(
+        y: float, half_w: float, half_d: float = 0.06, dz: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Projected left/right extent of the torso box at height ``y``."""
         xs = [sx * half_w * P.c + (sz * half_d + dz) * P.s for sx in (-1, 1) for sz in (-1, 1)]
         return _lv(min(xs), y), _lv(max(xs), y)
@@ -200,7 +231,7 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
     garments: dict[str, str] = {}
     # --- legs (chain depth: behind the torso)
     lower_long = a.lower == "trousers" or a.upper == "jumpsuit"
-    for side, sg in (("l", 1), ("r", -1)):
+    for side in ("l", "r"):
         chain = f"leg_{side}"
         d = P.depth(hip[side]) + P.depth(knee[side]) * 0.3 + 0.3
         leg_kind = f"leg_{side}"
@@ -209,28 +240,66 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
         add(d, 0, Prim("capsule", (k2, a2, 0.04 * w * h, 0.028 * w * h), skin, leg_kind, chain))
         if a.socks:
             s_top = ankle[side] + 0.3 * (knee[side] - ankle[side])
-            add(d, 1, Prim("capsule", (P(s_top), a2, 0.033 * w * h, 0.03 * w * h), col("white", 0.05), "socks",
-                           chain, garment=f"sock_{side}"))
+            add(
+                d,
+                1,
+                Prim(
+                    "capsule",
+                    (P(s_top), a2, 0.033 * w * h, 0.03 * w * h),
+                    col("white", 0.05),
+                    "socks",
+                    chain,
+                    garment=f"sock_{side}",
+                ),
+            )
             garments[f"sock_{side}"] = "sock"
         pants_kind = "jumpsuit_lower" if a.upper == "jumpsuit" else "pants"
         pants_col = col(a.upper_colour if a.upper == "jumpsuit" else a.lower_colour)
         pat = a.lower_pattern if a.lower_pattern != "plain" else None
         g = "upper" if a.upper == "jumpsuit" else "lower"
         if lower_long:
-            add(d, 2, Prim("capsule", (h2, k2, 0.062 * w * h, 0.05 * w * h), pants_col, pants_kind, chain, g, pat))
+            add(
+                d,
+                2,
+                Prim("capsule", (h2, k2, 0.062 * w * h, 0.05 * w * h), pants_col, pants_kind, chain, g, pat),
+            )
             end = P(ankle[side] + np.array([0, 0.03, 0]))
-            add(d, 2, Prim("capsule", (k2, end, 0.05 * w * h, 0.042 * w * h), pants_col, pants_kind, chain, g, pat))
+            add(
+                d,
+                2,
+                Prim("capsule", (k2, end, 0.05 * w * h, 0.042 * w * h), pants_col, pants_kind, chain, g, pat),
+            )
         elif a.lower == "shorts":
             mid = P(hip[side] + 0.6 * (knee[side] - hip[side]))
-            add(d, 2, Prim("capsule", (h2, mid, 0.064 * w * h, 0.058 * w * h), pants_col, pants_kind, chain, g, pat))
+            add(
+                d,
+                2,
+                Prim(
+                    "capsule", (h2, mid, 0.064 * w * h, 0.058 * w * h), pants_col, pants_kind, chain, g, pat
+                ),
+            )
         shoe_kind = f"shoe_{side}"
         sc = col(a.shoe_colour, 0.08)
         t2, he2 = P(toe[side]), P(heel[side])
         r_shoe = (0.024 if a.shoes != "sandals" else 0.016) * h
-        add(d, 3, Prim("capsule", (he2, t2, r_shoe, r_shoe * 0.9), sc, shoe_kind, chain, garment=f"shoe_{side}"))
+        add(
+            d,
+            3,
+            Prim("capsule", (he2, t2, r_shoe, r_shoe * 0.9), sc, shoe_kind, chain, garment=f"shoe_{side}"),
+        )
         if a.shoes == "boots":
-            add(d, 3, Prim("capsule", (P(ankle[side] + np.array([0, 0.1, 0])), he2, 0.036 * w * h, 0.03 * h), sc,
-                           shoe_kind, chain, garment=f"shoe_{side}"))
+            add(
+                d,
+                3,
+                Prim(
+                    "capsule",
+                    (P(ankle[side] + np.array([0, 0.1, 0])), he2, 0.036 * w * h, 0.03 * h),
+                    sc,
+                    shoe_kind,
+                    chain,
+                    garment=f"shoe_{side}",
+                ),
+            )
         garments[f"shoe_{side}"] = "shoe"
     if lower_long and a.upper != "jumpsuit":
         garments["lower"] = "pants"
@@ -242,10 +311,14 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
         bottom = {"skirt": 0.36, "longskirt": 0.13}.get(a.lower, 0.3)
         kind = "dress" if a.upper == "dress" else "skirt"
         colour = col(a.upper_colour if kind == "dress" else a.lower_colour)
-        pattern = (a.upper_pattern if kind == "dress" else a.lower_pattern)
+        pattern = a.upper_pattern if kind == "dress" else a.lower_pattern
         pattern = None if pattern in ("plain", "logo", "splice") else pattern
         poly = torso_poly(0.53, bottom, 0.095, 0.12 + (0.52 - bottom) * 0.15)
-        add(0.15, 0, Prim("poly", (poly,), colour, kind, "lower", "upper" if kind == "dress" else "lower", pattern))
+        add(
+            0.15,
+            0,
+            Prim("poly", (poly,), colour, kind, "lower", "upper" if kind == "dress" else "lower", pattern),
+        )
         if kind == "skirt":
             garments["lower"] = "skirt"
 
@@ -253,17 +326,48 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
     upper_kind = {"dress": "dress", "jumpsuit": "jumpsuit_upper"}.get(a.upper, "upper")
     upper_col = col(a.upper_colour)
     up_pat = a.upper_pattern if a.upper_pattern in ("stripe", "plaid") else None
-    add(0.0, 0, Prim("poly", (torso_poly(0.815, 0.49, 0.14, 0.105),), upper_col, upper_kind, "torso", "upper",
-                     up_pat))
-    garments["upper"] = {"tshirt": "top, t-shirt, sweatshirt", "shirt": "shirt, blouse", "sweater": "sweater",
-                         "vest": "top, t-shirt, sweatshirt", "dress": "dress", "jumpsuit": "jumpsuit"}[a.upper]
+    add(
+        0.0,
+        0,
+        Prim(
+            "poly", (torso_poly(0.815, 0.49, 0.14, 0.105),), upper_col, upper_kind, "torso", "upper", up_pat
+        ),
+    )
+    garments["upper"] = {
+        "tshirt": "top, t-shirt, sweatshirt",
+        "shirt": "shirt, blouse",
+        "sweater": "sweater",
+        "vest": "top, t-shirt, sweatshirt",
+        "dress": "dress",
+        "jumpsuit": "jumpsuit",
+    }[a.upper]
     if a.upper_pattern == "splice":
-        add(0.0, 1, Prim("poly", (torso_poly(0.64, 0.49, 0.125, 0.105),), col(a.pattern_colour), upper_kind, "torso",
-                         "upper"))
+        add(
+            0.0,
+            1,
+            Prim(
+                "poly",
+                (torso_poly(0.64, 0.49, 0.125, 0.105),),
+                col(a.pattern_colour),
+                upper_kind,
+                "torso",
+                "upper",
+            ),
+        )
     if a.upper_pattern == "logo" and front > 0.3:
         lc = P(np.array([0.0, 0.7, -0.07]))
-        add(0.0, 1, Prim("ellipse", (lc, (0.03 * h * abs(front) + 0.5, 0.028 * h), 0.0), col(a.pattern_colour),
-                         upper_kind, "torso", "upper"))
+        add(
+            0.0,
+            1,
+            Prim(
+                "ellipse",
+                (lc, (0.03 * h * abs(front) + 0.5, 0.028 * h), 0.0),
+                col(a.pattern_colour),
+                upper_kind,
+                "torso",
+                "upper",
+            ),
+        )
     if a.vneck and front > 0.4 and not a.coat:
         l, r = level(0.815, 0.05 * w)
         tip = P(np.array([0.0, 0.74, -0.07]))
@@ -277,7 +381,9 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
             mid_top, mid_bot = P(np.array([0.0, 0.83, -0.07])), P(np.array([0.0, 0.33, -0.07]))
             gap = 0.018 * h
             left_panel = np.array([full[0], mid_top - [gap, 0], mid_bot - [gap, 0], full[4], full[5]])
-            right_panel = np.array([mid_top + [gap, 0], full[1], full[2], full[3], mid_bot + [gap, 0]])
+            right_panel = np.array(
+                [mid_top + np.array([gap, 0]), full[1], full[2], full[3], mid_bot + np.array([gap, 0])]
+            )
             add(0.0, 3, Prim("poly", (left_panel,), coat_col, "coat", "torso", "coat"))
             add(0.0, 3, Prim("poly", (right_panel,), coat_col, "coat", "torso", "coat"))
         else:
@@ -286,20 +392,43 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
     if a.bag == "shoulder" and abs(front) > 0.3:
         sh = P(shoulder["r"] + np.array([0, 0.01, -0.06 * np.sign(front)]))
         hp = P(hip["l"] + np.array([0.02, 0.03, -0.06 * np.sign(front)]))
-        add(0.0, 4, Prim("capsule", (sh, hp, 0.008 * h, 0.008 * h), col(a.bag_colour, 0.0), "none", "torso", "bag"))
+        add(
+            0.0,
+            4,
+            Prim("capsule", (sh, hp, 0.008 * h, 0.008 * h), col(a.bag_colour, 0.0), "none", "torso", "bag"),
+        )
     if a.bag == "backpack" and front > 0.3:
         for side in ("l", "r"):
             s2 = P(shoulder[side] * np.array([0.6, 1, 1]) + np.array([0, 0.01, -0.07]))
             e2 = P(shoulder[side] * np.array([0.8, 1, 1]) + np.array([0, -0.17, -0.07]))
-            add(0.0, 4, Prim("capsule", (s2, e2, 0.009 * h, 0.009 * h), col(a.bag_colour, 0.0), "none", "torso",
-                             "bag"))
+            add(
+                0.0,
+                4,
+                Prim(
+                    "capsule", (s2, e2, 0.009 * h, 0.009 * h), col(a.bag_colour, 0.0), "none", "torso", "bag"
+                ),
+            )
     if a.scarf:
         l, r = level(0.805, 0.075 * w, dz=-0.01)
-        add(-0.02, 5, Prim("capsule", (l, r, 0.025 * h, 0.025 * h), col(a.scarf_colour), "scarf", "torso", "scarf"))
+        add(
+            -0.02,
+            5,
+            Prim("capsule", (l, r, 0.025 * h, 0.025 * h), col(a.scarf_colour), "scarf", "torso", "scarf"),
+        )
         if front > 0.3:
             e = P(np.array([0.03, 0.66, -0.08]))
-            add(-0.02, 5, Prim("capsule", ((l + r) / 2, e, 0.018 * h, 0.015 * h), col(a.scarf_colour), "scarf",
-                               "torso", "scarf"))
+            add(
+                -0.02,
+                5,
+                Prim(
+                    "capsule",
+                    ((l + r) / 2, e, 0.018 * h, 0.015 * h),
+                    col(a.scarf_colour),
+                    "scarf",
+                    "torso",
+                    "scarf",
+                ),
+            )
         garments["scarf"] = "scarf"
 
     # --- arms
@@ -322,11 +451,31 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
         tip = w2 + u * hand_len * 0.85
         hand_kind = "glove" if a.gloves else arm_kind
         hand_col = col("black", 0.05) if a.gloves else skin
-        add(d, 2, Prim("capsule", (w2, tip, 0.022 * h, 0.02 * h), hand_col, hand_kind, chain,
-                       f"glove_{side}" if a.gloves else None))
+        add(
+            d,
+            2,
+            Prim(
+                "capsule",
+                (w2, tip, 0.022 * h, 0.02 * h),
+                hand_col,
+                hand_kind,
+                chain,
+                f"glove_{side}" if a.gloves else None,
+            ),
+        )
         thumb0, thumb1 = w2 + (u * 0.15 - n * 0.25) * hand_len, w2 + (u * 0.6 - n * 0.5) * hand_len
-        add(d, 2, Prim("capsule", (thumb0, thumb1, 0.01 * h, 0.008 * h), hand_col, hand_kind, chain,
-                       f"glove_{side}" if a.gloves else None))
+        add(
+            d,
+            2,
+            Prim(
+                "capsule",
+                (thumb0, thumb1, 0.01 * h, 0.008 * h),
+                hand_col,
+                hand_kind,
+                chain,
+                f"glove_{side}" if a.gloves else None,
+            ),
+        )
         if a.gloves:
             garments[f"glove_{side}"] = "glove"
         tpl = [(0.0, 0.0), (0.15, -0.25), (0.3, -0.38), (0.45, -0.46), (0.6, -0.5)]
@@ -337,34 +486,88 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
         sleeve_kind = "coat" if a.coat else upper_kind
         sleeve_g = "coat" if a.coat else "upper"
         if long_sleeve:
-            add(d, 1, Prim("capsule", (s2, e2, 0.042 * w * h, 0.035 * w * h), sleeve_col, sleeve_kind, chain, sleeve_g,
-                           None if a.coat else up_pat))
-            add(d, 1, Prim("capsule", (e2, w2 + (e2 - w2) * 0.05, 0.035 * w * h, 0.03 * w * h), sleeve_col, sleeve_kind,
-                           chain, sleeve_g, None if a.coat else up_pat))
+            add(
+                d,
+                1,
+                Prim(
+                    "capsule",
+                    (s2, e2, 0.042 * w * h, 0.035 * w * h),
+                    sleeve_col,
+                    sleeve_kind,
+                    chain,
+                    sleeve_g,
+                    None if a.coat else up_pat,
+                ),
+            )
+            add(
+                d,
+                1,
+                Prim(
+                    "capsule",
+                    (e2, w2 + (e2 - w2) * 0.05, 0.035 * w * h, 0.03 * w * h),
+                    sleeve_col,
+                    sleeve_kind,
+                    chain,
+                    sleeve_g,
+                    None if a.coat else up_pat,
+                ),
+            )
         elif short_sleeve:
             m = s2 + 0.55 * (e2 - s2)
-            add(d, 1, Prim("capsule", (s2, m, 0.044 * w * h, 0.04 * w * h), sleeve_col, sleeve_kind, chain, sleeve_g,
-                           up_pat))
+            add(
+                d,
+                1,
+                Prim(
+                    "capsule",
+                    (s2, m, 0.044 * w * h, 0.04 * w * h),
+                    sleeve_col,
+                    sleeve_kind,
+                    chain,
+                    sleeve_g,
+                    up_pat,
+                ),
+            )
         if a.bag in ("handbag", "plastic") and idx == 1:
             bc = (235, 235, 230) if a.bag == "plastic" else col(a.bag_colour, 0.0)
             bw, bh = (0.05, 0.07) if a.bag == "plastic" else (0.06, 0.045)
             top = w2 + np.array([0.0, 0.01 * h])
-            poly = np.array([top - [bw * h / 2, 0], top + [bw * h / 2, 0], top + [bw * h / 2, bh * h],
-                             top + [-bw * h / 2, bh * h]])
+            poly = np.array(
+                [
+                    top - [bw * h / 2, 0],
+                    top + np.array([bw * h / 2, 0]),
+                    top + np.array([bw * h / 2, bh * h]),
+                    top + np.array([-bw * h / 2, bh * h]),
+                ]
+            )
             add(d, 3, Prim("poly", (poly,), bc, "none", chain, "bag"))
     if a.bag == "shoulder":
         b = hip["l"] + np.array([0.06 * w, 0.02, -0.02])
         c2 = P(b)
-        add(P.depth(b) - 0.05, 0, Prim("ellipse", (c2, (0.05 * h, 0.04 * h), 0.0), col(a.bag_colour, 0.0), "none",
-                                       "bag_side", "bag"))
+        add(
+            P.depth(b) - 0.05,
+            0,
+            Prim(
+                "ellipse", (c2, (0.05 * h, 0.04 * h), 0.0), col(a.bag_colour, 0.0), "none", "bag_side", "bag"
+            ),
+        )
     if a.hold_front:
         c2 = (P(wrist["l"]) + P(wrist["r"])) / 2
         add(-0.2, 0, Prim("ellipse", (c2, (0.05 * h, 0.035 * h), 0.0), (180, 150, 100), "none", "held", None))
     if a.bag == "backpack":
         c3 = np.array([0.0, 0.64, 0.12])
         c2 = P(c3)
-        add(P.depth(c3), 0, Prim("ellipse", (c2, (0.09 * w * h * max(abs(P.c), 0.6), 0.12 * h), 0.0),
-                                 col(a.bag_colour, 0.0), "none", "backpack", "bag"))
+        add(
+            P.depth(c3),
+            0,
+            Prim(
+                "ellipse",
+                (c2, (0.09 * w * h * max(abs(P.c), 0.6), 0.12 * h), 0.0),
+                col(a.bag_colour, 0.0),
+                "none",
+                "backpack",
+                "bag",
+            ),
+        )
     if a.bag != "none":
         garments["bag"] = "bag, wallet"
 
@@ -377,57 +580,139 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
     if a.hair_style == "long":
         top = P(head_c + np.array([0, 0.02, 0.06]))
         bot = P(np.array([0.0, 0.7, 0.07]))
-        add(P.depth(np.array([0, 0, 0.08])), 0, Prim("capsule", (top, bot, 0.058 * h, 0.07 * h), hair_col, "hair",
-                                                      "hair_back", "hair"))
+        add(
+            P.depth(np.array([0, 0, 0.08])),
+            0,
+            Prim("capsule", (top, bot, 0.058 * h, 0.07 * h), hair_col, "hair", "hair_back", "hair"),
+        )
     if front > 0.5:
         if a.hair_style != "bald":
-            add(-0.06, 0, Prim("ellipse", (hc2 + [0, -0.01 * h], (face_axes[0] * 1.12, face_axes[1] * 1.08), 0.0),
-                               hair_col, "hair", "head_hair"))
-        add(-0.06, 1, Prim("ellipse", (hc2 + [0, 0.008 * h], (face_axes[0] * 0.92, face_axes[1] * 0.9), 0.0), skin,
-                           "face", "head_face"))
+            add(
+                -0.06,
+                0,
+                Prim(
+                    "ellipse",
+                    (hc2 + np.array([0, -0.01 * h]), (face_axes[0] * 1.12, face_axes[1] * 1.08), 0.0),
+                    hair_col,
+                    "hair",
+                    "head_hair",
+                ),
+            )
+        add(
+            -0.06,
+            1,
+            Prim(
+                "ellipse",
+                (hc2 + np.array([0, 0.008 * h]), (face_axes[0] * 0.92, face_axes[1] * 0.9), 0.0),
+                skin,
+                "face",
+                "head_face",
+            ),
+        )
         if a.hair_style != "bald":
-            add(-0.06, 2, Prim("ellipse_top", (hc2 + [0, -0.012 * h], (face_axes[0] * 1.02, face_axes[1] * 0.55), 0.0),
-                               hair_col, "hair", "head_hair"))
+            add(
+                -0.06,
+                2,
+                Prim(
+                    "ellipse_top",
+                    (hc2 + np.array([0, -0.012 * h]), (face_axes[0] * 1.02, face_axes[1] * 0.55), 0.0),
+                    hair_col,
+                    "hair",
+                    "head_hair",
+                ),
+            )
     else:
         add(-0.06, 1, Prim("ellipse", (hc2, face_axes, 0.0), skin, "face", "head_face"))
         if a.hair_style != "bald":
             shift = back_dir * face_axes[0] * (0.45 if front > -0.5 else 0.0) + np.array([0, -0.01 * h])
-            add(-0.06, 2, Prim("ellipse", (hc2 + shift, (face_axes[0] * (0.9 if front > -0.5 else 1.06),
-                                                         face_axes[1] * 1.02), 0.0), hair_col, "hair", "head_hair"))
+            add(
+                -0.06,
+                2,
+                Prim(
+                    "ellipse",
+                    (hc2 + shift, (face_axes[0] * (0.9 if front > -0.5 else 1.06), face_axes[1] * 1.02), 0.0),
+                    hair_col,
+                    "hair",
+                    "head_hair",
+                ),
+            )
     if front > -0.5:  # eyes and mouth are part of the face class, drawn darker
         for k in (1, 2):
             if body_front[k]:
-                add(-0.06, 3, Prim("ellipse", (body[k], (0.008 * h + 0.4, 0.006 * h + 0.4), 0.0), (40, 30, 30), "face",
-                                   "head_face"))
+                add(
+                    -0.06,
+                    3,
+                    Prim(
+                        "ellipse",
+                        (body[k], (0.008 * h + 0.4, 0.006 * h + 0.4), 0.0),
+                        (40, 30, 30),
+                        "face",
+                        "head_face",
+                    ),
+                )
     if a.glasses and front > -0.3:
         vis = [body[k] for k in (1, 2) if body_front[k]]
         if vis:
             l = min(v[0] for v in vis) - 0.012 * h
             r = max(v[0] for v in vis) + 0.012 * h
             y = float(np.mean([v[1] for v in vis]))
-            add(-0.06, 4, Prim("capsule", (np.array([l, y]), np.array([r, y]), 0.009 * h, 0.009 * h), (20, 20, 25),
-                               "sunglasses", "head_glasses", "glasses"))
+            add(
+                -0.06,
+                4,
+                Prim(
+                    "capsule",
+                    (np.array([l, y]), np.array([r, y]), 0.009 * h, 0.009 * h),
+                    (20, 20, 25),
+                    "sunglasses",
+                    "head_glasses",
+                    "glasses",
+                ),
+            )
             garments["glasses"] = "glasses"
     if a.hat:
         hat_c = hc2 + np.array([0, -0.035 * h])
-        add(-0.06, 5, Prim("ellipse_top", (hat_c, (face_axes[0] * 1.15, face_axes[1] * 0.85), 0.0), col(a.hat_colour),
-                           "hat", "head_hat", "hat"))
+        add(
+            -0.06,
+            5,
+            Prim(
+                "ellipse_top",
+                (hat_c, (face_axes[0] * 1.15, face_axes[1] * 0.85), 0.0),
+                col(a.hat_colour),
+                "hat",
+                "head_hat",
+                "hat",
+            ),
+        )
         brim_l, brim_r = hat_c + np.array([-face_axes[0] * 1.3, 0]), hat_c + np.array([face_axes[0] * 1.3, 0])
-        add(-0.06, 5, Prim("capsule", (brim_l, brim_r, 0.009 * h, 0.009 * h), col(a.hat_colour), "hat", "head_hat",
-                           "hat"))
+        add(
+            -0.06,
+            5,
+            Prim(
+                "capsule", (brim_l, brim_r, 0.009 * h, 0.009 * h), col(a.hat_colour), "hat", "head_hat", "hat"
+            ),
+        )
         garments["hat"] = "hat"
 
     # --- whole-body extras: feet and the 68 face points
-    foot = np.array([P(toe["l"] + [0.012, 0, 0]), P(toe["l"] - [0.012, 0, 0]), P(heel["l"]),
-                     P(toe["r"] - [0.012, 0, 0]), P(toe["r"] + [0.012, 0, 0]), P(heel["r"])])
+    foot = np.array(
+        [
+            P(toe["l"] + [0.012, 0, 0]),
+            P(toe["l"] - [0.012, 0, 0]),
+            P(heel["l"]),
+            P(toe["r"] - [0.012, 0, 0]),
+            P(toe["r"] + [0.012, 0, 0]),
+            P(heel["r"]),
+        ]
+    )
     face3 = head_c + np.asarray(_face_template()) * np.array([head_rx, head_r, head_rx])
     face_pts = P.many(face3)
     rel = face3 - head_c
     face_front = (-rel[:, 0] * P.s + rel[:, 2] * P.c) < 0.1 * head_rx
     hb = np.array([hc2 - np.array(face_axes) * 1.15, hc2 + np.array(face_axes) * 1.1])
     head_box = (float(hb[0, 0]), float(hb[0, 1]), float(hb[1, 0] - hb[0, 0]), float(hb[1, 1] - hb[0, 1]))
-    return PersonDraw(prims, body, body_front, body_chains, foot, face_pts, face_front, hands, hand_len, head_box,
-                      garments)
+    return PersonDraw(
+        prims, body, body_front, body_chains, foot, face_pts, face_front, hands, hand_len, head_box, garments
+    )
 
 
 _FACE_CACHE: list[tuple[float, float, float]] = []
@@ -443,9 +728,16 @@ def _face_template() -> list[tuple[float, float, float]]:
     pts += [(0.3 + 0.1 * i, 0.35 + 0.05 * np.sin(np.pi * i / 4)) for i in range(5)]  # left brow
     pts += [(0.0, 0.2 - 0.1 * i) for i in range(4)] + [(-0.2 + 0.1 * i, -0.25) for i in range(5)]  # nose
     for cx in (-0.38, 0.38):  # eyes
-        pts += [(cx + 0.12 * np.cos(t), 0.12 + 0.05 * np.sin(t)) for t in np.linspace(np.pi, -np.pi, 6, endpoint=False)]
-    pts += [(0.3 * np.cos(t), -0.5 + 0.12 * np.sin(t)) for t in np.linspace(np.pi, -np.pi, 12, endpoint=False)]
-    pts += [(0.18 * np.cos(t), -0.5 + 0.05 * np.sin(t)) for t in np.linspace(np.pi, -np.pi, 8, endpoint=False)]
+        pts += [
+            (cx + 0.12 * np.cos(t), 0.12 + 0.05 * np.sin(t))
+            for t in np.linspace(np.pi, -np.pi, 6, endpoint=False)
+        ]
+    pts += [
+        (0.3 * np.cos(t), -0.5 + 0.12 * np.sin(t)) for t in np.linspace(np.pi, -np.pi, 12, endpoint=False)
+    ]
+    pts += [
+        (0.18 * np.cos(t), -0.5 + 0.05 * np.sin(t)) for t in np.linspace(np.pi, -np.pi, 8, endpoint=False)
+    ]
     out = []
     for x, y in pts:
         z = -float(np.sqrt(max(0.05, 1.0 - x * x - y * y * 0.5)))
@@ -455,6 +747,7 @@ def _face_template() -> list[tuple[float, float, float]]:
 
 
 # ------------------------------------------------------------------------------------------------ drawing
+
 
 def _pts(p: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(p, dtype=np.float64) * _SCALE).astype(np.int32)
@@ -482,12 +775,12 @@ def draw_prim(targets: list[tuple[np.ndarray, object]], prim: Prim) -> None:
         c0, c1 = _pts(p0), _pts(p1)
         for img, val in targets:
             cv2.fillConvexPoly(img, quad, val, lineType=cv2.LINE_8, shift=_SHIFT)
-            cv2.circle(img, (int(c0[0]), int(c0[1])), int(round(r0 * _SCALE)), val, -1, cv2.LINE_8, _SHIFT)
-            cv2.circle(img, (int(c1[0]), int(c1[1])), int(round(r1 * _SCALE)), val, -1, cv2.LINE_8, _SHIFT)
+            cv2.circle(img, (int(c0[0]), int(c0[1])), round(r0 * _SCALE), val, -1, cv2.LINE_8, _SHIFT)
+            cv2.circle(img, (int(c1[0]), int(c1[1])), round(r1 * _SCALE), val, -1, cv2.LINE_8, _SHIFT)
     else:  # ellipse / ellipse_top
         c, axes, angle = prim.geom
         cc = _pts(c)
-        ax = (max(1, int(round(axes[0] * _SCALE))), max(1, int(round(axes[1] * _SCALE))))
+        ax = (max(1, round(axes[0] * _SCALE)), max(1, round(axes[1] * _SCALE)))
         start, end = (180, 360) if prim.shape == "ellipse_top" else (0, 360)
         for img, val in targets:
             cv2.ellipse(img, (int(cc[0]), int(cc[1])), ax, angle, start, end, val, -1, cv2.LINE_8, _SHIFT)

@@ -78,7 +78,10 @@ class SceneRender:
 
 # ------------------------------------------------------------------------------------------ backgrounds
 
-def make_background(rng: np.random.Generator, height: int, width: int, indoor: bool | None = None) -> np.ndarray:
+
+def make_background(
+    rng: np.random.Generator, height: int, width: int, indoor: bool | None = None
+) -> np.ndarray:
     """A person-free street/indoor scene: sky or wall, ground plane, blocks, windows, stripes, texture."""
     if indoor is None:
         indoor = bool(rng.random() < 0.35)
@@ -103,13 +106,20 @@ def make_background(rng: np.random.Generator, height: int, width: int, indoor: b
                 for wy in range(horizon - bh + step // 3, horizon - step // 2, step):
                     cv2.rectangle(img, (wx, wy), (wx + step // 2, wy + step // 2), wc, -1)
     if not indoor and rng.random() < 0.6:  # road markings
-        for k in range(int(rng.integers(1, 4))):
+        for _k in range(int(rng.integers(1, 4))):
             y = int(horizon + (height - horizon) * rng.uniform(0.2, 0.9))
-            cv2.line(img, (0, y), (width, y + int(rng.integers(-10, 10))), (225, 225, 215), max(1, height // 90))
+            cv2.line(
+                img, (0, y), (width, y + int(rng.integers(-10, 10))), (225, 225, 215), max(1, height // 90)
+            )
     if rng.random() < 0.5:  # a pole or a tree trunk
         x = int(rng.integers(0, width))
-        cv2.rectangle(img, (x, int(horizon * rng.uniform(0, 0.5))), (x + max(2, width // 50), horizon + 4),
-                      rng.uniform(30, 120, 3).tolist(), -1)
+        cv2.rectangle(
+            img,
+            (x, int(horizon * rng.uniform(0, 0.5))),
+            (x + max(2, width // 50), horizon + 4),
+            rng.uniform(30, 120, 3).tolist(),
+            -1,
+        )
     noise = rng.normal(0, 1, (max(2, height // 8), max(2, width // 8), 3)).astype(np.float32)
     noise = cv2.resize(noise, (width, height), interpolation=cv2.INTER_LINEAR)
     img += noise * rng.uniform(4, 14)
@@ -124,7 +134,7 @@ def background_crop(pool: list[np.ndarray], rng: np.random.Generator, height: in
     scale = rng.uniform(0.5, 1.0)
     ch, cw = max(8, int(sh * scale)), max(8, int(min(sw, sh * scale * width / height)))
     y0, x0 = int(rng.integers(0, sh - ch + 1)), int(rng.integers(0, sw - cw + 1))
-    crop = cv2.resize(src[y0:y0 + ch, x0:x0 + cw], (width, height), interpolation=cv2.INTER_AREA)
+    crop = cv2.resize(src[y0 : y0 + ch, x0 : x0 + cw], (width, height), interpolation=cv2.INTER_AREA)
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     tint = rng.uniform(0.85, 1.15, 3)
@@ -133,8 +143,12 @@ def background_crop(pool: list[np.ndarray], rng: np.random.Generator, height: in
 
 # --------------------------------------------------------------------------------------------- drawing
 
-def _apply_patterns(image: np.ndarray, prim_map: np.ndarray, patterned: list[tuple[int, str, tuple, float]],
-                    ) -> None:
+
+def _apply_patterns(
+    image: np.ndarray,
+    prim_map: np.ndarray,
+    patterned: list[tuple[int, str, tuple, float]],
+) -> None:
     """Stripes / plaid / dots in image space, clipped to the garment's own pixels."""
     groups: dict[tuple[str, tuple, float], list[int]] = {}
     for pid, pattern, colour, period in patterned:
@@ -144,7 +158,7 @@ def _apply_patterns(image: np.ndarray, prim_map: np.ndarray, patterned: list[tup
         ys, xs = np.nonzero(mask)
         if ys.size == 0:
             continue
-        p = max(2, int(round(period)))
+        p = max(2, round(period))
         if pattern == "stripe":
             on = (ys // p) % 2 == 0
         elif pattern == "plaid":
@@ -178,14 +192,27 @@ def render_scene(background: np.ndarray, people: list[PersonSpec], rng: np.rando
             draw_prim([(image, tuple(int(c) for c in prim.colour)), (prim_map, pid)], prim)
             if prim.pattern:
                 a = spec.appearance
-                pc = COLOURS[a.pattern_colour if prim.garment == "upper" else "white" if a.lower_colour != "white"
-                             else "black"]
+                pc = COLOURS[
+                    a.pattern_colour
+                    if prim.garment == "upper"
+                    else "white"
+                    if a.lower_colour != "white"
+                    else "black"
+                ]
                 patterned.append((pid, prim.pattern, pc, period))
     _apply_patterns(image, prim_map, patterned)
     image = _shade(image, prim_map, rng)
     table_person = np.asarray(prim_person, np.int32)
-    scene = SceneRender(image, prim_map, table_person, np.asarray(prim_lip, np.uint8),
-                        np.asarray(prim_cihp, np.uint8), prim_garment, [c or "" for c in prim_chain], [])
+    scene = SceneRender(
+        image,
+        prim_map,
+        table_person,
+        np.asarray(prim_lip, np.uint8),
+        np.asarray(prim_cihp, np.uint8),
+        prim_garment,
+        [c or "" for c in prim_chain],
+        [],
+    )
     chains = np.asarray(scene.prim_chain, dtype=object)
     scene.people = [_person_labels(scene, chains, i, people[i], draws[i]) for i in range(len(people))]
     return scene
@@ -208,8 +235,9 @@ def _shade(image: np.ndarray, prim_map: np.ndarray, rng: np.random.Generator) ->
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def _person_labels(scene: SceneRender, chains: np.ndarray, person: int, spec: PersonSpec,
-                   draw: PersonDraw) -> PersonLabels:
+def _person_labels(
+    scene: SceneRender, chains: np.ndarray, person: int, spec: PersonSpec, draw: PersonDraw
+) -> PersonLabels:
     height, width = scene.prim_map.shape
 
     def owner(pt: np.ndarray) -> tuple[int, str]:
@@ -244,7 +272,7 @@ def _person_labels(scene: SceneRender, chains: np.ndarray, person: int, spec: Pe
             if inside(pt) and draw.face_front[k]:
                 face[k] = (pt[0], pt[1], 1.0)
     hands = []
-    for idx, side in enumerate(("l", "r")):
+    for idx, _side in enumerate(("l", "r")):
         hk = np.zeros((21, 3))
         if draw.hand_len >= HAND_MIN_PX and kps[9 + idx, 2] == 2:
             for k in range(21):
@@ -253,8 +281,9 @@ def _person_labels(scene: SceneRender, chains: np.ndarray, person: int, spec: Pe
                     hk[k] = (pt[0], pt[1], 1.0)
         hands.append(hk)
     # full-body box: the whole (possibly truncated or occluded) figure from the skeleton + head
-    pts = np.concatenate([draw.body, draw.foot, draw.hands.reshape(-1, 2),
-                          np.array([[draw.head_box[0], draw.head_box[1]]])])
+    pts = np.concatenate(
+        [draw.body, draw.foot, draw.hands.reshape(-1, 2), np.array([[draw.head_box[0], draw.head_box[1]]])]
+    )
     x0, y0 = pts.min(0)
     x1, y1 = pts.max(0)
     pad = 0.03 * spec.height
@@ -263,6 +292,7 @@ def _person_labels(scene: SceneRender, chains: np.ndarray, person: int, spec: Pe
 
 
 # ---------------------------------------------------------------------------------------------- camera
+
 
 @dataclass(frozen=True)
 class Camera:
@@ -277,8 +307,11 @@ class Camera:
 
 def make_camera(rng: np.random.Generator) -> Camera:
     return Camera(
-        gain=tuple(float(g) for g in rng.uniform(0.8, 1.2, 3)), brightness=float(rng.uniform(0.75, 1.2)),
-        blur=float(rng.uniform(0.0, 0.9)), noise=float(rng.uniform(1.0, 6.0)), downscale=float(rng.uniform(0.6, 1.0)),
+        gain=tuple(float(g) for g in rng.uniform(0.87, 1.13, 3)),
+        brightness=float(rng.uniform(0.8, 1.15)),
+        blur=float(rng.uniform(0.0, 0.9)),
+        noise=float(rng.uniform(1.0, 6.0)),
+        downscale=float(rng.uniform(0.6, 1.0)),
     )
 
 
@@ -287,8 +320,11 @@ def apply_camera(image: np.ndarray, camera: Camera, rng: np.random.Generator) ->
     h, w = image.shape[:2]
     out = image.astype(np.float32)
     if camera.downscale < 0.95:
-        small = cv2.resize(out, (max(4, int(w * camera.downscale)), max(4, int(h * camera.downscale))),
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            out,
+            (max(4, int(w * camera.downscale)), max(4, int(h * camera.downscale))),
+            interpolation=cv2.INTER_AREA,
+        )
         out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     sigma = camera.blur + rng.uniform(0.0, 0.4)
     if sigma > 0.25:

@@ -10,8 +10,8 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from queue import Empty
 from pathlib import Path
+from queue import Empty
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -57,20 +57,34 @@ def planned_images(preset: Preset, name: str) -> int:
     """Images a dataset will write (for the progress bar)."""
     p = preset
     return {
-        "market1501": p.market_train_ids * p.market_train_per_id + p.market_test_ids * (2 + p.market_gallery_per_id)
-        + p.market_junk + p.market_distractors,
+        "market1501": p.market_train_ids * p.market_train_per_id
+        + p.market_test_ids * (2 + p.market_gallery_per_id)
+        + p.market_junk
+        + p.market_distractors,
         "msmt17": p.msmt_train_ids * p.msmt_train_per_id + p.msmt_test_ids * (2 + p.msmt_gallery_per_id),
         "cuhk_pedes": int(sum(p.cuhk_ids) * (p.pedes_per_id + 0.3)),
         "icfg_pedes": int(sum(p.icfg_ids) * (p.pedes_per_id + 0.3)),
-        "pa100k": sum(p.pa100k), "peta": p.peta_images, "coco": sum(p.coco),
-        "coco_wholebody": sum(p.coco_wholebody), "lip": sum(p.lip), "cihp": sum(p.cihp),
-        "crowdhuman": sum(p.crowdhuman), "fashionpedia": sum(p.fashionpedia),
+        "pa100k": sum(p.pa100k),
+        "peta": p.peta_images,
+        "coco": sum(p.coco),
+        "coco_wholebody": sum(p.coco_wholebody),
+        "lip": sum(p.lip),
+        "cihp": sum(p.cihp),
+        "crowdhuman": sum(p.crowdhuman),
+        "fashionpedia": sum(p.fashionpedia),
         "pretrain": p.pretrain_ids * p.pretrain_per_id + p.pretrain_backgrounds,
     }[name]
 
 
-def generate_world(out: Path | str, preset: str = "tiny", seed: int = 0, datasets: list[str] | None = None,
-                   force: bool = False, contact_sheets: bool = True, workers: int | None = None) -> Path:
+def generate_world(
+    out: Path | str,
+    preset: str = "tiny",
+    seed: int = 0,
+    datasets: list[str] | None = None,
+    force: bool = False,
+    contact_sheets: bool = True,
+    workers: int | None = None,
+) -> Path:
     """Write ``<out>/<name>/`` for each dataset (all 12 + ``pretrain`` by default); return ``out``.
 
     A dataset is skipped when ``<out>/.world.json`` records the same (preset, seed, code version) for it
@@ -89,13 +103,23 @@ def generate_world(out: Path | str, preset: str = "tiny", seed: int = 0, dataset
     key = {"format": FORMAT_VERSION, "preset": spec.name, "seed": int(seed), "code": code_version()}
     if any(state.get(k) != v for k, v in key.items()):
         state = dict(key, datasets={})
-    todo = [n for n in names if force or not (out / n).is_dir()
-            or state["datasets"].get(n, {}).get("contact_sheet", False) < contact_sheets
-            or n not in state["datasets"]]
+    todo = [
+        n
+        for n in names
+        if force
+        or not (out / n).is_dir()
+        or state["datasets"].get(n, {}).get("contact_sheet", False) < contact_sheets
+        or n not in state["datasets"]
+    ]
     if not todo:
         console.print(f"[green]synthetic world up to date[/] at {out} (preset {spec.name}, seed {seed})")
         return out
-    columns = (TextColumn("[bold]{task.description:<15}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]{task.description:<15}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     n_workers = max(1, min(len(todo), workers if workers is not None else min(2, os.cpu_count() or 1)))
     with Progress(*columns, console=console, transient=False) as progress:
         tasks = {name: progress.add_task(name, total=planned_images(spec, name)) for name in todo}
@@ -123,15 +147,24 @@ def generate_world(out: Path | str, preset: str = "tiny", seed: int = 0, dataset
     return out
 
 
-def _export_one(out: str, preset: str, seed: int, name: str, contact_sheets: bool,
-                tick: Callable[[int], None] | None = None, queue=None) -> tuple[str, bool, float]:
+def _export_one(
+    out: str,
+    preset: str,
+    seed: int,
+    name: str,
+    contact_sheets: bool,
+    tick: Callable[[int], None] | None = None,
+    queue=None,
+) -> tuple[str, bool, float]:
     """Write one dataset root (runs in a worker process when parallel)."""
     started = time.perf_counter()
     root = Path(out) / name
     root.mkdir(parents=True)
     if tick is None:
+
         def tick(n: int) -> None:
             queue.put((name, n))
+
     ctx = ExportContext(root=root, preset=get_preset(preset), seed=seed, name=name, tick=tick)
     EXPORTERS[name](ctx)
     if contact_sheets:
@@ -150,7 +183,9 @@ def _drain(queue, progress: Progress, tasks: dict) -> None:
         progress.advance(tasks[name], n)
 
 
-def _record(progress: Progress, tasks: dict, state: dict, state_path: Path, done: tuple[str, bool, float]) -> None:
+def _record(
+    progress: Progress, tasks: dict, state: dict, state_path: Path, done: tuple[str, bool, float]
+) -> None:
     name, sheets, seconds = done
     progress.update(tasks[name], completed=progress.tasks[tasks[name]].total)
     state["datasets"][name] = {"contact_sheet": bool(sheets), "seconds": seconds}

@@ -22,8 +22,16 @@ def _scenes(n: int, people: int = 4):
     for seed in range(n):
         rng = np.random.default_rng(seed)
         bg = make_background(rng, 160, 200)
-        specs = [PersonSpec(sample_appearance(rng), sample_pose(rng), float(rng.uniform(10, 190)),
-                            float(rng.uniform(90, 175)), float(rng.uniform(50, 150))) for _ in range(people)]
+        specs = [
+            PersonSpec(
+                sample_appearance(rng),
+                sample_pose(rng),
+                float(rng.uniform(10, 190)),
+                float(rng.uniform(90, 175)),
+                float(rng.uniform(50, 150)),
+            )
+            for _ in range(people)
+        ]
         yield render_scene(bg, specs, rng), specs
 
 
@@ -84,9 +92,11 @@ def test_rendered_classes_match_the_appearance() -> None:
 def test_boxes_enclose_masks(synth_world: Path) -> None:
     from pycocotools.coco import COCO
 
-    for name, path in (("coco", "annotations/person_keypoints_train2017.json"),
-                       ("coco_wholebody", "annotations/coco_wholebody_val_v1.0.json"),
-                       ("fashionpedia", "instances_attributes_train2020.json")):
+    for name, path in (
+        ("coco", "annotations/person_keypoints_train2017.json"),
+        ("coco_wholebody", "annotations/coco_wholebody_val_v1.0.json"),
+        ("fashionpedia", "instances_attributes_train2020.json"),
+    ):
         coco = COCO(str(synth_world / name / path))
         for ann in coco.dataset["annotations"]:
             x, y, w, h = ann["bbox"]
@@ -95,7 +105,9 @@ def test_boxes_enclose_masks(synth_world: Path) -> None:
             assert x <= xs.min() and xs.max() < x + w + 1 and y <= ys.min() and ys.max() < y + h + 1
             if not ann["iscrowd"]:
                 for poly in ann["segmentation"]:
-                    assert all(x <= px <= x + w for px in poly[0::2]) and all(y <= py <= y + h for py in poly[1::2])
+                    assert all(x <= px <= x + w for px in poly[0::2]) and all(
+                        y <= py <= y + h for py in poly[1::2]
+                    )
 
 
 def _appearance(data: dict) -> Appearance:
@@ -128,7 +140,7 @@ def test_attributes_are_learnable_not_constant(synth_world: Path) -> None:
         assert (labels.min(0) == 0).all() and (labels.max(0) == 1).all(), split
         assert 0.15 < labels.mean() < 0.5
     data = scipy.io.loadmat(synth_world / "peta" / "PETA.mat")["peta"][0][0][0]
-    evaluated = data[:, 4:4 + PETA_EVAL_COUNT]
+    evaluated = data[:, 4 : 4 + PETA_EVAL_COUNT]
     assert (evaluated.min(0) == 0).all() and (evaluated.max(0) == 1).all()
 
 

@@ -33,8 +33,12 @@ def test_market1501_names_junk_and_distractors(synth_world: Path) -> None:
 
 def test_msmt17_v2_lists(synth_world: Path) -> None:
     root = synth_world / "msmt17"
-    for split, folder in (("train", "mask_train_v2"), ("val", "mask_train_v2"), ("query", "mask_test_v2"),
-                          ("gallery", "mask_test_v2")):
+    for split, folder in (
+        ("train", "mask_train_v2"),
+        ("val", "mask_train_v2"),
+        ("query", "mask_test_v2"),
+        ("gallery", "mask_test_v2"),
+    ):
         lines = (root / f"list_{split}.txt").read_text().splitlines()
         assert lines, split
         for line in lines:
@@ -55,8 +59,15 @@ def test_cuhk_pedes_reid_raw(synth_world: Path) -> None:
     train_ids = sorted({e["id"] for e in entries if e["split"] == "train"})
     assert train_ids == list(range(1, len(train_ids) + 1))  # 1-based, contiguous
     assert any(len(e["captions"]) > 2 for e in entries)
-    assert {e["file_path"].split("/")[0] for e in entries} <= {"CUHK01", "CUHK03", "Market", "cam_a", "cam_b",
-                                                                "test_query", "train_query"}
+    assert {e["file_path"].split("/")[0] for e in entries} <= {
+        "CUHK01",
+        "CUHK03",
+        "Market",
+        "cam_a",
+        "cam_b",
+        "test_query",
+        "train_query",
+    }
 
 
 def test_icfg_pedes_json(synth_world: Path) -> None:
@@ -120,16 +131,26 @@ def test_coco_keypoints_json(synth_world: Path) -> None:
             assert coco.annToMask(ann).sum() > 0
         for img in doc["images"]:
             assert (synth_world / "coco" / f"{split}2017" / img["file_name"]).is_file()
-    anns = [a for s in ("train", "val") for a in json.loads(
-        (synth_world / "coco" / "annotations" / f"person_keypoints_{s}2017.json").read_text())["annotations"]]
+    anns = [
+        a
+        for s in ("train", "val")
+        for a in json.loads(
+            (synth_world / "coco" / "annotations" / f"person_keypoints_{s}2017.json").read_text()
+        )["annotations"]
+    ]
     assert any(a["iscrowd"] == 1 for a in anns) and any(a["num_keypoints"] == 0 for a in anns)
-    dets = json.loads((synth_world / "coco" / "person_detection_results"
-                       / "COCO_val2017_detections_AP_H_56_person.json").read_text())
+    dets = json.loads(
+        (
+            synth_world / "coco" / "person_detection_results" / "COCO_val2017_detections_AP_H_56_person.json"
+        ).read_text()
+    )
     assert dets and set(dets[0]) == {"bbox", "category_id", "image_id", "score"}
 
 
 def test_coco_wholebody_fields(synth_world: Path) -> None:
-    doc = json.loads((synth_world / "coco_wholebody" / "annotations" / "coco_wholebody_val_v1.0.json").read_text())
+    doc = json.loads(
+        (synth_world / "coco_wholebody" / "annotations" / "coco_wholebody_val_v1.0.json").read_text()
+    )
     sizes = {"foot": 6, "face": 68, "lefthand": 21, "righthand": 21}
     seen_valid = {k: False for k in sizes}
     for ann in doc["annotations"]:
@@ -151,7 +172,9 @@ def test_lip_and_cihp_label_pngs(synth_world: Path) -> None:
         ids = (lip / f"{split}_id.txt").read_text().split()
         assert ids
         for ident in ids[:4]:
-            label = Image.open(lip / "TrainVal_parsing_annotations" / f"{split}_segmentations" / f"{ident}.png")
+            label = Image.open(
+                lip / "TrainVal_parsing_annotations" / f"{split}_segmentations" / f"{ident}.png"
+            )
             image = Image.open(lip / "TrainVal_images" / f"{split}_images" / f"{ident}.jpg")
             assert label.mode == "L" and label.size == image.size
             assert int(np.asarray(label).max()) < len(LIP_CLASSES)

@@ -30,13 +30,17 @@ def test_world_has_every_dataset_and_a_cache_key(synth_world: Path) -> None:
 
 def test_same_seed_gives_identical_bytes_and_another_seed_differs(synth_world: Path, tmp_path: Path) -> None:
     # the fixture ran datasets in parallel worker processes; this run is serial: bytes must still match
-    again = generate_world(tmp_path / "again", preset="tiny", seed=0, datasets=SMALL, contact_sheets=False, workers=1)
+    again = generate_world(
+        tmp_path / "again", preset="tiny", seed=0, datasets=SMALL, contact_sheets=False, workers=1
+    )
     for name in SMALL:
         first, second = _files(synth_world / name), _files(again / name)
         assert first.keys() == second.keys(), name
         different = [k for k in first if first[k] != second[k]]
         assert not different, f"{name}: {different[:3]}"
-    other = generate_world(tmp_path / "other", preset="tiny", seed=1, datasets=["pa100k"], contact_sheets=False)
+    other = generate_world(
+        tmp_path / "other", preset="tiny", seed=1, datasets=["pa100k"], contact_sheets=False
+    )
     assert _files(other / "pa100k")["annotation.mat"] != _files(synth_world / "pa100k")["annotation.mat"]
     assert _files(other / "pa100k")["data/000001.jpg"] != _files(synth_world / "pa100k")["data/000001.jpg"]
 
