@@ -57,8 +57,13 @@ class DINOHead(nn.Module):
         return F.normalize(self.mlp(x), dim=-1, eps=1e-6 if x.dtype != torch.float32 else 1e-12)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_embedding(x)[0]
+
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, L2-normalised bottleneck embedding) from one pass."""
+        embedding = self.embed(x)
         weight = F.normalize(self.last_layer.weight, dim=1)  # weight norm with g == 1
-        return F.linear(self.embed(x), weight)
+        return F.linear(embedding, weight.to(embedding.dtype)), embedding
 
 
 def teacher_temperature(step: int, warmup_temp: float, temp: float, warmup_steps: int) -> float:

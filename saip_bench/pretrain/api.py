@@ -1,0 +1,108 @@
+"""Python entry point used by the CLI and the benchmark runner: ``pretrain(...) -> exported backbone``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from saip_bench.backbones import BACKBONES, create_backbone
+from saip_bench.discovery import import_submodules
+from saip_bench.errors import UserError
+from saip_bench.pretrain.base import METHODS, PretrainMethod
+from saip_bench.pretrain.export import save_backbone
+from saip_bench.pretrain.trainer import DistInfo, Trainer, TrainResult, init_distributed, load_preset
+from saip_bench.utils import seed_everything
+
+BACKBONE_FILE = "backbone.safetensors"
+
+
+def build_method(
+    method: str, backbone: str, preset: str, overrides: dict[str, Any] | None = None,
+    method_overrides: dict[str, Any] | None = None,
+) -> tuple[PretrainMethod, Any]:
+    """Instantiate ``method`` on a fresh ``backbone`` with the preset's configs (checks support first)."""
+    import_submodules("saip_bench.pretrain.methods")
+    method_cls = METHODS.get(method)
+    if backbone not in BACKBONES:
+        raise UserError(f"unknown backbone {backbone!r}; known backbones: {', '.join(BACKBONES.names())}")
+    train_cfg, method_cfg = load_preset(method, preset, overrides)
+    if method_overrides:
+        method_cfg = {**method_cfg, **method_overrides}
+    net = create_backbone(backbone, img_size=tuple(train_cfg.img_size), drop_path_rate=train_cfg.drop_path_rate)
+    reason = method_cls.unsupported_reason(net, method_cfg)
+    if reason:
+        raise UserError(reason)
+    return method_cls(net, method_cfg), train_cfg
+
+
+def pretrain(
+    method: str,
+    backbone: str,
+    preset: str,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    seed: int = 0,
+    steps: int | None = None,
+    resume: bool = False,
+    amp: bool | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    overrides: dict[str, Any] | None = None,
+    method_overrides: dict[str, Any] | None = None,
+) -> Path:
+    """Pretrain and export; returns ``<out_dir>/backbone.safetensors`` (+ ``backbone.json`` sidecar).
+
+    Under ``torchrun`` every rank calls this; rank 0 writes the export. ``steps`` overrides the preset's
+    length; ``overrides``/``method_overrides`` patch the preset's trainer / method settings.
+    """
+    result, trainer = run_training(
+        method, backbone, preset, data_dir, out_dir, seed, steps, resume, amp, device, progress,
+        overrides, method_overrides,
+    )
+    path = Path(out_dir) / BACKBONE_FILE
+    if trainer.dist.is_main:
+        save_backbone(
+            trainer.method.export_backbone(),
+            path,
+            {
+                "method": method,
+                "preset": preset,
+                "seed": seed,
+                "step": result.step,
+                "total_steps": result.total_steps,
+                "config_hash": trainer.config_hash(),
+                "train_config": trainer.config.model_dump(mode="json"),
+                "hyperparameters": trainer.method.hyperparameters(),
+                "world_size": trainer.dist.world_size,
+                "effective_batch": trainer.effective_batch,
+                "final_losses": {k: v for k, v in result.last.items() if k.startswith("loss")},
+            },
+        )
+    if trainer.dist.enabled:
+        torch.distributed.barrier()
+    return path
+
+
+def run_training(
+    method: str, backbone: str, preset: str, data_dir: str | Path, out_dir: str | Path, seed: int = 0,
+    steps: int | None = None, resume: bool = False, amp: bool | None = None,
+    device: str | torch.device | None = None, progress: bool = True,
+    overrides: dict[str, Any] | None = None, method_overrides: dict[str, Any] | None = None,
+    stop_after: int | None = None,
+) -> tuple[TrainResult, Trainer]:
+    overrides = dict(overrides or {})
+    if steps is not None:
+        overrides.update({"steps": steps, "epochs": None})
+    if amp is not None:
+        overrides["amp"] = amp
+    dist_info, dev = init_distributed(torch.device(device) if device is not None else None)
+    seed_everything(seed + dist_info.rank)
+    method_obj, train_cfg = build_method(method, backbone, preset, overrides, method_overrides)
+    trainer = Trainer(
+        method_obj, train_cfg, data_dir, out_dir, seed=seed, device=dev, resume=resume,
+        progress=progress, dist_info=dist_info if dist_info.enabled else DistInfo(), method_name=method,
+        stop_after=stop_after,
+    )
+    return trainer.fit(), trainer

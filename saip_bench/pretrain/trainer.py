@@ -1,0 +1,516 @@
+"""The one pretraining loop, shared by SAIP and every baseline method.
+
+It owns: AdamW with parameter groups (no weight decay for biases, norms, 1-D tensors and the method's
+``no_weight_decay_names``), per-step linear warm-up + half-cosine LR, gradient accumulation, bf16
+autocast (CPU and CUDA), gradient clipping, atomic checkpoints every N steps, exact resume (weights,
+optimiser, EMA teacher and method buffers, RNG states of every rank, data position), a NaN/collapse
+guard, rich progress with every loss term and images/s, a JSON-lines log, and DDP under ``torchrun``
+(gloo on CPU, NCCL on CUDA; one process works without any launcher).
+
+Everything random is a function of (seed, global step, micro-step, rank, sample index), so the same seed
+on CPU gives the same numbers, and a resumed run continues exactly where the checkpoint was taken.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from saip_bench.errors import SpecError, TrainingError, UserError
+from saip_bench.pretrain.base import PretrainMethod
+from saip_bench.pretrain.data import (
+    PretrainDataset,
+    PretrainFolder,
+    ResumableBatchSampler,
+    collate,
+    images_to_float,
+)
+from saip_bench.specs import stable_hash
+from saip_bench.utils import atomic_torch_save, atomic_write_json, autocast, console
+
+PRESET_DIR = Path(__file__).with_name("presets")
+CHECKPOINT_NAME = "last.pt"
+
+
+# ---------------------------------------------------------------------------------------------- config
+class GuardConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_embedding_std: float = 1e-4
+    patience: int = Field(20, ge=1)
+    max_loss: float = 1e6  # a finite loss above this is treated as divergence
+
+
+class TrainConfig(BaseModel):
+    """Trainer hyper-parameters; ``presets/_trainer.yaml`` + ``presets/<method>.yaml`` fill it."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int | None = Field(None, ge=1, description="optimiser steps (or give epochs)")
+    epochs: float | None = Field(None, gt=0)
+    batch_size: int = Field(16, ge=1, description="per-process micro-batch")
+    accum_steps: int = Field(1, ge=1)
+    blr: float = 2.5e-4
+    lr: float | None = Field(None, description="absolute LR; default blr * effective batch / 256")
+    min_lr: float = 0.0
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_epochs: float | None = Field(None, ge=0)
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip_grad: float | None = Field(None, gt=0)
+    amp: bool = True
+    checkpoint_every: int = Field(50, ge=1)
+    log_every: int = Field(1, ge=1)
+    num_workers: int = Field(0, ge=0)
+    img_size: tuple[int, int] = (256, 128)
+    source_size: tuple[int, int] = (256, 128)
+    background_size: tuple[int, int] = (256, 256)
+    drop_path_rate: float = 0.0
+    guard: GuardConfig = Field(default_factory=GuardConfig)
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainConfig:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of steps / epochs")
+        if self.warmup_steps is not None and self.warmup_epochs is not None:
+            raise ValueError("give at most one of warmup_steps / warmup_epochs")
+        return self
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping of preset names")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def preset_names(method: str | None = None) -> list[str]:
+    names = set(_read_yaml(PRESET_DIR / "_trainer.yaml"))
+    if method is not None and (PRESET_DIR / f"{method}.yaml").is_file():
+        names &= set(_read_yaml(PRESET_DIR / f"{method}.yaml")) | names
+    return sorted(names)
+
+
+def load_preset(
+    method: str, preset: str, overrides: dict[str, Any] | None = None
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """(trainer config, method config) of ``preset`` for ``method``; ``overrides`` patch the trainer part."""
+    trainer_presets = _read_yaml(PRESET_DIR / "_trainer.yaml")
+    if preset not in trainer_presets:
+        raise UserError(f"unknown preset {preset!r}; known presets: {', '.join(sorted(trainer_presets))}")
+    method_file = PRESET_DIR / f"{method}.yaml"
+    method_presets = _read_yaml(method_file) if method_file.is_file() else {}
+    entry = method_presets.get(preset, {}) or {}
+    if not isinstance(entry, dict) or set(entry) - {"train", "method"}:
+        raise SpecError(f"{method_file}: preset {preset!r} must hold only 'train' and 'method' mappings")
+    train_dict = _deep_merge(trainer_presets[preset] or {}, entry.get("train") or {})
+    train_dict = _deep_merge(train_dict, overrides or {})
+    try:
+        train_cfg = TrainConfig.model_validate(train_dict)
+    except ValidationError as exc:
+        raise SpecError(f"preset {preset!r} for {method!r}: {exc}") from exc
+    return train_cfg, dict(entry.get("method") or {})
+
+
+# ------------------------------------------------------------------------------------------ distributed
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: torch.device | None = None) -> tuple[DistInfo, torch.device]:
+    """Join the ``torchrun`` process group when ``WORLD_SIZE`` > 1 (gloo on CPU, NCCL on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(), device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = (device is None or device.type == "cuda") and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return DistInfo(rank, world, local_rank), device
+
+
+# ----------------------------------------------------------------------------------------------- optim
+def param_groups(method: PretrainMethod, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay for weight matrices; none for biases, norms, 1-D tensors and ``no_weight_decay_names``."""
+    skip = method.no_weight_decay_names()
+    decay, no_decay = [], []
+    for name, param in method.trainable_parameters():
+        short = name.rsplit(".", 1)[-1]
+        if param.ndim <= 1 or name.endswith(".bias") or name in skip or short in skip:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then half-cycle cosine to ``min_lr`` (MAE/SAIP, per step)."""
+    if warmup > 0 and step < warmup:
+        return lr * step / warmup
+    if total <= warmup:
+        return lr
+    progress = (step - warmup) / (total - warmup)
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _mix_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(1, np.uint32)[0])
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+@dataclass
+class TrainResult:
+    step: int
+    total_steps: int
+    last: dict[str, float]
+    checkpoint: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    """Drive ``method`` on the images of ``data_dir``; checkpoints and logs go to ``out_dir``."""
+
+    def __init__(
+        self,
+        method: PretrainMethod,
+        config: TrainConfig,
+        data_dir: str | Path,
+        out_dir: str | Path,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        resume: bool = False,
+        progress: bool = True,
+        dist_info: DistInfo | None = None,
+        method_name: str | None = None,
+        stop_after: int | None = None,
+    ) -> None:
+        self.method = method
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.seed = seed
+        self.dist = dist_info or DistInfo()
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.resume = resume
+        self.progress = progress and self.dist.is_main
+        self.method_name = method_name or method.name
+        self.stop_after = stop_after  # testing hook: raise after this many steps of this run
+        self.folder = PretrainFolder.scan(data_dir)
+        self.dataset = PretrainDataset(
+            self.folder,
+            config.source_size,
+            seed,
+            with_backgrounds=method.needs_backgrounds,
+            background_size=config.background_size,
+            with_labels=method.needs_labels,
+            with_keypoints=method.needs_keypoints,
+        )
+        world = self.dist.world_size
+        self.effective_batch = config.batch_size * config.accum_steps * world
+        per_epoch = len(self.dataset) // (config.batch_size * world) // config.accum_steps
+        if per_epoch < 1 and config.epochs is not None:
+            raise UserError(
+                f"{len(self.dataset)} images give no full step of effective batch {self.effective_batch}"
+            )
+        self.steps_per_epoch = max(1, per_epoch)
+        self.total_steps = config.steps or max(1, round(config.epochs * self.steps_per_epoch))
+        if config.warmup_steps is not None:
+            self.warmup_steps = config.warmup_steps
+        elif config.warmup_epochs is not None:
+            self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
+        else:
+            self.warmup_steps = 0
+        self.lr = config.lr if config.lr is not None else config.blr * self.effective_batch / 256
+        self.method.to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(method, config.weight_decay), lr=self.lr, betas=tuple(config.betas)
+        )
+        self.model: nn.Module = method
+        if self.dist.enabled:
+            self.model = nn.parallel.DistributedDataParallel(
+                method,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=method.find_unused_parameters,
+            )
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoints" / CHECKPOINT_NAME
+
+    def config_hash(self) -> str:
+        return stable_hash(
+            {"train": self.config.model_dump(mode="json"), "method": self.method.hyperparameters(),
+             "method_name": self.method_name, "backbone": self.method.backbone.name}
+        )
+
+    def _rng_state(self) -> dict[str, Any]:
+        state = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+        if not self.dist.enabled:
+            return {"ranks": [state]}
+        gathered: list[Any] = [None] * self.dist.world_size
+        dist.all_gather_object(gathered, state)
+        return {"ranks": gathered}
+
+    def save_checkpoint(self) -> Path:
+        rng = self._rng_state()  # collective: every rank takes part
+        if self.dist.is_main:
+            atomic_torch_save(
+                {
+                    "step": self.step,
+                    "total_steps": self.total_steps,
+                    "method_name": self.method_name,
+                    "backbone": self.method.backbone.name,
+                    "model": self.method.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "rng": rng,
+                    "train_config": self.config.model_dump(mode="json"),
+                    "method_config": self.method.hyperparameters(),
+                    "config_hash": self.config_hash(),
+                    "world_size": self.dist.world_size,
+                    "seed": self.seed,
+                    "history": self.history,
+                },
+                self.checkpoint_path,
+            )
+        if self.dist.enabled:
+            dist.barrier()
+        return self.checkpoint_path
+
+    def load_checkpoint(self) -> None:
+        path = self.checkpoint_path
+        if not path.is_file():
+            raise UserError(f"--resume: no checkpoint at {path}")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:  # a truncated file cannot happen (atomic writes) but a foreign one can
+            raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
+        if state.get("config_hash") != self.config_hash():
+            raise TrainingError(
+                f"{path}: checkpoint was written with another configuration "
+                f"({state.get('method_name')}/{state.get('backbone')}); use a new --out or drop --resume"
+            )
+        if state.get("world_size") != self.dist.world_size or state.get("seed") != self.seed:
+            raise TrainingError(
+                f"{path}: resume needs the same world size and seed "
+                f"(checkpoint: world {state.get('world_size')}, seed {state.get('seed')})"
+            )
+        self.method.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.history = list(state.get("history", []))
+        rng = state["rng"]["ranks"][self.dist.rank]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+
+    # ------------------------------------------------------------------ data
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        cfg = self.config
+        sampler = ResumableBatchSampler(
+            len(self.dataset),
+            cfg.batch_size,
+            self.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            start=self.step * cfg.accum_steps,
+            total=self.total_steps * cfg.accum_steps,
+        )
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        yield from loader
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> TrainResult:
+        if self.resume and self.checkpoint_path.is_file():
+            self.load_checkpoint()
+        elif self.resume:
+            raise UserError(f"--resume: no checkpoint at {self.checkpoint_path}")
+        else:
+            torch.manual_seed(_mix_seed(self.seed, self.dist.rank))
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.method.train()
+        batches = self._batches()
+        start_step = self.step
+        log_path = self.out_dir / "log.jsonl"
+        progress_ctx = self._progress() if self.progress else contextlib.nullcontext(None)
+        last: dict[str, float] = {}
+        bad_std_steps = 0
+        with progress_ctx as bar:
+            task = bar.add_task("pretrain", total=self.total_steps, completed=self.step) if bar else None
+            while self.step < self.total_steps:
+                tic = time.perf_counter()
+                logs, images = self._train_step(batches)
+                elapsed = time.perf_counter() - tic
+                logs["images_per_s"] = images * self.dist.world_size / max(elapsed, 1e-9)
+                logs["step"] = float(self.step)
+                last = logs
+                if self.dist.is_main and (self.step % self.config.log_every == 0):
+                    self.history.append(logs)
+                    with log_path.open("a") as handle:
+                        import json
+
+                        handle.write(json.dumps(logs, sort_keys=True) + "\n")
+                if bar is not None:
+                    bar.update(task, completed=self.step, description=self._describe(logs))
+                std = logs.get("stat/embedding_std")
+                if std is not None and std < self.config.guard.min_embedding_std:
+                    bad_std_steps += 1
+                    if bad_std_steps >= self.config.guard.patience:
+                        raise TrainingError(
+                            f"representation collapse at step {self.step}: embedding std {std:.2e} < "
+                            f"{self.config.guard.min_embedding_std:.0e} for {bad_std_steps} steps; "
+                            f"last good checkpoint kept at {self.checkpoint_path}"
+                        )
+                else:
+                    bad_std_steps = 0
+                if self.step % self.config.checkpoint_every == 0 or self.step == self.total_steps:
+                    self.save_checkpoint()
+                if self.stop_after is not None and self.step - start_step >= self.stop_after:
+                    raise KeyboardInterrupt(f"stop_after={self.stop_after}")
+        return TrainResult(self.step, self.total_steps, last, self.checkpoint_path, self.history)
+
+    def _train_step(self, batches: Iterator[dict[str, torch.Tensor]]) -> tuple[dict[str, float], int]:
+        cfg = self.config
+        lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.lr, cfg.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        images = 0
+        for micro in range(cfg.accum_steps):
+            batch = images_to_float(next(batches), self.device)
+            batch["step_seed"] = torch.tensor(_mix_seed(self.seed, self.step, micro), dtype=torch.long)
+            generator = torch.Generator().manual_seed(_mix_seed(self.seed, self.step, micro, self.dist.rank))
+            images += int(batch["image"].shape[0])
+            with torch.no_grad():
+                views = self.method.make_views(batch, generator)
+            sync = micro == cfg.accum_steps - 1 or not self.dist.enabled
+            ctx = contextlib.nullcontext() if sync else self.model.no_sync()  # type: ignore[operator]
+            with ctx:
+                with autocast(self.device, cfg.amp):
+                    out = self.model(views)
+                loss = out["loss"]
+                (loss.float() / cfg.accum_steps).backward()
+            for key, value in out.items():
+                if key == "loss" or key.startswith(("loss/", "stat/")):
+                    sums[key] = sums.get(key, 0.0) + float(value.detach().float()) / cfg.accum_steps
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if cfg.clip_grad is not None:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad))
+        else:
+            grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+            grad_norm = float(torch.stack(grads).norm()) if grads else 0.0
+        healthy = math.isfinite(sums["loss"]) and math.isfinite(grad_norm) and sums["loss"] < cfg.guard.max_loss
+        if self.dist.enabled:
+            flag = torch.tensor([0.0 if healthy else 1.0], device=self.device)
+            dist.all_reduce(flag)
+            healthy = float(flag) == 0.0
+        if not healthy:
+            self._stop_unhealthy(sums, grad_norm)
+        self.optimizer.step()
+        self.step += 1
+        self.method.on_after_step(self.step, self.total_steps)
+        if self.dist.enabled:  # report the mean over ranks
+            keys = sorted(sums)
+            values = torch.tensor([sums[k] for k in keys], device=self.device, dtype=torch.float64)
+            dist.all_reduce(values)
+            sums = {k: float(v) / self.dist.world_size for k, v in zip(keys, values.tolist(), strict=True)}
+        sums["lr"] = lr
+        sums["grad_norm"] = grad_norm
+        return sums, images
+
+    def _stop_unhealthy(self, sums: dict[str, float], grad_norm: float) -> None:
+        """Non-finite or exploding loss/gradients: the update is NOT applied; save the intact state."""
+        finite = all(torch.isfinite(t).all() for t in self.method.state_dict().values() if t.is_floating_point())
+        if finite:
+            self.save_checkpoint()
+        if self.dist.is_main:
+            atomic_write_json(
+                self.out_dir / "failure.json",
+                {"step": self.step, "loss_terms": sums, "grad_norm": grad_norm,
+                 "checkpoint": str(self.checkpoint_path), "checkpoint_updated": bool(finite)},
+            )
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in sorted(sums.items()))
+        raise TrainingError(
+            f"non-finite or exploding loss at step {self.step + 1} ({terms}; grad norm {grad_norm:.4g}); "
+            f"the bad update was not applied; last good checkpoint: {self.checkpoint_path} "
+            f"(details in {self.out_dir / 'failure.json'})"
+        )
+
+    # ------------------------------------------------------------------ display
+    def _progress(self):  # noqa: ANN202 - rich Progress
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        return Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=console, transient=False,
+        )
+
+    @staticmethod
+    def _describe(logs: dict[str, float]) -> str:
+        terms = " ".join(
+            f"{k.split('/', 1)[1]}={v:.3f}" for k, v in sorted(logs.items()) if k.startswith("loss/")
+        )
+        return f"loss={logs['loss']:.3f} {terms} lr={logs['lr']:.2e} {logs['images_per_s']:.1f} img/s"

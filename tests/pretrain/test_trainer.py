@@ -1,0 +1,107 @@
+import json
+import math
+
+import pytest
+import torch
+
+from saip_bench.errors import SpecError, TrainingError, UserError
+from saip_bench.pretrain.base import PretrainMethod
+from saip_bench.pretrain.trainer import Trainer, TrainConfig, load_preset, lr_at, param_groups
+
+from ._micro import micro_saip, micro_train_config, micro_vit
+
+
+def test_lr_warmup_then_cosine():
+    assert lr_at(0, 100, 10, 1.0, 0.0) == 0.0
+    assert lr_at(5, 100, 10, 1.0, 0.0) == 0.5
+    assert lr_at(10, 100, 10, 1.0, 0.0) == 1.0
+    assert math.isclose(lr_at(55, 100, 10, 1.0, 0.0), 0.5)
+    assert math.isclose(lr_at(100, 100, 10, 1.0, 0.1), 0.1)
+
+
+def test_param_groups_skip_bias_norm_and_named():
+    method = micro_saip()
+    decay, no_decay = param_groups(method, 0.05)
+    no_decay_ids = {id(p) for p in no_decay["params"]}
+    named = dict(method.student.named_parameters())
+    assert id(named["backbone.body.pos_embed"]) in no_decay_ids
+    assert id(named["backbone.body.blocks.0.norm1.weight"]) in no_decay_ids
+    assert id(named["backbone.body.blocks.0.attn.qkv.bias"]) in no_decay_ids
+    assert id(named["backbone.body.blocks.0.attn.qkv.weight"]) not in no_decay_ids
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    teacher_ids = {id(p) for p in method.teacher.parameters()}
+    assert not teacher_ids & ({id(p) for p in decay["params"]} | no_decay_ids)
+
+
+def test_presets_validate_and_unknown_is_clear():
+    for preset in ("quick", "paper"):
+        train_cfg, method_cfg = load_preset("saip", preset)
+        assert isinstance(train_cfg, TrainConfig)
+    paper, _ = load_preset("saip", "paper")
+    assert paper.epochs == 300 and paper.batch_size * paper.accum_steps * 8 == 2048 and paper.blr == 2.5e-4
+    with pytest.raises(UserError, match="known presets"):
+        load_preset("saip", "nope")
+    with pytest.raises(SpecError):
+        load_preset("saip", "quick", {"batch_sise": 3})
+
+
+def _fit(root, out, **kw):
+    stop_after = kw.pop("stop_after", None)
+    resume = kw.pop("resume", False)
+    torch.manual_seed(0)
+    method = micro_saip()
+    trainer = Trainer(method, micro_train_config(**kw), root, out, seed=3, resume=resume, progress=False,
+                      stop_after=stop_after)
+    return trainer.fit(), method
+
+
+def test_loss_goes_down(pretrain_root, tmp_path):
+    result, _ = _fit(pretrain_root, tmp_path, steps=14, lr=2e-3, amp=True, checkpoint_every=100)
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 14
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    terms = set(result.history[0])
+    assert {"loss/csm_rep", "loss/csm_attn", "loss/csr", "loss/css_inst", "loss/css_roi"} <= terms
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == list(range(1, 15))
+
+
+def test_kill_and_resume_matches_uninterrupted(pretrain_root, tmp_path):
+    full, full_method = _fit(pretrain_root, tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):  # "killed" during step 5: only the step-3 checkpoint survives
+        _fit(pretrain_root, tmp_path / "cut", stop_after=4, checkpoint_every=3)
+    assert torch.load(tmp_path / "cut/checkpoints/last.pt", weights_only=False)["step"] == 3
+    resumed, resumed_method = _fit(pretrain_root, tmp_path / "cut", resume=True)
+    assert resumed.step == full.step == 6
+    full_state, resumed_state = full_method.state_dict(), resumed_method.state_dict()
+    assert full_state.keys() == resumed_state.keys()
+    for key, value in full_state.items():
+        assert torch.equal(value, resumed_state[key]), key
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+
+
+class _NaNAtStep3(PretrainMethod):
+    name = "nan_test"
+
+    def __init__(self) -> None:
+        super().__init__(micro_vit(), {})
+        self.calls = 0
+
+    def forward(self, views):
+        self.calls += 1
+        feats = self.backbone(views["image"][:, :, :32, :16])
+        loss = feats.pow(2).mean()
+        if self.calls == 3:
+            loss = loss * float("nan")
+        return {"loss": loss, "loss/l2": loss.detach()}
+
+
+def test_nan_guard_stops_and_keeps_last_good_state(pretrain_root, tmp_path):
+    method = _NaNAtStep3()
+    trainer = Trainer(method, micro_train_config(checkpoint_every=100), pretrain_root, tmp_path, progress=False)
+    with pytest.raises(TrainingError, match="non-finite"):
+        trainer.fit()
+    state = torch.load(tmp_path / "checkpoints/last.pt", weights_only=False)
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert json.loads((tmp_path / "failure.json").read_text())["step"] == 2
