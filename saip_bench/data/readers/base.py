@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from saip_bench.data.records import DatasetSplits
 from saip_bench.errors import DataFormatError, UserError
@@ -83,7 +83,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
             return image.size
     except FileNotFoundError as exc:
         raise DataFormatError(path, "an image file", "nothing at that path") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except DataFormatError:
+        raise
+    except Exception as exc:  # PIL raises many types on corrupt files
         raise DataFormatError(path, "a readable image", f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -97,7 +99,7 @@ def open_image(path: str | Path) -> Image.Image:
                 return image.convert("RGB")
     except FileNotFoundError as exc:
         raise DataFormatError(path, "an image file", "nothing at that path") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+    except Exception as exc:  # PIL raises many types on corrupt files (and the bomb warning, made an error)
         raise DataFormatError(path, "a complete, readable image", f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -122,7 +124,9 @@ def load_label(path: str | Path, size: tuple[int, int] | None = None, num_classe
             array = np.asarray(image, dtype=np.uint8)
     except FileNotFoundError as exc:
         raise DataFormatError(path, "a label PNG", "nothing at that path") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except DataFormatError:
+        raise
+    except Exception as exc:  # PIL raises many types on corrupt files
         raise DataFormatError(path, "a complete, readable label PNG", f"{type(exc).__name__}: {exc}") from exc
     if size is not None and tuple(found_size) != tuple(size):
         raise DataFormatError(
@@ -150,7 +154,9 @@ def load_id_map(path: str | Path, size: tuple[int, int] | None = None) -> np.nda
             array = np.asarray(image)
     except FileNotFoundError as exc:
         raise DataFormatError(path, "an id PNG", "nothing at that path") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except DataFormatError:
+        raise
+    except Exception as exc:  # PIL raises many types on corrupt files
         raise DataFormatError(path, "a complete, readable id PNG", f"{type(exc).__name__}: {exc}") from exc
     if size is not None and tuple(found_size) != tuple(size):
         raise DataFormatError(

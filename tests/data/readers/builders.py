@@ -274,3 +274,22 @@ def build_fashionpedia(root: Path, real_dir: Path, data: dict | None = None) -> 
             (root / folder / image["file_name"]).symlink_to(real_dir / "images" / image["file_name"])
         (root / f"instances_attributes_{split}2020.json").write_text(json.dumps(data))
     return root / "instances_attributes_train2020.json"
+
+
+def build_peta_small(root: Path, real_mat: Path, rows: int = 30) -> Path:
+    """A PETA.mat with the real schema and the first ``rows`` rows of the real file (1-based partitions)."""
+    struct = scipy.io.loadmat(str(real_mat))["peta"][0][0]
+    partitions = np.empty((5, 1), dtype=[("train", "O"), ("val", "O"), ("test", "O")])
+    cut = (rows // 2, rows * 3 // 4)
+    for k in range(5):
+        order = np.roll(np.arange(1, rows + 1), k)
+        partitions[k, 0] = (order[: cut[0]].reshape(-1, 1).astype(float),
+                            order[cut[0] : cut[1]].reshape(-1, 1).astype(float),
+                            order[cut[1] :].reshape(-1, 1).astype(float))
+    peta = {"data": struct["data"][:rows], "attribute": struct["attribute"],
+            "selected_attribute": struct["selected_attribute"], "partion_attribute": partitions}
+    root.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(str(root / "PETA.mat"), {"peta": peta})
+    for index in range(1, rows + 1):
+        write_png(root / "images" / f"{index:05d}.png", (8, 16))
+    return root / "PETA.mat"
