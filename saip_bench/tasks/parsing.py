@@ -67,11 +67,11 @@ class ParsingModel(nn.Module):
 
 
 def class_meta(spec: TaskSpec, data: DatasetSplits) -> tuple[list[str], list[list[int]]]:
-    """Class names (reader meta first, else the spec) and left/right flip pairs (spec)."""
+    """Class names (reader meta first, else the spec) and left/right flip pairs (spec, else reader meta)."""
     names = list(data.meta.get("class_names") or spec.params.get("class_names") or [])
     if not names:
         raise SpecError(f"{spec.key}: no class names in the reader meta or spec params.class_names")
-    pairs = [list(map(int, p)) for p in spec.params.get("flip_pairs", [])]
+    pairs = [list(map(int, p)) for p in spec.params.get("flip_pairs", data.meta.get("flip_pairs", []))]
     for pair in pairs:
         if len(pair) != 2 or not all(0 <= c < len(names) for c in pair):
             raise SpecError(f"{spec.key}: flip pair {pair} is not two class ids below {len(names)}")

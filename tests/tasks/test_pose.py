@@ -112,7 +112,7 @@ def test_frozen_caches_features_learns_and_is_deterministic(coco, tmp_path):
 
 def test_detected_boxes_are_an_option(coco, tmp_path):
     assert coco.meta.get("detection_files", {}).get("val"), "the synthetic world ships a detection file"
-    result = run_unit(coco, tmp_path, box_source="detections")
+    result = run_unit(coco, tmp_path, max_steps=1, box_source="detections")
     assert result.extra["box_source"] == "detections"
     assert result.predictions[0].name == "pose_val_results_detections-boxes.json"
     detections = json.loads(open(coco.meta["detection_files"]["val"]).read())
