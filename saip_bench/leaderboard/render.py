@@ -67,7 +67,7 @@ def summary_rows(board: Board) -> tuple[list[str], list[list[tuple[str, str]]]]:
         "pretrain",
         "family",
         "params (M)",
-        "GFLOPs",
+        "GFLOPs (mean over tasks)",
         *[dataset_header(board, d) for d in board.datasets],
         "mean rank ↓",
         "norm. score ↑",
@@ -106,7 +106,8 @@ def dataset_rows(board: Board, dataset: str) -> tuple[list[str], list[list[tuple
     info = board.dataset_info[dataset]
     cells = board.cells[board.cells["dataset"] == dataset]
     metrics = board.metrics[board.metrics["dataset"] == dataset]
-    others = sorted(set(metrics["metric"]) - {info["metric"]})
+    # counts such as num_queries stay in all_metrics.csv but are not scores to compare
+    others = sorted(m for m in set(metrics["metric"]) - {info["metric"]} if not m.startswith("num_"))
     header = [
         "rank",
         "method",
