@@ -78,7 +78,7 @@ def person_crop(
 ) -> tuple[np.ndarray, SceneRender]:
     """A detector-style crop of one person: misalignment, scale, sometimes a second person in it.
 
-    ``partial`` = "top" / "bottom" renders a badly placed box (Market junk-like).
+    ``partial`` = "top" / "bottom" renders a badly placed box (Market junk-like); "upper" a half body.
     """
     h, w = hw
     bg = background_crop(pool, rng, h, w)
@@ -86,6 +86,8 @@ def person_crop(
     foot_y = h * rng.uniform(0.95, 1.01)
     if partial == "top":
         foot_y = h * rng.uniform(1.5, 1.8)
+    elif partial == "upper":  # a half-body photo: head to hips or knees
+        foot_y = h * rng.uniform(1.15, 1.4)
     elif partial == "bottom":
         foot_y = h * rng.uniform(0.5, 0.65)
     people = []

@@ -258,7 +258,7 @@ def export_lip(ctx: ExportContext) -> None:
             rng = ctx.rng("img", split, k)
             bh, bw = p.lip_hw
             hw = (int(bh * rng.uniform(0.8, 1.25)), int(bw * rng.uniform(0.8, 1.25)))
-            partial = ("top", "bottom", None, None, None, None)[
+            partial = ("upper", "upper", None, None, None, None)[
                 int(rng.integers(6))
             ]  # LIP has many half bodies
             img, scene = person_crop(
@@ -558,7 +558,8 @@ def export_fashionpedia(ctx: ExportContext) -> None:
                     draw_box(
                         tile, bbox, tuple(int(c) for c in np.random.default_rng(cat_id).integers(64, 255, 3))
                     )
-            ctx.add_tile(tile, f"{folder} {len(annotations)} garments", limit=8)
+            n_here = sum(1 for ann in annotations if ann["image_id"] == image_id)
+            ctx.add_tile(tile, f"{folder} {n_here} instances", limit=8)
             ctx.tick(1)
         doc = {
             "info": {

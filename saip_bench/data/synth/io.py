@@ -159,11 +159,13 @@ def draw_box(image: np.ndarray, box: list[float], colour: tuple[int, int, int]) 
 
 
 def contact_sheet(
-    path: Path, tiles: list[tuple[np.ndarray, str]], tile_h: int = 128, columns: int = 6
+    path: Path, tiles: list[tuple[np.ndarray, str]], tile_h: int | None = None, columns: int = 6
 ) -> None:
-    """A grid of annotated samples with a caption line under each (PNG)."""
+    """A grid of annotated samples with a caption line under each (PNG); scenes get taller tiles."""
     if not tiles:
         return
+    if tile_h is None:
+        tile_h = int(min(224, max(128, tiles[0][0].shape[0])))
     resized = []
     for img, text in tiles:
         scale = tile_h / img.shape[0]
