@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-leaderboard", action="store_true", help="only run units, build no boards")
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
     args = parser.parse_args(argv)
+    if args.workers == 1 and "--workers" not in (argv if argv is not None else sys.argv[1:]):
+        args.workers = default_workers(args)
     if args.cache_dir == Path(".cache"):
         args.cache_dir = REPO / ".cache"
     try:
@@ -57,24 +59,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def default_workers(args: argparse.Namespace) -> int:
+    """CPU-only and not under torchrun: one single-threaded worker per core (at most 4); else 1."""
+    import torch
+
+    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", 1)) > 1 or args.shard != "1/1":
+        return 1
+    if args.dry_run or args.pretrain_only:
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def run(config, args: argparse.Namespace) -> int:
-    from saip_bench.bench.runner import DistInfo, run_bench
+    from saip_bench.bench.runner import DistInfo
     from saip_bench.bench.store import load_records
+    from saip_bench.commands.bench import execute
     from saip_bench.leaderboard import write_boards
     from saip_bench.utils import console
 
     start = time.perf_counter()
-    report = run_bench(config)
-    if DistInfo.from_env().is_main and not args.no_leaderboard:
+    ok = execute(config, args)
+    if DistInfo.from_env().is_main and not args.no_leaderboard and not args.pretrain_only:
         records = load_records([config.run_dir])
         if records:
             written = write_boards(records, args.leaderboard_out, compare="paper")
             console.print(f"boards: {len(written)} file(s) under {args.leaderboard_out}")
     console.print(
-        f"run_bench.py: {time.perf_counter() - start:.0f} s wall, {len(report.written)} unit(s) run, "
-        f"{len(report.failed)} failed (threads: {os.environ.get('OMP_NUM_THREADS', 'default')})"
+        f"run_bench.py: {time.perf_counter() - start:.0f} s wall ({args.workers} worker(s), "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}){'' if ok else ', some units FAILED'}"
     )
-    return 0 if report.ok else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -180,11 +180,11 @@ class BenchRunner:
         self._backbone_costs: dict[tuple[str, tuple[int, int]], dict[str, float]] = {}
 
     # ----------------------------------------------------------------------------------- planning
-    def units(self) -> list[Unit]:
+    def units(self, sharded: bool = True) -> list[Unit]:
         config = self.config
         units = plan_units(self.preset, self.hooks.resolved_specs())
         units = filter_units(units, config.methods, config.backbones, config.tasks, config.seeds)
-        return shard_units(units, *config.shard)
+        return shard_units(units, *config.shard) if sharded else units
 
     @property
     def device(self) -> torch.device:
@@ -256,11 +256,11 @@ class BenchRunner:
             "amp": self.preset.eval.amp,
         })
 
-    def plan(self, resolve_inputs: bool = True) -> list[PlannedUnit]:
+    def plan(self, resolve_inputs: bool = True, sharded: bool = True) -> list[PlannedUnit]:
         """Each unit with what will happen to it. ``resolve_inputs=False`` (dry runs) judges records by
         existence only, so showing a plan never generates the world or hashes data."""
         planned = []
-        for unit in self.units():
+        for unit in self.units(sharded):
             reason = self.hooks.unsupported(unit.method, unit.backbone)
             if reason:
                 planned.append(PlannedUnit(unit, "unsupported", reason))
@@ -276,6 +276,22 @@ class BenchRunner:
         return planned
 
     # ----------------------------------------------------------------------------------- running
+    def pretrain_only(self) -> list[CheckpointInfo]:
+        """Build the checkpoints that the units still to run need; ``--shard`` splits the distinct
+        checkpoints (not the units), so parallel workers never wait on one another's pretraining."""
+        self.dist.init()
+        needed: dict[str, Unit] = {}
+        for item in self.plan(sharded=False):
+            if item.status == "run":
+                needed.setdefault(self.checkpoint_key(item.unit), item.unit)
+        mine = shard_units(list(needed.values()), *self.config.shard)
+        infos = []
+        for unit in mine:
+            seed = self.pretrain_seed(unit)
+            console.print(f"pretraining checkpoint for {unit.method}/{unit.backbone} (seed {seed})")
+            infos.append(self.checkpoint(unit))
+        return infos
+
     def run(self) -> BenchReport:
         self.dist.init()
         planned = self.plan()

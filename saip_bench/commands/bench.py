@@ -77,6 +77,17 @@ def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | N
         "--dry-run", action="store_true", help="show the plan and exit (nothing is generated)"
     )
     parser.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="single-threaded worker processes on this machine (CPU); pretraining then units run in parallel",
+    )
+    parser.add_argument(
+        "--pretrain-only",
+        action="store_true",
+        help="only build the checkpoints the plan needs (--shard splits checkpoints, not units)",
+    )
 
 
 def config_from_args(args: argparse.Namespace):
@@ -88,6 +99,8 @@ def config_from_args(args: argparse.Namespace):
 
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
+    if args.workers < 1:
+        raise UserError("--workers must be at least 1")
     preset = load_bench_preset(args.preset)
     return BenchConfig(
         preset=preset,
@@ -151,12 +164,24 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.dry_run:
         return dry_run(config, args.json)
-    from saip_bench.bench.runner import run_bench
-
-    report = run_bench(config)
-    if args.leaderboard_out is not None and report.ok:
+    ok = execute(config, args)
+    if args.leaderboard_out is not None and ok and not args.pretrain_only:
         from saip_bench.bench.store import load_records
         from saip_bench.leaderboard import write_boards
 
         write_boards(load_records([config.run_dir]), args.leaderboard_out)
-    return 0 if report.ok else 1
+    return 0 if ok else 1
+
+
+def execute(config, args: argparse.Namespace) -> bool:
+    """Run the plan in this process, as parallel workers, or only its pretraining; True when all went well."""
+    from saip_bench.bench.runner import BenchRunner, run_bench
+
+    if args.pretrain_only:
+        BenchRunner(config).pretrain_only()
+        return True
+    if args.workers > 1:
+        from saip_bench.bench.parallel import run_parallel
+
+        return run_parallel(config, str(args.preset), args.workers)
+    return run_bench(config).ok

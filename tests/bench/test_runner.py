@@ -141,3 +141,13 @@ def test_empty_selection_is_a_user_error(env):
     with pytest.raises(UserError, match="selects no unit"):
         run_bench(BenchConfig(preset=one, run_dir=tmp / "r", cache_dir=tmp / "c", shard=(2, 2),
                               show_progress=False), hooks)
+
+
+def test_pretrain_only_shards_checkpoints_not_units(env):
+    hooks, pretrainer, tmp = env
+    first = BenchRunner(config(tmp, shard=(1, 2)), hooks).pretrain_only()
+    second = BenchRunner(config(tmp, shard=(2, 2)), hooks).pretrain_only()
+    assert len(first) == len(second) == 1
+    assert sorted(pretrainer.calls) == [("mae", "tiny", 0), ("saip", "tiny", 0)]
+    report = run_bench(config(tmp), hooks)  # units reuse the cached checkpoints
+    assert len(report.written) == 12 and len(pretrainer.calls) == 2

@@ -1,0 +1,135 @@
+"""Run a plan with several single-threaded worker processes on one CPU machine (``--workers N``).
+
+Why: the CPU fast protocol is dominated by small models and small batches, where two processes with one
+thread each do more work than one process with two threads. The world is generated once by the parent;
+then phase 1 pretrains the distinct checkpoints (sharded by checkpoint, so no worker waits on another) and
+phase 2 runs the units (``--shard i/N``). Records are the same files a single process writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from saip_bench.bench.runner import BenchConfig, BenchRunner, plan_table
+from saip_bench.errors import UserError
+from saip_bench.utils import console
+
+
+def worker_argv(config: BenchConfig, preset_arg: str) -> list[str]:
+    """``saip-bench bench`` arguments reproducing ``config`` (without the shard)."""
+    argv = [
+        "--preset",
+        preset_arg,
+        "--run-dir",
+        str(config.run_dir),
+        "--cache-dir",
+        str(config.cache_dir),
+        "--overwrite",
+        config.overwrite.value,
+        "--no-progress",
+    ]
+    if config.data_root is not None:
+        argv += ["--data-root", str(config.data_root)]
+    if config.pretrain_data is not None:
+        argv += ["--pretrain-data", str(config.pretrain_data)]
+    for (method, backbone), path in sorted(config.checkpoints.items()):
+        argv += ["--checkpoint", f"{method}/{backbone}={path}"]
+    if config.limit is not None:
+        argv += ["--limit", str(config.limit)]
+    for flag, values in (
+        ("--methods", config.methods),
+        ("--backbones", config.backbones),
+        ("--tasks", config.tasks),
+        ("--seeds", config.seeds),
+    ):
+        if values:
+            argv += [flag, *map(str, values)]
+    if config.device:
+        argv += ["--device", config.device]
+    return argv
+
+
+def _run_workers(
+    argvs: Sequence[list[str]], logs: Sequence[Path], threads: int, tick: Callable[[], None] = lambda: None
+) -> list[Path]:
+    """Start one ``saip-bench`` process per argv (output to its log), wait for all; logs of failed ones."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    procs = []
+    with contextlib.ExitStack() as stack:
+        for argv, log in zip(argvs, logs, strict=True):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            handle = stack.enter_context(open(log, "w"))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "saip_bench.cli", *argv],
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            )
+        try:
+            while any(proc.poll() is None for proc in procs):
+                tick()
+                time.sleep(1.0)
+        finally:
+            for proc in procs:  # interrupted: stop the workers we started (records stay atomic)
+                if proc.poll() is None:
+                    proc.terminate()
+                    proc.wait()
+        tick()
+    return [log for proc, log in zip(procs, logs, strict=True) if proc.returncode != 0]
+
+
+def run_parallel(config: BenchConfig, preset_arg: str, workers: int) -> bool:
+    """Generate the world, pretrain in parallel, evaluate in parallel; True when every worker succeeded."""
+    if config.shard != (1, 1):
+        raise UserError("--workers splits the plan itself; do not combine it with --shard")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    runner = BenchRunner(config)
+    planned = runner.plan()  # generates the world (once, here) and shows what will run
+    console.print(plan_table(planned, config.preset, config))
+    todo = [p for p in planned if p.status == "run"]
+    if not todo:
+        console.print("[green]nothing to run: every unit of the plan has a matching record[/]")
+        return True
+    base = worker_argv(config, preset_arg)
+    logs = Path(config.run_dir) / "logs"
+    console.print(f"{workers} worker processes x {threads} thread(s); logs under {logs}")
+    shards = range(1, workers + 1)
+    start = time.perf_counter()
+    failed = _run_workers(
+        [["bench", *base, "--shard", f"{i}/{workers}", "--pretrain-only"] for i in shards],
+        [logs / f"pretrain-{i}.log" for i in shards],
+        threads,
+    )
+    if failed:
+        raise UserError(f"pretraining failed; see {', '.join(map(str, failed))}")
+    console.print(f"checkpoints ready in {time.perf_counter() - start:.0f} s")
+    paths = {runner.store.path(p.unit) for p in todo}
+    before = {p: p.stat().st_mtime_ns if p.exists() else None for p in paths}
+
+    def finished() -> int:
+        return sum(1 for p in paths if p.exists() and p.stat().st_mtime_ns != before[p])
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not config.show_progress) as progress:
+        task = progress.add_task(f"[bold]benchmark units ({workers} workers)", total=len(todo))
+        failed = _run_workers(
+            [["bench", *base, "--shard", f"{i}/{workers}"] for i in shards],
+            [logs / f"units-{i}.log" for i in shards],
+            threads,
+            lambda: progress.update(task, completed=finished()),
+        )
+    if failed:
+        console.print(
+            f"[red]some units failed[/]; see {', '.join(map(str, failed))} and {config.run_dir}/failures"
+        )
+    return not failed
