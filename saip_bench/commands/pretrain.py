@@ -32,8 +32,16 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 1:
         raise UserError("--steps must be >= 1")
     path = pretrain(
-        args.method, args.backbone, args.preset, args.data, args.out, seed=args.seed, steps=args.steps,
-        resume=args.resume, amp=False if args.no_amp else None, device=args.device,
+        args.method,
+        args.backbone,
+        args.preset,
+        args.data,
+        args.out,
+        seed=args.seed,
+        steps=args.steps,
+        resume=args.resume,
+        amp=False if args.no_amp else None,
+        device=args.device,
         progress=not args.no_progress,
     )
     print(path)

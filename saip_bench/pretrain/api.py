@@ -19,7 +19,10 @@ BACKBONE_FILE = "backbone.safetensors"
 
 
 def build_method(
-    method: str, backbone: str, preset: str, overrides: dict[str, Any] | None = None,
+    method: str,
+    backbone: str,
+    preset: str,
+    overrides: dict[str, Any] | None = None,
     method_overrides: dict[str, Any] | None = None,
 ) -> tuple[PretrainMethod, Any]:
     """Instantiate ``method`` on a fresh ``backbone`` with the preset's configs (checks support first)."""
@@ -30,7 +33,9 @@ def build_method(
     train_cfg, method_cfg = load_preset(method, preset, overrides)
     if method_overrides:
         method_cfg = {**method_cfg, **method_overrides}
-    net = create_backbone(backbone, img_size=tuple(train_cfg.img_size), drop_path_rate=train_cfg.drop_path_rate)
+    net = create_backbone(
+        backbone, img_size=tuple(train_cfg.img_size), drop_path_rate=train_cfg.drop_path_rate
+    )
     reason = method_cls.unsupported_reason(net, method_cfg)
     if reason:
         raise UserError(reason)
@@ -58,8 +63,19 @@ def pretrain(
     length; ``overrides``/``method_overrides`` patch the preset's trainer / method settings.
     """
     result, trainer = run_training(
-        method, backbone, preset, data_dir, out_dir, seed, steps, resume, amp, device, progress,
-        overrides, method_overrides,
+        method,
+        backbone,
+        preset,
+        data_dir,
+        out_dir,
+        seed,
+        steps,
+        resume,
+        amp,
+        device,
+        progress,
+        overrides,
+        method_overrides,
     )
     path = Path(out_dir) / BACKBONE_FILE
     if trainer.dist.is_main:
@@ -86,10 +102,19 @@ def pretrain(
 
 
 def run_training(
-    method: str, backbone: str, preset: str, data_dir: str | Path, out_dir: str | Path, seed: int = 0,
-    steps: int | None = None, resume: bool = False, amp: bool | None = None,
-    device: str | torch.device | None = None, progress: bool = True,
-    overrides: dict[str, Any] | None = None, method_overrides: dict[str, Any] | None = None,
+    method: str,
+    backbone: str,
+    preset: str,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    seed: int = 0,
+    steps: int | None = None,
+    resume: bool = False,
+    amp: bool | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    overrides: dict[str, Any] | None = None,
+    method_overrides: dict[str, Any] | None = None,
     stop_after: int | None = None,
 ) -> tuple[TrainResult, Trainer]:
     overrides = dict(overrides or {})
@@ -101,8 +126,16 @@ def run_training(
     seed_everything(seed + dist_info.rank)
     method_obj, train_cfg = build_method(method, backbone, preset, overrides, method_overrides)
     trainer = Trainer(
-        method_obj, train_cfg, data_dir, out_dir, seed=seed, device=dev, resume=resume,
-        progress=progress, dist_info=dist_info if dist_info.enabled else DistInfo(), method_name=method,
+        method_obj,
+        train_cfg,
+        data_dir,
+        out_dir,
+        seed=seed,
+        device=dev,
+        resume=resume,
+        progress=progress,
+        dist_info=dist_info if dist_info.enabled else DistInfo(),
+        method_name=method,
         stop_after=stop_after,
     )
     return trainer.fit(), trainer

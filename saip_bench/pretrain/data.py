@@ -64,8 +64,11 @@ class PretrainFolder:
         root = Path(root)
         image_dir = next((root / d for d in ("images", "train") if (root / d).is_dir()), None)
         if image_dir is None:
-            raise DataFormatError(root, "a pretraining root with an images/ folder (docs/layouts.md)",
-                                  "no images/ or train/ folder" if root.exists() else "missing folder")
+            raise DataFormatError(
+                root,
+                "a pretraining root with an images/ folder (docs/layouts.md)",
+                "no images/ or train/ folder" if root.exists() else "missing folder",
+            )
         images = _list_images(image_dir)
         if not images:
             raise DataFormatError(image_dir, "at least one .jpg/.png image", "none")
@@ -113,8 +116,9 @@ class PretrainDataset(Dataset):
         self.with_labels = with_labels
         self.with_keypoints = with_keypoints
         if with_backgrounds and not folder.backgrounds:
-            raise DataFormatError(folder.root / "backgrounds", "background images (*.jpg) for the canvas",
-                                  "none")
+            raise DataFormatError(
+                folder.root / "backgrounds", "background images (*.jpg) for the canvas", "none"
+            )
         if with_labels and any(label < 0 for label in folder.labels):
             raise DataFormatError(folder.root / "images", "images inside identity sub-folders", "flat files")
         if with_keypoints and folder.keypoints is None:
@@ -144,8 +148,11 @@ class PretrainDataset(Dataset):
 
     def _keypoints(self, path: Path) -> torch.Tensor:
         assert self.folder.keypoints is not None
-        rel = path.relative_to(self.folder.root / "images").as_posix() if (
-            self.folder.root / "images") in path.parents else path.name
+        rel = (
+            path.relative_to(self.folder.root / "images").as_posix()
+            if (self.folder.root / "images") in path.parents
+            else path.name
+        )
         raw = self.folder.keypoints.get(rel)
         if raw is None:
             return torch.zeros(17, 3)
@@ -202,7 +209,8 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
         self.global_batch = micro_batch * world_size
         if self.global_batch > num_samples:
             raise DataFormatError(
-                "pretraining data", f"at least {self.global_batch} images for one global micro-batch",
+                "pretraining data",
+                f"at least {self.global_batch} images for one global micro-batch",
                 f"{num_samples}",
             )
         self.per_epoch = num_samples // self.global_batch

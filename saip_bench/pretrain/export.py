@@ -56,7 +56,9 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     try:
         return json.loads(side.read_text())
     except FileNotFoundError as exc:
-        raise DataFormatError(side, "the JSON sidecar written next to the backbone weights", "missing") from exc
+        raise DataFormatError(
+            side, "the JSON sidecar written next to the backbone weights", "missing"
+        ) from exc
     except json.JSONDecodeError as exc:
         raise DataFormatError(side, "a JSON object", str(exc)) from exc
 
@@ -81,7 +83,9 @@ def load_backbone(path: str | Path, img_size: tuple[int, int] | None = None) -> 
         state["pos_embed"] = resize_pos_embed(state["pos_embed"], old, new, 1)
     missing, unexpected = backbone.body.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise DataFormatError(path, f"weights of {meta['arch']}", f"missing {missing}, unexpected {unexpected}")
+        raise DataFormatError(
+            path, f"weights of {meta['arch']}", f"missing {missing}, unexpected {unexpected}"
+        )
     backbone.pretrain_meta = meta  # type: ignore[attr-defined]
     return backbone
 

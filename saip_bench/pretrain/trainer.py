@@ -287,8 +287,12 @@ class Trainer:
 
     def config_hash(self) -> str:
         return stable_hash(
-            {"train": self.config.model_dump(mode="json"), "method": self.method.hyperparameters(),
-             "method_name": self.method_name, "backbone": self.method.backbone.name}
+            {
+                "train": self.config.model_dump(mode="json"),
+                "method": self.method.hyperparameters(),
+                "method_name": self.method_name,
+                "backbone": self.method.backbone.name,
+            }
         )
 
     def _rng_state(self) -> dict[str, Any]:
@@ -462,7 +466,9 @@ class Trainer:
         else:
             grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
             grad_norm = float(torch.stack(grads).norm()) if grads else 0.0
-        healthy = math.isfinite(sums["loss"]) and math.isfinite(grad_norm) and sums["loss"] < cfg.guard.max_loss
+        healthy = (
+            math.isfinite(sums["loss"]) and math.isfinite(grad_norm) and sums["loss"] < cfg.guard.max_loss
+        )
         if self.dist.enabled:
             flag = torch.tensor([0.0 if healthy else 1.0], device=self.device)
             dist.all_reduce(flag)
@@ -483,14 +489,21 @@ class Trainer:
 
     def _stop_unhealthy(self, sums: dict[str, float], grad_norm: float) -> None:
         """Non-finite or exploding loss/gradients: the update is NOT applied; save the intact state."""
-        finite = all(torch.isfinite(t).all() for t in self.method.state_dict().values() if t.is_floating_point())
+        finite = all(
+            torch.isfinite(t).all() for t in self.method.state_dict().values() if t.is_floating_point()
+        )
         if finite:
             self.save_checkpoint()
         if self.dist.is_main:
             atomic_write_json(
                 self.out_dir / "failure.json",
-                {"step": self.step, "loss_terms": sums, "grad_norm": grad_norm,
-                 "checkpoint": str(self.checkpoint_path), "checkpoint_updated": bool(finite)},
+                {
+                    "step": self.step,
+                    "loss_terms": sums,
+                    "grad_norm": grad_norm,
+                    "checkpoint": str(self.checkpoint_path),
+                    "checkpoint_updated": bool(finite),
+                },
             )
         terms = ", ".join(f"{k}={v:.4g}" for k, v in sorted(sums.items()))
         raise TrainingError(
@@ -500,12 +513,16 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ display
-    def _progress(self):  # noqa: ANN202 - rich Progress
+    def _progress(self):  # rich Progress
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         return Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
         )
 
     @staticmethod

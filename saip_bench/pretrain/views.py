@@ -267,9 +267,9 @@ def upsampled_mask_noise(
     (the keep count need not equal the number of visible cells: SAIP_METHOD.md §4.8.5).
     """
     up = F.interpolate(keep_mask.unsqueeze(1).float(), size=new_grid, mode="nearest").flatten(1)
-    ties = torch.from_numpy(
-        np.stack([rng.random(up.shape[1]).astype(np.float32) for rng in rngs])
-    ).to(up.device)
+    ties = torch.from_numpy(np.stack([rng.random(up.shape[1]).astype(np.float32) for rng in rngs])).to(
+        up.device
+    )
     return (1.0 - up) + 0.5 * ties
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import timm
-
-import saip_bench  # noqa: F401
 from saip_bench.backbones.base import Backbone, StageInfo
 from saip_bench.pretrain.methods.saip import SAIP
 from saip_bench.pretrain.trainer import TrainConfig
@@ -27,8 +24,17 @@ MICRO_SAIP: dict[str, Any] = {
 
 
 def micro_vit() -> Backbone:
-    kwargs = {"img_size": (32, 16), "num_classes": 0, "dynamic_img_size": True, "dynamic_img_pad": True,
-              "embed_dim": 48, "depth": 8, "num_heads": 3}
+    import timm  # after saip_bench (torchvision shim)
+
+    kwargs = {
+        "img_size": (32, 16),
+        "num_classes": 0,
+        "dynamic_img_size": True,
+        "dynamic_img_pad": True,
+        "embed_dim": 48,
+        "depth": 8,
+        "num_heads": 3,
+    }
     body = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kwargs)
     return Backbone("vit_micro", body, "vit", "vit_tiny_patch16_224", kwargs, (32, 16), [StageInfo(48, 16)])
 
@@ -39,7 +45,15 @@ def micro_saip(**overrides: Any) -> SAIP:
 
 def micro_train_config(**overrides: Any) -> TrainConfig:
     base = {
-        "steps": 6, "warmup_steps": 1, "batch_size": 4, "lr": 1e-3, "clip_grad": 3.0, "amp": False,
-        "checkpoint_every": 3, "img_size": [32, 16], "source_size": [32, 16], "background_size": [32, 32],
+        "steps": 6,
+        "warmup_steps": 1,
+        "batch_size": 4,
+        "lr": 1e-3,
+        "clip_grad": 3.0,
+        "amp": False,
+        "checkpoint_every": 3,
+        "img_size": [32, 16],
+        "source_size": [32, 16],
+        "background_size": [32, 32],
     }
     return TrainConfig.model_validate({**base, **overrides})

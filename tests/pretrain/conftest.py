@@ -37,3 +37,15 @@ def write_pretrain_folder(
 @pytest.fixture(scope="session")
 def pretrain_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_pretrain_folder(tmp_path_factory.mktemp("pretrain"))
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """One intra-op thread: on a shared, oversubscribed 2-core machine OpenMP barriers made two threads
+    30x slower than one for these micro models (measured); results do not depend on it."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -14,8 +14,15 @@ from saip_bench.pretrain.data import (
 def test_scan_and_items(pretrain_root):
     folder = PretrainFolder.scan(pretrain_root)
     assert len(folder.images) == 16 and len(folder.identities) == 4 and len(folder.backgrounds) == 3
-    dataset = PretrainDataset(folder, (64, 32), 0, with_backgrounds=True, background_size=(48, 48),
-                              with_labels=True, with_keypoints=True)
+    dataset = PretrainDataset(
+        folder,
+        (64, 32),
+        0,
+        with_backgrounds=True,
+        background_size=(48, 48),
+        with_labels=True,
+        with_keypoints=True,
+    )
     batch = collate([dataset[(i, 0)] for i in range(3)])
     assert batch["image"].shape == (3, 3, 64, 32) and batch["image"].dtype == torch.uint8
     assert batch["background"].shape == (3, 3, 48, 48)

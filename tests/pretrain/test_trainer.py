@@ -6,7 +6,7 @@ import torch
 
 from saip_bench.errors import SpecError, TrainingError, UserError
 from saip_bench.pretrain.base import PretrainMethod
-from saip_bench.pretrain.trainer import Trainer, TrainConfig, load_preset, lr_at, param_groups
+from saip_bench.pretrain.trainer import TrainConfig, Trainer, load_preset, lr_at, param_groups
 
 from ._micro import micro_saip, micro_train_config, micro_vit
 
@@ -35,7 +35,7 @@ def test_param_groups_skip_bias_norm_and_named():
 
 def test_presets_validate_and_unknown_is_clear():
     for preset in ("quick", "paper"):
-        train_cfg, method_cfg = load_preset("saip", preset)
+        train_cfg, _ = load_preset("saip", preset)
         assert isinstance(train_cfg, TrainConfig)
     paper, _ = load_preset("saip", "paper")
     assert paper.epochs == 300 and paper.batch_size * paper.accum_steps * 8 == 2048 and paper.blr == 2.5e-4
@@ -50,8 +50,16 @@ def _fit(root, out, **kw):
     resume = kw.pop("resume", False)
     torch.manual_seed(0)
     method = micro_saip()
-    trainer = Trainer(method, micro_train_config(**kw), root, out, seed=3, resume=resume, progress=False,
-                      stop_after=stop_after)
+    trainer = Trainer(
+        method,
+        micro_train_config(**kw),
+        root,
+        out,
+        seed=3,
+        resume=resume,
+        progress=False,
+        stop_after=stop_after,
+    )
     return trainer.fit(), method
 
 
@@ -98,7 +106,9 @@ class _NaNAtStep3(PretrainMethod):
 
 def test_nan_guard_stops_and_keeps_last_good_state(pretrain_root, tmp_path):
     method = _NaNAtStep3()
-    trainer = Trainer(method, micro_train_config(checkpoint_every=100), pretrain_root, tmp_path, progress=False)
+    trainer = Trainer(
+        method, micro_train_config(checkpoint_every=100), pretrain_root, tmp_path, progress=False
+    )
     with pytest.raises(TrainingError, match="non-finite"):
         trainer.fit()
     state = torch.load(tmp_path / "checkpoints/last.pt", weights_only=False)

@@ -71,7 +71,10 @@ def test_saip_views_paper_shapes():
     batch = 2
     cfg = SAIPViewConfig()
     views = make_saip_views(
-        torch.rand(batch, 3, 256, 128), torch.arange(batch), 7, cfg,
+        torch.rand(batch, 3, 256, 128),
+        torch.arange(batch),
+        7,
+        cfg,
         backgrounds=torch.rand(batch, 3, 200, 200),
     )
     assert views["global"].shape == (2 * batch, 3, 256, 128)

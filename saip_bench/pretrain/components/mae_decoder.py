@@ -34,7 +34,10 @@ def masking_from_noise(noise: torch.Tensor, keep: int) -> tuple[torch.Tensor, to
 
 
 def random_masking(
-    batch: int, length: int, mask_ratio: float, generator: torch.Generator | None = None,
+    batch: int,
+    length: int,
+    mask_ratio: float,
+    generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Uniform random masking of ``mask_ratio`` of ``length`` patches (MAE); see ``masking_from_noise``."""

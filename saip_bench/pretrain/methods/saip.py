@@ -116,17 +116,30 @@ class SAIPNet(nn.Module):
             tap_dim = backbone.stages[self.tap_index].channels
             self.patch = backbone.stages[self.tap_index].reduction
         self.inter_norm = nn.LayerNorm(tap_dim, eps=1e-6)
-        self.csm_head = DINOHead(
-            backbone.num_features, cfg.head_out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim
-        ) if cfg.csm else None
+        self.csm_head = (
+            DINOHead(backbone.num_features, cfg.head_out_dim, cfg.head_hidden_dim, cfg.head_bottleneck_dim)
+            if cfg.csm
+            else None
+        )
         anchor_grid = (cfg.views.global_size[0] // self.patch, cfg.views.global_size[1] // self.patch)
-        self.csr_decoder = MAEDecoder(
-            tap_dim, cfg.csr_dim, cfg.csr_depth, cfg.csr_heads, patch_size=self.patch,
-            pos_grid=anchor_grid, num_prefix=2,
-        ) if use_csr else None
-        self.css_decoder = CSSDecoder(
-            tap_dim, tap_dim, cfg.css_dim, cfg.css_heads, cfg.css_self_blocks, cfg.css_conv_layers
-        ) if cfg.css else None
+        self.csr_decoder = (
+            MAEDecoder(
+                tap_dim,
+                cfg.csr_dim,
+                cfg.csr_depth,
+                cfg.csr_heads,
+                patch_size=self.patch,
+                pos_grid=anchor_grid,
+                num_prefix=2,
+            )
+            if use_csr
+            else None
+        )
+        self.css_decoder = (
+            CSSDecoder(tap_dim, tap_dim, cfg.css_dim, cfg.css_heads, cfg.css_self_blocks, cfg.css_conv_layers)
+            if cfg.css
+            else None
+        )
 
     # -------------------------------------------------------------- encoders
     def encode(
@@ -169,7 +182,9 @@ class SAIPNet(nn.Module):
         tokens = torch.cat([tokens.mean(1, keepdim=True), tokens], dim=1)
         return self.inter_norm(tokens), tuple(fmap.shape[-2:])
 
-    def encode_masked(self, images: torch.Tensor, ids_keep: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def encode_masked(
+        self, images: torch.Tensor, ids_keep: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
         tokens, grid = vit_forward_visible(self.backbone.body, images, ids_keep, stop=self.tap_index + 1)
         return self.inter_norm(tokens), grid
 
@@ -179,6 +194,13 @@ def attention_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> 
     log_t = F.log_softmax(teacher_logits.float(), dim=-1)
     log_s = F.log_softmax(student_logits.float(), dim=-1)
     return (log_t.exp() * (log_t - log_s)).sum(-1).mean()
+
+
+def css_bce(logits: torch.Tensor, paste_mask: torch.Tensor) -> torch.Tensor:
+    """BCE-with-logits of (B, h, w) mask logits against the (B, 1, H, W) paste mask, nearest-downsampled
+    to the logit grid and averaged over cells."""
+    target = F.interpolate(paste_mask.float(), size=tuple(logits.shape[-2:]), mode="nearest")[:, 0]
+    return F.binary_cross_entropy_with_logits(logits.float(), target)
 
 
 def tokens_to_fmap(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -209,17 +231,33 @@ class SAIP(PretrainMethod):
             raise SpecError("saip: every objective is switched off (csm, csr, css)")
         self.student = SAIPNet(backbone, cfg, self.use_csr)
         self.teacher = EMATeacher(self.student, cfg.momentum_base, cfg.momentum_final)
-        self.dino_loss = DINOLoss(
-            cfg.head_out_dim, cfg.student_temp, cfg.teacher_temp, cfg.warmup_teacher_temp,
-            cfg.warmup_teacher_steps, cfg.center_momentum,
-        ) if cfg.csm else None
+        self.dino_loss = (
+            DINOLoss(
+                cfg.head_out_dim,
+                cfg.student_temp,
+                cfg.teacher_temp,
+                cfg.warmup_teacher_temp,
+                cfg.warmup_teacher_steps,
+                cfg.center_momentum,
+            )
+            if cfg.csm
+            else None
+        )
         patch = self.student.patch
         v = cfg.views
         self.view_cfg = SAIPViewConfig(
-            global_size=tuple(v.global_size), local_size=tuple(v.local_size), n_local=v.n_local,
-            scales=tuple(v.scales), rescale_rounding=v.rescale_rounding, masked_scale=v.masked_scale,
-            mask_keep=1.0 - v.mask_ratio, canvas_size=tuple(v.canvas_size), paste_alpha=v.paste_alpha,
-            patch=patch, with_masked=self.use_csr, with_canvas=cfg.css,
+            global_size=tuple(v.global_size),
+            local_size=tuple(v.local_size),
+            n_local=v.n_local,
+            scales=tuple(v.scales),
+            rescale_rounding=v.rescale_rounding,
+            masked_scale=v.masked_scale,
+            mask_keep=1.0 - v.mask_ratio,
+            canvas_size=tuple(v.canvas_size),
+            paste_alpha=v.paste_alpha,
+            patch=patch,
+            with_masked=self.use_csr,
+            with_canvas=cfg.css,
         )
         self.needs_backgrounds = cfg.css  # instance attribute: no canvas, no backgrounds needed
         # pooled-stage encoders leave the body's head norm unused
@@ -238,7 +276,11 @@ class SAIP(PretrainMethod):
         return None
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {**self.cfg.model_dump(mode="json"), "csr_active": self.use_csr, "csm_attn_active": self.use_attn}
+        return {
+            **self.cfg.model_dump(mode="json"),
+            "csr_active": self.use_csr,
+            "csm_attn_active": self.use_attn,
+        }
 
     def no_weight_decay_names(self) -> set[str]:
         return {"pos_embed", "cls_token", "mask_token", "reg_token"}
@@ -272,7 +314,9 @@ class SAIP(PretrainMethod):
         if cfg.csm:
             local_cls = student.encode(views["local"])["cls"] if "local" in views else None
             anchor_cls = student.encode(views["anchor_scaled"])["cls"]
-            cls_all = [glob["cls"]] + ([local_cls] if local_cls is not None else []) + [roi["cls"], anchor_cls]
+            cls_all = (
+                [glob["cls"]] + ([local_cls] if local_cls is not None else []) + [roi["cls"], anchor_cls]
+            )
             logits, embedding = student.csm_head.forward_with_embedding(torch.cat(cls_all))
             student_logits = logits.view(-1, batch, logits.shape[-1])
             with torch.no_grad():
@@ -304,12 +348,8 @@ class SAIP(PretrainMethod):
                 canvas_tokens, canvas_grid = teacher.encode_tap_only(views["canvas"])
             canvas_fmap = tokens_to_fmap(canvas_tokens, canvas_grid)
             memory, mask_features = student.css_decoder.canvas_features(canvas_fmap)
-            inst_target = F.interpolate(views["inst_mask"].float(), size=canvas_grid, mode="nearest")[:, 0]
-            roi_target = F.interpolate(views["roi_mask"].float(), size=canvas_grid, mode="nearest")[:, 0]
-            inst_logits = student.css_decoder(anchor_tap, memory, mask_features)
-            roi_logits = student.css_decoder(roi["tap"], memory, mask_features)
-            css_inst = F.binary_cross_entropy_with_logits(inst_logits.float(), inst_target)
-            css_roi = F.binary_cross_entropy_with_logits(roi_logits.float(), roi_target)
+            css_inst = css_bce(student.css_decoder(anchor_tap, memory, mask_features), views["inst_mask"])
+            css_roi = css_bce(student.css_decoder(roi["tap"], memory, mask_features), views["roi_mask"])
             out["loss/css_inst"] = css_inst
             out["loss/css_roi"] = css_roi
             terms += [css_inst, css_roi]
