@@ -12,11 +12,11 @@ Rules, per query q:
 
 Scores are percentages (0-100), as papers print them.
 
-Why not argsort: only the ranks of the positives matter. For each query the positives are sorted by
-(distance, gallery index) and every other kept gallery item is bucketed among them with one batched
-``searchsorted``; a bincount + cumsum then gives each positive's rank. That is O(G log K) per query
-instead of O(G log G), needs no (Q, G) index matrix, and runs over chunks of queries so MSMT17 scale
-(11,659 x 82,161) needs a few hundred MB (``benchmarks/metrics_speed.py``).
+Why not argsort: only the ranks of the positives matter, and nothing after a query's last positive
+can precede one. Per query, the items up to the last positive are sorted (numpy's vectorised sort) and
+each positive is located with ``searchsorted``; same-id items come from an id index built once (no
+(Q, G) comparison), and distances are computed per chunk of queries from features, so MSMT17 scale
+(11,659 x 82,161) needs no 3.8 GB matrix and no 7.6 GB index matrix (``benchmarks/metrics_speed.py``).
 """
 
 from __future__ import annotations
@@ -34,149 +34,78 @@ from saip_bench.metrics.base import MetricCommand, load_prediction_npz, register
 
 JUNK_PID = -1
 RANKS = (1, 5, 10)
-CHUNK_ELEMENTS = 1 << 23  # distances per chunk (~8M): ~32 MB of float32 plus a few small buffers
-SPARSE_SHARE = 0.2  # above this share of items ahead of the last positive, the dense path is faster
-SPARSE_BLOCK = 1 << 16  # candidates compared with their row's positives at once
+CHUNK_ELEMENTS = 1 << 23  # distances per chunk (~8M): ~32 MB of float32
 
 
 class GroupIndex:
-    """Column positions per id (built once per evaluation): a query's same-id gallery items without a
-    (Q, G) comparison."""
+    """Gallery columns per id, built once per evaluation: a query's same-id items without comparing
+    its id with the whole gallery."""
 
-    def __init__(self, col_ids: torch.Tensor) -> None:
-        self.col_ids = col_ids
-        self.order = torch.argsort(col_ids, stable=True)
-        self.ids, self.sizes = torch.unique_consecutive(col_ids[self.order], return_counts=True)
-        self.starts = torch.cumsum(self.sizes, 0) - self.sizes
+    def __init__(self, col_ids: np.ndarray) -> None:
+        self.col_ids = np.asarray(col_ids)
+        self.order = np.argsort(self.col_ids, kind="stable")
+        self.ids, self.starts, self.sizes = np.unique(
+            self.col_ids[self.order], return_index=True, return_counts=True
+        )
 
-    def members(self, row_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(row, column) of every same-id pair, row-major with ascending columns."""
-        if self.ids.numel() == 0:
-            empty = torch.zeros(0, dtype=torch.long)
-            return empty, empty
-        slot = torch.searchsorted(self.ids, row_ids).clamp(max=self.ids.numel() - 1)
-        sizes = torch.where(self.ids[slot] == row_ids, self.sizes[slot], torch.zeros_like(slot))
-        rows = torch.repeat_interleave(torch.arange(row_ids.numel()), sizes)
-        offsets = torch.arange(rows.numel()) - (torch.cumsum(sizes, 0) - sizes)[rows]
-        # ``order`` lists each id's columns ascending (stable argsort), so rows come out column-sorted
-        return rows, self.order[self.starts[slot[rows]] + offsets]
+    def members(self, row_id: int) -> np.ndarray:
+        """Columns holding ``row_id``, ascending."""
+        k = int(np.searchsorted(self.ids, row_id))
+        if k >= self.ids.size or self.ids[k] != row_id:
+            return np.zeros(0, dtype=np.int64)
+        return self.order[self.starts[k] : self.starts[k] + self.sizes[k]]
 
 
 def positive_ranks(
-    dist: torch.Tensor,
-    row_ids: torch.Tensor,
-    index: GroupIndex,
-    row_cams: torch.Tensor | None = None,
-    col_cams: torch.Tensor | None = None,
-    col_ignore: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """0-based ranks of each row's positives among its counted items, ascending ``dist``.
+    row: np.ndarray, same: np.ndarray, positive: np.ndarray, counted: np.ndarray | None = None
+) -> np.ndarray:
+    """0-based ranks of one query's ``positive`` columns among its counted items, ascending ``row``.
 
-    Column j is, for row i: *positive* if ``col_ids[j] == row_ids[i]``, not ``col_ignore[j]`` and (when
-    cameras are given) not on the row's camera; *excluded* if same id and same camera or ``col_ignore``;
-    otherwise a counted negative. Ties are broken by column index. Returns ``(ranks, counts)``: ranks
-    (B, K) int64 ascending, padded with -1 beyond ``counts`` (B,) = positives per row.
+    ``same``: every column sharing the query's id (positives plus excluded same-camera items);
+    ``positive`` ⊆ ``same``; ``counted``: bool mask of columns that exist at all (None = all; junk is
+    not counted). Counted columns outside ``same`` are negatives. Ties are broken by column index.
+
+    Only the items not after the last positive matter: they are sorted (numpy's vectorised sort) and
+    each positive's rank is (items strictly closer) - (same-id items strictly closer) + (tied
+    negatives with a smaller column) + (positives before it).
     """
-    rows_n, cols_n = dist.shape
-    rows, cols = index.members(row_ids)
-    keep = torch.ones_like(rows, dtype=torch.bool)
-    if col_ignore is not None:
-        keep &= ~col_ignore[cols]
-    if row_cams is not None and col_cams is not None:
-        keep &= col_cams[cols] != row_cams[rows]
-    rows, cols = rows[keep], cols[keep]
-    counts = torch.bincount(rows, minlength=rows_n)
-    width = int(counts.max()) if rows_n else 0
-    if width == 0:
-        return torch.full((rows_n, 0), -1, dtype=torch.long), counts
-    # Each row's positives in a padded (B, K) table, sorted by (distance, column).
-    slot = torch.arange(rows.numel()) - (torch.cumsum(counts, 0) - counts)[rows]
-    pos_dist = torch.full((rows_n, width), float("inf"), dtype=dist.dtype)
-    pos_col = torch.full((rows_n, width), cols_n, dtype=torch.long)
-    pos_dist[rows, slot] = dist[rows, cols]
-    pos_col[rows, slot] = cols
-    pos_dist, order = torch.sort(pos_dist, dim=1, stable=True)  # stable: column order among ties
-    pos_col = torch.gather(pos_col, 1, order)
-
-    # Items farther than a row's last positive precede no positive: only the rest need counting.
-    last = torch.gather(pos_dist, 1, (counts - 1).clamp(min=0)[:, None])
-    last.masked_fill_((counts == 0)[:, None], float("-inf"))
-    candidate = dist <= last
-    if col_ignore is not None:
-        candidate &= ~col_ignore[None, :]
-    before = torch.zeros((rows_n, width + 1), dtype=torch.long)
-    cand_rows, cand_cols = candidate.nonzero(as_tuple=True)
-    if cand_rows.numel() <= SPARSE_SHARE * candidate.numel():
-        negative = index.col_ids[cand_cols] != row_ids[cand_rows]  # same-id items are never negatives
-        cand_rows, cand_cols = cand_rows[negative], cand_cols[negative]
-        for start in range(0, cand_rows.numel(), SPARSE_BLOCK):
-            r = cand_rows[start : start + SPARSE_BLOCK]
-            c = cand_cols[start : start + SPARSE_BLOCK]
-            d = dist[r, c][:, None]
-            row_dist, row_col = pos_dist[r], pos_col[r]
-            ahead = (row_dist < d) | ((row_dist == d) & (row_col < c[:, None]))
-            before.index_put_((r, ahead.sum(1)), torch.ones_like(r), accumulate=True)
-    else:  # dense: bucket every item among the positives with one batched binary search
-        others = index.col_ids[None, :] != row_ids[:, None]
-        if col_ignore is not None:
-            others &= ~col_ignore[None, :]
-        bucket = torch.searchsorted(pos_dist, dist.contiguous(), right=False)  # positives strictly closer
-        nearest = torch.gather(pos_dist, 1, bucket.clamp(max=width - 1))
-        tied = others & (nearest == dist)
-        if bool(tied.any()):
-            _resolve_ties(bucket, tied, dist, pos_dist, pos_col)
-        bucket.masked_fill_(~others, width)  # positives and excluded items are not counted
-        before.scatter_add_(1, bucket, torch.ones_like(bucket))
-    ranks = torch.cumsum(before[:, :width], 1) + torch.arange(width)
-    ranks.masked_fill_(torch.arange(width) >= counts[:, None], -1)
-    return ranks, counts
+    pos_dist = row[positive]
+    order = np.lexsort((positive, pos_dist))  # by distance, then column
+    pos_dist, pos_col = pos_dist[order], positive[order]
+    ahead = row <= pos_dist[-1]
+    if counted is not None:
+        ahead &= counted
+    items = np.sort(row[ahead])
+    closer = np.searchsorted(items, pos_dist, side="left")
+    equal = np.searchsorted(items, pos_dist, side="right") - closer
+    same_dist = row[same] if counted is None else row[same[counted[same]]]
+    same_closer = (same_dist[None, :] < pos_dist[:, None]).sum(1)
+    same_equal = (same_dist[None, :] == pos_dist[:, None]).sum(1)
+    ties = np.zeros_like(closer)
+    for j in np.flatnonzero(equal > same_equal):  # a negative at exactly a positive's distance (rare)
+        tied = np.flatnonzero(row[: pos_col[j]] == pos_dist[j])
+        if counted is not None:
+            tied = tied[counted[tied]]
+        ties[j] = tied.size - np.isin(tied, same).sum()
+    return closer - same_closer + ties + np.arange(pos_dist.size)
 
 
-def _resolve_ties(
-    bucket: torch.Tensor,
-    tied: torch.Tensor,
-    dist: torch.Tensor,
-    pos_dist: torch.Tensor,
-    pos_col: torch.Tensor,
-) -> None:
-    """Items at exactly a positive's distance: positives with a smaller column index come first."""
-    rows, cols = tied.nonzero(as_tuple=True)
-    for start in range(0, rows.numel(), 1 << 18):
-        r, c = rows[start : start + (1 << 18)], cols[start : start + (1 << 18)]
-        same = pos_dist[r] == dist[r, c][:, None]
-        earlier = (same & (pos_col[r] < c[:, None])).sum(1)
-        bucket[r, c] += earlier
+def rank_summary(ranks: np.ndarray) -> tuple[int, float, float]:
+    """(first-hit rank, AP, INP) of one query from its positives' 0-based ranks (ascending)."""
+    hits = np.arange(1, ranks.size + 1, dtype=np.float64)
+    ap = float(np.mean(hits / (ranks + 1.0)))
+    inp = ranks.size / (float(ranks[-1]) + 1.0)
+    return int(ranks[0]), ap, inp
 
 
-def summarize_ranks(ranks: torch.Tensor, counts: torch.Tensor) -> dict[str, np.ndarray]:
-    """Per-row first-hit rank, AP and INP from ``positive_ranks`` output (rows without positives: NaN)."""
-    valid = counts > 0
-    width = ranks.shape[1]
-    hits = torch.arange(1, width + 1, dtype=torch.float64)
-    filled = ranks >= 0
-    precision = torch.where(filled, hits / (ranks.double() + 1.0), torch.zeros((), dtype=torch.float64))
-    denom = counts.double().clamp(min=1)
-    ap = precision.sum(1) / denom
-    last = torch.gather(ranks, 1, (counts - 1).clamp(min=0)[:, None]).squeeze(1) if width else counts
-    inp = counts.double() / (last.double() + 1.0)
-    first = ranks[:, 0] if width else torch.full_like(counts, -1)
-    nan = torch.tensor(float("nan"), dtype=torch.float64)
-    return {
-        "first": torch.where(valid, first, torch.full_like(first, -1)).numpy(),
-        "ap": torch.where(valid, ap, nan).numpy(),
-        "inp": torch.where(valid, inp, nan).numpy(),
-        "valid": valid.numpy(),
-    }
-
-
-def as_id_vector(name: str, values: np.ndarray, length: int, source: str) -> torch.Tensor:
+def as_id_vector(name: str, values: Any, length: int, source: str) -> np.ndarray:
     array = np.asarray(values)
     if array.ndim != 1 or array.shape[0] != length:
         raise DataFormatError(source, f"{name} as a 1-D array of length {length}", f"shape {array.shape}")
     if not np.issubdtype(array.dtype, np.integer):
         if not np.issubdtype(array.dtype, np.floating) or not np.all(np.equal(np.mod(array, 1), 0)):
             raise DataFormatError(source, f"{name} as integers", f"dtype {array.dtype}")
-    return torch.from_numpy(array.astype(np.int64))
+    return array.astype(np.int64)
 
 
 def as_float_matrix(name: str, array: Any, source: str) -> torch.Tensor:
@@ -197,40 +126,39 @@ def rows_per_chunk(columns: int, chunk_size: int | None) -> int:
 
 
 def _evaluate_reid_rows(
-    distance_rows: Callable[[int, int], torch.Tensor],
-    q_pids: torch.Tensor,
-    g_pids: torch.Tensor,
-    q_camids: torch.Tensor,
-    g_camids: torch.Tensor,
+    distance_rows: Callable[[int, int], np.ndarray],
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
     chunk_size: int | None,
 ) -> dict[str, float]:
-    num_q, num_g = q_pids.numel(), g_pids.numel()
+    num_q, num_g = q_pids.size, g_pids.size
     step = rows_per_chunk(num_g, chunk_size)
     index = GroupIndex(g_pids)
     junk = g_pids == JUNK_PID
-    firsts, aps, inps, valids = [], [], [], []
+    counted = ~junk if junk.any() else None
+    firsts, aps, inps = [], [], []
     for start in range(0, num_q, step):
-        stop = min(num_q, start + step)
-        ranks, counts = positive_ranks(
-            distance_rows(start, stop), q_pids[start:stop], index, q_camids[start:stop], g_camids, junk
-        )
-        summary = summarize_ranks(ranks, counts)
-        firsts.append(summary["first"])
-        aps.append(summary["ap"])
-        inps.append(summary["inp"])
-        valids.append(summary["valid"])
-    valid = np.concatenate(valids) if valids else np.zeros(0, bool)
-    first = np.concatenate(firsts)[valid] if valids else np.zeros(0)
-    num_valid = int(valid.sum())
-    if num_valid == 0:
+        rows = distance_rows(start, min(num_q, start + step))
+        for offset, row in enumerate(rows):
+            i = start + offset
+            same = index.members(int(q_pids[i]))
+            positive = same[(g_camids[same] != q_camids[i]) & ~junk[same]]
+            if positive.size == 0:
+                continue  # no valid match: skipped from every denominator
+            first, ap, inp = rank_summary(positive_ranks(row, same, positive, counted))
+            firsts.append(first)
+            aps.append(ap)
+            inps.append(inp)
+    if not firsts:
         raise UserError("ReID evaluation: no query has a valid match in the gallery (all queries skipped)")
-    result: dict[str, float] = {}
-    for k in RANKS:
-        result[f"rank{k}"] = 100.0 * float(np.mean(first < k))
-    result["mAP"] = 100.0 * float(np.mean(np.concatenate(aps)[valid]))
-    result["mINP"] = 100.0 * float(np.mean(np.concatenate(inps)[valid]))
+    first_hits = np.array(firsts)
+    result: dict[str, float] = {f"rank{k}": 100.0 * float(np.mean(first_hits < k)) for k in RANKS}
+    result["mAP"] = 100.0 * float(np.mean(aps))
+    result["mINP"] = 100.0 * float(np.mean(inps))
     result["num_queries"] = float(num_q)
-    result["num_valid_queries"] = float(num_valid)
+    result["num_valid_queries"] = float(len(firsts))
     return result
 
 
@@ -244,7 +172,7 @@ def evaluate_reid(
     source: str = "<arrays>",
 ) -> dict[str, float]:
     """CMC rank-1/5/10, mAP, mINP (percent) from a (Q, G) distance matrix (smaller = closer)."""
-    dist = as_float_matrix("distmat", distmat, source)
+    dist = as_float_matrix("distmat", distmat, source).numpy()
     num_q, num_g = dist.shape
     qp = as_id_vector("q_pids", q_pids, num_q, source)
     gp = as_id_vector("g_pids", g_pids, num_g, source)
@@ -281,7 +209,7 @@ def evaluate_reid_features(
     qc = as_id_vector("q_camids", q_camids, q.shape[0], source)
     gc = as_id_vector("g_camids", g_camids, g.shape[0], source)
     g_t = g.t().contiguous()
-    return _evaluate_reid_rows(lambda a, b: torch.mm(q[a:b], g_t).neg_(), qp, gp, qc, gc, chunk_size)
+    return _evaluate_reid_rows(lambda a, b: torch.mm(q[a:b], g_t).neg_().numpy(), qp, gp, qc, gc, chunk_size)
 
 
 def evaluate_reid_file(path: str | Path, chunk_size: int | None = None) -> dict[str, float]:

@@ -4,8 +4,8 @@ Every text query is ranked against every gallery image by descending similarity;
 of the same pid. No camera or junk filtering and no skipping: all queries are in every denominator (a
 query whose pid has no gallery image, impossible in the official splits, scores 0 everywhere instead of
 the NaN the reference would produce). Ties are broken by gallery order (a stable sort). Scores are
-percentages (x100, as IRRA prints them). Ranks of the positives come from the same chunked
-``positive_ranks`` as ReID, so no (T, I) index matrix is built.
+percentages (x100, as IRRA prints them). Ranks of the positives come from the same
+``positive_ranks`` as ReID (no full argsort).
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from saip_bench.metrics.reid import (
     as_float_matrix,
     as_id_vector,
     positive_ranks,
-    rows_per_chunk,
-    summarize_ranks,
+    rank_summary,
 )
 
 RANKS = (1, 5, 10)
@@ -35,37 +34,32 @@ def evaluate_retrieval(
     similarity: Any,
     text_pids: Any,
     image_pids: Any,
-    chunk_size: int | None = None,
     source: str = "<arrays>",
 ) -> dict[str, float]:
     """R@1/5/10, mAP, mINP (percent) from a (T, I) similarity matrix (larger = closer)."""
-    sim = as_float_matrix("similarity", similarity, source)
+    sim = as_float_matrix("similarity", similarity, source).numpy()
     num_t, num_i = sim.shape
     if num_t == 0 or num_i == 0:
         raise UserError(f"{source}: retrieval needs at least one text query and one gallery image")
     tp = as_id_vector("text_pids", text_pids, num_t, source)
     ip = as_id_vector("image_pids", image_pids, num_i, source)
-    step = rows_per_chunk(num_i, chunk_size)
     index = GroupIndex(ip)
-    firsts, aps, inps = [], [], []
-    for start in range(0, num_t, step):
-        stop = min(num_t, start + step)
-        ranks, counts = positive_ranks(-sim[start:stop], tp[start:stop], index)
-        summary = summarize_ranks(ranks, counts)
-        firsts.append(summary["first"])
-        aps.append(np.nan_to_num(summary["ap"], nan=0.0))
-        inps.append(np.nan_to_num(summary["inp"], nan=0.0))
-    first = np.concatenate(firsts)
+    first = np.full(num_t, -1)
+    aps, inps = np.zeros(num_t), np.zeros(num_t)
+    for i in range(num_t):
+        same = index.members(int(tp[i]))
+        if same.size:  # a caption whose pid has no image scores 0 (kept in every denominator)
+            first[i], aps[i], inps[i] = rank_summary(positive_ranks(-sim[i], same, same))
     found = first >= 0
     result = {f"R{k}": 100.0 * float(np.mean(found & (first < k))) for k in RANKS}
-    result["mAP"] = 100.0 * float(np.mean(np.concatenate(aps)))
-    result["mINP"] = 100.0 * float(np.mean(np.concatenate(inps)))
+    result["mAP"] = 100.0 * float(np.mean(aps))
+    result["mINP"] = 100.0 * float(np.mean(inps))
     result["num_queries"] = float(num_t)
     result["num_queries_without_match"] = float(np.sum(~found))
     return result
 
 
-def evaluate_retrieval_file(path: str | Path, chunk_size: int | None = None) -> dict[str, float]:
+def evaluate_retrieval_file(path: str | Path) -> dict[str, float]:
     arrays = load_prediction_npz(path, ("similarity", "text_pids", "image_pids"))
     if arrays["similarity"].ndim != 2:
         raise DataFormatError(path, "similarity as a (T, I) matrix", f"shape {arrays['similarity'].shape}")
@@ -73,7 +67,6 @@ def evaluate_retrieval_file(path: str | Path, chunk_size: int | None = None) -> 
         arrays["similarity"],
         arrays["text_pids"],
         arrays["image_pids"],
-        chunk_size=chunk_size,
         source=str(path),
     )
 
@@ -92,7 +85,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="preds.npz with similarity (T x I, larger = closer), text_pids (T), image_pids (I)",
     )
-    parser.add_argument("--chunk-size", type=int, default=None, help="queries per chunk (default: auto)")
 
 
 register_metric_command(
@@ -100,7 +92,7 @@ register_metric_command(
         name="retrieval",
         help="text-to-image retrieval: R@1/5/10, mAP, mINP (%%), all queries, no filtering (FORMATS §13.2)",
         add_arguments=_add_arguments,
-        compute=lambda args: evaluate_retrieval_file(args.input, chunk_size=args.chunk_size),
+        compute=lambda args: evaluate_retrieval_file(args.input),
         main_metric="R1",
     )
 )

@@ -65,7 +65,7 @@ def test_matches_reference_on_random_inputs(seed):
     similarity = rng.normal(size=(text_pids.size, num_i))
     if seed % 2:
         similarity = np.round(similarity * 2) / 2
-    ours = evaluate_retrieval(similarity, text_pids, image_pids, chunk_size=int(rng.integers(1, 9)))
+    ours = evaluate_retrieval(similarity, text_pids, image_pids)
     for key, value in _reference(similarity, text_pids, image_pids).items():
         assert ours[key] == pytest.approx(value, abs=1e-6), key
 
