@@ -39,6 +39,7 @@ from saip_bench.tasks.common import (
     set_backbone_trainable,
 )
 from saip_bench.tasks.dense.features import (
+    backbone_fingerprint,
     head_params,
     input_size,
     multi_level,
@@ -198,7 +199,8 @@ class SegmentationTask(Task):
             result["labels"] = result["labels"].to(torch.uint8)
             return result
 
-        key = stable_hash({"task": ctx.spec.key, "size": size, "levels": head.levels,
+        key = stable_hash({"task": ctx.spec.key, "backbone": backbone_fingerprint(ctx.backbone),
+                           "size": size, "levels": head.levels,
                            "ids": [r["path"] for r in records]})
         result = (cached(ctx.cache_dir / f"parsing-{key}.pt", compute) if ctx.cache_dir is not None
                   else compute())

@@ -49,6 +49,14 @@ def level_channels(backbone: Backbone, levels: Sequence[int], size: tuple[int, i
     return [int(m.shape[1]) for m in maps]
 
 
+def backbone_fingerprint(backbone: Backbone) -> str:
+    """A cheap identity of the weights for feature-cache keys (a cache dir shared by mistake across
+    checkpoints must not hand one backbone's features to another)."""
+    with torch.no_grad():
+        sums = [round(float(p.double().sum()), 6) for p in backbone.parameters()]
+    return f"{backbone.name}-{len(sums)}-{hash(tuple(sums)) & 0xFFFFFFFF:08x}"
+
+
 def protocol_params(spec: TaskSpec, protocol: str | None) -> dict[str, Any]:
     """Spec params overlaid by the protocol's params (e.g. a smaller input or head for ``frozen``)."""
     merged = dict(spec.params)

@@ -38,6 +38,7 @@ from saip_bench.tasks.common import (
     set_backbone_trainable,
 )
 from saip_bench.tasks.dense.features import (
+    backbone_fingerprint,
     head_params,
     input_size,
     level_channels,
@@ -218,7 +219,8 @@ class TopDownPoseTask(Task):
 
             return extract(fn, loader(), ctx.amp, ctx.device)
 
-        key = stable_hash({"task": ctx.spec.key, "size": settings["input_size"], "levels": head.levels,
+        key = stable_hash({"task": ctx.spec.key, "backbone": backbone_fingerprint(ctx.backbone),
+                           "size": settings["input_size"], "levels": head.levels,
                            "codec": settings["codec"],
                            "instances": [(i["path"], i["bbox"]) for i in instances]})
         if ctx.cache_dir is None:
