@@ -33,7 +33,7 @@ FAMILIES = ("vit", "convnet", "hybrid")
 METRIC_ALIASES = [
     {"rank1", "r1", "top1", "cmc1", "rank1acc"},
     {"ma", "meanaccuracy"},
-    {"ap", "map", "apoks", "keypointap", "boxap", "segmap", "maskap"},
+    {"ap", "apoks", "keypointap", "segmap", "maskap"},
     {"wholebodyap", "apwholebody", "wholebody"},
     {"miou", "meaniou"},
 ]
