@@ -91,23 +91,39 @@ def build_method(name: str, backbone_name: str = "vit_tiny", img_size=(128, 64),
 
 def train_losses(
     name: str, data_root: Path, out_dir: Path, steps: int = 8, batch_size: int = 8,
-    img_size=(128, 64), lr: float = 5e-4, **config: Any,
+    img_size=(128, 64), lr: float = 5e-4, backbone: str = "vit_tiny", **config: Any,
 ) -> tuple[list[float], Any]:
-    """Run the one trainer for a few steps; returns the per-step losses and the trained method."""
-    from saip_bench.pretrain.trainer import Trainer, load_preset
+    """A few steps through the CLI's code path (``api.pretrain``: support check, trainer, export).
 
-    train_config, _ = load_preset(
-        name, "quick",
-        {"steps": steps, "batch_size": batch_size, "warmup_steps": 1, "lr": lr, "checkpoint_every": 10_000,
-         "img_size": list(img_size), "source_size": list(img_size)},
-    )
-    from saip_bench.pretrain.base import METHODS
+    Returns the per-step losses and the trained method.
+    """
+    from saip_bench.pretrain import api
 
     if name == "supervised":
-        config = METHODS.get(name).prepare_config(config, data_root)
-    method = build_method(name, img_size=img_size, **config)
-    result = Trainer(method, train_config, data_root, out_dir, seed=0, progress=False).fit()
-    return [entry["loss"] for entry in result.history], method
+        from saip_bench.pretrain.methods.supervised import Supervised
+
+        config = Supervised.prepare_config(config, data_root)
+    overrides = {"steps": steps, "epochs": None, "batch_size": batch_size, "warmup_steps": 1, "lr": lr,
+                 "checkpoint_every": 10_000, "img_size": list(img_size), "source_size": list(img_size)}
+    captured: dict[str, Any] = {}
+    original = api.Trainer.fit
+
+    def fit_and_keep(trainer: Any) -> Any:  # keep the trainer to read its history
+        captured["trainer"] = trainer
+        return original(trainer)
+
+    api.Trainer.fit = fit_and_keep
+    try:
+        path = api.pretrain(name, backbone, "quick", data_root, out_dir, seed=0, progress=False,
+                            overrides=overrides, method_overrides=config)
+    finally:
+        api.Trainer.fit = original
+    trainer = captured["trainer"]
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["method"] == name and sidecar["hyperparameters"] == json.loads(
+        json.dumps(trainer.method.hyperparameters())
+    )
+    return [entry["loss"] for entry in trainer.history], trainer.method
 
 
 def decreased(losses: list[float], window: int = 3) -> bool:

@@ -126,3 +126,12 @@ def test_few_steps_through_the_trainer_reduce_the_loss(people_root, tmp_path) ->
     losses, method = train_losses("hap", people_root, tmp_path, steps=8, batch_size=8)
     assert decreased(losses), losses
     assert method.needs_keypoints and method.hyperparameters()["align_weight"] == 0.05
+
+
+def test_cli_refuses_a_hybrid_with_a_clear_message(people_root, tmp_path, capsys) -> None:
+    from saip_bench.cli import main
+
+    args = ["pretrain", "--method", "hap", "--backbone", "tinyvit_5m", "--data", str(people_root),
+            "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 2
+    assert "supported families: vit" in capsys.readouterr().err

@@ -73,3 +73,14 @@ def test_few_steps_through_the_trainer_reduce_the_loss(people_root, tmp_path) ->
     assert len(losses) == 8 and all(torch.isfinite(torch.tensor(losses)))
     assert decreased(losses), losses
     assert method.hyperparameters()["mask_ratio"] == 0.75
+
+
+def test_cli_refuses_a_convnet_with_a_clear_message(people_root, tmp_path, capsys) -> None:
+    from saip_bench.cli import main
+
+    args = ["pretrain", "--method", "mae", "--backbone", "starnet_s3", "--data", str(people_root),
+            "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 2
+    assert "does not support backbone 'starnet_s3' (family convnet); supported families: vit" in (
+        capsys.readouterr().err
+    )

@@ -61,5 +61,5 @@ def test_paper_preset() -> None:
 
 
 def test_few_steps_through_the_trainer_reduce_the_loss(people_root, tmp_path) -> None:
-    losses, _ = train_losses("mocov3", people_root, tmp_path, steps=10, batch_size=8, img_size=(64, 32))
+    losses, _ = train_losses("mocov3", people_root, tmp_path, steps=8, batch_size=8, img_size=(64, 32))
     assert decreased(losses), losses

@@ -29,3 +29,18 @@ def test_presets_run_a_single_step() -> None:
     for preset in ("quick", "paper"):
         train, _ = load_preset("random", preset)
         assert train.steps == 1 and train.epochs is None
+
+
+def test_cli_exports_the_seeded_init(people_root, tmp_path) -> None:
+    from saip_bench.cli import main
+    from saip_bench.pretrain.export import load_backbone, read_sidecar
+
+    out = tmp_path / "run"
+    args = ["pretrain", "--method", "random", "--backbone", "vit_tiny", "--preset", "quick",
+            "--data", str(people_root), "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    sidecar = read_sidecar(out / "backbone.safetensors")
+    assert sidecar["method"] == "random" and sidecar["step"] == 1
+    exported = load_backbone(out / "backbone.safetensors").export_state_dict()
+    fresh = build_method("random").backbone.export_state_dict()  # the CLI seeds with --seed 0 as well
+    assert all(torch.equal(exported[k], fresh[k]) for k in fresh)
