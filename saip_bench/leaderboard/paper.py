@@ -103,6 +103,7 @@ def compare_with_paper(board: Board, paper: pd.DataFrame, method: str = "saip") 
             "metric_matched": False,
             "comparable": comparable,
             "paper_metric_confidence": ref["metric_confidence"],
+            "scale": 1.0,
         }
         if len(entries):
             entry = entries.sort_values("backbone").iloc[0]
@@ -116,6 +117,10 @@ def compare_with_paper(board: Board, paper: pd.DataFrame, method: str = "saip") 
             if key is None:
                 key = board.dataset_info[ref["dataset"]]["metric"]
             value = cell_metrics[cell_metrics["metric"] == key]["mean"]
+            # Some tasks report fractions, the paper prints percentages: a metric whose values never
+            # exceed 1 on this board is read as a fraction and shown x100 beside the paper.
+            same_metric = ours[(ours["dataset"] == ref["dataset"]) & (ours["metric"] == key)]["mean"]
+            row["scale"] = 100.0 if len(same_metric) and same_metric.abs().max() <= 1.0 else 1.0
             row.update(
                 our_backbone=entry["backbone"],
                 our_metric=key,

@@ -226,7 +226,7 @@ def compare_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, s
         "paper value",
         "our backbone",
         "our metric",
-        "our value",
+        "our value (as %)",
         "comparable",
     ]
     rows = []
@@ -242,7 +242,10 @@ def compare_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, s
                 (fmt(row["paper_value"]), _num(row["paper_value"])),
                 (row["our_backbone"] or "—", row["our_backbone"]),
                 (metric or "—", metric),
-                (fmt(row["our_value"]), _num(row["our_value"])),
+                (
+                    fmt(row["our_value"] * row["scale"]) + (" (fraction ×100)" if row["scale"] != 1 else ""),
+                    _num(row["our_value"] * row["scale"]),
+                ),
                 ("yes" if row["comparable"] else "no", "yes" if row["comparable"] else "no"),
             ]
         )

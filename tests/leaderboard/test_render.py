@@ -78,3 +78,14 @@ def test_fmt():
     assert fmt(float("nan")) == "—"
     assert fmt(91.234, 0.5) == "91.23 ± 0.50"
     assert fmt(0.42391) == "0.4239"
+
+
+def test_compare_paper_scales_fractions_to_percent(tmp_path):
+    import pandas as pd
+
+    records = [rec("saip", "lip", 0.42, metric="mIoU"), rec("dino", "lip", 0.40, metric="mIoU")]
+    write_boards(records, tmp_path, compare="paper")
+    table = pd.read_csv(tmp_path / "compare_paper_synthetic-fast.csv")
+    lip = table[(table["family"] == "vit") & (table["dataset"] == "lip")].iloc[0]
+    assert lip["our_value"] == 0.42 and lip["scale"] == 100.0
+    assert "42.00 (fraction ×100)" in (tmp_path / "leaderboard.md").read_text()
