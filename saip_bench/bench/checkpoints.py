@@ -79,8 +79,11 @@ def default_pretrainer(*, method: str, backbone: str, preset: str, data_dir: Pat
         raise UserError(f"pretraining {method}/{backbone} needs pretraining images (--pretrain-data)")
     if hasattr(trainer, "pretrain"):
         accepted = inspect.signature(trainer.pretrain).parameters
+        # an interrupted pretraining left its trainer checkpoint in the cache folder: continue it
+        name = getattr(trainer, "CHECKPOINT_NAME", "last.pt")
+        resume = (Path(out_dir) / "checkpoints" / name).is_file()
         kwargs = {"method": method, "backbone": backbone, "preset": preset, "data_dir": data_dir,
-                  "out_dir": out_dir, "seed": seed, "steps": steps}
+                  "out_dir": out_dir, "seed": seed, "steps": steps, "resume": resume}
         return Path(trainer.pretrain(**{k: v for k, v in kwargs.items() if k in accepted}))
     from saip_bench.backbones import create_backbone
     from saip_bench.discovery import import_submodules
