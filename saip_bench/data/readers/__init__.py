@@ -4,6 +4,21 @@
 ``verify_dataset`` says whether a root is usable and lists every problem; ``resolve_root`` finds a root
 from ``--root`` or ``$SAIP_DATA/<name>`` (never a hard-coded path). Layouts: ``docs/layouts.md``;
 facts: the dataset cards in ``datasets/`` and FORMATS.md.
+
+``DatasetSplits.meta`` per family (besides ``warnings``):
+
+- market1501 / msmt17: ``num_cameras``; Market ``junk_dropped`` (split -> count), ``distractor_pid`` 0.
+- cuhk_pedes / icfg_pedes: ``annotation_file``.
+- pa100k / peta: ``attribute_names`` (all stored), ``eval_idx`` (columns scored: PA-100K 26, PETA 35,
+  PETAzs all stored), ``group_order`` (Rethinking's reporting order or None), ``annotation_file``; PETA
+  also ``eval_attribute_names``, ``partition``, ``num_partitions``, ``color_idx``, ``extra_idx``.
+- coco / coco_wholebody: ``keypoint_names``, ``sigmas`` (17 / 133), ``skeleton`` (1-based), ``num_keypoints``,
+  ``gt_files`` (split -> official JSON); WholeBody ``part_slices`` (part -> [start, end) in the 133);
+  COCO ``detection_files`` when the AP_H_56 person detections are present.
+- lip / cihp: ``class_names`` (index 10 differs), ``num_classes``, ``ignore_index`` 255, ``flip_pairs``.
+- crowdhuman: ``gt_files`` (split -> odgt), ``image_sizes`` (split -> {ID: [h, w]}), ``box_field`` "fbox".
+- fashionpedia: ``categories``, ``attributes`` (sorted by raw id), ``attribute_index`` (raw id -> 0..A-1),
+  ``category_names``, ``num_attributes``, ``cats_with_attributes``, ``super_classes``, ``gt_files``.
 """
 
 from __future__ import annotations

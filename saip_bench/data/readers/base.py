@@ -322,5 +322,6 @@ def make_splits(
 
 
 def join_path(folder: Path, name: str) -> str:
-    """``folder/name`` as a string; string joining, because pathlib costs ~50 us a file on 126k records."""
+    """``folder/name`` as a string: plain string joining, as pathlib's per-call parsing adds up over the
+    10^5 records of MSMT17 or PA-100K."""
     return f"{folder}{os.sep}{name}"

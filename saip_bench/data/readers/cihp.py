@@ -10,7 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from saip_bench.data.readers.base import DatasetReader, ReadContext, join_path, make_splits, require_dir
-from saip_bench.data.readers.lip import parse_id_list, parsing_file_checks, parsing_meta
+from saip_bench.data.readers.lip import (
+    parse_id_list,
+    parsing_file_checks,
+    parsing_meta,
+    split_overlap_problems,
+)
 from saip_bench.data.records import DatasetSplits, ParsingRecord
 
 CIHP_CLASSES = (
@@ -72,3 +77,6 @@ class CihpReader(DatasetReader):
 
     def file_checks(self, data: DatasetSplits):
         return parsing_file_checks(data, len(CIHP_CLASSES))
+
+    def consistency_problems(self, data: DatasetSplits) -> list[str]:
+        return split_overlap_problems(data)

@@ -77,6 +77,15 @@ def parsing_meta(classes: tuple[str, ...]) -> dict:
     }
 
 
+def split_overlap_problems(data: DatasetSplits) -> list[str]:
+    """The same image id in train and val means the lists are not the official split."""
+    ids = {split: {r["id"] for r in records} for split, records in data.splits.items()}
+    shared = ids.get("train", set()) & ids.get("val", set())
+    if shared:
+        return [f"train and val lists share {len(shared)} image ids (e.g. {sorted(shared)[:3]})"]
+    return []
+
+
 def parsing_file_checks(data: DatasetSplits, num_classes: int):
     for records in data.splits.values():
         for record in records:
@@ -123,3 +132,6 @@ class LipReader(DatasetReader):
 
     def file_checks(self, data: DatasetSplits):
         return parsing_file_checks(data, len(LIP_CLASSES))
+
+    def consistency_problems(self, data: DatasetSplits) -> list[str]:
+        return split_overlap_problems(data)

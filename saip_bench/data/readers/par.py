@@ -282,7 +282,12 @@ def read_peta_mat(path: Path, partition: int = 0) -> dict[str, Any]:
     image_index = data[:, 0].astype(np.int64)
     if not np.array_equal(image_index, np.arange(1, rows + 1)):
         raise DataFormatError(path, "peta.data column 0 = image index 1..N in row order", "another order")
-    selected = np.asarray(_struct_field(struct, "selected_attribute", path)).reshape(-1).astype(np.int64)
+    selected = np.asarray(_struct_field(struct, "selected_attribute", path)).reshape(-1)
+    if selected.dtype.kind not in "uif" or not np.all(np.isfinite(selected)):
+        raise DataFormatError(
+            path, "peta.selected_attribute as numeric 1-based data columns", _describe(selected)
+        )
+    selected = selected.astype(np.int64)
     eval_idx = selected - (PETA_LABEL_START + 1)  # 1-based data columns 5..39 -> attributes 0..34
     if selected.size == 0 or eval_idx.min() < 0 or eval_idx.max() >= len(names):
         raise DataFormatError(path, "peta.selected_attribute as 1-based data columns 5..", str(selected[:5]))
@@ -472,13 +477,14 @@ class PetaReader(DatasetReader):
         if not isinstance(image_names, list) or not all(isinstance(n, str) for n in image_names):
             raise DataFormatError(pkl_path, "image_name as a list of file names", type(image_names).__name__)
         names = data["attr_name"]
-        names = [str(n) for n in (names.tolist() if isinstance(names, np.ndarray) else names)]
-        labels = binary_labels(
-            np.asarray(data["label"]) if not isinstance(data["label"], np.ndarray) else data["label"],
-            pkl_path,
-            "label",
-            len(names),
-        )
+        names = names.tolist() if isinstance(names, np.ndarray) else names
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise DataFormatError(pkl_path, "attr_name as a list of attribute names", repr(names)[:80])
+        try:
+            label_array = np.asarray(data["label"])
+        except (ValueError, TypeError) as exc:
+            raise DataFormatError(pkl_path, "label as an N x A matrix", str(exc)) from exc
+        labels = binary_labels(label_array, pkl_path, "label", len(names))
         if labels.shape[0] != len(image_names):
             raise DataFormatError(
                 pkl_path, f"one label row per image name ({len(image_names)})", str(labels.shape[0])
@@ -515,7 +521,12 @@ class PetaReader(DatasetReader):
             splits["trainval"] = splits["train"] + splits["val"]
         label_idx = data.get("label_idx")
         if isinstance(label_idx, dict) and "eval" in label_idx:
-            eval_idx = [int(i) for i in np.asarray(label_idx["eval"]).reshape(-1)]
+            eval_array = np.asarray(label_idx["eval"]).reshape(-1)
+            if eval_array.dtype.kind not in "ui" or not all(0 <= i < len(names) for i in eval_array):
+                raise DataFormatError(
+                    pkl_path, f"label_idx.eval as indices in 0..{len(names) - 1}", repr(eval_array[:10])
+                )
+            eval_idx = [int(i) for i in eval_array]
         else:  # the PETAzs pickle has no label_idx: every stored attribute is evaluated
             eval_idx = list(range(len(names)))
         meta = {

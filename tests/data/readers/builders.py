@@ -37,11 +37,19 @@ def write_label(path: Path, array: np.ndarray) -> Path:
 
 def build_market1501(root: Path) -> Path:
     names = {
-        "bounding_box_train": ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg", "0007_c3s3_077419_03.jpg"],
+        "bounding_box_train": [
+            "0002_c1s1_000451_03.jpg",
+            "0002_c2s1_000301_01.jpg",
+            "0007_c3s3_077419_03.jpg",
+        ],
         "query": ["0001_c1s1_001051_00.jpg", "0003_c4s1_000001_00.jpg"],
         "bounding_box_test": [
-            "0001_c2s1_000301_01.jpg", "0001_c1s1_001052_00.jpg", "0003_c1s1_000002_00.jpg",
-            "0000_c1s1_000003_01.jpg", "-1_c3s1_000004_01.jpg", "-1_c1s1_000005_02.jpg",
+            "0001_c2s1_000301_01.jpg",
+            "0001_c1s1_001052_00.jpg",
+            "0003_c1s1_000002_00.jpg",
+            "0000_c1s1_000003_01.jpg",
+            "-1_c3s1_000004_01.jpg",
+            "-1_c1s1_000005_02.jpg",
         ],
     }
     for folder, files in names.items():
@@ -54,13 +62,20 @@ def build_market1501(root: Path) -> Path:
 def build_msmt17(root: Path, version: str = "v2") -> Path:
     train_dir, test_dir = ("mask_train_v2", "mask_test_v2") if version == "v2" else ("train", "test")
     lists = {
-        "list_train.txt": (train_dir, [("0000/0000_000_01_0303morning_0015_0.jpg", 0),
-                                       ("0000/0000_001_05_0303noon_0016_1.jpg", 0),
-                                       ("0001/0001_000_15_0303afternoon_0040_0.jpg", 1)]),
+        "list_train.txt": (
+            train_dir,
+            [
+                ("0000/0000_000_01_0303morning_0015_0.jpg", 0),
+                ("0000/0000_001_05_0303noon_0016_1.jpg", 0),
+                ("0001/0001_000_15_0303afternoon_0040_0.jpg", 1),
+            ],
+        ),
         "list_val.txt": (train_dir, [("0002/0002_000_02_0303morning_0101_0.jpg", 2)]),
         "list_query.txt": (test_dir, [("0000/0000_000_03_0114morning_0011_0.jpg", 0)]),
-        "list_gallery.txt": (test_dir, [("0000/0000_001_09_0114noon_0012_0.jpg", 0),
-                                        ("0001/0001_000_12_0114noon_0013_0.jpg", 1)]),
+        "list_gallery.txt": (
+            test_dir,
+            [("0000/0000_001_09_0114noon_0012_0.jpg", 0), ("0001/0001_000_12_0114noon_0013_0.jpg", 1)],
+        ),
     }
     for list_name, (folder, entries) in lists.items():
         for rel, _ in entries:
@@ -70,13 +85,27 @@ def build_msmt17(root: Path, version: str = "v2") -> Path:
 
 
 PEDES_ENTRIES = [
-    {"split": "train", "captions": ["A man in a red coat.", "He wears red.", "Red coat, black shoes."],
-     "file_path": "CUHK01/0363004.png", "processed_tokens": [["a", "man"]], "id": 1},
-    {"split": "train", "captions": ["A woman with a bag."], "file_path": "Market/0002_c1s1_0001.jpg",
-     "processed_tokens": [["a"]], "id": 2},
+    {
+        "split": "train",
+        "captions": ["A man in a red coat.", "He wears red.", "Red coat, black shoes."],
+        "file_path": "CUHK01/0363004.png",
+        "processed_tokens": [["a", "man"]],
+        "id": 1,
+    },
+    {
+        "split": "train",
+        "captions": ["A woman with a bag."],
+        "file_path": "Market/0002_c1s1_0001.jpg",
+        "processed_tokens": [["a"]],
+        "id": 2,
+    },
     {"split": "val", "captions": ["Blue shirt.", "Blue top."], "file_path": "cam_a/001_45.bmp", "id": 12004},
-    {"split": "test", "captions": ["Green pants.", "Green trousers."], "file_path": "test_query/p10376_s14337.jpg",
-     "id": 13003},
+    {
+        "split": "test",
+        "captions": ["Green pants.", "Green trousers."],
+        "file_path": "test_query/p10376_s14337.jpg",
+        "id": 13003,
+    },
 ]
 
 
@@ -90,12 +119,27 @@ def build_cuhk_pedes(root: Path) -> Path:
 
 def build_icfg_pedes(root: Path) -> Path:
     entries = [
-        {"split": "train", "captions": ["A man in grey."], "file_path": "train/0000/0000_000_01_0303morning_0015_0.jpg",
-         "processed_tokens": [["a"]], "id": 0},
-        {"split": "train", "captions": ["A girl in pink."], "file_path": "train/0001/0001_000_02_0303noon_0001_0.jpg",
-         "processed_tokens": [["a"]], "id": 1},
-        {"split": "test", "captions": ["A boy in black."], "file_path": "test/3102/3102_000_03_0113noon_0001_0.jpg",
-         "processed_tokens": [["a"]], "id": 3102},
+        {
+            "split": "train",
+            "captions": ["A man in grey."],
+            "file_path": "train/0000/0000_000_01_0303morning_0015_0.jpg",
+            "processed_tokens": [["a"]],
+            "id": 0,
+        },
+        {
+            "split": "train",
+            "captions": ["A girl in pink."],
+            "file_path": "train/0001/0001_000_02_0303noon_0001_0.jpg",
+            "processed_tokens": [["a"]],
+            "id": 1,
+        },
+        {
+            "split": "test",
+            "captions": ["A boy in black."],
+            "file_path": "test/3102/3102_000_03_0113noon_0001_0.jpg",
+            "processed_tokens": [["a"]],
+            "id": 3102,
+        },
     ]
     for entry in entries:
         write_jpg(root / "imgs" / entry["file_path"])
@@ -105,10 +149,32 @@ def build_icfg_pedes(root: Path) -> Path:
 
 
 PA100K_NAMES = (
-    "Female", "AgeOver60", "Age18-60", "AgeLess18", "Front", "Side", "Back", "Hat", "Glasses", "HandBag",
-    "ShoulderBag", "Backpack", "HoldObjectsInFront", "ShortSleeve", "LongSleeve", "UpperStride", "UpperLogo",
-    "UpperPlaid", "UpperSplice", "LowerStripe", "LowerPattern", "LongCoat", "Trousers", "Shorts",
-    "Skirt&Dress", "boots",
+    "Female",
+    "AgeOver60",
+    "Age18-60",
+    "AgeLess18",
+    "Front",
+    "Side",
+    "Back",
+    "Hat",
+    "Glasses",
+    "HandBag",
+    "ShoulderBag",
+    "Backpack",
+    "HoldObjectsInFront",
+    "ShortSleeve",
+    "LongSleeve",
+    "UpperStride",
+    "UpperLogo",
+    "UpperPlaid",
+    "UpperSplice",
+    "LowerStripe",
+    "LowerPattern",
+    "LongCoat",
+    "Trousers",
+    "Shorts",
+    "Skirt&Dress",
+    "boots",
 )
 
 
@@ -168,9 +234,13 @@ def build_coco(root: Path, real_dir: Path, wholebody_json: dict | None = None) -
         for image in data["images"]:
             (folder / image["file_name"]).symlink_to(real_dir / image["file_name"])
         if wholebody_json is None:
-            shutil.copy(real_dir / "test_coco.json", root / "annotations" / f"person_keypoints_{split}2017.json")
+            shutil.copy(
+                real_dir / "test_coco.json", root / "annotations" / f"person_keypoints_{split}2017.json"
+            )
         else:
-            (root / "annotations" / f"coco_wholebody_{split}_v1.0.json").write_text(json.dumps(wholebody_json))
+            (root / "annotations" / f"coco_wholebody_{split}_v1.0.json").write_text(
+                json.dumps(wholebody_json)
+            )
     name = "person_keypoints_val2017.json" if wholebody_json is None else "coco_wholebody_val_v1.0.json"
     return root / "annotations" / name
 
@@ -200,7 +270,9 @@ def build_lip(root: Path, ids: dict[str, list[str]] | None = None, flat: bool = 
     ids = ids or {"train": ["100034_483681", "10005_205677"], "val": ["114317_456748"]}
     for split, split_ids in ids.items():
         image_dir = root / (f"{split}_images" if flat else f"TrainVal_images/{split}_images")
-        label_dir = root / (f"{split}_segmentations" if flat else f"TrainVal_parsing_annotations/{split}_segmentations")
+        label_dir = root / (
+            f"{split}_segmentations" if flat else f"TrainVal_parsing_annotations/{split}_segmentations"
+        )
         for n, image_id in enumerate(split_ids):
             write_jpg(image_dir / f"{image_id}.jpg", (20, 30))
             label = np.zeros((30, 20), dtype=np.uint8)
@@ -233,12 +305,30 @@ def build_cihp(root: Path, real_cihp: Path) -> Path:
 CROWD_LINE = {
     "ID": "283554,35288000868e92d4",
     "gtboxes": [
-        {"tag": "person", "fbox": [-5, 10, 40, 90], "vbox": [0, 10, 30, 80], "hbox": [10, 10, 10, 12],
-         "extra": {"box_id": 0, "occ": 1}, "head_attr": {"ignore": 0, "occ": 0, "unsure": 0}},
-        {"tag": "person", "fbox": [50, 10, 20, 60], "vbox": [50, 10, 20, 60], "hbox": [55, 10, 8, 9],
-         "extra": {"box_id": 1, "occ": 0, "ignore": 1}, "head_attr": {"ignore": 1, "occ": 0, "unsure": 0}},
-        {"tag": "mask", "fbox": [70, 0, 30, 40], "vbox": [70, 0, 30, 40], "hbox": [70, 0, 30, 40],
-         "extra": {"ignore": 1}, "head_attr": {}},
+        {
+            "tag": "person",
+            "fbox": [-5, 10, 40, 90],
+            "vbox": [0, 10, 30, 80],
+            "hbox": [10, 10, 10, 12],
+            "extra": {"box_id": 0, "occ": 1},
+            "head_attr": {"ignore": 0, "occ": 0, "unsure": 0},
+        },
+        {
+            "tag": "person",
+            "fbox": [50, 10, 20, 60],
+            "vbox": [50, 10, 20, 60],
+            "hbox": [55, 10, 8, 9],
+            "extra": {"box_id": 1, "occ": 0, "ignore": 1},
+            "head_attr": {"ignore": 1, "occ": 0, "unsure": 0},
+        },
+        {
+            "tag": "mask",
+            "fbox": [70, 0, 30, 40],
+            "vbox": [70, 0, 30, 40],
+            "hbox": [70, 0, 30, 40],
+            "extra": {"ignore": 1},
+            "head_attr": {},
+        },
     ],
 }
 
@@ -283,11 +373,17 @@ def build_peta_small(root: Path, real_mat: Path, rows: int = 30) -> Path:
     cut = (rows // 2, rows * 3 // 4)
     for k in range(5):
         order = np.roll(np.arange(1, rows + 1), k)
-        partitions[k, 0] = (order[: cut[0]].reshape(-1, 1).astype(float),
-                            order[cut[0] : cut[1]].reshape(-1, 1).astype(float),
-                            order[cut[1] :].reshape(-1, 1).astype(float))
-    peta = {"data": struct["data"][:rows], "attribute": struct["attribute"],
-            "selected_attribute": struct["selected_attribute"], "partion_attribute": partitions}
+        partitions[k, 0] = (
+            order[: cut[0]].reshape(-1, 1).astype(float),
+            order[cut[0] : cut[1]].reshape(-1, 1).astype(float),
+            order[cut[1] :].reshape(-1, 1).astype(float),
+        )
+    peta = {
+        "data": struct["data"][:rows],
+        "attribute": struct["attribute"],
+        "selected_attribute": struct["selected_attribute"],
+        "partion_attribute": partitions,
+    }
     root.mkdir(parents=True, exist_ok=True)
     scipy.io.savemat(str(root / "PETA.mat"), {"peta": peta})
     for index in range(1, rows + 1):

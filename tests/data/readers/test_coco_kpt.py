@@ -32,10 +32,34 @@ def test_real_coco_sample_values(coco_sample):
 def test_coco_root_meta_and_gt_files(tmp_path, coco_sample):
     build_coco(tmp_path, coco_sample)
     data = read_dataset("coco", tmp_path)
-    assert data.meta["sigmas"] == pytest.approx([s / 10 for s in (.26, .25, .25, .35, .35, .79, .79, .72, .72, .62,
-                                                                  .62, 1.07, 1.07, .87, .87, .89, .89)])
+    assert data.meta["sigmas"] == pytest.approx(
+        [
+            s / 10
+            for s in (
+                0.26,
+                0.25,
+                0.25,
+                0.35,
+                0.35,
+                0.79,
+                0.79,
+                0.72,
+                0.72,
+                0.62,
+                0.62,
+                1.07,
+                1.07,
+                0.87,
+                0.87,
+                0.89,
+                0.89,
+            )
+        ]
+    )
     assert len(COCO_SIGMAS) == 17
-    assert data.meta["gt_files"]["val"] == str(tmp_path.resolve() / "annotations" / "person_keypoints_val2017.json")
+    assert data.meta["gt_files"]["val"] == str(
+        tmp_path.resolve() / "annotations" / "person_keypoints_val2017.json"
+    )
     assert data.meta["skeleton"][0] == [16, 14]
     assert data.counts()["val"] == {"images": 4, "annotations": 14}
     report = verify_dataset("coco", tmp_path, full=True)
@@ -55,8 +79,13 @@ def test_wholebody_concatenates_133_points_in_part_order(tmp_path, coco_sample):
     ann = data.splits["val"][0]["annotations"][0]
     assert len(ann["keypoints"]) == 133 * 3
     slices = part_slices()
-    assert slices == {"body": (0, 17), "foot": (17, 23), "face": (23, 91), "lefthand": (91, 112),
-                      "righthand": (112, 133)}
+    assert slices == {
+        "body": (0, 17),
+        "foot": (17, 23),
+        "face": (23, 91),
+        "lefthand": (91, 112),
+        "righthand": (112, 133),
+    }
     assert ann["keypoints"][: 17 * 3] == raw[0]["keypoints"]
     assert ann["keypoints"][17 * 3 : 23 * 3] == raw[0]["foot_kpts"]
     assert ann["keypoints"][23 * 3 : 91 * 3] == raw[0]["face_kpts"]

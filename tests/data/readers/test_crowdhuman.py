@@ -42,8 +42,11 @@ def test_malformed_odgt_line_names_file_and_line(tmp_path):
 
 @pytest.mark.parametrize(
     ("box", "expected"),
-    [({"tag": "person"}, "keys"), ({"tag": "person", "fbox": [1, 2, 3]}, "'fbox' as a list of 4 numbers"),
-     ({"tag": 1, "fbox": [1, 2, 3, 4]}, "'tag' as a string")],
+    [
+        ({"tag": "person"}, "keys"),
+        ({"tag": "person", "fbox": [1, 2, 3]}, "'fbox' as a list of 4 numbers"),
+        ({"tag": 1, "fbox": [1, 2, 3, 4]}, "'tag' as a string"),
+    ],
 )
 def test_malformed_gtbox(tmp_path, box, expected):
     build_crowdhuman(tmp_path)

@@ -20,10 +20,16 @@ def test_real_sample_categories_attributes_and_bboxes(fashion_sample):
     first = anns[0]
     assert first["id"] == 16 and first["category_id"] == 24 and first["attribute_ids"] == []
     polygon = raw["annotations"][0]["segmentation"][0]
-    assert first["bbox"] == [min(polygon[0::2]), min(polygon[1::2]), max(polygon[0::2]) - min(polygon[0::2]),
-                             max(polygon[1::2]) - min(polygon[1::2])]  # no bbox in the sample: from the polygon
+    assert first["bbox"] == [
+        min(polygon[0::2]),
+        min(polygon[1::2]),
+        max(polygon[0::2]) - min(polygon[0::2]),
+        max(polygon[1::2]) - min(polygon[1::2]),
+    ]  # no bbox in the sample: from the polygon
     with_attrs = next(a for a in anns if a["attribute_ids"])
-    assert with_attrs["attribute_indices"] == [meta["attribute_index"][i] for i in with_attrs["attribute_ids"]]
+    assert with_attrs["attribute_indices"] == [
+        meta["attribute_index"][i] for i in with_attrs["attribute_ids"]
+    ]
 
 
 def test_release_like_non_contiguous_attribute_ids_are_remapped(tmp_path, fashion_sample):
@@ -36,8 +42,12 @@ def test_release_like_non_contiguous_attribute_ids_are_remapped(tmp_path, fashio
     assert data.meta["num_attributes"] == 294 and len(data.meta["categories"]) == 46
     anns = [a for r in data.splits["val"] for a in r["annotations"]]
     remapped = next(a for a in anns if any(i >= 281 for i in a["attribute_ids"]))
-    assert all(index[r] == i for r, i in zip(remapped["attribute_ids"], remapped["attribute_indices"], strict=True))
-    assert data.splits["val"][0]["path"] == str(tmp_path.resolve() / "test" / "000000009813.jpg")  # val in test/
+    assert all(
+        index[r] == i for r, i in zip(remapped["attribute_ids"], remapped["attribute_indices"], strict=True)
+    )
+    assert data.splits["val"][0]["path"] == str(
+        tmp_path.resolve() / "test" / "000000009813.jpg"
+    )  # val in test/
     assert data.meta["gt_files"]["val"].endswith("instances_attributes_val2020.json")
     report = verify_dataset("fashionpedia", tmp_path)
     assert sorted(report.problems) == [

@@ -35,7 +35,10 @@ TARGETS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "cuhk_pedes": (builders.build_cuhk_pedes, "json"),
     "icfg_pedes": (builders.build_icfg_pedes, "json"),
     "pa100k": (builders.build_pa100k, "mat"),
-    "peta": (lambda root: builders.build_peta_small(root, REAL / "peta" / "data" / "PETA" / "PETA.mat"), "mat"),
+    "peta": (
+        lambda root: builders.build_peta_small(root, REAL / "peta" / "data" / "PETA" / "PETA.mat"),
+        "mat",
+    ),
     "coco": (lambda root: builders.build_coco(root, COCO), "json"),
     "coco_wholebody": (lambda root: builders.build_coco_wholebody(root, COCO), "json"),
     "lip": (builders.build_lip, "text"),
@@ -92,7 +95,9 @@ def _mat_value(data):
     if kind == "text":
         return data.draw(st.text(max_size=10))
     if kind == "cell":
-        return builders.cell(data.draw(st.lists(st.text(string.ascii_letters, min_size=1, max_size=5), max_size=4)))
+        return builders.cell(
+            data.draw(st.lists(st.text(string.ascii_letters, min_size=1, max_size=5), max_size=4))
+        )
     return np.zeros((0, 0))
 
 
@@ -137,7 +142,7 @@ def corrupt(name: str, root: Path, target: Path, original: bytes, data) -> None:
 
 
 def restore(name: str) -> None:
-    root, target, original = _ROOTS[name]
+    _, target, original = _ROOTS[name]
     target.write_bytes(original)
     if TARGETS[name][1] == "filename":
         for path in target.parent.glob("*.jpg"):
@@ -175,3 +180,30 @@ def test_malformed_annotations_raise_only_project_errors(name, data):
         assert isinstance(report.problems, list)
     finally:
         restore(name)
+
+
+zs_values = json_values | st.builds(
+    lambda n, k: np.arange(n).reshape(-1) * k, st.integers(0, 40), st.integers(-1, 2)
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    entries=st.dictionaries(
+        st.sampled_from(["image_name", "label", "attr_name", "partition", "label_idx", "other"]),
+        zs_values | st.dictionaries(st.sampled_from(["train", "val", "test", "trainval", "eval"]), zs_values),
+    )
+)
+def test_malformed_petazs_pickles_raise_only_project_errors(entries):
+    import pickle
+
+    root, _, _ = _root("peta")
+    pkl = root / "dataset_zs_run0.pkl"
+    try:
+        pkl.write_bytes(pickle.dumps(entries))
+        try:
+            read_dataset("peta", root, version="zs").counts()
+        except SaipBenchError:
+            pass
+    finally:
+        pkl.unlink(missing_ok=True)

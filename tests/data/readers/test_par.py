@@ -17,7 +17,12 @@ def test_real_peta_mat_values(peta_mat):
     assert data.meta["attribute_names"][:2] == ["personalLess30", "personalLess45"]
     assert data.meta["eval_idx"] == list(range(35))
     assert data.meta["group_order"] == list(PETA_GROUP_ORDER)
-    assert {k: len(v) for k, v in data.splits.items()} == {"train": 9500, "val": 1900, "test": 7600, "trainval": 11400}
+    assert {k: len(v) for k, v in data.splits.items()} == {
+        "train": 9500,
+        "val": 1900,
+        "test": 7600,
+        "trainval": 11400,
+    }
     # partition 0, 1-based in the file -> 0-based rows; labels = data[:, 4:]
     train_1based = raw[3][0][0][0][0][0][:, 0]
     assert train_1based[0] == 13183
@@ -63,7 +68,9 @@ def test_pa100k_stray_variable_is_a_warning_and_wrong_variable_an_error(tmp_path
     assert any("text_images_name" in w for w in read_dataset("pa100k", tmp_path).meta["warnings"])
     variables.pop("test_images_name")
     build_pa100k(tmp_path, variables)
-    with pytest.raises(DataFormatError, match=r"annotation\.mat: expected a variable 'test_images_name'.*text_images"):
+    with pytest.raises(
+        DataFormatError, match=r"annotation\.mat: expected a variable 'test_images_name'.*text_images"
+    ):
         read_dataset("pa100k", tmp_path)
 
 
@@ -123,16 +130,25 @@ def _zs_pickle(path, protocol=4, partition=None):
         labels = np.zeros((10, 35), dtype=np.int64)
         labels[:, 0] = 1
         labels[0, 1] = 2
-        data = EasyDict({
-            "description": "peta",
-            "root": "/x",
-            "image_name": [f"{i:05d}.png" for i in range(1, 11)],
-            "label": labels,
-            "attr_name": [f"a{i}" for i in range(35)],
-            "partition": EasyDict(partition or {"train": np.arange(0, 5), "val": np.arange(5, 7),
-                                                 "trainval": np.arange(0, 7), "test": np.arange(7, 10)}),
-            "weight_train": np.full(35, 0.5),
-        })
+        data = EasyDict(
+            {
+                "description": "peta",
+                "root": "/x",
+                "image_name": [f"{i:05d}.png" for i in range(1, 11)],
+                "label": labels,
+                "attr_name": [f"a{i}" for i in range(35)],
+                "partition": EasyDict(
+                    partition
+                    or {
+                        "train": np.arange(0, 5),
+                        "val": np.arange(5, 7),
+                        "trainval": np.arange(0, 7),
+                        "test": np.arange(7, 10),
+                    }
+                ),
+                "weight_train": np.full(35, 0.5),
+            }
+        )
         path.write_bytes(pickle.dumps(data, protocol=protocol))
     finally:
         del sys.modules["easydict"]
@@ -158,8 +174,12 @@ def test_petazs_identity_overlap_is_a_problem(peta_root):
     _zs_pickle(tmp_path / "dataset_zs_run0.pkl")
     assert verify_dataset("peta", tmp_path, version="zs").usable  # rows 0-6 vs 7-9: identities 95-96 vs 97
     # rows 2 (identity 95) and 5 (identity 96) in test, their other images in trainval
-    partition = {"train": np.array([0, 1]), "val": np.array([3, 4]), "trainval": np.array([0, 1, 3, 4]),
-                 "test": np.array([2, 5])}
+    partition = {
+        "train": np.array([0, 1]),
+        "val": np.array([3, 4]),
+        "trainval": np.array([0, 1, 3, 4]),
+        "test": np.array([2, 5]),
+    }
     _zs_pickle(tmp_path / "dataset_zs_run0.pkl", partition=partition)
     report = verify_dataset("peta", tmp_path, version="zs")
     assert [p for p in report.problems if "identity-disjoint" in p] == [

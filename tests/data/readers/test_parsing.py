@@ -35,7 +35,9 @@ def test_lip_official_layout_with_real_val_images(tmp_path, realdata):
         label = np.zeros((height, width), dtype=np.uint8)
         label[height // 4 : height // 2, :] = 5
         label[-1, -1] = 255
-        write_label(tmp_path / "TrainVal_parsing_annotations" / "val_segmentations" / f"{image_id}.png", label)
+        write_label(
+            tmp_path / "TrainVal_parsing_annotations" / "val_segmentations" / f"{image_id}.png", label
+        )
     data = read_dataset("lip", tmp_path)
     assert data.version == "official"
     assert data.meta["class_names"] == list(LIP_CLASSES) and data.meta["class_names"][10] == "Jumpsuits"
@@ -65,7 +67,9 @@ def test_label_checks(tmp_path):
     label = np.zeros((30, 20), dtype=np.uint8)
     path = write_label(tmp_path / "a.png", label)
     assert load_label(path, (20, 30)).shape == (30, 20)
-    with pytest.raises(DataFormatError, match=r"a\.png: expected a label of the image's size 20x31.*found 20x30"):
+    with pytest.raises(
+        DataFormatError, match=r"a\.png: expected a label of the image's size 20x31.*found 20x30"
+    ):
         load_label(path, (20, 31))
     label[0, 0] = 20
     write_label(path, label)
@@ -103,8 +107,9 @@ def test_real_cihp_sample_in_pgn_layout(cihp_sample):
         labels = load_label(record["label_path"], Image.open(record["path"]).size)
         assert labels.dtype == np.uint8 and labels.max() <= 19 and labels.max() > 0
     labels = load_label(data.splits["val"][0]["label_path"])
-    assert set(np.unique(labels).tolist()) == set(np.unique(np.asarray(Image.open(
-        cihp_sample / "labels" / "0002190.png"))).tolist())
+    assert set(np.unique(labels).tolist()) == set(
+        np.unique(np.asarray(Image.open(cihp_sample / "labels" / "0002190.png"))).tolist()
+    )
 
 
 def test_cihp_official_layout_with_id_maps(tmp_path, cihp_sample):

@@ -36,8 +36,9 @@ def test_market_drops_junk_keeps_distractors_and_ignores_other_files(tmp_path):
     assert data.counts()["gallery"] == {"images": 4, "identities": 3}
 
 
-@pytest.mark.parametrize("name", ["abc_c1s1_000001_00.jpg", "0001_c7s1_000001_00.jpg", "1502_c1s1_000001_00.jpg",
-                                  "0001_x1s1.jpg"])
+@pytest.mark.parametrize(
+    "name", ["abc_c1s1_000001_00.jpg", "0001_c7s1_000001_00.jpg", "1502_c1s1_000001_00.jpg", "0001_x1s1.jpg"]
+)
 def test_bad_market_names_are_format_errors(tmp_path, name):
     build_market1501(tmp_path)
     write_jpg(tmp_path / "query" / name)
@@ -67,8 +68,15 @@ def test_msmt17_forced_version_with_other_layout_is_unusable(tmp_path):
     assert any("mask_train_v2" in p for p in report.problems)
 
 
-@pytest.mark.parametrize("line", ["0000/0000_000_01_0303morning_0015_0.jpg", "0000/0000_000_01_x.jpg zero",
-                                  "0000/0000_000_16_0303morning_0015_0.jpg 0", "0000/bad.jpg 0"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "0000/0000_000_01_0303morning_0015_0.jpg",
+        "0000/0000_000_01_x.jpg zero",
+        "0000/0000_000_16_0303morning_0015_0.jpg 0",
+        "0000/bad.jpg 0",
+    ],
+)
 def test_msmt17_malformed_list_lines_name_the_line(tmp_path, line):
     build_msmt17(tmp_path, "v2")
     (tmp_path / "list_query.txt").write_text(line + "\n")

@@ -1,4 +1,5 @@
 import json
+
 import pytest
 
 from saip_bench.cli import main
@@ -43,7 +44,9 @@ def test_real_data_counts_are_compared_with_the_card(tmp_path):
     build_market1501(tmp_path)
     report = verify_dataset("market1501", tmp_path)
     assert not report.usable and not report.synthetic
-    assert "split 'train': 3 images, expected 12936 (card market1501.yaml, version v15.09.15)" in report.problems
+    assert (
+        "split 'train': 3 images, expected 12936 (card market1501.yaml, version v15.09.15)" in report.problems
+    )
     assert report.splits["gallery"] == {"images": 4, "identities": 3}
 
 
