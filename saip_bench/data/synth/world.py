@@ -24,7 +24,10 @@ from saip_bench.utils import atomic_write_json, console
 
 FORMAT_VERSION = 1
 WORLD_FILE = ".world.json"
-SIDE_DIR = ".world"  # sidecar facts (identity of every image) for tests and debugging; not part of a dataset
+SIDE_DIR = ".world"
+PARALLEL_MIN_IMAGES = (
+    1500  # sidecar facts (identity of every image) for tests and debugging; not part of a dataset
+)
 
 EXPORTERS: dict[str, Callable[[ExportContext], None]] = {
     "market1501": export_reid.export_market1501,
@@ -89,7 +92,8 @@ def generate_world(
 
     A dataset is skipped when ``<out>/.world.json`` records the same (preset, seed, code version) for it
     and its folder exists, unless ``force``. Same seed + preset -> byte-identical files, whatever the
-    number of ``workers`` (processes; default: up to 2, one dataset each at a time).
+    number of ``workers`` (processes, one dataset each at a time; default: 2 for worlds of at least
+    ``PARALLEL_MIN_IMAGES`` images, else 1).
     """
     out = Path(out)
     spec = get_preset(preset)
@@ -120,7 +124,10 @@ def generate_world(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    n_workers = max(1, min(len(todo), workers if workers is not None else min(2, os.cpu_count() or 1)))
+    if workers is None:  # processes pay off only for big worlds (start-up costs a few seconds)
+        big = sum(planned_images(spec, n) for n in todo) >= PARALLEL_MIN_IMAGES
+        workers = min(2, os.cpu_count() or 1) if big else 1
+    n_workers = max(1, min(len(todo), workers))
     with Progress(*columns, console=console, transient=False) as progress:
         tasks = {name: progress.add_task(name, total=planned_images(spec, name)) for name in todo}
         for name in todo:
@@ -132,7 +139,7 @@ def generate_world(
                 done = _export_one(*job, tick=lambda n, t=tasks[job[3]]: progress.advance(t, n))
                 _record(progress, tasks, state, state_path, done)
         else:  # datasets are independent streams: run them side by side, same bytes as serially
-            context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            context = _worker_context()
             with context.Manager() as manager:
                 queue = manager.Queue()
                 with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
@@ -145,6 +152,16 @@ def generate_world(
                             _record(progress, tasks, state, state_path, future.result())
                     _drain(queue, progress, tasks)
     return out
+
+
+def _worker_context() -> mp.context.BaseContext:
+    """Workers forked from a clean server process (not from the caller, which may hold OpenMP/OpenCV
+    thread pools that do not survive ``fork``); spawn where forkserver does not exist."""
+    if "forkserver" in mp.get_all_start_methods():
+        context = mp.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return mp.get_context("spawn")
 
 
 def _export_one(
