@@ -101,6 +101,10 @@ class DINO(PretrainMethod):
         # fraction freezes step 0 as well
         frozen = 1 if float(cfg["freeze_last_layer_fraction"]) > 0 else 0
         self.register_buffer("freeze_steps", torch.tensor(frozen, dtype=torch.long))
+        # same for the teacher-temperature warm-up length (1 = "warming up" until the length is known);
+        # a buffer, so a resumed run uses the right temperature from its first step
+        warming = 1 if float(cfg["teacher_temp_warmup_fraction"]) > 0 else 0
+        self.register_buffer("temp_warmup_steps", torch.tensor(warming, dtype=torch.long))
 
     # ---- views -------------------------------------------------------------------------------
     def global_views(self, images: torch.Tensor, rngs: list[np.random.Generator]) -> list[torch.Tensor]:
@@ -167,7 +171,12 @@ class DINO(PretrainMethod):
             "stat/teacher_temp": torch.tensor(self.loss_fn.current_teacher_temp()),
         }
 
+    def sync_schedules(self) -> None:
+        """Give the loss the persisted warm-up length (set by ``advance_schedules``) before each step."""
+        self.loss_fn.warmup_teacher_steps = int(self.temp_warmup_steps)
+
     def forward(self, views: dict[str, Any]) -> dict[str, torch.Tensor]:
+        self.sync_schedules()
         all_views = list(views["global"]) + list(views["local"])
         cls = self.student_cls(all_views)
         heads = [self.head_logits(c) for c in cls]
@@ -183,7 +192,9 @@ class DINO(PretrainMethod):
     def advance_schedules(self, step: int, total_steps: int) -> None:
         """Teacher-temperature warm-up (a fraction of all steps) and the frozen-last-layer window."""
         fraction = float(self.config["teacher_temp_warmup_fraction"])
-        self.loss_fn.warmup_teacher_steps = round(fraction * total_steps)
+        if fraction > 0:
+            self.temp_warmup_steps.fill_(max(1, round(fraction * total_steps)))
+        self.sync_schedules()
         if float(self.config["freeze_last_layer_fraction"]) > 0:
             frozen = max(1, round(float(self.config["freeze_last_layer_fraction"]) * total_steps))
             self.freeze_steps.fill_(frozen)

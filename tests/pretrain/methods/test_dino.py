@@ -113,3 +113,17 @@ def test_few_steps_through_the_trainer_reduce_the_loss(people_root, tmp_path) ->
     losses, _ = train_losses("dino", people_root, tmp_path, steps=8, batch_size=8, img_size=(64, 32),
                              local_crops=1)
     assert decreased(losses), losses
+
+
+def test_warm_up_starts_at_the_warm_up_temperature_and_survives_a_reload() -> None:
+    warm = {"warmup_teacher_temp": 0.04, "teacher_temp": 0.07, "teacher_temp_warmup_fraction": 0.1}
+    method = build_method("dino", **warm)
+    views = method.make_views(fake_batch(2), torch.Generator().manual_seed(0))
+    method(views)  # step 0: the length is not known yet, the temperature is the warm-up one
+    assert method.loss_fn.current_teacher_temp() == pytest.approx(0.04)
+    method.on_after_step(5, 100)
+    state = method.state_dict()
+    resumed = build_method("dino", **warm)
+    resumed.load_state_dict(state)
+    resumed(views)  # a resumed run's first step already knows the 10-step warm-up
+    assert resumed.loss_fn.current_teacher_temp() == pytest.approx(0.055)
