@@ -28,7 +28,7 @@ from saip_bench.data.readers.base import open_image as _open_image
 from saip_bench.errors import DataFormatError
 
 SAMPLE_PER_KIND = 24  # files of each kind opened without --full
-MAX_PER_KIND = 50  # messages of one kind listed before summarising the rest
+MAX_PER_KIND = 50  # console only: messages of one kind shown before summarising (--json lists all)
 WORLD_MARKER = ".world.json"
 
 
@@ -44,6 +44,7 @@ class VerifyReport:
     available_versions: list[str] = field(default_factory=list)
     files_checked: int = 0
     full: bool = False
+    problem_kinds: list[str] = field(default_factory=list)
 
     @property
     def usable(self) -> bool:
@@ -82,32 +83,34 @@ class VerifyReport:
             console.print(table)
         scope = "every file" if self.full else f"a sample of up to {SAMPLE_PER_KIND} files per kind"
         console.print(f"opened {self.files_checked} files ({scope})")
-        for label, style, messages in (
-            ("warning", "yellow", self.warnings),
-            ("problem", "red", self.problems),
-        ):
-            for message in messages:
-                console.print(Text.assemble((label, style), " ", message), highlight=False)
+        for message in self.warnings:
+            console.print(Text.assemble(("warning", "yellow"), " ", message), highlight=False)
+        shown: dict[str, int] = {}
+        kinds = self.problem_kinds or ["problem"] * len(self.problems)
+        for kind, message in zip(kinds, self.problems, strict=True):
+            shown[kind] = shown.get(kind, 0) + 1
+            if shown[kind] <= MAX_PER_KIND:
+                console.print(Text.assemble(("problem", "red"), " ", message), highlight=False)
+        for kind, count in shown.items():
+            if count > MAX_PER_KIND:
+                hidden = count - MAX_PER_KIND
+                console.print(f"... and {hidden} more problems of kind '{kind}' (--json lists every one)")
 
 
 class _Problems:
-    """Collects messages per kind, keeping the first ``MAX_PER_KIND`` of each and counting the rest."""
+    """Collects every message with its kind (the console view shortens long runs of one kind)."""
 
     def __init__(self) -> None:
         self.messages: list[str] = []
-        self.overflow: dict[str, int] = {}
-        self.per_kind: dict[str, int] = {}
+        self.kinds: list[str] = []
 
     def add(self, kind: str, message: str) -> None:
-        self.per_kind[kind] = self.per_kind.get(kind, 0) + 1
-        if self.per_kind[kind] <= MAX_PER_KIND:
-            self.messages.append(message)
-        else:
-            self.overflow[kind] = self.overflow.get(kind, 0) + 1
+        self.messages.append(message)
+        self.kinds.append(kind)
 
-    def finish(self) -> list[str]:
-        tail = [f"... and {n} more problems of kind '{kind}'" for kind, n in self.overflow.items()]
-        return self.messages + tail
+    def finish(self, report: VerifyReport) -> None:
+        report.problems = list(self.messages)
+        report.problem_kinds = list(self.kinds)
 
 
 def world_manifest(root: Path) -> dict[str, Any] | None:
@@ -243,7 +246,7 @@ def verify(reader: DatasetReader, root: Path, version: str | None = None, full: 
         data = _read_located(reader, root, chosen, context)
     except DataFormatError as exc:
         problems.add("read", str(exc))
-        report.problems = problems.finish()
+        problems.finish(report)
         report.warnings = context.warnings
         return report
     report.warnings = list(context.warnings)
@@ -269,5 +272,5 @@ def verify(reader: DatasetReader, root: Path, version: str | None = None, full: 
     for message in reader.consistency_problems(data):
         problems.add("consistency", message)
     report.files_checked = _open_files(reader, data, full, problems)
-    report.problems = problems.finish()
+    problems.finish(report)
     return report

@@ -62,6 +62,11 @@ def test_coco_root_meta_and_gt_files(tmp_path, coco_sample):
     )
     assert data.meta["skeleton"][0] == [16, 14]
     assert data.counts()["val"] == {"images": 4, "annotations": 14}
+    assert "detection_files" not in data.meta
+    detections = tmp_path / "person_detection_results" / "COCO_val2017_detections_AP_H_56_person.json"
+    detections.parent.mkdir()
+    detections.symlink_to(coco_sample / "test_coco_det_AP_H_56.json")
+    assert read_dataset("coco", tmp_path).meta["detection_files"] == {"val": str(detections)}
     report = verify_dataset("coco", tmp_path, full=True)
     assert report.files_checked == 8
     assert report.problems == [

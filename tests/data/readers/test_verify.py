@@ -86,3 +86,19 @@ def test_cli_unknown_dataset_and_missing_root_are_one_line_errors(tmp_path, caps
         assert main(["data", "verify", *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("saip-bench: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_every_problem_in_json_console_shortens_long_runs(tmp_path, capsys):
+    from tests.data.readers.builders import build_lip
+
+    build_lip(tmp_path)
+    ids = (tmp_path / "train_id.txt").read_text().split() + [f"9_{i}" for i in range(60)]
+    (tmp_path / "train_id.txt").write_text("\n".join(ids))
+    report = verify_dataset("lip", tmp_path)
+    missing_images = [
+        p for p in report.problems if p.endswith("expected an image file, found nothing at that path")
+    ]
+    assert len(missing_images) == 60
+    report.print()
+    out = capsys.readouterr().out
+    assert "... and 10 more problems of kind 'missing image' (--json lists every one)" in out
