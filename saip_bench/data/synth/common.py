@@ -39,6 +39,7 @@ class ExportContext:
     tick: Callable[[int], None] = lambda n: None
     tiles: list[tuple[np.ndarray, str]] = field(default_factory=list)
     manifest: dict = field(default_factory=dict)  # sidecar facts for tests (identity of each image, ...)
+    counts: dict = field(default_factory=dict)  # split -> {unit: n} as a reader must find them (verify)
     _pool: list[np.ndarray] | None = None
 
     def rng(self, *names: str | int) -> np.random.Generator:

@@ -127,6 +127,7 @@ def export_pa100k(ctx: ExportContext) -> None:
                 on = [PA100K_ATTRIBUTES[j] for j, v in enumerate(lab) if v and j not in view_cols]
                 ctx.add_tile(img, f"{view} " + ",".join(on))
         mat[f"{split}_images_name"] = _cell(names)
+        ctx.counts[split] = {"images": len(names)}
         mat[f"{split}_label"] = np.asarray(labels, dtype=np.uint8)
     mat["attributes"] = _cell(PA100K_ATTRIBUTES)
     write_mat(ctx.root / "annotation.mat", mat)

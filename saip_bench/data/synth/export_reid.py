@@ -90,6 +90,15 @@ def export_market1501(ctx: ExportContext) -> None:
     for _ in range(p.market_distractors):
         write("bounding_box_test", None, 0, int(rng.integers(6)))
     ctx.manifest = {"identities": [a.to_json() for a in people], "images": images}
+    gallery_ids = len(test_idx) + (1 if p.market_distractors else 0)  # pid 0 = the distractors
+    ctx.counts = {
+        "train": {"images": len(train_idx) * p.market_train_per_id, "identities": len(train_idx)},
+        "query": {"images": 2 * len(test_idx), "identities": len(test_idx)},
+        "gallery": {  # junk (-1) is dropped by readers
+            "images": len(test_idx) * p.market_gallery_per_id + p.market_distractors,
+            "identities": gallery_ids,
+        },
+    }
 
 
 # ------------------------------------------------------------------------------------------- MSMT17
@@ -145,6 +154,7 @@ def export_msmt17(ctx: ExportContext) -> None:
                 ctx.add_tile(img, f"{'query' if k < 2 else 'gallery'} {rel[:14]}")
     for split, lines in lists.items():
         write_lines(ctx.root / f"list_{split}.txt", lines)
+        ctx.counts[split] = {"images": len(lines), "identities": len({line.split()[1] for line in lines})}
     ctx.manifest = {"identities": [a.to_json() for a in people], "images": images}
 
 
@@ -213,6 +223,13 @@ def _pedes(ctx: ExportContext, style: str, split_ids: list[tuple[str, int]], id_
                 if len(ctx.tiles) < 8:
                     ctx.add_tile(img, captions[0][:60])
             ident += 1
+    for split, _ in split_ids:
+        rows = [e for e in entries if e["split"] == split]
+        ctx.counts[split] = {
+            "images": len(rows),
+            "identities": len({e["id"] for e in rows}),
+            "captions": sum(len(e["captions"]) for e in rows),
+        }
     json_name = "reid_raw.json" if style == "cuhk" else "ICFG-PEDES.json"
     write_json(ctx.root / json_name, entries)
     ctx.manifest = {"identities": [a.to_json() for a in people], "images": images}

@@ -218,6 +218,7 @@ def _coco_like(ctx: ExportContext, wholebody: bool) -> None:
                 draw_box(tile, crowd["bbox"], (255, 0, 255))
             ctx.add_tile(tile, f"{split} {len(scene.people)} persons", limit=8)
             ctx.tick(1)
+        ctx.counts[split] = {"images": len(images)}
         doc = {
             "info": COCO_INFO,
             "licenses": COCO_LICENSES,
@@ -286,6 +287,7 @@ def export_lip(ctx: ExportContext) -> None:
             ctx.add_tile(np.concatenate([img, colourise(lip)], 1), f"{split} {ident}", limit=10)
             ctx.tick(1)
         write_lines(ctx.root / f"{split}_id.txt", ids)
+        ctx.counts[split] = {"images": len(ids)}
 
 
 # --------------------------------------------------------------------------------------------- CIHP
@@ -337,6 +339,7 @@ def export_cihp(ctx: ExportContext) -> None:
             )
             ctx.tick(1)
         write_lines(ctx.root / folder / f"{split}_id.txt", ids)
+        ctx.counts[split] = {"images": len(ids)}
 
 
 # --------------------------------------------------------------------------------------- CrowdHuman
@@ -348,6 +351,7 @@ def export_crowdhuman(ctx: ExportContext) -> None:
     h, w = p.scene_hw
     for split, n in zip(("train", "val"), p.crowdhuman, strict=True):
         lines = []
+        n_persons = 0
         for k in range(n):
             rng = ctx.rng("scene", split, k)
             n_people = int(rng.integers(4, 15))
@@ -387,6 +391,7 @@ def export_crowdhuman(ctx: ExportContext) -> None:
                 extra = {"box_id": len(boxes), "occ": occ}
                 if vis[3] < 8 or vis[2] * vis[3] < 0.05 * full_area:
                     extra["ignore"] = 1  # barely visible: annotated but ignored
+                n_persons += 1
                 boxes.append(
                     {
                         "tag": "person",
@@ -418,6 +423,7 @@ def export_crowdhuman(ctx: ExportContext) -> None:
             ctx.add_tile(tile, f"{split} {ident[:14]}", limit=6)
             ctx.tick(1)
         (ctx.root / f"annotation_{split}.odgt").write_text("".join(line + "\n" for line in lines))
+        ctx.counts[split] = {"images": len(lines), "persons": n_persons}
 
 
 def _union(*boxes: list[int]) -> list[int]:
@@ -582,3 +588,4 @@ def export_fashionpedia(ctx: ExportContext) -> None:
             ],
         }
         write_json(ctx.root / f"instances_attributes_{split}2020.json", doc)
+        ctx.counts[split] = {"images": len(images), "annotations": len(annotations)}

@@ -172,7 +172,7 @@ def _export_one(
     contact_sheets: bool,
     tick: Callable[[int], None] | None = None,
     queue=None,
-) -> tuple[str, bool, float]:
+) -> tuple[str, bool, float, dict]:
     """Write one dataset root (runs in a worker process when parallel)."""
     started = time.perf_counter()
     root = Path(out) / name
@@ -188,7 +188,7 @@ def _export_one(
         contact_sheet(root / "contact_sheet.png", ctx.tiles)
     if ctx.manifest:
         write_json(Path(out) / SIDE_DIR / f"{name}.json", ctx.manifest)
-    return name, contact_sheets, round(time.perf_counter() - started, 2)
+    return name, contact_sheets, round(time.perf_counter() - started, 2), ctx.counts
 
 
 def _drain(queue, progress: Progress, tasks: dict) -> None:
@@ -201,11 +201,13 @@ def _drain(queue, progress: Progress, tasks: dict) -> None:
 
 
 def _record(
-    progress: Progress, tasks: dict, state: dict, state_path: Path, done: tuple[str, bool, float]
+    progress: Progress, tasks: dict, state: dict, state_path: Path, done: tuple[str, bool, float, dict]
 ) -> None:
-    name, sheets, seconds = done
+    name, sheets, seconds, counts = done
     progress.update(tasks[name], completed=progress.tasks[tasks[name]].total)
     state["datasets"][name] = {"contact_sheet": bool(sheets), "seconds": seconds}
+    if counts:  # what the reader must find; `saip-bench data verify` compares against it
+        state["datasets"][name]["counts"] = counts
     atomic_write_json(state_path, state)
 
 
