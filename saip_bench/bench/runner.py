@@ -292,8 +292,19 @@ class BenchRunner:
             infos.append(self.checkpoint(unit))
         return infos
 
+    def check_roots(self) -> None:
+        """Real data: every dataset of the plan must be there before hours of work start."""
+        if self.preset.data != "real":
+            return
+        missing = sorted({u.dataset for u in self.units() if not self.dataset_root(u.dataset).is_dir()})
+        if missing:
+            where = ", ".join(str(self.dataset_root(d)) for d in missing)
+            raise UserError(f"dataset folder(s) not found: {where} (layouts: docs/layouts.md; "
+                            "narrow the plan with --tasks)")
+
     def run(self) -> BenchReport:
         self.dist.init()
+        self.check_roots()
         planned = self.plan()
         report = BenchReport(planned)
         if self.dist.is_main:

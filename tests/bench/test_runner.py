@@ -8,10 +8,15 @@ from saip_bench.bench.store import OverwritePolicy, load_records
 from saip_bench.errors import UserError
 from tests.bench.fakes import FAKE_SPECS, FakePretrainer, FakeTask, fake_loader, fake_read, fake_world
 
-PRESET = BenchPreset.model_validate({
-    "name": "fake", "methods": ["saip", "mae"], "backbones": ["tiny"], "seeds": [0, 1],
-    "synth_preset": "tiny",
-})
+PRESET = BenchPreset.model_validate(
+    {
+        "name": "fake",
+        "methods": ["saip", "mae"],
+        "backbones": ["tiny"],
+        "seeds": [0, 1],
+        "synth_preset": "tiny",
+    }
+)
 
 
 @pytest.fixture
@@ -19,15 +24,22 @@ def env(tmp_path):
     FakeTask.calls = []
     FakeTask.fail_on = set()
     pretrainer = FakePretrainer()
-    hooks = BenchHooks(specs=FAKE_SPECS, get_task=lambda name: FakeTask(), read_dataset=fake_read,
-                       generate_world=fake_world, pretrainer=pretrainer, backbone_loader=fake_loader,
-                       method_unsupported=lambda m, b: None)
+    hooks = BenchHooks(
+        specs=FAKE_SPECS,
+        get_task=lambda name: FakeTask(),
+        read_dataset=fake_read,
+        generate_world=fake_world,
+        pretrainer=pretrainer,
+        backbone_loader=fake_loader,
+        method_unsupported=lambda m, b: None,
+    )
     return hooks, pretrainer, tmp_path
 
 
 def config(tmp_path, **kw) -> BenchConfig:
-    return BenchConfig(preset=PRESET, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
-                       show_progress=False, **kw)
+    return BenchConfig(
+        preset=PRESET, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache", show_progress=False, **kw
+    )
 
 
 def test_run_writes_one_valid_record_per_unit_with_provenance(env):
@@ -41,8 +53,17 @@ def test_run_writes_one_valid_record_per_unit_with_provenance(env):
     record = next(r for r in records if r.identity.dataset == "crowdhuman")
     assert record.direction == "min" and record.main_metric == "mr" and not record.limited
     prov = record.provenance
-    for key in ("unit_key", "spec_hash", "code_revision", "packages", "world_size", "effective_batch",
-                "seeds", "device", "track"):
+    for key in (
+        "unit_key",
+        "spec_hash",
+        "code_revision",
+        "packages",
+        "world_size",
+        "effective_batch",
+        "seeds",
+        "device",
+        "track",
+    ):
         assert key in prov, key
     assert prov["pretrain"]["sha256"] and prov["pretrain"]["key"]
     assert prov["data"]["fingerprint"] not in ("", "missing") and prov["data"]["source"] == "synthetic"
@@ -136,11 +157,16 @@ def test_same_seed_same_scores(env):
 
 def test_empty_selection_is_a_user_error(env):
     hooks, _, tmp = env
-    one = BenchPreset.model_validate({**PRESET.model_dump(), "seeds": [0], "methods": ["saip"],
-                                      "tasks": ["reid/market1501"]})
+    one = BenchPreset.model_validate(
+        {**PRESET.model_dump(), "seeds": [0], "methods": ["saip"], "tasks": ["reid/market1501"]}
+    )
     with pytest.raises(UserError, match="selects no unit"):
-        run_bench(BenchConfig(preset=one, run_dir=tmp / "r", cache_dir=tmp / "c", shard=(2, 2),
-                              show_progress=False), hooks)
+        run_bench(
+            BenchConfig(
+                preset=one, run_dir=tmp / "r", cache_dir=tmp / "c", shard=(2, 2), show_progress=False
+            ),
+            hooks,
+        )
 
 
 def test_pretrain_only_shards_checkpoints_not_units(env):
@@ -151,3 +177,22 @@ def test_pretrain_only_shards_checkpoints_not_units(env):
     assert sorted(pretrainer.calls) == [("mae", "tiny", 0), ("saip", "tiny", 0)]
     report = run_bench(config(tmp), hooks)  # units reuse the cached checkpoints
     assert len(report.written) == 12 and len(pretrainer.calls) == 2
+
+
+def test_real_data_missing_dataset_folder_fails_before_running(env):
+    hooks, pretrainer, tmp = env
+    real = PRESET.model_copy(update={"data": "real"})
+    (tmp / "data" / "market1501").mkdir(parents=True)
+    with pytest.raises(UserError, match="crowdhuman") as info:
+        run_bench(
+            BenchConfig(
+                preset=real,
+                run_dir=tmp / "run",
+                cache_dir=tmp / "cache",
+                data_root=tmp / "data",
+                pretrain_data=tmp / "data",
+                show_progress=False,
+            ),
+            hooks,
+        )
+    assert "market1501" not in str(info.value) and pretrainer.calls == []
