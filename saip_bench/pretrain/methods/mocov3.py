@@ -97,7 +97,12 @@ class MoCoV3(PretrainMethod):
         cls = self.backbone.forward_features(both)["cls"]
         q1, q2 = (self.predictor(self.projector(c)) for c in cls.split(batch))
         with torch.no_grad():
-            k1, k2 = (self.momentum_encoder(v) for v in (first, second))
+            # MoCo v3 runs the key encoder in train mode: its BatchNorms normalise with the batch
+            # statistics (the shared EMATeacher otherwise keeps its copy in eval mode)
+            keys_encoder = self.momentum_encoder.module
+            keys_encoder.train(self.training)
+            k1, k2 = (keys_encoder(v) for v in (first, second))
+            keys_encoder.eval()
         temperature = float(self.config["temperature"])
         loss = info_nce(q1, k2, temperature) + info_nce(q2, k1, temperature)
         return {"loss": loss, "loss/contrastive": loss.detach(), "stat/embedding_std": embedding_std(q1)}

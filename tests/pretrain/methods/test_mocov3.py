@@ -34,6 +34,7 @@ def test_heads_and_momentum_encoder() -> None:
     out["loss"].backward()
     assert method.predictor[0].weight.grad is not None
     assert all(p.grad is None for p in method.momentum_encoder.parameters())
+    assert not method.momentum_encoder.module.training  # back in eval mode after the key pass
     before = method.momentum_encoder.module.projector[0].weight.clone()
     with torch.no_grad():
         method.projector[0].weight.add_(1.0)
@@ -42,6 +43,20 @@ def test_heads_and_momentum_encoder() -> None:
     torch.testing.assert_close(
         method.momentum_encoder.module.projector[0].weight, m * before + (1 - m) * method.projector[0].weight
     )
+
+
+def test_keys_are_batch_normalised() -> None:
+    """The key projector's last BN (no affine) uses batch statistics: keys have zero mean per dim."""
+    method = build_method("mocov3")
+    views = method.make_views(fake_batch(6), torch.Generator().manual_seed(0))
+    captured = []
+    handle = method.momentum_encoder.module.projector.register_forward_hook(
+        lambda module, inputs, output: captured.append(output)
+    )
+    method(views)
+    handle.remove()
+    assert len(captured) == 2
+    torch.testing.assert_close(captured[0].mean(dim=0), torch.zeros(captured[0].shape[1]), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("backbone", ["tinyvit_5m", "starnet_s3"])
