@@ -624,13 +624,13 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
     else:
         add(-0.06, 1, Prim("ellipse", (hc2, face_axes, 0.0), skin, "face", "head_face"))
         if a.hair_style != "bald":
-            shift = back_dir * face_axes[0] * (0.45 if front > -0.5 else 0.0) + np.array([0, -0.01 * h])
+            shift = back_dir * face_axes[0] * (0.6 if front > -0.5 else 0.0) + np.array([0, -0.01 * h])
             add(
                 -0.06,
                 2,
                 Prim(
                     "ellipse",
-                    (hc2 + shift, (face_axes[0] * (0.9 if front > -0.5 else 1.06), face_axes[1] * 1.02), 0.0),
+                    (hc2 + shift, (face_axes[0] * (0.8 if front > -0.5 else 1.06), face_axes[1] * 1.02), 0.0),
                     hair_col,
                     "hair",
                     "head_hair",
@@ -644,12 +644,25 @@ def build_person(a: Appearance, pose: Pose, foot_x: float, foot_y: float, height
                     3,
                     Prim(
                         "ellipse",
-                        (body[k], (0.008 * h + 0.4, 0.006 * h + 0.4), 0.0),
+                        (body[k], (0.006 * h + 0.4, 0.005 * h + 0.4), 0.0),
                         (40, 30, 30),
                         "face",
                         "head_face",
                     ),
                 )
+    if front > 0.2:  # mouth
+        mouth = P(head_pt(0.0, -0.5, -0.86))
+        add(
+            -0.06,
+            3,
+            Prim(
+                "ellipse",
+                (mouth, (0.011 * h * front + 0.4, 0.0035 * h + 0.4), 0.0),
+                (150, 62, 60),
+                "face",
+                "head_face",
+            ),
+        )
     if a.glasses and front > -0.3:
         vis = [body[k] for k in (1, 2) if body_front[k]]
         if vis:
