@@ -439,24 +439,36 @@ def _now() -> str:
 
 
 def plan_table(planned: Sequence[PlannedUnit], preset: BenchPreset, config: BenchConfig) -> Table:
-    """Rows: method / backbone / seed; columns: datasets; cells: what happens to that unit."""
-    datasets = list(dict.fromkeys(p.unit.dataset for p in planned))
-    rows: dict[tuple[str, str, int], dict[str, PlannedUnit]] = {}
+    """Rows: task/dataset (protocol); columns: method/backbone; cells: one glyph per seed."""
+    entries = list(dict.fromkeys((p.unit.method, p.unit.backbone) for p in planned))
+    datasets = list(dict.fromkeys((p.unit.task, p.unit.dataset, p.unit.protocol) for p in planned))
+    cells: dict[tuple, list[str]] = {}
     for item in planned:
-        rows.setdefault((item.unit.method, item.unit.backbone, item.unit.seed), {})[item.unit.dataset] = item
+        key = (item.unit.task, item.unit.dataset, item.unit.protocol, item.unit.method, item.unit.backbone)
+        cells.setdefault(key, []).append(STATUS_GLYPH[item.status])
     counts = {s: sum(p.status == s for p in planned) for s in STATUS_GLYPH}
     shard = f", shard {config.shard[0]}/{config.shard[1]}" if config.shard != (1, 1) else ""
     limit = f", [red]--limit {config.limit} (records marked limited)[/]" if config.limit else ""
-    title = (f"bench plan '{preset.name}' ({preset.data} data, protocol {preset.protocol}{shard}{limit}): "
-             f"{counts['run']} to run, {counts['done']} done, {counts['stale-kept']} stale kept, "
-             f"{counts['unsupported']} unsupported")
-    table = Table(
-        "method", "backbone", "seed", *datasets, title=title,
-        caption="· to run   ✓ record matches   ~ stale record kept (--overwrite never)   - unsupported",
-    )
-    for (method, backbone, seed), cells in rows.items():
-        table.add_row(method, backbone, str(seed),
-                      *(STATUS_GLYPH[cells[d].status] if d in cells else "" for d in datasets))
+    seeds = sorted({p.unit.seed for p in planned})
+    title = (f"bench plan '{preset.name}' ({preset.data} data, protocol {preset.protocol}, seeds "
+             f"{','.join(map(str, seeds))}{shard}{limit}): {counts['run']} to run, {counts['done']} done, "
+             f"{counts['stale-kept']} stale kept, {counts['unsupported']} unsupported")
+    caption = "· to run  ✓ done  ~ stale kept (--overwrite never)  - unsupported; one glyph per seed"
+    table = Table(title=title, caption=caption)
+    if len(entries) <= 8:  # rows: datasets, columns: method/backbone
+        table.add_column("dataset (protocol)", no_wrap=True)
+        for method, backbone in entries:
+            table.add_column(f"{method}\n{backbone}", justify="center", no_wrap=True)
+        for task, dataset, protocol in datasets:
+            table.add_row(f"{dataset} ({protocol})",
+                          *("".join(cells.get((task, dataset, protocol, m, b), [])) for m, b in entries))
+        return table
+    table.add_column("method/backbone", no_wrap=True)  # many entries: rows are entries
+    for _, dataset, _ in datasets:
+        table.add_column(dataset[:6], justify="center", no_wrap=True)
+    for method, backbone in entries:
+        table.add_row(f"{method}/{backbone}", *("".join(cells.get((t, d, p, method, backbone), []))
+                                                for t, d, p in datasets))
     return table
 
 
