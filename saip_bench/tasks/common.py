@@ -226,3 +226,99 @@ def limit(records: Sequence[dict[str, Any]], n: int | None, seed: int) -> list[d
 
 def n_samples(original: int, effective: int) -> dict[str, int]:
     return {"original": int(original), "effective": int(effective)}
+
+
+# --- single-person tasks (reid, t2i_retrieval, attributes) share these -------------------------------
+
+
+def split_records(data: Any, expression: str) -> list[dict[str, Any]]:
+    """Records of a spec split expression: ``"test"`` or a concatenation such as ``"train+val"``.
+
+    Why: protocols train on unions of official splits (TransReID's MSMT17 train+val, Rethinking-of-PAR's
+    trainval) and the spec names them as data, not code.
+    """
+    from saip_bench.errors import UserError
+
+    records: list[dict[str, Any]] = []
+    for name in expression.split("+"):
+        name = name.strip()
+        if name not in data.splits:
+            raise UserError(
+                f"dataset {data.name!r} has no split {name!r} (spec asks for {expression!r}); "
+                f"splits: {', '.join(sorted(data.splits))}"
+            )
+        records.extend(data.splits[name])
+    return records
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images of ``paths`` resized to ``size`` (H, W) as [0, 1] tensors (normalise per batch), with index."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        size: tuple[int, int],
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        self.paths = list(paths)
+        self.size = (int(size[0]), int(size[1]))
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = pil_to_tensor(load_rgb(self.paths[index]), self.size)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, index
+
+
+def image_loader(
+    paths: Sequence[str],
+    size: tuple[int, int],
+    batch_size: int,
+    num_workers: int = 0,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch_sampler: Iterable[list[int]] | None = None,
+    shuffle_generator: torch.Generator | None = None,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader of (images, indices); in order unless a sampler/generator says otherwise."""
+    dataset = ImageDataset(paths, size, transform)
+    if batch_sampler is not None:
+        return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle_generator is not None, generator=shuffle_generator,
+        num_workers=num_workers, drop_last=shuffle_generator is not None and len(dataset) > batch_size,
+    )
+
+
+def frozen_features(
+    ctx: Any,
+    records: Sequence[dict[str, Any]],
+    size: tuple[int, int],
+    what: str,
+    fn: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    batch_size: int = 32,
+) -> dict[str, torch.Tensor]:
+    """``fn(normalised images)`` over ``records`` in order (eval mode, no augmentation), cached under
+    ``ctx.cache_dir`` keyed by dataset, image paths, input size, ``what`` and AMP (so every unit of one
+    checkpoint that needs the same features extracts them once)."""
+    from saip_bench.specs import stable_hash
+
+    paths = [record["path"] for record in records]
+
+    def compute() -> dict[str, torch.Tensor]:
+        device = torch.device(ctx.device)
+        loader = image_loader(paths, size, batch_size, ctx.num_workers)
+        return extract(
+            lambda batch: fn(normalize(batch[0].to(device))), loader, amp=ctx.amp, device=device
+        )
+
+    if ctx.cache_dir is None:
+        return compute()
+    key = stable_hash(
+        {"dataset": ctx.data.name, "version": ctx.data.version, "paths": paths, "size": list(size),
+         "what": what, "amp": bool(ctx.amp)}
+    )
+    return cached(Path(ctx.cache_dir) / f"{ctx.data.name}-{what}-{key}.pt", compute)
