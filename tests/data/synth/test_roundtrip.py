@@ -1,24 +1,14 @@
-"""Every synthetic export is read back by the real reader for that dataset and passes its ``verify``."""
+"""The readers see exactly the sizes the preset asks for (full read+verify of all 12 exports lives in
+``tests/data/readers/test_synthetic_roundtrip.py``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from saip_bench.data.readers import read_dataset, verify_dataset
-from saip_bench.data.synth import DATASETS, get_preset
+from saip_bench.data.readers import read_dataset
+from saip_bench.data.synth import get_preset
 
 TINY = get_preset("tiny")
-
-
-@pytest.mark.parametrize("name", DATASETS)
-def test_reader_reads_and_verifies_the_synthetic_export(synth_world: Path, name: str) -> None:
-    data = read_dataset(name, synth_world / name)
-    assert data.splits and all(records for records in data.splits.values()), name
-    report = verify_dataset(name, synth_world / name, full=True)
-    assert report.usable, report.to_json()
-    assert not report.to_json()["problems"]
 
 
 def test_reader_sees_the_preset_sizes(synth_world: Path) -> None:
@@ -30,10 +20,5 @@ def test_reader_sees_the_preset_sizes(synth_world: Path) -> None:
     assert [pa[s]["images"] for s in ("train", "val", "test")] == list(TINY.pa100k)
     cihp = read_dataset("cihp", synth_world / "cihp").counts()
     assert [cihp[s]["images"] for s in ("train", "val")] == list(TINY.cihp)
-
-
-def test_petazs_version_reads_identity_disjoint(synth_world: Path) -> None:
-    report = verify_dataset("peta", synth_world / "peta", version="zs", full=True)
-    assert report.usable and not report.to_json()["problems"]
-    data = read_dataset("peta", synth_world / "peta", version="zs")
-    assert len(data.meta["eval_idx"]) == 35
+    coco = read_dataset("coco", synth_world / "coco").counts()
+    assert [coco[s]["images"] for s in ("train", "val")] == list(TINY.coco)
