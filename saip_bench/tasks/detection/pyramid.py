@@ -17,6 +17,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork
 
 from saip_bench.backbones import Backbone
+from saip_bench.tasks.detection import ops as _ops  # noqa: F401  (eager roi_align on CPU torch)
 
 
 class SimpleFeaturePyramid(nn.Module):
