@@ -9,6 +9,7 @@ phase 2 runs the units (``--shard i/N``). Records are the same files a single pr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -38,6 +39,8 @@ def worker_argv(config: BenchConfig, preset_arg: str) -> list[str]:
     ]
     if config.data_root is not None:
         argv += ["--data-root", str(config.data_root)]
+    if config.world is not None:
+        argv += ["--world", str(config.world)]
     if config.pretrain_data is not None:
         argv += ["--pretrain-data", str(config.pretrain_data)]
     for (method, backbone), path in sorted(config.checkpoints.items()):
@@ -100,6 +103,8 @@ def run_parallel(config: BenchConfig, preset_arg: str, workers: int) -> bool:
     if not todo:
         console.print("[green]nothing to run: every unit of the plan has a matching record[/]")
         return True
+    if config.preset.data == "synthetic":  # workers use the world generated here, as is
+        config = dataclasses.replace(config, world=runner.world_root())
     base = worker_argv(config, preset_arg)
     logs = Path(config.run_dir) / "logs"
     console.print(f"{workers} worker processes x {threads} thread(s); logs under {logs}")

@@ -144,6 +144,7 @@ class BenchConfig:
     show_progress: bool = True
     visualize: int = 0  # prediction PNGs per unit (``saip-bench eval --visualize``)
     dataset_roots: dict[str, Path] = field(default_factory=dict)  # explicit per-dataset roots win
+    world: Path | None = None  # an existing synthetic world used as is (never regenerated)
 
 
 @dataclass
@@ -196,6 +197,10 @@ class BenchRunner:
 
     def world_root(self) -> Path:
         """The synthetic world (generated once, then reused by content key)."""
+        if self._world is None and self.config.world is not None:
+            if not (Path(self.config.world) / ".world.json").exists():
+                raise UserError(f"--world {self.config.world}: not a synthetic world (no .world.json)")
+            self._world = Path(self.config.world)
         if self._world is None:
             world = self.config.data_root or Path(self.config.cache_dir) / "world"
             out = Path(world) / f"{self.preset.synth_preset}-seed{self.preset.synth_seed}"

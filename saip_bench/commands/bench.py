@@ -48,6 +48,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | N
         metavar="METHOD/BACKBONE=PATH",
         help="evaluate this exported backbone instead of pretraining it (repeatable)",
     )
+    parser.add_argument(
+        "--world",
+        type=Path,
+        default=None,
+        help="use this existing synthetic world as is (from `saip-bench data synth`); never regenerate it",
+    )
     parser.add_argument("--shard", default="1/1", help="run shard i of n (1-based), e.g. 2/4")
     parser.add_argument(
         "--limit",
@@ -108,6 +114,7 @@ def config_from_args(args: argparse.Namespace):
         cache_dir=args.cache_dir,
         data_root=args.data_root,
         pretrain_data=args.pretrain_data,
+        world=args.world,
         checkpoints=parse_checkpoint_overrides(args.checkpoint),
         shard=parse_shard(args.shard),
         limit=args.limit,

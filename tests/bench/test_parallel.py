@@ -29,6 +29,8 @@ def test_worker_argv_reproduces_the_config(tmp_path):
         f"saip/vit_tiny={tmp_path / 'x.safetensors'}",
         "--data-root",
         str(tmp_path / "d"),
+        "--world",
+        str(tmp_path / "w"),
     ]
     config = config_from_args(parser.parse_args(argv))
     again = config_from_args(parser.parse_args(worker_argv(config, "smoke")))
@@ -45,6 +47,7 @@ def test_worker_argv_reproduces_the_config(tmp_path):
         "pretrain_data",
         "device",
         "backbones",
+        "world",
     ):
         assert getattr(again, field) == getattr(config, field), field
     assert again.preset == config.preset and not again.show_progress

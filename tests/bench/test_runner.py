@@ -196,3 +196,14 @@ def test_real_data_missing_dataset_folder_fails_before_running(env):
             hooks,
         )
     assert "market1501" not in str(info.value) and pretrainer.calls == []
+
+
+def test_existing_world_is_used_as_is(env):
+    hooks, _, tmp = env
+    world = fake_world(tmp / "mine", "tiny", 0)
+    (world / ".world.json").write_text("{}")
+    hooks.generate_world = lambda *a: pytest.fail("must not regenerate a given world")
+    report = run_bench(config(tmp, world=world, tasks=["pa100k"]), hooks)
+    assert len(report.written) == 4
+    with pytest.raises(UserError, match="not a synthetic world"):
+        run_bench(config(tmp, world=tmp / "cache", tasks=["pa100k"]), hooks)
