@@ -11,7 +11,7 @@ from saip_bench.data.synth import DATASETS, EXPORTERS, code_version, generate_wo
 from saip_bench.data.synth.presets import PRESETS, get_preset
 from saip_bench.errors import UserError
 
-SMALL = ["icfg_pedes", "pa100k", "peta", "coco_wholebody", "crowdhuman"]
+SMALL = ["icfg_pedes", "pa100k", "peta", "coco_wholebody", "crowdhuman", "lip"]
 
 
 def _files(root: Path) -> dict[str, bytes]:
