@@ -30,6 +30,19 @@ class DeconvHeatmapHead(nn.Module):
             channels = out_channels
         self.deconv = nn.Sequential(*layers)
         self.final = nn.Conv2d(channels, num_keypoints, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """mmpose's heatmap-head init: deconvs and the final conv ~ N(0, 0.001), zero bias, BN = identity.
+        Heatmaps then start near zero, so the first steps localise instead of un-learning noise."""
+        for module in self.modules():
+            if isinstance(module, (nn.ConvTranspose2d, nn.Conv2d)):
+                nn.init.normal_(module.weight, std=0.001)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def forward(self, feature: torch.Tensor, heatmap_hw: tuple[int, int] | None = None) -> torch.Tensor:
         heatmaps = self.final(self.deconv(feature))
