@@ -117,10 +117,12 @@ class DINOLoss(nn.Module):
                 f"student views {tuple(student.shape)} do not match teacher {tuple(teacher.shape)}"
             )
         teacher = teacher.detach()
-        probs = self.teacher_probs(teacher)  # (T, B, K)
-        log_student = F.log_softmax(student.float() / self.student_temp, dim=-1)  # (S, B, K)
-        # cross[t, s] = mean_b sum_k -P_t log P_s, as one (T*B) x (S*B)-free batched contraction
-        cross = -torch.einsum("tbk,sbk->ts", probs, log_student) / batch
+        # fp32 even under autocast: einsum would otherwise run in bf16 over K (up to 65,536) classes
+        with torch.autocast(device_type=student.device.type, enabled=False):
+            probs = self.teacher_probs(teacher)  # (T, B, K)
+            log_student = F.log_softmax(student.float() / self.student_temp, dim=-1)  # (S, B, K)
+            # cross[t, s] = mean_b sum_k -P_t log P_s, one contraction for all (t, s) pairs
+            cross = -torch.einsum("tbk,sbk->ts", probs, log_student) / batch
         keep = torch.ones(n_teacher, n_student, dtype=torch.bool, device=cross.device)
         keep[torch.arange(n_teacher), torch.arange(n_teacher)] = False
         loss = cross[keep].mean()

@@ -50,3 +50,16 @@ def test_no_center_update_in_eval_and_teacher_temp_warmup():
     assert math.isclose(teacher_temperature(5, 0.04, 0.07, 10), 0.055)
     loss_fn.set_step(20)
     assert loss_fn.current_teacher_temp() == 0.07
+
+
+def test_loss_is_fp32_under_bf16_autocast():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(3, 4, 1000), torch.randn(2, 4, 1000)
+    exact = DINOLoss(1000).eval()(student, teacher)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = DINOLoss(1000).eval()(student.bfloat16(), teacher.bfloat16())
+    assert auto.dtype == torch.float32
+    torch.testing.assert_close(
+        auto, DINOLoss(1000).eval()(student.bfloat16().float(), teacher.bfloat16().float())
+    )
+    assert abs(float(auto) - float(exact)) < 0.05
