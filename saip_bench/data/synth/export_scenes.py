@@ -110,11 +110,13 @@ def _coco_like(ctx: ExportContext, wholebody: bool) -> None:
     ann_id = 1
     for split, n in zip(("train", "val"), sizes, strict=True):
         images, annotations, detections = [], [], []
+        # COCO-like ids (< 600,000), unique, and disjoint between train and val
+        lo, hi = (1, 500_000) if split == "train" else (500_000, 600_000)
+        ids = ctx.rng("image-ids", split).choice(np.arange(lo, hi), size=n, replace=False)
         for k in range(n):
             rng = ctx.rng("scene", split, k)
             scene, crowd_mask = _keypoint_scene(ctx, rng, k)
-            image_id = int(rng.integers(1, 600000)) * 10 + (0 if split == "train" else 1)
-            image_id = image_id * 1000 + k  # unique within the file
+            image_id = int(ids[k])
             fname = f"{image_id:012d}.jpg"
             save_image(ctx.root / f"{split}2017" / fname, scene.image)
             h, w = scene.image.shape[:2]
