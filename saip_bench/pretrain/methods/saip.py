@@ -307,9 +307,12 @@ class SAIP(PretrainMethod):
         out: dict[str, torch.Tensor] = {}
         terms: list[torch.Tensor] = []
 
-        glob = student.encode(views["global"], tap=need_tap, attn_maps=self.use_attn)
-        anchor_tap = glob["tap"][:batch] if need_tap else None
-        roi = student.encode(views["roi_scaled"], tap=cfg.css)
+        if cfg.csm:
+            glob = student.encode(views["global"], tap=need_tap, attn_maps=self.use_attn)
+            anchor_tap = glob["tap"][:batch] if need_tap else None
+        else:  # ablations without CSM only need x_a up to the tap block
+            anchor_tap = student.encode_tap_only(views["global"][:batch])[0]
+        roi = student.encode(views["roi_scaled"], tap=cfg.css) if (cfg.csm or cfg.css) else None
 
         if cfg.csm:
             local_cls = student.encode(views["local"])["cls"] if "local" in views else None
