@@ -147,13 +147,14 @@ class PretrainDataset(Dataset):
         return item
 
     def _keypoints(self, path: Path) -> torch.Tensor:
+        """Keypoints of ``path``; keys may be relative to the root (``images/a/b.jpg``, as the
+        synthetic world writes) or to ``images/`` (``a/b.jpg``). Missing entries are all-invisible."""
         assert self.folder.keypoints is not None
-        rel = (
-            path.relative_to(self.folder.root / "images").as_posix()
-            if (self.folder.root / "images") in path.parents
-            else path.name
-        )
-        raw = self.folder.keypoints.get(rel)
+        candidates = [path.relative_to(self.folder.root).as_posix()]
+        if self.folder.image_dir in path.parents:
+            candidates.append(path.relative_to(self.folder.image_dir).as_posix())
+        candidates.append(path.name)
+        raw = next((self.folder.keypoints[c] for c in candidates if c in self.folder.keypoints), None)
         if raw is None:
             return torch.zeros(17, 3)
         points = torch.tensor(raw, dtype=torch.float32).reshape(-1, 3)
