@@ -137,7 +137,9 @@ class DINO(PretrainMethod):
         """
         weight = F.normalize(self.head.last_layer.weight, dim=1)
         if int(self.step) < int(self.freeze_steps):
-            weight = weight.detach()
+            # a zero gradient rather than none: DDP (find_unused_parameters=False) needs every
+            # parameter in the graph; AdamW then leaves the row-normalised weight's direction unchanged
+            weight = weight.detach() + 0.0 * weight
         embedding = self.head.embed(features)
         return F.linear(embedding, weight), embedding
 
