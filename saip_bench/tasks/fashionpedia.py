@@ -1,0 +1,368 @@
+"""Fashionpedia: instance segmentation of garments and parts with a multi-label attribute branch.
+
+Model: torchvision Mask R-CNN (RPN, RoIAlign box and mask heads, its losses and post-processing) on a
+simple feature pyramid of the backbone, plus an attribute branch in the spirit of KE-RCNN: RoIAlign
+features of each instance -> MLP -> one logit per attribute (294 in the 2020 files; ids are mapped through
+the file's ``attributes`` list, so non-contiguous ids are fine), trained with BCE on the GT instances and
+applied to the detected boxes at test time (attributes with probability > 0.5; only for categories that
+carry attributes). Categories are the file's 0-based ids (label = id + 1 inside torchvision).
+
+Protocols: ``finetune`` trains everything (horizontal flip); ``frozen`` caches the frozen backbone maps
+of the training images once and trains pyramid + heads. The whole image is resized to the protocol's
+input size and detections mapped back. Predictions: two official-format result files, masks
+(``segmentation`` RLE, no ``bbox``, so areas are mask areas) and boxes (``bbox``), each with
+``attribute_ids`` and ``score``; scored by ``saip_bench.metrics.fashionpedia`` (AP^(IoU+F1), IoU-only,
+F1-only and COCO AP).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.ops import MultiScaleRoIAlign
+
+from saip_bench.backbones import Backbone
+from saip_bench.data.records import DatasetSplits
+from saip_bench.errors import SpecError
+from saip_bench.metrics import fashionpedia as fashion_metric
+from saip_bench.specs import TaskSpec, stable_hash
+from saip_bench.tasks.base import TASKS, Task, UnitContext
+from saip_bench.tasks.common import (
+    build_optimizer,
+    cached,
+    extract,
+    fit_loop,
+    is_frozen,
+    limit,
+    load_rgb,
+    n_samples,
+    normalize,
+    param_groups,
+    pil_to_tensor,
+    set_backbone_trainable,
+)
+from saip_bench.tasks.dense.features import head_params, input_size, level_channels, multi_level
+from saip_bench.tasks.dense.vis import palette
+from saip_bench.tasks.detection.pyramid import SimpleFeaturePyramid, image_list, pyramid_levels, scale_boxes
+from saip_bench.utils import atomic_write_json, autocast
+
+
+class AttributeHead(nn.Module):
+    """RoIAlign (7x7 over the pyramid) -> 2-layer MLP -> attribute logits."""
+
+    def __init__(self, channels: int, num_attributes: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.pool = MultiScaleRoIAlign(["0", "1", "2"], 7, 2)
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(channels * 49, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, num_attributes))
+
+    def forward(self, features, boxes: list[torch.Tensor], sizes: list[tuple[int, int]]) -> torch.Tensor:
+        return self.mlp(self.pool(features, boxes, sizes))
+
+
+class FashionModel(nn.Module):
+    """Pyramid + torchvision Mask R-CNN + attribute branch, fed with backbone maps at ``size``."""
+
+    def __init__(self, in_channels: list[int], single_scale: bool, levels: list[int], size: tuple[int, int],
+                 num_categories: int, num_attributes: int, channels: int = 128,
+                 detections_per_img: int = 100, score_thresh: float = 0.0, rpn_post_nms_train: int = 300,
+                 box_batch_per_image: int = 128) -> None:
+        super().__init__()
+        self.levels = levels
+        self.size = size
+        self.neck = SimpleFeaturePyramid(in_channels, channels, single_scale)
+        base = max(8, min(size) // 16)
+        sizes = tuple((base * 2**i, base * 2**i * 2) for i in range(3))
+        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 3)
+        names = ["0", "1", "2"]
+        # heads sized to the pyramid width (torchvision's defaults, 1024-d box MLP and 4x256 mask convs,
+        # dominate CPU time at our input sizes)
+        classes = num_categories + 1
+        self.rcnn = MaskRCNN(
+            self.neck, num_classes=None, rpn_anchor_generator=anchors,
+            box_head=TwoMLPHead(channels * 49, 4 * channels),
+            box_predictor=FastRCNNPredictor(4 * channels, classes),
+            mask_head=MaskRCNNHeads(channels, (channels,) * 4, 1),
+            mask_predictor=MaskRCNNPredictor(channels, channels, classes),
+            box_roi_pool=MultiScaleRoIAlign(names, 7, 2), mask_roi_pool=MultiScaleRoIAlign(names, 14, 2),
+            rpn_pre_nms_top_n_train=2 * rpn_post_nms_train, rpn_post_nms_top_n_train=rpn_post_nms_train,
+            rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=150,
+            box_batch_size_per_image=box_batch_per_image, box_detections_per_img=detections_per_img,
+            box_score_thresh=score_thresh,
+        )
+        self.attributes = AttributeHead(channels, num_attributes)
+
+    def losses(self, maps: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        features = self.neck(maps)
+        images = image_list(maps[0].shape[0], self.size, maps[0])
+        proposals, rpn_losses = self.rcnn.rpn(images, features, targets)
+        _, roi_losses = self.rcnn.roi_heads(features, proposals, images.image_sizes, targets)
+        total = sum(rpn_losses.values()) + sum(roi_losses.values())
+        boxes = [t["boxes"] for t in targets]
+        if sum(len(b) for b in boxes):
+            logits = self.attributes(features, boxes, images.image_sizes).float()
+            wanted = torch.cat([t["attributes"] for t in targets])
+            total = total + F.binary_cross_entropy_with_logits(logits, wanted)
+        return total
+
+    @torch.no_grad()
+    def detect(self, maps: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        features = self.neck(maps)
+        images = image_list(maps[0].shape[0], self.size, maps[0])
+        proposals, _ = self.rcnn.rpn(images, features)
+        detections, _ = self.rcnn.roi_heads(features, proposals, images.image_sizes)
+        boxes = [d["boxes"] for d in detections]
+        if sum(len(b) for b in boxes):
+            probs = torch.sigmoid(self.attributes(features, boxes, images.image_sizes).float())
+            for detection, part in zip(detections, probs.split([len(b) for b in boxes]), strict=True):
+                detection["attributes"] = part
+        else:
+            for detection in detections:
+                detection["attributes"] = torch.zeros(0, self.attributes.mlp[-1].out_features)
+        return detections
+
+
+def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """Polygons / uncompressed / compressed RLE -> (H, W) uint8 mask (pycocotools)."""
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return mask_utils.decode(rle)
+
+
+def load_sample(record: dict[str, Any], size: tuple[int, int], num_attributes: int):
+    """Image at ``size`` and its Mask R-CNN targets there (+ multi-hot ``attributes``)."""
+    image = load_rgb(record["path"])
+    original = (image.height, image.width)
+    boxes, labels, masks, attributes = [], [], [], []
+    for ann in record["annotations"]:
+        x, y, w, h = ann["bbox"]
+        box = scale_boxes(torch.tensor([x, y, x + w, y + h], dtype=torch.float32), original, size)
+        if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+            continue
+        mask = decode_segmentation(ann["segmentation"], *original)
+        masks.append(np.array(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST)))
+        boxes.append(box)
+        labels.append(ann["category_id"] + 1)
+        hot = torch.zeros(num_attributes)
+        hot[list(ann.get("attribute_indices", []))] = 1.0
+        attributes.append(hot)
+    target = {
+        "boxes": torch.stack(boxes) if boxes else torch.zeros(0, 4),
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "masks": torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, *size, dtype=torch.uint8),
+        "attributes": torch.stack(attributes) if attributes else torch.zeros(0, num_attributes),
+    }
+    return pil_to_tensor(image, size), target
+
+
+def flip_target(target: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
+    flipped = dict(target)
+    boxes = target["boxes"].clone()
+    boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
+    flipped["boxes"] = boxes
+    flipped["masks"] = target["masks"].flip(-1)
+    return flipped
+
+
+@TASKS.register("fashion", datasets=("fashionpedia",))
+class FashionpediaTask(Task):
+    name: ClassVar[str] = "fashion"
+    datasets: ClassVar[tuple[str, ...]] = ("fashionpedia",)
+
+    def run(self, ctx: UnitContext):
+        self._protocol = ctx.protocol
+        return super().run(ctx)
+
+    @staticmethod
+    def _vocab(data: DatasetSplits) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        categories, attributes = data.meta.get("categories"), data.meta.get("attributes")
+        if not categories or attributes is None:
+            raise SpecError("fashion task needs reader meta 'categories' and 'attributes'")
+        return categories, attributes
+
+    def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
+        protocol = getattr(self, "_protocol", spec.default_protocol)
+        params = head_params(spec, protocol)
+        categories, attributes = self._vocab(data)
+        levels = pyramid_levels(backbone)
+        channels = level_channels(backbone, levels, (64, 64))
+        num_categories = max(int(c["id"]) for c in categories) + 1
+        return FashionModel(
+            channels, backbone.family == "vit", levels, input_size(spec, protocol), num_categories,
+            len(attributes), int(params.get("channels", 128)), int(params.get("detections_per_img", 100)),
+            float(params.get("score_thresh", 0.0)), int(params.get("rpn_post_nms_train", 300)),
+            int(params.get("box_batch_per_image", 128)))
+
+    def _records(self, ctx: UnitContext, role: str) -> tuple[list[dict[str, Any]], int]:
+        records = ctx.data.splits[ctx.spec.splits[role]]
+        n = ctx.max_train_samples if role == "train" else ctx.max_eval_samples
+        return limit(records, n, ctx.seed), len(records)
+
+    # ---- training -------------------------------------------------------------------------------
+    def fit(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
+        assert isinstance(head, FashionModel)
+        records, original = self._records(ctx, "train")
+        num_attributes = head.attributes.mlp[-1].out_features
+        frozen = is_frozen(ctx.protocol_spec.kind)
+        schedule = ctx.protocol_spec.schedule
+        set_backbone_trainable(ctx.backbone, not frozen)
+        head.to(ctx.device).train()
+        batch_size = min(schedule.batch_size, max(1, len(records)))
+        steps_per_epoch = max(1, len(records) // batch_size)
+        generator = torch.Generator().manual_seed(ctx.seed)
+        if frozen:
+            maps = self._cached_maps(ctx, head, records)
+            targets = [load_sample(r, head.size, num_attributes)[1] for r in records]
+
+            def batches(epoch: int):
+                order = torch.randperm(len(records), generator=generator)
+                for start in range(0, steps_per_epoch * batch_size, batch_size):
+                    index = order[start:start + batch_size]
+                    yield [m[index].to(ctx.device) for m in maps], [targets[int(i)] for i in index]
+
+            def loss_fn(batch) -> torch.Tensor:
+                return head.losses(*batch)
+
+            model: nn.Module = head
+            groups = param_groups(None, head, schedule.weight_decay)
+        else:
+
+            def batches(epoch: int):
+                order = torch.randperm(len(records), generator=generator)
+                for start in range(0, steps_per_epoch * batch_size, batch_size):
+                    chosen = order[start:start + batch_size]
+                    samples = [load_sample(records[int(i)], head.size, num_attributes) for i in chosen]
+                    mirror = (torch.rand(len(samples), generator=generator) < 0.5).tolist()
+                    images = torch.stack([s[0].flip(-1) if m else s[0]
+                                          for s, m in zip(samples, mirror, strict=True)])
+                    batch_targets = [flip_target(s[1], head.size[1]) if m else s[1]
+                                     for s, m in zip(samples, mirror, strict=True)]
+                    yield images.to(ctx.device), batch_targets
+
+            def loss_fn(batch) -> torch.Tensor:
+                images, batch_targets = batch
+                return head.losses(multi_level(ctx.backbone, normalize(images), head.levels), batch_targets)
+
+            model = nn.ModuleDict({"backbone": ctx.backbone, "head": head})
+            groups = param_groups(ctx.backbone, head, schedule.weight_decay, schedule.layer_decay)
+        optimizer = build_optimizer(groups, schedule)
+        info = fit_loop(model, batches, loss_fn, schedule, optimizer, steps_per_epoch, ctx.amp, ctx.device,
+                        description=f"{ctx.spec.key} {ctx.protocol}", show_progress=ctx.show_progress)
+        eval_records, eval_original = self._records(ctx, "eval")
+        info["n_samples"] = {"train": n_samples(original, len(records)),
+                             "eval": n_samples(eval_original, len(eval_records))}
+        info["input_size"] = list(head.size)
+        return info
+
+    def _cached_maps(self, ctx: UnitContext, head: FashionModel, records: list[dict[str, Any]]):
+        def compute() -> dict[str, torch.Tensor]:
+            ctx.backbone.eval()
+
+            def loader():
+                for start in range(0, len(records), 16):
+                    chunk = records[start:start + 16]
+                    yield torch.stack([pil_to_tensor(load_rgb(r["path"]), head.size) for r in chunk])
+
+            def fn(images: torch.Tensor) -> dict[str, torch.Tensor]:
+                maps = multi_level(ctx.backbone, normalize(images.to(ctx.device)), head.levels)
+                return {f"level{i}": m for i, m in enumerate(maps)}
+
+            return extract(fn, loader(), ctx.amp, ctx.device)
+
+        key = stable_hash({"task": ctx.spec.key, "size": head.size, "levels": head.levels,
+                           "ids": [r["path"] for r in records]})
+        result = cached(ctx.cache_dir / f"fashion-{key}.pt", compute) if ctx.cache_dir else compute()
+        return [result[f"level{i}"] for i in range(len(head.levels))]
+
+    # ---- prediction -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, ctx: UnitContext, head: nn.Module) -> list[Path]:
+        assert isinstance(head, FashionModel)
+        records, _ = self._records(ctx, "eval")
+        _, attributes = self._vocab(ctx.data)
+        attribute_ids = [int(a["id"]) for a in attributes]
+        with_attributes = set(ctx.data.meta.get("cats_with_attributes", fashion_metric.CATS_WITH_ATTRIBUTES))
+        ctx.backbone.eval()
+        head.eval()
+        segm, bbox = [], []
+        for start in range(0, len(records), 8):
+            chunk = records[start:start + 8]
+            originals = [load_rgb(r["path"]) for r in chunk]
+            images = torch.stack([pil_to_tensor(im, head.size) for im in originals]).to(ctx.device)
+            with autocast(ctx.device, enabled=ctx.amp):
+                maps = multi_level(ctx.backbone, normalize(images), head.levels)
+            for index, (record, image, found) in enumerate(
+                    zip(chunk, originals, head.detect([m.float() for m in maps]), strict=True)):
+                hw = (image.height, image.width)
+                boxes = scale_boxes(found["boxes"].float().cpu(), head.size, hw)
+                masks = (paste_masks_in_image(found["masks"].float().cpu(), boxes, hw)[:, 0] > 0.5).numpy()
+                instances = []
+                columns = (boxes.tolist(), found["labels"].tolist(), found["scores"].tolist(), masks,
+                           found["attributes"])
+                for box, label, score, mask, probs in zip(*columns, strict=True):
+                    category = int(label) - 1
+                    chosen = ([attribute_ids[i] for i in torch.nonzero(probs > 0.5).flatten().tolist()]
+                              if category in with_attributes else [])
+                    common = {"image_id": record["image_id"], "category_id": category,
+                              "attribute_ids": chosen, "score": round(float(score), 5)}
+                    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+                    rle["counts"] = rle["counts"].decode("ascii")
+                    segm.append({**common, "segmentation": rle})
+                    x1, y1, x2, y2 = box
+                    xywh = [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]
+                    bbox.append({**common, "bbox": xywh})
+                    instances.append((mask, category))
+                if start + index < ctx.visualize:
+                    draw_instances(image, instances, ctx.out_dir / "vis" / f"{record['image_id']}.png")
+        out = ctx.out_dir / "predictions"
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "results_segm.json", segm, indent=None)
+        atomic_write_json(out / "results_bbox.json", bbox, indent=None)
+        return [out / "results_segm.json", out / "results_bbox.json"]
+
+    def score(self, ctx: UnitContext, predictions: list[Path]) -> dict[str, float]:
+        records, _ = self._records(ctx, "eval")
+        gt_file = ctx.data.meta["gt_files"][ctx.spec.splits["eval"]]
+        gt = json.loads(Path(gt_file).read_text())
+        keep = {r["image_id"] for r in records}
+        gt = copy.copy(gt)
+        gt["images"] = [im for im in gt["images"] if im["id"] in keep]
+        gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] in keep]
+        scores: dict[str, float] = {}
+        for path, iou_type in zip(predictions, ("segm", "bbox"), strict=True):
+            results = json.loads(path.read_text())
+            if not results:  # nothing detected: every AP is 0
+                continue
+            scores.update(fashion_metric.evaluate(copy.deepcopy(gt), results, (iou_type,)))
+        for key in ("segm/AP", "segm/iou/AP", "bbox/AP", "bbox/iou/AP"):
+            scores.setdefault(key, 0.0)
+        return scores
+
+
+def draw_instances(image: Image.Image, instances: list[tuple[np.ndarray, int]], path: Path,
+                   limit_count: int = 20) -> None:
+    """Predicted masks blended over the image, one colour per category (top-scoring first)."""
+    canvas = np.asarray(image, dtype=np.float32).copy()
+    colours = palette(64)
+    for mask, category in instances[:limit_count]:
+        canvas[mask] = 0.5 * canvas[mask] + 0.5 * colours[(category + 1) % 64]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas.clip(0, 255).astype(np.uint8)).save(path)
