@@ -1,0 +1,234 @@
+"""Pedestrian attribute recognition (PA-100K, PETAzs) in the Rethinking-of-PAR style.
+
+Head: one linear classifier on average-pooled backbone features (mean of the patch tokens / feature
+map), trained with Rethinking-of-PAR's weighted BCE: per attribute, positives weigh exp(1 - r) and
+negatives exp(r), r = the attribute's positive ratio in the training labels; summed over attributes,
+averaged over samples. Only the dataset's evaluated attributes (``meta['eval_idx']``: PA-100K all 26,
+PETA 35, PETAzs all stored) are trained and predicted.
+
+Protocols: ``finetune`` (Rethinking's schedule; its plateau scheduler is held constant by the shared
+loop) and ``linear`` (frozen backbone, cached pooled features).
+
+Predictions: ``predictions/attributes.npz`` with ``probs`` (sigmoid, N x A) and ``labels`` (N x A) over
+the evaluated attributes, plus ``attribute_names`` and ``attribute_idx`` (their columns in the dataset),
+as ``saip-bench metric attributes`` reads them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import nn
+from torch.nn import functional as F
+
+from saip_bench.backbones import Backbone
+from saip_bench.data.records import DatasetSplits
+from saip_bench.errors import DataFormatError, UserError
+from saip_bench.metrics.attributes import THRESHOLD, evaluate_attributes_file
+from saip_bench.specs import TaskSpec
+from saip_bench.tasks import common
+from saip_bench.tasks.base import TASKS, UnitContext
+from saip_bench.tasks.reid import SinglePersonTask, input_size
+
+
+def eval_columns(data: DatasetSplits) -> list[int]:
+    """The evaluated attribute columns (reader's ``eval_idx``; all when absent)."""
+    records = next((r for r in data.splits.values() if r), None)
+    if records is None:
+        raise UserError(f"{data.name}: no records in any split")
+    width = len(records[0]["labels"])
+    idx = data.meta.get("eval_idx")
+    idx = list(range(width)) if idx is None else [int(i) for i in idx]
+    if not idx or min(idx) < 0 or max(idx) >= width:
+        raise DataFormatError(data.root, f"eval_idx within the {width} stored attributes", str(idx[:10]))
+    return idx
+
+
+def label_matrix(records: list[dict[str, Any]], columns: list[int]) -> torch.Tensor:
+    return torch.tensor([record["labels"] for record in records], dtype=torch.float32)[:, columns]
+
+
+def positive_ratio(labels: torch.Tensor) -> torch.Tensor:
+    """Per-attribute share of positives in the training labels (Rethinking's ``weight_train``)."""
+    return labels.mean(0)
+
+
+def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    """Rethinking-of-PAR's sample-weighted BCE: positives exp(1 - r), negatives exp(r)."""
+    weights = torch.where(targets > 0.5, torch.exp(1.0 - ratio), torch.exp(ratio))
+    loss = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
+    return (loss * weights).sum(1).mean()
+
+
+def pooled(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
+    """Average-pooled features: the mean over patch tokens (ViT) / feature-map positions."""
+    return backbone.forward_features(images)["tokens"].mean(1)
+
+
+def attribute_augmentation(size: tuple[int, int]) -> Any:
+    """Rethinking-of-PAR's train transform on [0, 1] tensors: pad 10 + random crop, flip."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.Pad(10), v2.RandomCrop(size), v2.RandomHorizontalFlip(0.5)])
+
+
+def attribute_card(
+    image_path: str, names: list[str], probs: np.ndarray, labels: np.ndarray, path: Path
+) -> None:
+    """Image plus its attributes: predicted positives (green if right, red if wrong), misses in grey."""
+    image = common.load_rgb(image_path).resize((64, 128))
+    lines = []
+    for name, prob, label in zip(names, probs, labels, strict=True):
+        predicted = prob > THRESHOLD
+        if predicted or label:
+            colour = "green" if predicted and label else "red" if predicted else "grey"
+            lines.append((f"{name} {prob:.2f}", colour))
+    canvas = Image.new("RGB", (64 + 220, max(128, 12 * len(lines) + 8)), "white")
+    canvas.paste(image, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for row, (text, colour) in enumerate(lines):
+        draw.text((70, 4 + 12 * row), text, fill=colour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+@TASKS.register("attributes")
+class AttributesTask(SinglePersonTask):
+    name: ClassVar[str] = "attributes"
+    datasets: ClassVar[tuple[str, ...]] = ("pa100k", "peta")
+
+    def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
+        return nn.Linear(backbone.num_features, len(eval_columns(data)))
+
+    def fit(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
+        protocol = ctx.protocol_spec
+        schedule = protocol.schedule
+        size = input_size(ctx.spec, self.params(ctx.spec))
+        columns = eval_columns(ctx.data)
+        all_records = common.split_records(ctx.data, ctx.spec.splits["train"])
+        if not all_records:
+            raise UserError(f"{ctx.data.name}: the train split {ctx.spec.splits['train']!r} is empty")
+        records = common.limit(all_records, ctx.max_train_samples, ctx.seed)
+        targets = label_matrix(records, columns)
+        ratio = positive_ratio(label_matrix(all_records, columns))
+        device = torch.device(ctx.device)
+        backbone = ctx.backbone.to(device)
+        head.to(device).train()
+        ratio_d = ratio.to(device)
+        frozen = common.is_frozen(protocol.kind)
+        common.set_backbone_trainable(backbone, not frozen)
+        batch_size = min(schedule.batch_size, len(records))
+        steps_per_epoch = max(1, len(records) // batch_size)
+
+        def shuffled(epoch: int) -> list[list[int]]:
+            generator = torch.Generator().manual_seed(ctx.seed * 1000 + epoch)
+            order = torch.randperm(len(records), generator=generator)
+            return [
+                order[i : i + batch_size].tolist() for i in range(0, steps_per_epoch * batch_size, batch_size)
+            ]
+
+        if frozen:
+            features = common.frozen_features(
+                ctx, records, size, "avgpool", lambda x: {"pooled": pooled(backbone, x)}
+            )["pooled"].to(device)
+            history = common.fit_loop(
+                head,
+                shuffled,
+                lambda idx: weighted_bce(head(features[idx]), targets[idx].to(device), ratio_d),
+                schedule,
+                common.build_optimizer(common.param_groups(None, head, schedule.weight_decay), schedule),
+                steps_per_epoch,
+                amp=ctx.amp,
+                device=device,
+                description=f"attributes/{ctx.data.name} linear",
+                show_progress=ctx.show_progress,
+            )
+        else:
+            paths = [r["path"] for r in records]
+            transform = attribute_augmentation(size)
+
+            def batches(epoch: int):
+                return common.image_loader(
+                    paths, size, batch_size, ctx.num_workers, transform, shuffled(epoch)
+                )
+
+            def step(batch: Any) -> torch.Tensor:
+                images, index = batch
+                logits = head(pooled(backbone, common.normalize(images.to(device))))
+                return weighted_bce(logits, targets[index].to(device), ratio_d)
+
+            model = nn.ModuleDict({"backbone": backbone, "head": head})
+            groups = common.param_groups(backbone, head, schedule.weight_decay, schedule.layer_decay)
+            history = common.fit_loop(
+                model,
+                batches,
+                step,
+                schedule,
+                common.build_optimizer(groups, schedule),
+                steps_per_epoch,
+                amp=ctx.amp,
+                device=device,
+                description=f"attributes/{ctx.data.name} finetune",
+                show_progress=ctx.show_progress,
+            )
+        return {
+            **self.protocol_info(ctx),
+            "steps": history["steps"],
+            "final_loss": history["losses"][-1] if history["losses"] else None,
+            "fit_seconds": history["fit_seconds"],
+            "num_attributes": len(columns),
+            "n_samples": {"train": common.n_samples(len(all_records), len(records))},
+        }
+
+    @torch.no_grad()
+    def predict(self, ctx: UnitContext, head: nn.Module) -> list[Path]:
+        size = input_size(ctx.spec, self.params(ctx.spec))
+        columns = eval_columns(ctx.data)
+        device = torch.device(ctx.device)
+        backbone = ctx.backbone.to(device).eval()
+        head.to(device).eval()
+        all_records = common.split_records(ctx.data, ctx.spec.splits["test"])
+        records = common.limit(all_records, ctx.max_eval_samples, ctx.seed)
+        if common.is_frozen(ctx.protocol_spec.kind):
+            feats = common.frozen_features(
+                ctx, records, size, "avgpool", lambda x: {"pooled": pooled(backbone, x)}
+            )["pooled"]
+            logits = torch.cat([head(f.to(device)).float().cpu() for f in feats.split(1024)])
+        else:
+            loader = common.image_loader([r["path"] for r in records], size, 64, ctx.num_workers)
+            logits = common.extract(
+                lambda b: {"logits": head(pooled(backbone, common.normalize(b[0].to(device))))},
+                loader,
+                amp=ctx.amp,
+                device=device,
+            )["logits"]
+        names = list(
+            ctx.data.meta.get("attribute_names") or [f"attr{i}" for i in range(len(records[0]["labels"]))]
+        )
+        arrays = {
+            "probs": torch.sigmoid(logits.float()).numpy(),
+            "labels": label_matrix(records, columns).numpy().astype(np.int64),
+            "attribute_idx": np.array(columns, dtype=np.int64),
+            "attribute_names": np.array([names[i] for i in columns]),
+            "image_paths": np.array([r["path"] for r in records]),
+        }
+        path = ctx.out_dir / "predictions" / "attributes.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **arrays)
+        self._n_eval = {"test": common.n_samples(len(all_records), len(records))}
+        for index in range(min(ctx.visualize, len(records))):
+            attribute_card(
+                records[index]["path"],
+                list(arrays["attribute_names"]),
+                arrays["probs"][index],
+                arrays["labels"][index],
+                ctx.out_dir / "vis" / f"attributes_{index:03d}.png",
+            )
+        return [path]
+
+    def score(self, ctx: UnitContext, predictions: list[Path]) -> dict[str, float]:
+        return evaluate_attributes_file(predictions[0])

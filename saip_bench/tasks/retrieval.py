@@ -1,0 +1,290 @@
+"""Text-to-image person retrieval (CUHK-PEDES, ICFG-PEDES) in the spirit of IRRA.
+
+Image side: the benchmarked backbone's CLS feature -> linear projection. Text side: a pluggable encoder
+(``saip_bench.tasks.text``; by default a small transformer trained from scratch over a word vocabulary
+built from the training captions; ``open_clip`` loads a user's local CLIP text weights). Losses: SDM
+(similarity-distribution matching: KL between the softmax of scaled cosine similarities and the
+normalised same-identity matrix, both directions) + ID (a shared identity classifier on both sides).
+IRRA's MLM loss is not used.
+
+Protocols: ``finetune`` (backbone trained too; IRRA's schedule) and ``linear`` (frozen backbone, cached
+image features; the projection, the text encoder and the classifier are trained).
+
+Predictions: ``predictions/retrieval.npz`` with ``similarity`` (captions x images, cosine),
+``text_pids``, ``image_pids`` as ``saip-bench metric retrieval`` reads them (plus captions and image
+paths for inspection); the vocabulary is saved as ``predictions/tokenizer.json``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from saip_bench.backbones import Backbone
+from saip_bench.data.records import DatasetSplits
+from saip_bench.errors import UserError
+from saip_bench.metrics.retrieval import evaluate_retrieval_file
+from saip_bench.specs import TaskSpec
+from saip_bench.tasks import common
+from saip_bench.tasks.base import TASKS, UnitContext
+from saip_bench.tasks.reid import SinglePersonTask, input_size, ranking_strip, relabel
+from saip_bench.tasks.text import TextSide, WordTokenizer, build_text_side
+
+SDM_EPSILON = 1e-8
+
+
+class RetrievalHead(nn.Module):
+    """Image projection, text encoder + projection, shared identity classifier, fixed temperature."""
+
+    def __init__(
+        self, image_dim: int, text_side: TextSide, embed_dim: int, num_classes: int, temperature: float
+    ) -> None:
+        super().__init__()
+        self.text_encoder = text_side.encoder
+        self.tokenizer = text_side.tokenizer
+        self.text_description = text_side.description
+        self.image_proj = nn.Linear(image_dim, embed_dim)
+        self.text_proj = nn.Linear(text_side.width, embed_dim)
+        self.classifier = nn.Linear(embed_dim, num_classes)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+        nn.init.zeros_(self.classifier.bias)
+        self.logit_scale = 1.0 / temperature
+
+    def encode_image(self, features: torch.Tensor) -> torch.Tensor:
+        return self.image_proj(features)
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.text_proj(self.text_encoder(ids))
+
+
+def sdm_loss(
+    image_feats: torch.Tensor, text_feats: torch.Tensor, pids: torch.Tensor, logit_scale: float
+) -> torch.Tensor:
+    """IRRA's similarity-distribution matching: KL(softmax(scaled cosine) || same-id distribution),
+    image->text plus text->image, each summed over the batch row and averaged over rows."""
+    image = F.normalize(image_feats.float(), dim=1)
+    text = F.normalize(text_feats.float(), dim=1)
+    same = (pids[:, None] == pids[None, :]).float()
+    target = same / same.sum(1, keepdim=True)
+    t2i = logit_scale * text @ image.t()
+    loss = torch.zeros((), device=image.device)
+    for logits in (t2i, t2i.t()):
+        predicted = F.softmax(logits, dim=1)
+        kl = predicted * (F.log_softmax(logits, dim=1) - torch.log(target + SDM_EPSILON))
+        loss = loss + kl.sum(1).mean()
+    return loss
+
+
+def id_loss(head: RetrievalHead, image_feats: torch.Tensor, text_feats: torch.Tensor, labels: torch.Tensor):
+    """IRRA's ID loss: one identity classifier on both modalities, averaged."""
+    image_logits = head.classifier(image_feats).float()
+    text_logits = head.classifier(text_feats).float()
+    return (F.cross_entropy(image_logits, labels) + F.cross_entropy(text_logits, labels)) / 2
+
+
+def caption_pairs(records: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """(image index, caption) for every caption: IRRA trains on image-caption pairs."""
+    return [(i, caption) for i, record in enumerate(records) for caption in record["captions"]]
+
+
+def retrieval_augmentation(size: tuple[int, int]) -> Any:
+    """IRRA's train transform on [0, 1] tensors: flip, pad 10 + random crop, random erasing."""
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(0.5),
+            v2.Pad(10),
+            v2.RandomCrop(size),
+            v2.RandomErasing(p=0.5, value=list(common.IMAGENET_MEAN)),
+        ]
+    )
+
+
+@TASKS.register("t2i_retrieval")
+class RetrievalTask(SinglePersonTask):
+    name: ClassVar[str] = "t2i_retrieval"
+    datasets: ClassVar[tuple[str, ...]] = ("cuhk_pedes", "icfg_pedes")
+
+    def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
+        records = common.split_records(data, spec.splits["train"])
+        captions = [caption for record in records for caption in record["captions"]]
+        if not captions:
+            raise UserError(f"{data.name}: the train split {spec.splits['train']!r} has no captions")
+        params = self.params(spec)
+        _, num_classes = relabel([r["pid"] for r in records])
+        text_side = build_text_side(params.get("text_encoder"), captions)
+        return RetrievalHead(
+            backbone.num_features,
+            text_side,
+            int(params.get("embed_dim", 256)),
+            num_classes,
+            float(params.get("temperature", 0.02)),
+        )
+
+    def fit(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
+        protocol = ctx.protocol_spec
+        schedule = protocol.schedule
+        params = self.params(ctx.spec)
+        size = input_size(ctx.spec, params)
+        all_records = common.split_records(ctx.data, ctx.spec.splits["train"])
+        records = common.limit(all_records, ctx.max_train_samples, ctx.seed)
+        labels_all, _ = relabel([r["pid"] for r in all_records])
+        label_of = {r["path"]: int(label) for r, label in zip(all_records, labels_all, strict=True)}
+        pairs = caption_pairs(records)
+        pair_image = torch.tensor([i for i, _ in pairs])
+        pair_labels = torch.tensor([label_of[records[i]["path"]] for i, _ in pairs])
+        pair_tokens = head.tokenizer([caption for _, caption in pairs])
+        id_weight = float(params.get("id_loss_weight", 1.0))
+        device = torch.device(ctx.device)
+        backbone = ctx.backbone.to(device)
+        head.to(device).train()
+        frozen = common.is_frozen(protocol.kind)
+        common.set_backbone_trainable(backbone, not frozen)
+        batch_size = min(schedule.batch_size, len(pairs))
+        steps_per_epoch = max(1, len(pairs) // batch_size)
+
+        def losses(image_feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            text_feats = head.encode_text(pair_tokens[index].to(device))
+            labels = pair_labels[index].to(device)
+            sdm = sdm_loss(image_feats, text_feats, labels, head.logit_scale)
+            return sdm + id_weight * id_loss(head, image_feats, text_feats, labels)
+
+        def shuffled(epoch: int) -> list[torch.Tensor]:
+            generator = torch.Generator().manual_seed(ctx.seed * 1000 + epoch)
+            order = torch.randperm(len(pairs), generator=generator)
+            return [order[i : i + batch_size] for i in range(0, steps_per_epoch * batch_size, batch_size)]
+
+        if frozen:
+            features = common.frozen_features(
+                ctx, records, size, "cls", lambda x: {"cls": backbone.forward_features(x)["cls"]}
+            )["cls"].to(device)
+            history = common.fit_loop(
+                head,
+                shuffled,
+                lambda index: losses(head.encode_image(features[pair_image[index]]), index),
+                schedule,
+                common.build_optimizer(common.param_groups(None, head, schedule.weight_decay), schedule),
+                steps_per_epoch,
+                amp=ctx.amp,
+                device=device,
+                description=f"retrieval/{ctx.data.name} linear",
+                show_progress=ctx.show_progress,
+            )
+        else:
+            paths = [records[i]["path"] for i, _ in pairs]
+            transform = retrieval_augmentation(size)
+
+            def batches(epoch: int):
+                return common.image_loader(
+                    paths, size, batch_size, ctx.num_workers, transform, [b.tolist() for b in shuffled(epoch)]
+                )
+
+            def step(batch: Any) -> torch.Tensor:
+                images, index = batch
+                cls = backbone.forward_features(common.normalize(images.to(device)))["cls"]
+                return losses(head.encode_image(cls), index)
+
+            model = nn.ModuleDict({"backbone": backbone, "head": head})
+            groups = common.param_groups(backbone, head, schedule.weight_decay, schedule.layer_decay)
+            history = common.fit_loop(
+                model,
+                batches,
+                step,
+                schedule,
+                common.build_optimizer(groups, schedule),
+                steps_per_epoch,
+                amp=ctx.amp,
+                device=device,
+                description=f"retrieval/{ctx.data.name} finetune",
+                show_progress=ctx.show_progress,
+            )
+        return {
+            **self.protocol_info(ctx),
+            "steps": history["steps"],
+            "final_loss": history["losses"][-1] if history["losses"] else None,
+            "fit_seconds": history["fit_seconds"],
+            "text_encoder": head.text_description,
+            "n_samples": {
+                "train": common.n_samples(len(all_records), len(records)),
+                "train_captions": common.n_samples(len(caption_pairs(all_records)), len(pairs)),
+            },
+        }
+
+    @torch.no_grad()
+    def predict(self, ctx: UnitContext, head: nn.Module) -> list[Path]:
+        params = self.params(ctx.spec)
+        size = input_size(ctx.spec, params)
+        device = torch.device(ctx.device)
+        backbone = ctx.backbone.to(device).eval()
+        head.to(device).eval()
+        all_records = common.split_records(ctx.data, ctx.spec.splits["test"])
+        records = common.limit(all_records, ctx.max_eval_samples, ctx.seed)
+        if common.is_frozen(ctx.protocol_spec.kind):
+            cls = common.frozen_features(
+                ctx, records, size, "cls", lambda x: {"cls": backbone.forward_features(x)["cls"]}
+            )["cls"]
+            image_feats = torch.cat([head.encode_image(c.to(device)) for c in cls.split(1024)]).float().cpu()
+        else:
+            loader = common.image_loader([r["path"] for r in records], size, 64, ctx.num_workers)
+            image_feats = common.extract(
+                lambda b: {
+                    "f": head.encode_image(
+                        backbone.forward_features(common.normalize(b[0].to(device)))["cls"]
+                    )
+                },
+                loader,
+                amp=ctx.amp,
+                device=device,
+            )["f"]
+        pairs = caption_pairs(records)
+        tokens = head.tokenizer([caption for _, caption in pairs])
+        text_feats = (
+            common.extract(
+                lambda ids: {"f": head.encode_text(ids.to(device))},
+                tokens.split(256),
+                amp=ctx.amp,
+                device=device,
+            )["f"]
+            if pairs
+            else torch.zeros(0, image_feats.shape[1])
+        )
+        similarity = F.normalize(text_feats.float(), dim=1) @ F.normalize(image_feats.float(), dim=1).t()
+        arrays = {
+            "similarity": similarity.numpy().astype(np.float32),
+            "text_pids": np.array([records[i]["pid"] for i, _ in pairs], dtype=np.int64),
+            "image_pids": np.array([r["pid"] for r in records], dtype=np.int64),
+            "captions": np.array([caption for _, caption in pairs]),
+            "image_paths": np.array([r["path"] for r in records]),
+        }
+        out = ctx.out_dir / "predictions"
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "retrieval.npz"
+        np.savez(path, **arrays)
+        if isinstance(head.tokenizer, WordTokenizer):
+            head.tokenizer.save(out / "tokenizer.json")
+        self._n_eval = {
+            "test_images": common.n_samples(len(all_records), len(records)),
+            "test_captions": common.n_samples(len(caption_pairs(all_records)), len(pairs)),
+        }
+        for index in range(min(ctx.visualize, len(pairs))):
+            order = torch.argsort(-similarity[index], stable=True)[:5]
+            items = [
+                (str(arrays["image_paths"][j]), bool(arrays["image_pids"][j] == arrays["text_pids"][index]))
+                for j in order.tolist()
+            ]
+            ranking_strip(
+                None,
+                items,
+                ctx.out_dir / "vis" / f"retrieval_text_{index:03d}.png",
+                caption=str(arrays["captions"][index]),
+            )
+        return [path]
+
+    def score(self, ctx: UnitContext, predictions: list[Path]) -> dict[str, float]:
+        return evaluate_retrieval_file(predictions[0])

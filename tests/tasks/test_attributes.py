@@ -1,0 +1,94 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from saip_bench.backbones import create_backbone
+from saip_bench.data.readers import read_dataset
+from saip_bench.data.records import DatasetSplits
+from saip_bench.errors import DataFormatError
+from saip_bench.metrics.attributes import evaluate_attributes_file
+from saip_bench.specs import get_task_spec
+from saip_bench.tasks.attributes import eval_columns, weighted_bce
+from saip_bench.tasks.base import UnitContext, get_task
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    return create_backbone("vit_tiny", img_size=(64, 32))
+
+
+def test_weighted_bce_weights_rare_positives_up():
+    ratio = torch.tensor([0.1, 0.9])
+    logits = torch.zeros(1, 2)
+    # a missed rare positive costs exp(0.9)/exp(0.1) times more than a missed common positive
+    rare = weighted_bce(logits, torch.tensor([[1.0, 0.0]]), ratio)
+    common = weighted_bce(logits, torch.tensor([[0.0, 1.0]]), ratio)
+    log2 = float(np.log(2))
+    assert rare == pytest.approx(log2 * (np.exp(0.9) + np.exp(0.9)))
+    assert common == pytest.approx(log2 * (np.exp(0.1) + np.exp(0.1)))
+
+
+def test_eval_columns_follow_reader_meta():
+    data = DatasetSplits(
+        "peta", "default", ".", {"test": [{"path": "x", "labels": [0] * 5}]}, {"eval_idx": [0, 3]}
+    )
+    assert eval_columns(data) == [0, 3]
+    data.meta = {}
+    assert eval_columns(data) == [0, 1, 2, 3, 4]
+    data.meta = {"eval_idx": [7]}
+    with pytest.raises(DataFormatError, match="eval_idx"):
+        eval_columns(data)
+
+
+def _context(tmp_path, world, dataset, protocol, backbone, **overrides):
+    spec = get_task_spec("attributes", dataset)
+    spec.protocols["finetune"].schedule.max_steps = 2
+    spec.protocols["finetune"].schedule.batch_size = 8
+    spec.protocols["linear"].schedule.max_steps = 30
+    for name in spec.protocols:
+        spec.protocols[name].params["input_size"] = [64, 32]
+    data = read_dataset(dataset, world / dataset, spec.dataset_version)
+    return UnitContext(
+        spec=spec,
+        protocol=protocol,
+        backbone=copy.deepcopy(backbone),
+        data=data,
+        out_dir=tmp_path / protocol,
+        cache_dir=tmp_path / "cache",
+        show_progress=False,
+        **overrides,
+    )
+
+
+@pytest.mark.parametrize(
+    ("dataset", "protocol"),
+    [("pa100k", "linear"), ("pa100k", "finetune"), ("peta", "linear"), ("peta", "finetune")],
+)
+def test_runs_end_to_end_on_synthetic_world(tmp_path, synth_world, vit, dataset, protocol):
+    ctx = _context(tmp_path, synth_world, dataset, protocol, vit, visualize=2)
+    result = get_task("attributes").run(ctx)
+    assert set(result.scores) >= {"mA", "Acc", "Prec", "Rec", "F1"}
+    assert result.main_metric == "mA" and result.extra["protocol"] == protocol
+    columns = ctx.data.meta["eval_idx"]
+    assert result.extra["num_attributes"] == len(columns)
+    if dataset == "peta":
+        assert ctx.data.version == "zs" and len(columns) == 35  # PETAzs: all stored attributes
+    test = ctx.data.splits["test"]
+    with np.load(result.predictions[0]) as preds:
+        assert preds["probs"].shape == preds["labels"].shape == (len(test), len(columns))
+        assert ((preds["probs"] >= 0) & (preds["probs"] <= 1)).all()
+        assert preds["labels"].tolist() == [[r["labels"][i] for i in columns] for r in test]
+    assert evaluate_attributes_file(result.predictions[0]) == result.scores
+    train = ctx.spec.splits["train"]
+    expected = sum(len(ctx.data.splits[s]) for s in train.split("+"))
+    assert result.n_samples["train"]["original"] == expected
+    assert len(list((ctx.out_dir / "vis").glob("*.png"))) == 2
+
+
+def test_linear_protocol_is_deterministic(tmp_path, synth_world, vit):
+    first = get_task("attributes").run(_context(tmp_path, synth_world, "pa100k", "linear", vit))
+    second = get_task("attributes").run(_context(tmp_path, synth_world, "pa100k", "linear", vit))
+    assert first.scores == second.scores
