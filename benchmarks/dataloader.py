@@ -56,10 +56,17 @@ def ensure_world(world: Path) -> Path:
     return root
 
 
-def make_loader(dataset: PretrainDataset, batch: int, workers: int, total: int) -> DataLoader:
+def make_loader(
+    dataset: PretrainDataset, batch: int, workers: int, total: int, pin_memory: bool = False
+) -> DataLoader:
     sampler = ResumableBatchSampler(len(dataset), batch, SEED, total=total)
     return DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers, persistent_workers=False
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
     )
 
 
@@ -75,25 +82,35 @@ def time_loader(dataset: PretrainDataset, batch: int, workers: int, batches: int
     return {"workers": workers, "images_per_s": count / elapsed, "first_batch_s": first}
 
 
-def run_loop(method, optimizer, dataset, cfg, batch: int, workers: int, steps: int, warmup: int) -> dict:
+def run_loop(
+    method, optimizer, dataset, cfg, batch: int, workers: int, steps: int, warmup: int, device: torch.device
+) -> dict:
     """The trainer's step loop with a real loader; times data wait, views and model apart per step."""
-    loader = iter(make_loader(dataset, batch, workers, steps + warmup))
+    loader = iter(make_loader(dataset, batch, workers, steps + warmup, pin_memory=device.type == "cuda"))
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     waits, views_t, model_t, totals = [], [], [], []
     for step in range(steps + warmup):
         tic = time.perf_counter()
-        batch_data = images_to_float(next(loader), torch.device("cpu"))
+        batch_data = images_to_float(next(loader), device)
+        sync()
         t_data = time.perf_counter()
         batch_data["step_seed"] = torch.tensor(_mix_seed(SEED, step, 0), dtype=torch.long)
         generator = torch.Generator().manual_seed(_mix_seed(SEED, step, 0, 0))
         with torch.no_grad():
             views = method.make_views(batch_data, generator)
+        sync()
         t_views = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        with autocast("cpu", cfg.amp):
+        with autocast(device, cfg.amp):
             out = method(views)
         out["loss"].float().backward()
         optimizer.step()
         method.on_after_step(step + 1, 1000)
+        sync()
         t_end = time.perf_counter()
         if step >= warmup:
             waits.append(t_data - tic)
@@ -113,7 +130,8 @@ def run_loop(method, optimizer, dataset, cfg, batch: int, workers: int, steps: i
 def bench_preset(args: argparse.Namespace, root: Path, preset: str, batch: int) -> dict:
     seed_everything(SEED)
     method, cfg = build_method("saip", args.backbone, preset)
-    method.train()
+    device = torch.device(args.device)
+    method.to(device).train()
     folder = PretrainFolder.scan(root)
     dataset = PretrainDataset(
         folder,
@@ -130,7 +148,9 @@ def bench_preset(args: argparse.Namespace, root: Path, preset: str, batch: int) 
         loaders.append(time_loader(dataset, batch, workers, args.loader_batches))
         console.print(f"  {preset} loader, {workers} workers: {loaders[-1]['images_per_s']:.0f} images/s")
     for workers in args.workers:
-        loops.append(run_loop(method, optimizer, dataset, cfg, batch, workers, args.steps, args.warmup))
+        loops.append(
+            run_loop(method, optimizer, dataset, cfg, batch, workers, args.steps, args.warmup, device)
+        )
         console.print(f"  {preset} train loop, {workers} workers: {loops[-1]['images_per_s']:.1f} images/s")
     views = statistics.median(loop["views_images_per_s"] for loop in loops)
     model = statistics.median(loop["model_images_per_s"] for loop in loops)
@@ -183,6 +203,7 @@ def main() -> None:
     parser.add_argument("--loader-batches", type=int, default=10, help="batches timed for the loader alone")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per worker count")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (views + step on that device)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/dataloader.json"))
     args = parser.parse_args()
@@ -201,6 +222,7 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
         "threads": args.threads,
         "backbone": args.backbone,
+        "device": args.device,
     }
     args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
 
