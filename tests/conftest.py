@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import saip_bench  # noqa: F401  (installs the torchvision CPU shim before any test imports timm)
+
 REPO = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -83,7 +83,10 @@ class Backbone(nn.Module):
             fmap = patch_tokens.transpose(1, 2).reshape(x.shape[0], -1, grid_h, grid_w)
             return {"cls": tokens[:, 0], "tokens": patch_tokens, "fmap": fmap}
         fmap = self.body.forward_features(x)
-        return {"cls": fmap.mean(dim=(2, 3)), "tokens": fmap.flatten(2).transpose(1, 2), "fmap": fmap}
+        # timm's pre-logits pooled feature (TinyViT: pool + LayerNorm), so every parameter is used
+        # (DDP needs no find_unused_parameters) and the global feature is the one timm users know.
+        cls = self.body.forward_head(fmap, pre_logits=True)
+        return {"cls": cls, "tokens": fmap.flatten(2).transpose(1, 2), "fmap": fmap}
 
     def intermediate(
         self, x: torch.Tensor, indices: int | Sequence[int], norm: bool = False
