@@ -66,7 +66,10 @@ def radar_png(board: Board, backbone: str) -> bytes | None:
     """Entries of one backbone on every dataset of the board; each axis scaled min..max over entries
     (direction-aware, outward = better) and labelled with its best raw value, as in the paper."""
     rows = board.summary[board.summary["backbone"] == backbone]
-    datasets = [d for d in board.datasets if rows[d].notna().any()]
+    # axes: datasets every drawn entry has (a missing score is never drawn as zero); entries with fewer
+    # than three such datasets are left out rather than shrinking the chart for everyone
+    rows = rows[rows[board.datasets].notna().sum(axis=1) >= 3]
+    datasets = [d for d in board.datasets if len(rows) and rows[d].notna().all()]
     if len(rows) == 0 or len(datasets) < 3:
         return None
     _setup()

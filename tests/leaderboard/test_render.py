@@ -89,3 +89,17 @@ def test_compare_paper_scales_fractions_to_percent(tmp_path):
     lip = table[(table["family"] == "vit") & (table["dataset"] == "lip")].iloc[0]
     assert lip["our_value"] == 0.42 and lip["scale"] == 100.0
     assert "42.00 (fraction ×100)" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_radar_never_draws_a_missing_score():
+    from saip_bench.leaderboard.plots import radar_png
+    from saip_bench.leaderboard.tables import build_boards
+
+    two = [r for r in three_methods() if r.identity.dataset != "lip"]
+    boards, _ = build_boards(two)
+    assert radar_png(boards[0], "vit_tiny") is None  # fewer than 3 axes
+    partial = [r for r in three_methods() if not (r.identity.method == "mae" and r.identity.dataset == "lip")]
+    boards, _ = build_boards(partial)
+    full, _ = build_boards(three_methods())
+    drawn = radar_png(boards[0], "vit_tiny")  # mae (2 datasets) is left out, not drawn at zero
+    assert drawn.startswith(b"\x89PNG") and drawn != radar_png(full[0], "vit_tiny")
