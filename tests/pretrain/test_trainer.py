@@ -115,3 +115,26 @@ def test_nan_guard_stops_and_keeps_last_good_state(pretrain_root, tmp_path):
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert json.loads((tmp_path / "failure.json").read_text())["step"] == 2
+
+
+def test_gradient_accumulation_consumes_accum_micro_batches_per_step(pretrain_root, tmp_path):
+    method = micro_saip()
+    trainer = Trainer(
+        method,
+        micro_train_config(steps=2, batch_size=2, accum_steps=2, checkpoint_every=100),
+        pretrain_root,
+        tmp_path,
+        progress=False,
+    )
+    seen = []
+    original = trainer.method.make_views
+
+    def spy(batch, generator):
+        seen.append(batch["index"].tolist())
+        return original(batch, generator)
+
+    trainer.method.make_views = spy  # type: ignore[method-assign]
+    result = trainer.fit()
+    assert result.step == 2 and len(seen) == 4 and all(len(s) == 2 for s in seen)
+    assert trainer.effective_batch == 4
+    assert len({i for s in seen[:2] for i in s}) == 4  # one step = 4 distinct samples
