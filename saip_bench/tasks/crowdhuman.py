@@ -45,7 +45,13 @@ from saip_bench.tasks.common import (
     set_backbone_trainable,
 )
 from saip_bench.tasks.dense.features import head_params, input_size, level_channels, multi_level
-from saip_bench.tasks.detection.pyramid import SimpleFeaturePyramid, image_list, pyramid_levels, scale_boxes
+from saip_bench.tasks.detection.pyramid import (
+    SimpleFeaturePyramid,
+    fp32_heads,
+    image_list,
+    pyramid_levels,
+    scale_boxes,
+)
 from saip_bench.utils import atomic_write_text, autocast
 
 
@@ -101,12 +107,14 @@ class CrowdDetector(nn.Module):
         anchors = self.retina.anchor_generator(image_list(maps[0].shape[0], self.size, maps[0]), features)
         return features, outputs, anchors
 
+    @fp32_heads
     def losses(self, maps: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         _, outputs, anchors = self._head(maps)
         losses = self.retina.compute_loss(targets, {k: v.float() for k, v in outputs.items()}, anchors)
         return sum(losses.values())
 
     @torch.no_grad()
+    @fp32_heads
     def detect(self, maps: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         features, outputs, anchors = self._head(maps)
         per_level = [f.size(2) * f.size(3) for f in features]

@@ -57,7 +57,13 @@ from saip_bench.tasks.common import (
 )
 from saip_bench.tasks.dense.features import head_params, input_size, level_channels, multi_level
 from saip_bench.tasks.dense.vis import palette
-from saip_bench.tasks.detection.pyramid import SimpleFeaturePyramid, image_list, pyramid_levels, scale_boxes
+from saip_bench.tasks.detection.pyramid import (
+    SimpleFeaturePyramid,
+    fp32_heads,
+    image_list,
+    pyramid_levels,
+    scale_boxes,
+)
 from saip_bench.utils import atomic_write_json, autocast
 
 
@@ -106,6 +112,7 @@ class FashionModel(nn.Module):
         )
         self.attributes = AttributeHead(channels, num_attributes)
 
+    @fp32_heads
     def losses(self, maps: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         features = self.neck(maps)
         images = image_list(maps[0].shape[0], self.size, maps[0])
@@ -120,6 +127,7 @@ class FashionModel(nn.Module):
         return total
 
     @torch.no_grad()
+    @fp32_heads
     def detect(self, maps: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         features = self.neck(maps)
         images = image_list(maps[0].shape[0], self.size, maps[0])

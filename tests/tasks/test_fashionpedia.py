@@ -55,7 +55,7 @@ def run_unit(root: Path, out: Path, protocol: str, visualize: int = 0):
     torch.manual_seed(0)
     ctx = UnitContext(spec=spec, protocol=protocol, backbone=create_backbone("vit_tiny", (96, 128)),
                       data=read_dataset("fashionpedia", root), out_dir=out, cache_dir=out / "cache",
-                      visualize=visualize, show_progress=False, amp=False, max_eval_samples=3)
+                      visualize=visualize, show_progress=False, amp=protocol == "frozen", max_eval_samples=3)
     return get_task("fashion").run(ctx)
 
 

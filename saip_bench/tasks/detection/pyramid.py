@@ -9,7 +9,10 @@ is: anchors, matching, losses, NMS and mask pasting are torchvision's.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -66,3 +69,18 @@ def scale_boxes(boxes: torch.Tensor, from_hw: tuple[int, int], to_hw: tuple[int,
     """x1y1x2y2 boxes from one image size to another (independent x / y factors)."""
     sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
     return boxes * boxes.new_tensor([sx, sy, sx, sy])
+
+
+def fp32_heads(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a detector method on float32 maps with autocast off.
+
+    Why: the backbone may run under bf16 autocast, but torchvision's box coding, RoIAlign fallback, matching
+    and losses expect float32 boxes and features; the heads are a small share of the cost.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, maps: list[torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(maps[0].device.type, enabled=False):
+            return method(self, [m.float() for m in maps], *args, **kwargs)
+
+    return wrapper
