@@ -84,14 +84,6 @@ def default_pretrainer(*, method: str, backbone: str, preset: str, data_dir: Pat
         resume = (Path(out_dir) / "checkpoints" / name).is_file()
         kwargs = {"method": method, "backbone": backbone, "preset": preset, "data_dir": data_dir,
                   "out_dir": out_dir, "seed": seed, "steps": steps, "resume": resume}
-        # settings a method derives from the data (e.g. Supervised's number of identities), as the CLI does
-        from saip_bench.discovery import import_submodules
-        from saip_bench.pretrain.base import METHODS
-
-        import_submodules("saip_bench.pretrain.methods")
-        prepare = getattr(METHODS.get(method), "prepare_config", None) if method in METHODS else None
-        if prepare is not None and "method_overrides" in accepted:
-            kwargs["method_overrides"] = prepare({}, data_dir)
         return Path(trainer.pretrain(**{k: v for k, v in kwargs.items() if k in accepted}))
     from saip_bench.backbones import create_backbone
     from saip_bench.discovery import import_submodules

@@ -24,8 +24,12 @@ def build_method(
     preset: str,
     overrides: dict[str, Any] | None = None,
     method_overrides: dict[str, Any] | None = None,
+    data_dir: str | Path | None = None,
 ) -> tuple[PretrainMethod, Any]:
-    """Instantiate ``method`` on a fresh ``backbone`` with the preset's configs (checks support first)."""
+    """Instantiate ``method`` on a fresh ``backbone`` with the preset's configs (checks support first).
+
+    With ``data_dir``, the method first derives what it needs from the data (``prepare_config``).
+    """
     import_submodules("saip_bench.pretrain.methods")
     method_cls = METHODS.get(method)
     if backbone not in BACKBONES:
@@ -33,6 +37,8 @@ def build_method(
     train_cfg, method_cfg = load_preset(method, preset, overrides)
     if method_overrides:
         method_cfg = {**method_cfg, **method_overrides}
+    if data_dir is not None:
+        method_cfg = method_cls.prepare_config(method_cfg, data_dir)
     net = create_backbone(
         backbone, img_size=tuple(train_cfg.img_size), drop_path_rate=train_cfg.drop_path_rate
     )
@@ -124,7 +130,9 @@ def run_training(
         overrides["amp"] = amp
     dist_info, dev = init_distributed(torch.device(device) if device is not None else None)
     seed_everything(seed + dist_info.rank)
-    method_obj, train_cfg = build_method(method, backbone, preset, overrides, method_overrides)
+    method_obj, train_cfg = build_method(
+        method, backbone, preset, overrides, method_overrides, data_dir=data_dir
+    )
     trainer = Trainer(
         method_obj,
         train_cfg,

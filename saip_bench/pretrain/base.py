@@ -78,6 +78,11 @@ class PretrainMethod(nn.Module, metaclass=ABCMeta):
             )
         return None
 
+    @classmethod
+    def prepare_config(cls, config: dict[str, Any], data_dir: Any) -> dict[str, Any]:
+        """Settings a method derives from its data before it is built (e.g. Supervised's class count)."""
+        return dict(config)
+
     def make_views(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, Any]:
         """Batched view generation on the batch's device (crops, masks, canvases); runs under no_grad.
 

@@ -62,10 +62,6 @@ def test_few_steps_through_the_trainer_reduce_the_loss(people_root, tmp_path) ->
     assert method.hyperparameters()["num_classes"] == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pretrain/api.build_method does not call Supervised.prepare_config yet (contract gap, reported)",
-)
 def test_cli_supervised_reads_the_classes_from_the_folder(people_root, tmp_path) -> None:
     from saip_bench.cli import main
 
