@@ -11,9 +11,9 @@
 
 Detections are noisy copies of GT (70 %) or uniform random boxes/keypoints (30 %), scores uniform:
 the evaluators do the same amount of matching work as on a real model's output. Inputs are written as
-JSON/odgt files in a temp dir by this process (seeded); each metric then runs in a fresh subprocess that
-reads those files, so its time includes parsing as the CLI pays it and its peak RSS (``ru_maxrss``) is
-its own (the interpreter with numpy/pycocotools imported is reported as the baseline).
+JSON/odgt files in a temp dir by a writer subprocess (seeded); each metric then runs in a fresh subprocess
+that reads those files, so its time includes parsing as the CLI pays it and its peak RSS (``ru_maxrss``)
+is its own (the interpreter with saip_bench imported is reported as the baseline).
 """
 
 from __future__ import annotations
@@ -178,7 +178,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/metrics_speed_multi.json"))
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--write", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write:
+        name, folder = args.write.split(":", 1)
+        tic = time.perf_counter()
+        files = CASES[name][0](Path(folder), args.scale, args.seed)
+        files["write_s"] = time.perf_counter() - tic
+        print(json.dumps(files))
+        return
     if args.case:
         name, files = args.case.split(":", 1)
         result = CASES[name][1](json.loads(files))
@@ -190,9 +198,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases:
-            tic = time.perf_counter()
-            files = CASES[name][0](Path(tmp), args.scale, args.seed)
-            files["write_s"] = time.perf_counter() - tic
+            # inputs are written by their own process: a child's ru_maxrss starts at its parent's
+            # RSS (Linux keeps it across exec), so this process must stay small
+            writer = [sys.executable, __file__, "--write", f"{name}:{tmp}", "--scale", str(args.scale),
+                      "--seed", str(args.seed)]
+            written = subprocess.run(writer, check=True, capture_output=True, text=True).stdout
+            files = json.loads(written.strip().splitlines()[-1])
             command = [sys.executable, __file__, "--case", f"{name}:{json.dumps(files)}"]
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             result = {**files, **json.loads(output.strip().splitlines()[-1]), "metric": name,
