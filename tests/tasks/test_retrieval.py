@@ -62,6 +62,10 @@ def _context(tmp_path, data, protocol, backbone, dataset="cuhk_pedes", **overrid
     }
     spec.protocols["finetune"].params["input_size"] = [64, 32]
     spec.protocols["linear"].params["input_size"] = [64, 32]
+    spec.protocols["linear"].params["head"] = {
+        "embed_dim": 64,
+        "text_encoder": {"type": "scratch", "max_length": 16, "width": 32, "layers": 1, "heads": 2},
+    }
     spec.protocols["linear"].schedule.max_steps = 60
     return UnitContext(
         spec=spec,
