@@ -370,7 +370,7 @@ class BenchRunner:
         stage("data")
         data = self.dataset(spec)
         stage("task")
-        backbone = self.cache.load(info, tuple(spec.input_size))
+        backbone = self.cache.load(info, load_size(unit.backbone, tuple(spec.input_size)))
         size_key = (unit.backbone, tuple(spec.input_size))  # architecture cost: same for every method
         if size_key not in self._backbone_costs:
             self._backbone_costs[size_key] = backbone_cost(backbone, tuple(spec.input_size), self.device)
@@ -435,6 +435,17 @@ class BenchRunner:
             limited=self.config.limit is not None,
             created_at=_now(),
         )
+
+
+def load_size(backbone: str, input_size: tuple[int, int]) -> tuple[int, int]:
+    """Size the backbone is built at for a task: ViTs pad inputs to whole patches, so their position
+    embedding is resized once to the padded grid (sides rounded up to a multiple of the patch)."""
+    from saip_bench.backbones import BACKBONES
+
+    if backbone in BACKBONES and BACKBONES.meta(backbone).get("family") == "vit":
+        patch = 16
+        return (-(-input_size[0] // patch) * patch, -(-input_size[1] // patch) * patch)
+    return input_size
 
 
 def _now() -> str:

@@ -207,3 +207,11 @@ def test_existing_world_is_used_as_is(env):
     assert len(report.written) == 4
     with pytest.raises(UserError, match="not a synthetic world"):
         run_bench(config(tmp, world=tmp / "cache", tasks=["pa100k"]), hooks)
+
+
+def test_load_size_rounds_vit_inputs_to_whole_patches():
+    from saip_bench.bench.runner import load_size
+
+    assert load_size("vit_tiny", (800, 1400)) == (800, 1408)
+    assert load_size("vit_tiny", (256, 128)) == (256, 128)
+    assert load_size("starnet_s3", (800, 1400)) == (800, 1400)
