@@ -100,7 +100,8 @@ def radar_png(board: Board, backbone: str) -> bytes | None:
     labels = []
     for dataset, best in zip(datasets, best_labels, strict=True):
         arrow = "↓" if board.dataset_info[dataset]["direction"] == "min" else ""
-        labels.append(f"{AXIS_LABELS.get(dataset, dataset)}{arrow}\n{best:.1f}")
+        best_text = f"{best:.1f}" if abs(best) >= 1.5 or best == 0 else f"{best:.3g}"
+        labels.append(f"{AXIS_LABELS.get(dataset, dataset)}{arrow}\n{best_text}")
     ax.set_xticklabels(labels)
     family = rows["family"].iloc[0]
     ax.set_title(
