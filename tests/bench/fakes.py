@@ -47,6 +47,9 @@ class TinyBody(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
+    def forward_head(self, fmap: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return fmap.mean(dim=(2, 3))  # timm's interface for the pooled feature
+
 
 def tiny_backbone(seed: int) -> Backbone:
     torch.manual_seed(seed)
