@@ -17,29 +17,8 @@ from saip_bench.data.readers.lip import (
     split_overlap_problems,
 )
 from saip_bench.data.records import DatasetSplits, ParsingRecord
+from saip_bench.data.vocab import CIHP_CLASSES
 
-CIHP_CLASSES = (
-    "background",
-    "hat",
-    "hair",
-    "glove",
-    "sunglasses",
-    "upperclothes",
-    "dress",
-    "coat",
-    "socks",
-    "pants",
-    "torso-skin",
-    "scarf",
-    "skirt",
-    "face",
-    "leftArm",
-    "rightArm",
-    "leftLeg",
-    "rightLeg",
-    "leftShoe",
-    "rightShoe",
-)
 CIHP_SPLIT_DIRS = {"train": "Training", "val": "Validation"}
 
 

@@ -24,27 +24,9 @@ from saip_bench.data.readers.base import (
     make_splits,
 )
 from saip_bench.data.records import DatasetSplits, KeypointAnnotation, KeypointImageRecord
+from saip_bench.data.vocab import COCO_KEYPOINTS
 from saip_bench.errors import DataFormatError
 
-COCO_KEYPOINTS = (
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-)
 COCO_SIGMAS = tuple(
     s / 10.0
     for s in (

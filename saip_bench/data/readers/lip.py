@@ -19,30 +19,9 @@ from saip_bench.data.readers.base import (
     require_dir,
 )
 from saip_bench.data.records import DatasetSplits, ParsingRecord
+from saip_bench.data.vocab import LIP_CLASSES
 from saip_bench.errors import DataFormatError
 
-LIP_CLASSES = (
-    "Background",
-    "Hat",
-    "Hair",
-    "Glove",
-    "Sunglasses",
-    "Upper-clothes",
-    "Dress",
-    "Coat",
-    "Socks",
-    "Pants",
-    "Jumpsuits",
-    "Scarf",
-    "Skirt",
-    "Face",
-    "Left-arm",
-    "Right-arm",
-    "Left-leg",
-    "Right-leg",
-    "Left-shoe",
-    "Right-shoe",
-)
 PARSING_FLIP_PAIRS = ((14, 15), (16, 17), (18, 19))  # left/right swapped under horizontal flip
 LIP_LAYOUTS = {
     "official": {

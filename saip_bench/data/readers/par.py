@@ -18,36 +18,9 @@ import numpy as np
 
 from saip_bench.data.readers.base import DatasetReader, ReadContext, join_path, make_splits, require_file
 from saip_bench.data.records import AttributeRecord, DatasetSplits
+from saip_bench.data.vocab import PA100K_ATTRIBUTES, PETA_GROUP_ORDER
 from saip_bench.errors import DataFormatError
 
-PA100K_ATTRIBUTES = (
-    "Female",
-    "AgeOver60",
-    "Age18-60",
-    "AgeLess18",
-    "Front",
-    "Side",
-    "Back",
-    "Hat",
-    "Glasses",
-    "HandBag",
-    "ShoulderBag",
-    "Backpack",
-    "HoldObjectsInFront",
-    "ShortSleeve",
-    "LongSleeve",
-    "UpperStride",
-    "UpperLogo",
-    "UpperPlaid",
-    "UpperSplice",
-    "LowerStripe",
-    "LowerPattern",
-    "LongCoat",
-    "Trousers",
-    "Shorts",
-    "Skirt&Dress",
-    "boots",
-)
 # Rethinking_of_PAR's reporting order (does not change mA).
 PA100K_GROUP_ORDER = (
     7,
@@ -83,43 +56,6 @@ PA100K_VARIABLES = (
     *(f"{s}_{kind}" for s in PA100K_SPLITS for kind in ("images_name", "label")),
 )
 
-PETA_GROUP_ORDER = (
-    10,
-    18,
-    19,
-    30,
-    15,
-    7,
-    9,
-    11,
-    14,
-    21,
-    26,
-    29,
-    32,
-    33,
-    34,
-    6,
-    8,
-    12,
-    25,
-    27,
-    31,
-    13,
-    23,
-    24,
-    28,
-    4,
-    5,
-    17,
-    20,
-    22,
-    0,
-    1,
-    2,
-    3,
-    16,
-)
 PETA_LABEL_START = 4  # data columns: image index, identity, sub-dataset, identity within it, 105 labels
 PETA_PARTITION_FIELD = "partion_attribute"  # sic, as in the official file
 PETA_ZS_PICKLE = "dataset_zs_run0.pkl"

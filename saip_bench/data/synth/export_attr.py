@@ -6,50 +6,14 @@ from collections.abc import Callable
 
 import numpy as np
 
+from saip_bench.data import vocab as _official
 from saip_bench.data.synth.appearance import Appearance, pa100k_labels, peta_labels, sample_appearance
 from saip_bench.data.synth.common import ExportContext, cameras, person_crop
 from saip_bench.data.synth.io import save_image, write_mat, write_pickle
 from saip_bench.data.synth.vocab import PA100K_ATTRIBUTES, PETA_ATTRIBUTES, PETA_EVAL_COUNT
 
 VIEWS = ("front", "side", "back")
-# Rethinking-of-PAR's reporting order of PETA's 35 evaluated attributes (FORMATS.md, label_idx.eval)
-PETA_GROUP_ORDER = [
-    10,
-    18,
-    19,
-    30,
-    15,
-    7,
-    9,
-    11,
-    14,
-    21,
-    26,
-    29,
-    32,
-    33,
-    34,
-    6,
-    8,
-    12,
-    25,
-    27,
-    31,
-    13,
-    23,
-    24,
-    28,
-    4,
-    5,
-    17,
-    20,
-    22,
-    0,
-    1,
-    2,
-    3,
-    16,
-]
+PETA_GROUP_ORDER = list(_official.PETA_GROUP_ORDER)
 
 
 def varied_population(

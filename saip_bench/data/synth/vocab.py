@@ -6,25 +6,9 @@ ones. Everything the renderer draws maps to these lists through tables here, nev
 
 from __future__ import annotations
 
-COCO_KEYPOINTS = [
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-]
+from saip_bench.data import vocab as _official
+
+COCO_KEYPOINTS = list(_official.COCO_KEYPOINTS)
 COCO_SKELETON = [
     [16, 14],
     [14, 12],
@@ -60,50 +44,8 @@ HAND_KEYPOINTS = ["hand_root"] + [
     for i in range(1, 5)
 ]
 
-LIP_CLASSES = [
-    "Background",
-    "Hat",
-    "Hair",
-    "Glove",
-    "Sunglasses",
-    "Upper-clothes",
-    "Dress",
-    "Coat",
-    "Socks",
-    "Pants",
-    "Jumpsuits",
-    "Scarf",
-    "Skirt",
-    "Face",
-    "Left-arm",
-    "Right-arm",
-    "Left-leg",
-    "Right-leg",
-    "Left-shoe",
-    "Right-shoe",
-]
-CIHP_CLASSES = [
-    "background",
-    "hat",
-    "hair",
-    "glove",
-    "sunglasses",
-    "upperclothes",
-    "dress",
-    "coat",
-    "socks",
-    "pants",
-    "torso-skin",
-    "scarf",
-    "skirt",
-    "face",
-    "leftArm",
-    "rightArm",
-    "leftLeg",
-    "rightLeg",
-    "leftShoe",
-    "rightShoe",
-]
+LIP_CLASSES = list(_official.LIP_CLASSES)
+CIHP_CLASSES = list(_official.CIHP_CLASSES)
 
 # Semantic part kinds the renderer draws; each maps to a LIP id and a CIHP id (they differ at index 10:
 # LIP has Jumpsuits, CIHP Torso-skin; LIP leaves torso skin unlabelled, CIHP lumps jumpsuits into clothes).
@@ -132,34 +74,7 @@ PART_KINDS: dict[str, tuple[int, int]] = {
     "shoe_r": (19, 19),
 }
 
-PA100K_ATTRIBUTES = [
-    "Female",
-    "AgeOver60",
-    "Age18-60",
-    "AgeLess18",
-    "Front",
-    "Side",
-    "Back",
-    "Hat",
-    "Glasses",
-    "HandBag",
-    "ShoulderBag",
-    "Backpack",
-    "HoldObjectsInFront",
-    "ShortSleeve",
-    "LongSleeve",
-    "UpperStride",
-    "UpperLogo",
-    "UpperPlaid",
-    "UpperSplice",
-    "LowerStripe",
-    "LowerPattern",
-    "LongCoat",
-    "Trousers",
-    "Shorts",
-    "Skirt&Dress",
-    "boots",
-]
+PA100K_ATTRIBUTES = list(_official.PA100K_ATTRIBUTES)
 
 PETA_ATTRIBUTES = [
     "personalLess30",
