@@ -28,12 +28,10 @@ from torchvision.ops import box_iou
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
 from saip_bench.metrics import crowdhuman as crowd_metric
-from saip_bench.specs import TaskSpec, stable_hash
+from saip_bench.specs import TaskSpec
 from saip_bench.tasks.base import TASKS, Task, UnitContext
 from saip_bench.tasks.common import (
     build_optimizer,
-    cached,
-    extract,
     fit_loop,
     is_frozen,
     limit,
@@ -52,6 +50,7 @@ from saip_bench.tasks.detection.pyramid import (
     pyramid_levels,
     scale_boxes,
 )
+from saip_bench.tasks.detection.training import cached_level_maps, mirrored_batches
 from saip_bench.utils import atomic_write_text, autocast
 
 
@@ -208,18 +207,10 @@ class CrowdHumanTask(Task):
             model: nn.Module = head
             groups = param_groups(None, head, schedule.weight_decay)
         else:
-
-            def batches(epoch: int):
-                order = torch.randperm(len(records), generator=generator)
-                for start in range(0, steps_per_epoch * batch_size, batch_size):
-                    chosen = order[start:start + batch_size]
-                    samples = [load_sample(records[int(i)], head.size) for i in chosen]
-                    mirror = torch.rand(len(samples), generator=generator) < 0.5
-                    images = torch.stack([s[0].flip(-1) if m else s[0]
-                                          for s, m in zip(samples, mirror, strict=True)])
-                    batch_targets = [flip_target(s[1], head.size[1]) if m else s[1]
-                                     for s, m in zip(samples, mirror, strict=True)]
-                    yield images.to(ctx.device), batch_targets
+            batches = mirrored_batches(
+                records, lambda r: load_sample(r, head.size), flip_target, head.size[1],
+                batch_size, steps_per_epoch, generator, ctx.device,
+            )
 
             def loss_fn(batch) -> torch.Tensor:
                 images, batch_targets = batch
@@ -237,24 +228,7 @@ class CrowdHumanTask(Task):
         return info
 
     def _cached_maps(self, ctx: UnitContext, head: CrowdDetector, records: list[dict[str, Any]]):
-        def compute() -> dict[str, torch.Tensor]:
-            ctx.backbone.eval()
-
-            def loader():
-                for start in range(0, len(records), 16):
-                    chunk = records[start:start + 16]
-                    yield torch.stack([pil_to_tensor(load_rgb(r["path"]), head.size) for r in chunk])
-
-            def fn(images: torch.Tensor) -> dict[str, torch.Tensor]:
-                maps = multi_level(ctx.backbone, normalize(images.to(ctx.device)), head.levels)
-                return {f"level{i}": m for i, m in enumerate(maps)}
-
-            return extract(fn, loader(), ctx.amp, ctx.device)
-
-        key = stable_hash({"task": ctx.spec.key, "size": head.size, "levels": head.levels,
-                           "ids": [r["path"] for r in records]})
-        result = cached(ctx.cache_dir / f"detection-{key}.pt", compute) if ctx.cache_dir else compute()
-        return [result[f"level{i}"] for i in range(len(head.levels))]
+        return cached_level_maps(ctx, head.size, head.levels, records, "detection")
 
     # ---- prediction -----------------------------------------------------------------------------
     @torch.no_grad()

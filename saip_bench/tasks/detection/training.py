@@ -1,0 +1,72 @@
+"""Training-data plumbing shared by the detection-style tasks (CrowdHuman, Fashionpedia).
+
+Why: both train torchvision detectors on the backbone's pyramid, with the same mirrored fine-tune batches
+and the same frozen-protocol cache of pyramid maps; one copy keeps their behaviour (and cache keys) equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from saip_bench.specs import stable_hash
+from saip_bench.tasks.base import UnitContext
+from saip_bench.tasks.common import cached, extract, load_rgb, normalize, pil_to_tensor
+from saip_bench.tasks.dense.features import backbone_fingerprint, multi_level
+
+Sample = tuple[torch.Tensor, Any]
+
+
+def mirrored_batches(
+    records: list[dict[str, Any]],
+    load: Callable[[dict[str, Any]], Sample],
+    flip: Callable[[Any, int], Any],
+    width: int,
+    batch_size: int,
+    steps_per_epoch: int,
+    generator: torch.Generator,
+    device: torch.device,
+) -> Callable[[int], Iterator[tuple[torch.Tensor, list[Any]]]]:
+    """Fine-tune batches: a fresh shuffle each epoch, each image mirrored with p = 0.5 (its target too)."""
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, list[Any]]]:
+        order = torch.randperm(len(records), generator=generator)
+        for start in range(0, steps_per_epoch * batch_size, batch_size):
+            samples = [load(records[int(i)]) for i in order[start:start + batch_size]]
+            mirror = (torch.rand(len(samples), generator=generator) < 0.5).tolist()
+            images = torch.stack([s[0].flip(-1) if m else s[0] for s, m in zip(samples, mirror, strict=True)])
+            targets = [flip(s[1], width) if m else s[1] for s, m in zip(samples, mirror, strict=True)]
+            yield images.to(device), targets
+
+    return batches
+
+
+def cached_level_maps(
+    ctx: UnitContext, size: tuple[int, int], levels: Any, records: list[dict[str, Any]], prefix: str
+) -> list[torch.Tensor]:
+    """Frozen-protocol pyramid maps of ``records`` at ``size``, cached under ``ctx.cache_dir``.
+
+    The key includes the backbone's weight fingerprint, so a cache folder shared by mistake across
+    checkpoints never hands one backbone's features to another.
+    """
+
+    def compute() -> dict[str, torch.Tensor]:
+        ctx.backbone.eval()
+
+        def loader() -> Iterator[torch.Tensor]:
+            for start in range(0, len(records), 16):
+                chunk = records[start:start + 16]
+                yield torch.stack([pil_to_tensor(load_rgb(r["path"]), size) for r in chunk])
+
+        def fn(images: torch.Tensor) -> dict[str, torch.Tensor]:
+            maps = multi_level(ctx.backbone, normalize(images.to(ctx.device)), levels)
+            return {f"level{i}": m for i, m in enumerate(maps)}
+
+        return extract(fn, loader(), ctx.amp, ctx.device)
+
+    key = stable_hash({"task": ctx.spec.key, "size": list(size), "levels": levels,
+                       "backbone": backbone_fingerprint(ctx.backbone), "ids": [r["path"] for r in records]})
+    result = cached(ctx.cache_dir / f"{prefix}-{key}.pt", compute) if ctx.cache_dir else compute()
+    return [result[f"level{i}"] for i in range(len(levels))]
