@@ -33,6 +33,28 @@ OBJECTIVES = {
 }
 
 
+# Dense peak TFLOP/s per accelerator (vendor datasheets, no sparsity), for model FLOP utilisation.
+PEAK_TFLOPS = {"H100": {"bf16": 989.4, "fp32": 66.9}, "H200": {"bf16": 989.4, "fp32": 66.9},
+               "A100": {"bf16": 312.0, "fp32": 19.5}}
+
+
+def peak_tflops_for(device: str, bf16: bool) -> float | None:
+    """The accelerator's dense peak for the step's precision; None on CPU or an unknown GPU."""
+    import os
+
+    import torch
+
+    if os.environ.get("PEAK_TFLOPS"):
+        return float(os.environ["PEAK_TFLOPS"])
+    if not device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name()
+    for key, peaks in PEAK_TFLOPS.items():
+        if key in name:
+            return peaks["bf16" if bf16 else "fp32"]
+    return None
+
+
 def measure(
     name: str,
     preset: str,
@@ -106,6 +128,19 @@ def measure(
             timings.append(time.perf_counter() - tic)
     timings.sort()
     median = timings[len(timings) // 2]
+    # Model FLOPs of one step (forward + backward, counted by torch.utils.flop_counter on the saip-bench
+    # path; the reference computes the same math). Untimed, after the timed steps.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        views = method.make_views(batch_data, generator)
+    with counter, autocast(device, amp and not reference):
+        out = method(views)
+        out["loss"].float().backward()
+    step_flops = counter.get_total_flops()
+    peak_tflops = peak_tflops_for(device, amp and not reference)
     if device.startswith("cuda"):
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -121,6 +156,9 @@ def measure(
         "ms_per_step": median * 1e3,
         "images_per_s": batch / median,
         "peak_mem_mb": peak_mb,
+        "step_tflop": step_flops / 1e12,
+        "achieved_tflops": step_flops / median / 1e12,
+        "mfu": (step_flops / median / 1e12 / peak_tflops) if peak_tflops else None,
         "same_math_max_abs_diff": max(same_math.values()) if same_math else None,
     }
 
@@ -188,13 +226,16 @@ def main() -> None:
         rows.append(row)
         print(f"  {row['config']:<10} {row['precision']}: {row['ms_per_step']:.0f} ms/step", file=sys.stderr)
     ref = next((r for r in rows if r["config"] == "reference"), None)
-    print("| config | precision | batch | ms/step | images/s | peak MB | vs reference |")
-    print("|---|---|---|---|---|---|---|")
+    print("| config | precision | batch | ms/step | images/s | peak MB | TFLOP/step | TFLOP/s | MFU "
+          "| vs reference |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         speedup = f"{ref['ms_per_step'] / row['ms_per_step']:.2f}x" if ref and row["config"] == "saip" else ""
+        mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] else "- (no GPU peak)"
         print(
             f"| {row['config']} | {row['precision']} | {row['batch']} | {row['ms_per_step']:.0f} | "
-            f"{row['images_per_s']:.2f} | {row['peak_mem_mb']:.0f} | {speedup} |"
+            f"{row['images_per_s']:.2f} | {row['peak_mem_mb']:.0f} | {row['step_tflop']:.3f} | "
+            f"{row['achieved_tflops']:.3f} | {mfu} | {speedup} |"
         )
     if ref and ref["same_math_max_abs_diff"] is not None:
         print(
