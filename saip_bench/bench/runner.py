@@ -422,6 +422,7 @@ class BenchRunner:
             "bench_preset": {"name": self.preset.name, "hash": self.preset.hash},
             "limit": self.config.limit,
             "predictions": [str(p) for p in result.predictions],
+            "task_details": task_details(result.extra),
         }
         return ResultRecord(
             identity=unit.identity(),
@@ -435,6 +436,19 @@ class BenchRunner:
             limited=self.config.limit is not None,
             created_at=_now(),
         )
+
+
+def task_details(extra: dict[str, Any]) -> dict[str, Any]:
+    """What a task reports about how it scored (e.g. pose ``box_source``, input size, steps): the plain
+    scalars and short lists of ``UnitResult.extra``; loss histories and other bulk stay out of records."""
+    plain = (str, int, float, bool, type(None))
+    details: dict[str, Any] = {}
+    for key, value in sorted(extra.items()):
+        if isinstance(value, plain):
+            details[key] = value
+        elif isinstance(value, list | tuple) and len(value) <= 8 and all(isinstance(v, plain) for v in value):
+            details[key] = list(value)
+    return details
 
 
 def load_size(backbone: str, input_size: tuple[int, int]) -> tuple[int, int]:
