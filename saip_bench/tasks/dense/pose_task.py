@@ -11,6 +11,7 @@ codec, rescores (box score x mean confident keypoint score) and applies OKS-NMS 
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -88,11 +89,13 @@ class TopDownPoseTask(Task):
     layout: ClassVar[str]
 
     # -- hooks ------------------------------------------------------------------------------------
+    @abstractmethod
     def result_entry(self, image_id: int, points: np.ndarray, score: float) -> dict[str, Any]:
-        raise NotImplementedError
+        """One entry of the official results JSON for one person."""
 
+    @abstractmethod
     def evaluate(self, gt_file: Path, results: Path, image_ids: list[int] | None) -> dict[str, float]:
-        raise NotImplementedError
+        """The official metric on the results file."""
 
     # -- settings ---------------------------------------------------------------------------------
     def run(self, ctx: UnitContext):  # the head's size depends on the protocol
