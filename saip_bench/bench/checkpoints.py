@@ -69,36 +69,15 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def default_pretrainer(*, method: str, backbone: str, preset: str, data_dir: Path | None, out_dir: Path,
                        seed: int, steps: int | None) -> Path:
-    """The project's one trainer: ``saip_bench.pretrain.trainer.pretrain`` when it exists, else the same
-    steps from its public parts (preset -> method -> Trainer.fit -> export)."""
-    import inspect
-
-    from saip_bench.pretrain import trainer
+    """The project's one trainer (``saip_bench.pretrain.api.pretrain``); an interrupted pretraining
+    left its trainer checkpoint in the cache folder, and is continued from it."""
+    from saip_bench.pretrain.api import pretrain
+    from saip_bench.pretrain.trainer import CHECKPOINT_NAME
 
     if data_dir is None:
         raise UserError(f"pretraining {method}/{backbone} needs pretraining images (--pretrain-data)")
-    if hasattr(trainer, "pretrain"):
-        accepted = inspect.signature(trainer.pretrain).parameters
-        # an interrupted pretraining left its trainer checkpoint in the cache folder: continue it
-        name = getattr(trainer, "CHECKPOINT_NAME", "last.pt")
-        resume = (Path(out_dir) / "checkpoints" / name).is_file()
-        kwargs = {"method": method, "backbone": backbone, "preset": preset, "data_dir": data_dir,
-                  "out_dir": out_dir, "seed": seed, "steps": steps, "resume": resume}
-        return Path(trainer.pretrain(**{k: v for k, v in kwargs.items() if k in accepted}))
-    from saip_bench.backbones import create_backbone
-    from saip_bench.discovery import import_submodules
-    from saip_bench.pretrain.base import METHODS
-    from saip_bench.pretrain.export import save_backbone
-    from saip_bench.utils import default_device
-
-    import_submodules("saip_bench.pretrain.methods")
-    train_cfg, method_cfg = trainer.load_preset(method, preset, {"steps": steps} if steps else None)
-    net = create_backbone(backbone, img_size=tuple(train_cfg.img_size))
-    model = METHODS.get(method)(net, method_cfg)
-    fit = trainer.Trainer(model, train_cfg, data_dir, out_dir, seed=seed, device=default_device(),
-                          method_name=method).fit()
-    return save_backbone(model.export_backbone(), Path(out_dir) / "backbone.safetensors",
-                         {"method": method, "preset": preset, "step": fit.step, "seed": seed})
+    resume = (Path(out_dir) / "checkpoints" / CHECKPOINT_NAME).is_file()
+    return Path(pretrain(method, backbone, preset, data_dir, out_dir, seed=seed, steps=steps, resume=resume))
 
 
 def default_loader(path: Path, img_size: tuple[int, int] | None = None) -> Backbone:

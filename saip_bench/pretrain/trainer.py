@@ -532,37 +532,3 @@ class Trainer:
         )
         return f"loss={logs['loss']:.3f} {terms} lr={logs['lr']:.2e} {logs['images_per_s']:.1f} img/s"
 
-
-def pretrain(
-    method: str,
-    backbone: str,
-    preset: str,
-    data_dir: str | Path,
-    out_dir: str | Path,
-    seed: int = 0,
-    steps: int | None = None,
-    resume: bool = False,
-    amp: bool | None = None,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    overrides: dict[str, Any] | None = None,
-    method_overrides: dict[str, Any] | None = None,
-) -> Path:
-    """Same as ``saip_bench.pretrain.api.pretrain`` (re-exported for callers that import the trainer)."""
-    from saip_bench.pretrain.api import pretrain as _pretrain
-
-    return _pretrain(
-        method,
-        backbone,
-        preset,
-        data_dir,
-        out_dir,
-        seed=seed,
-        steps=steps,
-        resume=resume,
-        amp=amp,
-        device=device,
-        progress=progress,
-        overrides=overrides,
-        method_overrides=method_overrides,
-    )
