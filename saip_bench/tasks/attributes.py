@@ -161,25 +161,13 @@ class AttributesTask(SinglePersonTask):
                 logits = head(pooled(backbone, common.normalize(images.to(device))))
                 return weighted_bce(logits, targets[index].to(device), ratio_d)
 
-            model = nn.ModuleDict({"backbone": backbone, "head": head})
-            groups = common.param_groups(backbone, head, schedule.weight_decay, schedule.layer_decay)
-            history = common.fit_loop(
-                model,
-                batches,
-                step,
-                schedule,
-                common.build_optimizer(groups, schedule),
-                steps_per_epoch,
-                amp=ctx.amp,
-                device=device,
-                description=f"attributes/{ctx.data.name} finetune",
-                show_progress=ctx.show_progress,
+            history = common.finetune(
+                backbone, head, batches, step, schedule, steps_per_epoch, ctx.amp, device,
+                f"attributes/{ctx.data.name} finetune", ctx.show_progress,
             )
         return {
             **self.protocol_info(ctx),
-            "steps": history["steps"],
-            "final_loss": history["losses"][-1] if history["losses"] else None,
-            "fit_seconds": history["fit_seconds"],
+            **common.fit_summary(history),
             "num_attributes": len(columns),
             "n_samples": {"train": common.n_samples(len(all_records), len(records))},
         }

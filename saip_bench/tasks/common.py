@@ -189,6 +189,32 @@ def fit_loop(
     return {"steps": step, "losses": losses, "fit_seconds": time.perf_counter() - started}
 
 
+def finetune(
+    backbone: Backbone,
+    head: nn.Module,
+    batches: Callable[[int], Iterable[Any]],
+    step: Callable[[Any], torch.Tensor],
+    schedule: Schedule,
+    steps_per_epoch: int,
+    amp: bool,
+    device: torch.device | str,
+    description: str,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Full fine-tuning: backbone (with layer-wise LR decay) and head trained together by ``fit_loop``."""
+    model = nn.ModuleDict({"backbone": backbone, "head": head})
+    groups = param_groups(backbone, head, schedule.weight_decay, schedule.layer_decay)
+    return fit_loop(model, batches, step, schedule, build_optimizer(groups, schedule), steps_per_epoch,
+                    amp=amp, device=device, description=description, show_progress=show_progress)
+
+
+def fit_summary(history: dict[str, Any]) -> dict[str, Any]:
+    """What a task reports about its training run (the loss history itself stays out of records)."""
+    losses = history["losses"]
+    return {"steps": history["steps"], "final_loss": losses[-1] if losses else None,
+            "fit_seconds": history["fit_seconds"]}
+
+
 @torch.no_grad()
 def extract(
     fn: Callable[[Any], dict[str, torch.Tensor]],

@@ -267,25 +267,13 @@ class ReidTask(SinglePersonTask):
                 cls = backbone.forward_features(common.normalize(images.to(device)))["cls"]
                 return losses(cls, labels[index].to(device))
 
-            model = nn.ModuleDict({"backbone": backbone, "head": head})
-            groups = common.param_groups(backbone, head, schedule.weight_decay, schedule.layer_decay)
-            history = common.fit_loop(
-                model,
-                batches,
-                step,
-                schedule,
-                common.build_optimizer(groups, schedule),
-                steps_per_epoch,
-                amp=ctx.amp,
-                device=device,
-                description=f"reid/{ctx.data.name} finetune",
-                show_progress=ctx.show_progress,
+            history = common.finetune(
+                backbone, head, batches, step, schedule, steps_per_epoch, ctx.amp, device,
+                f"reid/{ctx.data.name} finetune", ctx.show_progress,
             )
         return {
             **self.protocol_info(ctx),
-            "steps": history["steps"],
-            "final_loss": history["losses"][-1] if history["losses"] else None,
-            "fit_seconds": history["fit_seconds"],
+            **common.fit_summary(history),
             "num_identities": int(labels.unique().numel()),
             "n_samples": {"train": common.n_samples(len(all_records), len(records))},
         }

@@ -79,3 +79,9 @@ def test_limit_is_seeded_subset():
     assert a == common.limit(records, 4, seed=1) and len(a) == 4
     assert [r["i"] for r in a] == sorted(r["i"] for r in a)
     assert common.limit(records, None, 0) == records
+
+
+def test_fit_summary_reports_last_loss_or_none():
+    assert common.fit_summary({"steps": 3, "losses": [3.0, 2.0, 1.5], "fit_seconds": 0.5}) == {
+        "steps": 3, "final_loss": 1.5, "fit_seconds": 0.5}
+    assert common.fit_summary({"steps": 0, "losses": [], "fit_seconds": 0.0})["final_loss"] is None
