@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -69,8 +70,37 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         raise
 
 
+@functools.cache
+def bf16_is_fast(device_type: str) -> bool:
+    """Whether bf16 autocast runs on native bf16 units of this device.
+
+    Why: on a CPU without AVX512-BF16/AMX, oneDNN emulates bf16 and a ViT-Tiny training step at 128x64
+    runs ~17x *slower* than fp32 (benchmarks/amp_speed.py); with those units it is 1.3-1.9x faster.
+    """
+    if device_type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device_type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def resolve_amp(requested: bool, device: str | torch.device) -> bool:
+    """The AMP setting a run actually uses: the request, unless the device would emulate bf16.
+
+    ``SAIP_AMP=force`` keeps the request on any device (e.g. to measure the emulated path).
+    """
+    if not requested:
+        return False
+    if os.environ.get("SAIP_AMP", "").lower() == "force":
+        return True
+    return bf16_is_fast(torch.device(device).type)
+
+
 def autocast(device: str | torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CPU or CUDA (measured 1.3-1.9x on our CPUs); a no-op when disabled."""
+    """bf16 autocast on CPU or CUDA; a no-op when disabled. Callers pass ``resolve_amp``'s answer."""
     device_type = torch.device(device).type
     if not enabled:
         return contextlib.nullcontext()

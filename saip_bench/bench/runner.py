@@ -29,7 +29,7 @@ from saip_bench.data.records import DatasetSplits
 from saip_bench.errors import UserError
 from saip_bench.specs import ResultRecord, TaskSpec, stable_hash
 from saip_bench.tasks.base import Task, UnitContext, UnitResult
-from saip_bench.utils import atomic_write_text, console, seed_everything
+from saip_bench.utils import atomic_write_text, console, resolve_amp, seed_everything
 
 STATUS_GLYPH = {"run": "[yellow]·[/]", "done": "[green]✓[/]", "stale-kept": "[magenta]~[/]",
                 "unsupported": "[dim]-[/]"}
@@ -195,6 +195,11 @@ class BenchRunner:
             return torch.device("cuda", self.dist.local_rank)
         return torch.device("cpu")
 
+    @property
+    def eval_amp(self) -> bool:
+        """The preset's AMP request as this device honours it (recorded and part of the unit key)."""
+        return resolve_amp(self.preset.eval.amp, self.device)
+
     def world_root(self) -> Path:
         """The synthetic world (generated once, then reused by content key)."""
         if self._world is None and self.config.world is not None:
@@ -258,7 +263,7 @@ class BenchRunner:
             "checkpoint": self.checkpoint_key(unit),
             "data": self.fingerprint(unit.dataset, self.dataset_root(unit.dataset)),
             "limit": self.config.limit,
-            "amp": self.preset.eval.amp,
+            "amp": self.eval_amp,
         })
 
     def plan(self, resolve_inputs: bool = True, sharded: bool = True) -> list[PlannedUnit]:
@@ -378,7 +383,7 @@ class BenchRunner:
         ctx = UnitContext(
             spec=spec, protocol=unit.protocol, backbone=backbone, data=data,
             out_dir=Path(self.config.run_dir) / "units" / unit.uid, seed=unit.seed, device=self.device,
-            amp=self.preset.eval.amp, num_workers=self.preset.eval.num_workers, max_train_samples=limit,
+            amp=self.eval_amp, num_workers=self.preset.eval.num_workers, max_train_samples=limit,
             max_eval_samples=limit, cache_dir=Path(self.config.cache_dir) / "features" / info.key,
             show_progress=self.config.show_progress and self.dist.is_main, visualize=self.config.visualize,
         )
@@ -418,7 +423,7 @@ class BenchRunner:
             "batch_size": batch,
             "effective_batch": effective_batch,
             "device": device_description(self.device),
-            "amp": self.preset.eval.amp,
+            "amp": self.eval_amp,
             "bench_preset": {"name": self.preset.name, "hash": self.preset.hash},
             "limit": self.config.limit,
             "predictions": [str(p) for p in result.predictions],

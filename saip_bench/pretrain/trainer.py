@@ -41,7 +41,7 @@ from saip_bench.pretrain.data import (
     images_to_float,
 )
 from saip_bench.specs import stable_hash
-from saip_bench.utils import atomic_torch_save, atomic_write_json, autocast, console
+from saip_bench.utils import atomic_torch_save, atomic_write_json, autocast, console, resolve_amp
 
 PRESET_DIR = Path(__file__).with_name("presets")
 CHECKPOINT_NAME = "last.pt"
@@ -236,6 +236,7 @@ class Trainer:
         self.seed = seed
         self.dist = dist_info or DistInfo()
         self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.amp = resolve_amp(config.amp, self.device)  # the request, unless this device emulates bf16
         self.resume = resume
         self.progress = progress and self.dist.is_main
         self.method_name = method_name or method.name
@@ -453,7 +454,7 @@ class Trainer:
             sync = micro == cfg.accum_steps - 1 or not self.dist.enabled
             ctx = contextlib.nullcontext() if sync else self.model.no_sync()  # type: ignore[operator]
             with ctx:
-                with autocast(self.device, cfg.amp):
+                with autocast(self.device, self.amp):
                     out = self.model(views)
                 loss = out["loss"]
                 (loss.float() / cfg.accum_steps).backward()

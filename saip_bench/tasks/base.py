@@ -18,6 +18,7 @@ from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
 from saip_bench.registry import Registry
 from saip_bench.specs import TaskSpec
+from saip_bench.utils import resolve_amp
 
 TASKS: Registry[type[Task]] = Registry("task")
 
@@ -40,6 +41,9 @@ class UnitContext:
     visualize: int = 0  # write this many prediction PNGs under out_dir/vis
     cache_dir: Path | None = None  # shared by units of one backbone checkpoint (frozen-feature caches)
     show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.amp = resolve_amp(self.amp, self.device)  # bf16 only where the device runs it natively
 
     @property
     def protocol_spec(self) -> Any:

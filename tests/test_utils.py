@@ -1,0 +1,40 @@
+"""AMP resolution: bf16 only where the device runs it natively (emulated bf16 is ~17x slower here)."""
+
+from __future__ import annotations
+
+import torch
+
+from saip_bench import utils
+from saip_bench.tasks.base import UnitContext
+
+
+def test_resolve_amp_honours_a_disabled_request():
+    assert utils.resolve_amp(False, "cpu") is False
+
+
+def test_resolve_amp_follows_the_device_capability(monkeypatch):
+    monkeypatch.delenv("SAIP_AMP", raising=False)
+    assert utils.resolve_amp(True, "cpu") is utils.bf16_is_fast("cpu")
+    monkeypatch.setattr(utils, "bf16_is_fast", lambda device_type: False)
+    assert utils.resolve_amp(True, torch.device("cpu")) is False
+    monkeypatch.setattr(utils, "bf16_is_fast", lambda device_type: True)
+    assert utils.resolve_amp(True, "cpu") is True
+
+
+def test_force_keeps_the_request(monkeypatch):
+    monkeypatch.setattr(utils, "bf16_is_fast", lambda device_type: False)
+    monkeypatch.setenv("SAIP_AMP", "force")
+    assert utils.resolve_amp(True, "cpu") is True
+    assert utils.resolve_amp(False, "cpu") is False
+
+
+def test_cpu_capability_matches_onednn():
+    assert utils.bf16_is_fast("cpu") is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert utils.bf16_is_fast("meta") is False
+
+
+def test_unit_context_records_the_effective_setting(monkeypatch):
+    monkeypatch.delenv("SAIP_AMP", raising=False)
+    monkeypatch.setattr("saip_bench.tasks.base.resolve_amp", lambda requested, device: False)
+    ctx = UnitContext(spec=None, protocol="linear", backbone=None, data=None, out_dir=None, amp=True)  # type: ignore[arg-type]
+    assert ctx.amp is False
