@@ -75,7 +75,7 @@ def bf16_is_fast(device_type: str) -> bool:
     """Whether bf16 autocast runs on native bf16 units of this device.
 
     Why: on a CPU without AVX512-BF16/AMX, oneDNN emulates bf16 and a ViT-Tiny training step at 128x64
-    runs ~17x *slower* than fp32 (benchmarks/amp_speed.py); with those units it is 1.3-1.9x faster.
+    runs ~16x *slower* than fp32 (benchmarks/amp_speed.py); with those units it is 1.3-1.9x faster.
     """
     if device_type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

@@ -7,7 +7,8 @@ averaged over samples. Only the dataset's evaluated attributes (``meta['eval_idx
 PETA 35, PETAzs all stored) are trained and predicted.
 
 Protocols: ``finetune`` (Rethinking's schedule; its plateau scheduler is held constant by the shared
-loop) and ``linear`` (frozen backbone, cached pooled features).
+loop) and ``linear`` (frozen backbone, cached pooled features; ``feature_norm: true`` puts MAE's
+parameter-free BatchNorm before the classifier).
 
 Predictions: ``predictions/attributes.npz`` with ``probs`` (sigmoid, N x A) and ``labels`` (N x A) over
 the evaluated attributes, plus ``attribute_names`` and ``attribute_idx`` (their columns in the dataset),
@@ -102,7 +103,12 @@ class AttributesTask(SinglePersonTask):
     datasets: ClassVar[tuple[str, ...]] = ("pa100k", "peta")
 
     def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
-        return nn.Linear(backbone.num_features, len(eval_columns(data)))
+        classifier = nn.Linear(backbone.num_features, len(eval_columns(data)))
+        if not self.params(spec).get("feature_norm"):
+            return classifier
+        # MAE's linear-probe recipe: a parameter-free BatchNorm standardises the frozen features, so the
+        # probe compares what the features carry rather than their scale (which differs per method).
+        return nn.Sequential(nn.BatchNorm1d(backbone.num_features, affine=False, eps=1e-6), classifier)
 
     def fit(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
         protocol = ctx.protocol_spec

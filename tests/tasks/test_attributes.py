@@ -92,3 +92,22 @@ def test_linear_protocol_is_deterministic(tmp_path, synth_world, vit):
     first = get_task("attributes").run(_context(tmp_path, synth_world, "pa100k", "linear", vit))
     second = get_task("attributes").run(_context(tmp_path, synth_world, "pa100k", "linear", vit))
     assert first.scores == second.scores
+
+
+def test_linear_protocol_standardises_frozen_features(vit):
+    """MAE's linear-probe BatchNorm (no affine) sits before the classifier only where the protocol asks."""
+    task = get_task("attributes")
+    data = DatasetSplits("pa100k", "default", ".", {"test": [{"path": "x", "labels": [0] * 26}]}, {})
+    spec = get_task_spec("attributes", "pa100k")
+    task.protocol = spec.protocols["linear"]
+    head = task.build_head(vit, spec, data)
+    assert isinstance(head, torch.nn.Sequential)
+    norm, classifier = head
+    assert isinstance(norm, torch.nn.BatchNorm1d) and norm.weight is None
+    assert classifier.out_features == 26
+    features = torch.randn(64, vit.num_features) * 50 + 7
+    head.train()
+    standardised = norm(features)
+    assert standardised.mean().abs() < 1e-4 and (standardised.std(0) - 1).abs().max() < 0.05
+    task.protocol = spec.protocols["finetune"]
+    assert isinstance(task.build_head(vit, spec, data), torch.nn.Linear)
