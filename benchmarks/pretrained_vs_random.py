@@ -43,8 +43,10 @@ def parse_pretrain(text: str) -> tuple[str, int, dict[str, Any]]:
 
 def budgeted_spec(spec: Any, protocol: str, args: argparse.Namespace) -> Any:
     """The spec with only its budget changed (steps, batch, LR, input size) for this benchmark."""
+    from saip_bench.tasks.common import is_frozen
+
     proto = spec.protocols[protocol]
-    frozen = proto.kind in ("linear", "frozen")
+    frozen = is_frozen(proto.kind)
     schedule: dict[str, Any] = {}
     params = dict(proto.params)
     if frozen and args.head_steps:
@@ -59,7 +61,7 @@ def budgeted_spec(spec: Any, protocol: str, args: argparse.Namespace) -> Any:
         if args.finetune_size:
             params["input_size"] = [int(v) for v in args.finetune_size.lower().split("x")]
         elif args.finetune_steps:  # CPU-sized: the input size of the spec's fast (frozen) protocol
-            fast = [p for p in spec.protocols.values() if p.kind in ("linear", "frozen")]
+            fast = [p for p in spec.protocols.values() if is_frozen(p.kind)]
             if fast and "input_size" in fast[0].params:
                 params["input_size"] = list(fast[0].params["input_size"])
     schedule_copy = proto.schedule.model_copy(update=schedule)

@@ -52,7 +52,9 @@ def separable_roi_align(input, rois, spatial_scale, pooled_height, pooled_width,
     import torch
 
     dtype = input.dtype
-    _, _, height, width = input.shape
+    _, channels, height, width = input.shape
+    if rois.shape[0] == 0:
+        return input.new_zeros((0, channels, pooled_height, pooled_width))
     rois = rois.to(dtype)
     offset = 0.5 if aligned else 0.0
     start_x, start_y = rois[:, 1] * spatial_scale - offset, rois[:, 2] * spatial_scale - offset
@@ -66,8 +68,6 @@ def separable_roi_align(input, rois, spatial_scale, pooled_height, pooled_width,
         grid_w = torch.full_like(roi_w, float(sampling_ratio))
     else:
         grid_h, grid_w = torch.ceil(roi_h / pooled_height), torch.ceil(roi_w / pooled_width)
-    if rois.shape[0] == 0:
-        return input.new_zeros((0, input.shape[1], pooled_height, pooled_width))
     max_h = max(int(grid_h.max()), 1)
     max_w = max(int(grid_w.max()), 1)
     weight_y = _axis_weights(start_y, bin_h, grid_h, pooled_height, height, max_h)  # (K, PH, H)
@@ -95,7 +95,6 @@ def use_separable_roi_align() -> bool:
         torchvision_fallback = getattr(current, "__wrapped__", current)  # the eager original, for tests
         roi_align_module._roi_align = separable_roi_align
     return True
-
 
 
 use_separable_roi_align()
