@@ -38,3 +38,4 @@ def test_unit_context_records_the_effective_setting(monkeypatch):
     monkeypatch.setattr("saip_bench.tasks.base.resolve_amp", lambda requested, device: False)
     ctx = UnitContext(spec=None, protocol="linear", backbone=None, data=None, out_dir=None, amp=True)  # type: ignore[arg-type]
     assert ctx.amp is False
+

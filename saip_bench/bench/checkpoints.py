@@ -51,9 +51,11 @@ class CheckpointInfo:
 
 
 def checkpoint_key(method: str, backbone: str, preset: str, seed: int, steps: int | None,
-                   data_fingerprint: str) -> str:
+                   data_fingerprint: str, bf16_native: bool) -> str:
+    """``bf16_native``: whether the pretraining device runs bf16 autocast natively, i.e. whether a preset's
+    ``amp: true`` is honoured there (``resolve_amp``); a bf16 and an fp32 run of one preset differ."""
     return stable_hash({"method": method, "backbone": backbone, "preset": preset, "seed": seed,
-                        "steps": steps, "data": data_fingerprint})
+                        "steps": steps, "data": data_fingerprint, "bf16_native": bool(bf16_native)})
 
 
 @contextlib.contextmanager
@@ -107,11 +109,11 @@ class CheckpointCache:
         return info if Path(info.path).exists() else None
 
     def ensure(self, method: str, backbone: str, preset: str, seed: int, steps: int | None,
-               data_dir: Path | None, data_fingerprint: str) -> CheckpointInfo:
+               data_dir: Path | None, data_fingerprint: str, bf16_native: bool) -> CheckpointInfo:
         """The cached checkpoint for these inputs, pretraining it first if needed."""
         if (method, backbone) in self.overrides:
             return self.user_checkpoint(method, backbone, self.overrides[(method, backbone)])
-        key = checkpoint_key(method, backbone, preset, seed, steps, data_fingerprint)
+        key = checkpoint_key(method, backbone, preset, seed, steps, data_fingerprint, bf16_native)
         if key in self._memo:
             return self._memo[key]
         folder = self.folder(method, backbone, preset, seed, key)

@@ -29,7 +29,7 @@ from saip_bench.data.records import DatasetSplits
 from saip_bench.errors import UserError
 from saip_bench.specs import ResultRecord, TaskSpec, stable_hash
 from saip_bench.tasks.base import Task, UnitContext, UnitResult
-from saip_bench.utils import atomic_write_text, console, resolve_amp, seed_everything
+from saip_bench.utils import atomic_write_text, bf16_is_fast, console, resolve_amp, seed_everything
 
 STATUS_GLYPH = {"run": "[yellow]·[/]", "done": "[green]✓[/]", "stale-kept": "[magenta]~[/]",
                 "unsupported": "[dim]-[/]"}
@@ -200,6 +200,11 @@ class BenchRunner:
         """The preset's AMP request as this device honours it (recorded and part of the unit key)."""
         return resolve_amp(self.preset.eval.amp, self.device)
 
+    @property
+    def bf16_native(self) -> bool:
+        """Whether pretraining here honours a preset's bf16 request (part of the checkpoint key)."""
+        return bf16_is_fast(self.device.type)
+
     def world_root(self) -> Path:
         """The synthetic world (generated once, then reused by content key)."""
         if self._world is None and self.config.world is not None:
@@ -252,7 +257,7 @@ class BenchRunner:
         root = self.pretrain_root()
         settings = self.preset.pretrain
         return checkpoint_key(unit.method, unit.backbone, settings.preset, self.pretrain_seed(unit),
-                              settings.steps, self.fingerprint("pretrain", root))
+                              settings.steps, self.fingerprint("pretrain", root), self.bf16_native)
 
     def unit_key(self, unit: Unit) -> str:
         """Hash of every input that defines a unit's result; resume compares records against it."""
@@ -365,7 +370,7 @@ class BenchRunner:
         root = self.pretrain_root()
         settings = self.preset.pretrain
         return self.cache.ensure(unit.method, unit.backbone, settings.preset, self.pretrain_seed(unit),
-                                 settings.steps, root, self.fingerprint("pretrain", root))
+                                 settings.steps, root, self.fingerprint("pretrain", root), self.bf16_native)
 
     def run_unit(self, unit: Unit, stage: Callable[[str], None] = lambda text: None) -> Path | None:
         """Run one unit and write its record (rank 0); returns the record path."""

@@ -231,12 +231,14 @@ class Trainer:
         stop_after: int | None = None,
     ) -> None:
         self.method = method
-        self.config = config
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.amp_requested = config.amp
+        self.amp = resolve_amp(config.amp, self.device)  # the request, unless this device emulates bf16
+        # the config as it runs: the config hash, checkpoints and the export say fp32 where bf16 fell back
+        self.config = config.model_copy(update={"amp": self.amp})
         self.out_dir = Path(out_dir)
         self.seed = seed
         self.dist = dist_info or DistInfo()
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.amp = resolve_amp(config.amp, self.device)  # the request, unless this device emulates bf16
         self.resume = resume
         self.progress = progress and self.dist.is_main
         self.method_name = method_name or method.name

@@ -139,3 +139,17 @@ def test_gradient_accumulation_consumes_accum_micro_batches_per_step(pretrain_ro
     assert result.step == 2 and len(seen) == 4 and all(len(s) == 2 for s in seen)
     assert trainer.effective_batch == 4
     assert len({i for s in seen[:2] for i in s}) == 4  # one step = 4 distinct samples
+
+
+def test_trainer_config_hash_and_export_carry_the_precision_that_ran(monkeypatch, pretrain_root, tmp_path):
+    """A bf16 request that fell back to fp32 is recorded as fp32, so its config hash differs from bf16's."""
+    monkeypatch.delenv("SAIP_AMP", raising=False)
+    hashes = {}
+    for native in (False, True):
+        monkeypatch.setattr("saip_bench.pretrain.trainer.resolve_amp",
+                            lambda requested, device, native=native: requested and native)
+        trainer = Trainer(micro_saip(), micro_train_config(amp=True), pretrain_root, tmp_path / str(native),
+                          progress=False)
+        assert trainer.amp is native and trainer.config.amp is native and trainer.amp_requested is True
+        hashes[native] = trainer.config_hash()
+    assert hashes[False] != hashes[True]
