@@ -8,7 +8,7 @@ init, and on how many seeds the pretrained backbone beat the random one of the s
 
 Protocol overrides keep the spec's head, losses and metric and change only the budget:
 ``--head-steps N`` (frozen/linear heads), ``--finetune-steps N`` / ``--finetune-warmup-epochs E`` /
-``--finetune-batch B`` / ``--finetune-lr``
+``--finetune-batch B`` / ``--finetune-lr`` / ``--finetune-layer-decay``
 / ``--finetune-size HxW`` (a CPU-sized fine-tune of the spec's ``finetune`` protocol; without
 ``--finetune-size`` it runs at the input size of the spec's fast protocol).
 
@@ -30,15 +30,49 @@ from typing import Any
 import saip_bench  # noqa: F401  (installs the torchvision shim before timm)
 
 
-def parse_pretrain(text: str) -> tuple[str, int, dict[str, Any]]:
-    """``method:steps[:key=value,...]`` -> (method, steps, trainer overrides; values are JSON)."""
-    parts = text.split(":")
-    overrides: dict[str, Any] = {}
-    if len(parts) > 2 and parts[2]:
-        for item in parts[2].split(","):
+def parse_pretrain(text: str) -> tuple[str, int, dict[str, Any], dict[str, Any], str]:
+    """``method:steps[:key=value,...]`` -> (method, steps, trainer overrides, method overrides, name).
+
+    Values are JSON. ``method.<key>=`` goes to the method's settings (``method.colour={"hue":0}``);
+    ``name=`` names the run (default ``<method>-<steps>``) so two variants of one method can be compared.
+    """
+    method, steps, *rest = text.split(":", 2)
+    trainer: dict[str, Any] = {}
+    method_cfg: dict[str, Any] = {}
+    name = f"{method}-{steps}"
+    if rest and rest[0]:
+        for item in split_items(rest[0]):
             key, value = item.split("=", 1)
-            overrides[key] = json.loads(value)  # numbers, true/false, lists
-    return parts[0], int(parts[1]), overrides
+            if key == "name":
+                name = value
+            elif key.startswith("method."):
+                method_cfg[key.removeprefix("method.")] = json.loads(value)
+            else:
+                trainer[key] = json.loads(value)  # numbers, true/false, lists
+    return method, int(steps), trainer, method_cfg, name
+
+
+def finished_export(out: Path, method: str, steps: int) -> bool:
+    """Whether ``out`` holds the export of a finished ``steps``-step pretraining of ``method``."""
+    sidecar = out / "backbone.json"
+    if not (sidecar.is_file() and (out / "backbone.safetensors").is_file()):
+        return False
+    meta = json.loads(sidecar.read_text())
+    return meta.get("method") == method and meta.get("step") == meta.get("total_steps") == steps
+
+
+def split_items(text: str) -> list[str]:
+    """Split ``a=1,b={"x":1,"y":2}`` on the commas outside brackets and braces."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    return [*items, current] if current else items
 
 
 def budgeted_spec(spec: Any, protocol: str, args: argparse.Namespace) -> Any:
@@ -58,6 +92,8 @@ def budgeted_spec(spec: Any, protocol: str, args: argparse.Namespace) -> Any:
             schedule["batch_size"] = args.finetune_batch
         if args.finetune_lr:
             schedule["lr"] = args.finetune_lr
+        if args.finetune_layer_decay:
+            schedule["layer_decay"] = args.finetune_layer_decay
         if args.finetune_size:
             params["input_size"] = [int(v) for v in args.finetune_size.lower().split("x")]
         elif args.finetune_steps:  # CPU-sized: the input size of the spec's fast (frozen) protocol
@@ -139,6 +175,8 @@ def main() -> None:
     parser.add_argument("--finetune-batch", type=int, default=None)
     parser.add_argument("--finetune-lr", type=float, default=None)
     parser.add_argument("--finetune-size", default=None, help="HxW")
+    parser.add_argument("--finetune-layer-decay", type=float, default=None,
+                        help="ViT layer-wise LR decay of the fine-tune (the spec's when not given)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("runs") / "pretrained_vs_random")
     parser.add_argument("--json", type=Path, default=None, help="write every score and the settings here")
@@ -158,14 +196,17 @@ def main() -> None:
     checkpoints: dict[str, Path] = {}
     pretrain_seconds: dict[str, float] = {}
     for text in args.pretrain:
-        method, steps, overrides = parse_pretrain(text)
-        name = f"{method}-{steps}"
+        method, steps, overrides, method_overrides, name = parse_pretrain(text)
         started = time.perf_counter()
         out = args.out / "pretrain" / name
-        resume = (out / "checkpoints" / "last.pt").is_file()  # a finished or interrupted run continues
-        checkpoints[name] = pretrain(method, args.backbone, args.pretrain_preset, args.world / "pretrain",
-                                     out, seed=0, steps=steps, resume=resume,
-                                     device=args.device, overrides=overrides or None)
+        if finished_export(out, method, steps):  # reused as is: the name stands for one finished run
+            checkpoints[name] = out / "backbone.safetensors"
+        else:
+            resume = (out / "checkpoints" / "last.pt").is_file()  # an interrupted run continues
+            checkpoints[name] = pretrain(method, args.backbone, args.pretrain_preset, args.world / "pretrain",
+                                         out, seed=0, steps=steps, resume=resume,
+                                         device=args.device, overrides=overrides or None,
+                                         method_overrides=method_overrides or None)
         pretrain_seconds[name] = round(time.perf_counter() - started, 1)
         console.print(f"pretrained {name} in {pretrain_seconds[name]:.0f} s")
     names = ["random", *checkpoints]
@@ -179,7 +220,8 @@ def main() -> None:
                             else load_backbone(checkpoints[name], size))
                 budget = (f"h{args.head_steps}_f{args.finetune_steps}w{args.finetune_warmup_epochs}"
                           f"_b{args.finetune_batch}"
-                          f"_lr{args.finetune_lr}_s{args.finetune_size}")
+                          f"_lr{args.finetune_lr}_s{args.finetune_size}"
+                          + (f"_ld{args.finetune_layer_decay}" if args.finetune_layer_decay else ""))
                 out = args.out / "units" / unit.replace(":", "__") / budget / f"{name}__seed{seed}"
                 done = out / "result.json"  # an interrupted benchmark resumes unit by unit
                 if done.is_file():

@@ -12,7 +12,14 @@ from saip_bench.discovery import import_submodules
 from saip_bench.errors import UserError
 from saip_bench.pretrain.base import METHODS, PretrainMethod
 from saip_bench.pretrain.export import save_backbone
-from saip_bench.pretrain.trainer import DistInfo, Trainer, TrainResult, init_distributed, load_preset
+from saip_bench.pretrain.trainer import (
+    DistInfo,
+    Trainer,
+    TrainResult,
+    _deep_merge,
+    init_distributed,
+    load_preset,
+)
 from saip_bench.utils import seed_everything
 
 BACKBONE_FILE = "backbone.safetensors"
@@ -36,7 +43,7 @@ def build_method(
         raise UserError(f"unknown backbone {backbone!r}; known backbones: {', '.join(BACKBONES.names())}")
     train_cfg, method_cfg = load_preset(method, preset, overrides)
     if method_overrides:
-        method_cfg = {**method_cfg, **method_overrides}
+        method_cfg = _deep_merge(method_cfg, method_overrides)  # views.colour keeps the preset's view sizes
     if data_dir is not None:
         method_cfg = method_cls.prepare_config(method_cfg, data_dir)
     net = create_backbone(
@@ -95,7 +102,8 @@ def pretrain(
                 "step": result.step,
                 "total_steps": result.total_steps,
                 "config_hash": trainer.config_hash(),
-                "train_config": trainer.config.model_dump(mode="json"),
+                "train_config": trainer.config.model_dump(mode="json"),  # amp: as it ran
+                "amp_requested": trainer.amp_requested,
                 "hyperparameters": trainer.method.hyperparameters(),
                 "world_size": trainer.dist.world_size,
                 "effective_batch": trainer.effective_batch,

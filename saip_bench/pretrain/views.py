@@ -15,6 +15,7 @@ Deviations from the release (all documented in docs/pretraining.md):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -236,6 +237,26 @@ GLOBAL2_AUG = ColorAugment(blur_p=0.1, solarize_p=0.2)
 LOCAL_AUG = ColorAugment(blur_p=0.5)
 
 
+def override_colour(augment: ColorAugment, overrides: dict[str, float]) -> ColorAugment:
+    """``augment`` with some fields replaced; unknown field names raise ValueError listing the known ones.
+
+    Why: in person crops identity is largely clothing colour, so hue jitter and grayscale teach an
+    invariance a colour-driven downstream task must unlearn; methods expose this switch for ablations.
+    """
+    known = sorted(ColorAugment.__dataclass_fields__)
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(f"unknown colour field(s) {unknown}; known: {known}")
+    return dataclasses.replace(augment, **overrides)
+
+
+def colour_augments(overrides: dict[str, float]) -> dict[str, ColorAugment]:
+    """SAIPViewConfig's three photometric pipelines with the same ``overrides`` applied (each view keeps
+    its own blur / solarisation unless overridden)."""
+    pipelines = {"global1_aug": GLOBAL1_AUG, "global2_aug": GLOBAL2_AUG, "local_aug": LOCAL_AUG}
+    return {name: override_colour(augment, overrides) for name, augment in pipelines.items()}
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
     mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -341,6 +362,9 @@ class SAIPViewConfig:
     patch: int = 16
     with_masked: bool = True
     with_canvas: bool = True
+    global1_aug: ColorAugment = GLOBAL1_AUG
+    global2_aug: ColorAugment = GLOBAL2_AUG
+    local_aug: ColorAugment = LOCAL_AUG
     extra: dict = field(default_factory=dict)
 
     @property
@@ -375,13 +399,13 @@ def make_saip_views(
     srng = step_rng(step_seed)
     views: dict[str, torch.Tensor] = {}
     x_a, _ = random_resized_crop(images, rngs, cfg.global_size, cfg.global_scale, cfg.ratio)
-    x_a = GLOBAL1_AUG.apply(x_a, rngs)
+    x_a = cfg.global1_aug.apply(x_a, rngs)
     x_g, _ = random_resized_crop(images, rngs, cfg.global_size, cfg.global_scale, cfg.ratio)
-    x_g = GLOBAL2_AUG.apply(x_g, rngs)
+    x_g = cfg.global2_aug.apply(x_g, rngs)
     locals_ = []
     for _ in range(cfg.n_local + 1):
         crop, _ = random_resized_crop(images, rngs, cfg.local_size, cfg.local_scale, cfg.ratio)
-        locals_.append(LOCAL_AUG.apply(crop, rngs))
+        locals_.append(cfg.local_aug.apply(crop, rngs))
     roi = locals_.pop()  # l_7: pasted into the canvas and rescaled as a query
     anchor_small = resize_nearest(x_a, cfg.local_size)  # r
     roi_scale = float(srng.choice(cfg.scales))
@@ -410,7 +434,7 @@ def make_saip_views(
         canvas, _ = random_resized_crop(
             backgrounds, rngs, cfg.canvas_size, cfg.canvas_scale, cfg.canvas_ratio
         )
-        canvas = GLOBAL2_AUG.apply(canvas, rngs)
+        canvas = cfg.global2_aug.apply(canvas, rngs)
         canvas, roi_mask, inst_mask = paste_two(canvas, roi, anchor_small, rngs, cfg.paste_alpha)
         views["canvas"] = normalize(canvas)
         views["roi_mask"] = roi_mask

@@ -105,3 +105,12 @@ def test_cli_errors_are_one_line(pretrain_root, tmp_path, capsys):
         ]
     )
     assert code == 2 and "no checkpoint" in capsys.readouterr().err
+
+
+def test_method_overrides_merge_into_the_preset_not_replace_it():
+    """``views.colour`` alone keeps the quick preset's view sizes (a shallow merge would drop them)."""
+    from saip_bench.pretrain.api import build_method
+
+    overrides = {"views": {"colour": {"jitter_p": 0.0}}}
+    method, _ = build_method("saip", "vit_tiny", "quick", method_overrides=overrides)
+    assert method.view_cfg.global_size == (128, 64) and method.view_cfg.global1_aug.jitter_p == 0.0

@@ -5,11 +5,15 @@ import torch
 from saip_bench.pretrain.views import (
     SAIPViewConfig,
     anchor_grid_mask,
+    colour_augments,
     crop_resize,
     gaussian_blur,
     make_saip_views,
+    normalize,
     paste_two,
+    random_resized_crop,
     rrc_params,
+    sample_rngs,
     scaled_size,
     upsampled_mask_noise,
 )
@@ -98,3 +102,20 @@ def test_saip_views_are_per_sample_deterministic():
     torch.testing.assert_close(full["global"][2:4], half["global"][0:2])
     torch.testing.assert_close(full["canvas"][2:], half["canvas"])
     torch.testing.assert_close(full["mask_noise"][2:], half["mask_noise"])
+
+
+def test_colour_overrides_turn_the_photometric_ops_off_in_every_view():
+    """With jitter, grayscale, blur and solarisation off, the global views are the plain crops."""
+    geometry = dict(global_size=(64, 32), local_size=(32, 16), n_local=1, canvas_size=(64, 64))
+    off = colour_augments({"jitter_p": 0.0, "grayscale_p": 0.0, "blur_p": 0.0, "solarize_p": 0.0})
+    assert all(a.jitter_p == 0.0 and a.blur_p == 0.0 for a in off.values())
+    assert colour_augments({})["global1_aug"].blur_p == 1.0  # each view keeps its own blur otherwise
+    images, backgrounds = torch.rand(2, 3, 64, 32), torch.rand(2, 3, 64, 64)
+    plain = make_saip_views(images, torch.arange(2), 3, SAIPViewConfig(**geometry, **off), backgrounds)
+    default = make_saip_views(images, torch.arange(2), 3, SAIPViewConfig(**geometry), backgrounds)
+    rngs = sample_rngs(torch.arange(2))
+    x_a, _ = random_resized_crop(images, rngs, (64, 32), SAIPViewConfig.global_scale, SAIPViewConfig.ratio)
+    torch.testing.assert_close(plain["global"][:2], normalize(x_a))
+    assert not torch.allclose(plain["global"], default["global"])
+    with pytest.raises(ValueError, match="unknown colour field"):
+        colour_augments({"hue_p": 0.1})

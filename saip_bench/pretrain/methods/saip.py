@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from torch import nn
 
 from saip_bench.backbones import Backbone
@@ -39,7 +39,7 @@ from saip_bench.pretrain.components.dino import DINOHead, DINOLoss, entropy
 from saip_bench.pretrain.components.ema import EMATeacher
 from saip_bench.pretrain.components.mae_decoder import MAEDecoder, masked_patch_mse, masking_from_noise
 from saip_bench.pretrain.components.vit import vit_forward, vit_forward_visible
-from saip_bench.pretrain.views import SAIPViewConfig, make_saip_views
+from saip_bench.pretrain.views import SAIPViewConfig, colour_augments, make_saip_views
 
 
 class ViewSettings(BaseModel):
@@ -53,6 +53,15 @@ class ViewSettings(BaseModel):
     mask_ratio: float = Field(0.75, gt=0, lt=1)
     canvas_size: tuple[int, int] = (224, 224)
     paste_alpha: float = 0.7
+    # ColorAugment fields overriding the photometric ops of every view (e.g. {jitter_p: 0, grayscale_p: 0});
+    # empty = the DINO pipeline of the authors' code
+    colour: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("colour")
+    @classmethod
+    def _known_colour_fields(cls, value: dict[str, float]) -> dict[str, float]:
+        colour_augments(value)  # raises ValueError naming unknown fields
+        return value
 
 
 class SAIPConfig(BaseModel):
@@ -258,6 +267,7 @@ class SAIP(PretrainMethod):
             patch=patch,
             with_masked=self.use_csr,
             with_canvas=cfg.css,
+            **colour_augments(v.colour),
         )
         self.needs_backgrounds = cfg.css  # instance attribute: no canvas, no backgrounds needed
         # pooled-stage encoders leave the body's head norm unused

@@ -4,7 +4,8 @@ The pretraining folder's ``images/<identity>/*.jpg`` sub-folders are the classes
 sorted folder order, the loader's ``label``), which is any ImageFolder-style labelled set for users and the
 identity labels of the synthetic pretraining pool here. Head: a linear classifier on the backbone's
 global token, cross-entropy with label smoothing (0.1 by default). Views: one random resized crop + flip
-with the shared colour jitter / grayscale ops (no blur or solarisation), at the backbone's input size.
+with the shared colour jitter / grayscale ops (no blur or solarisation; ``colour`` overrides them), at the
+backbone's input size.
 
 The number of classes must be known when the head is built, before the trainer scans the folder:
 ``Supervised.prepare_config(config, data_dir)`` fills ``num_classes`` from the folder (the CLI calls it;
@@ -24,7 +25,7 @@ from saip_bench.backbones import Backbone
 from saip_bench.errors import DataFormatError, SpecError
 from saip_bench.pretrain.base import METHODS, PretrainMethod
 from saip_bench.pretrain.methods._common import batch_rngs, crop_views
-from saip_bench.pretrain.views import ColorAugment, normalize
+from saip_bench.pretrain.views import ColorAugment, normalize, override_colour
 
 SUPERVISED_DEFAULTS: dict[str, Any] = {
     "view_size": None,  # None: the backbone's input size
@@ -32,9 +33,19 @@ SUPERVISED_DEFAULTS: dict[str, Any] = {
     "crop_ratio": [0.4, 0.6],
     "label_smoothing": 0.1,
     "num_classes": None,
+    # optional "colour": ColorAugment fields overriding SUPERVISED_COLOUR, e.g. {jitter_p: 0, grayscale_p: 0}
+    # (left out of the defaults so checkpoints without it keep their config hash)
 }
 
 SUPERVISED_COLOUR = ColorAugment(blur_p=0.0, solarize_p=0.0)
+
+
+def colour_augment(overrides: dict[str, Any]) -> ColorAugment:
+    """The supervised photometric pipeline with ``overrides`` (the method's ``colour``) applied."""
+    try:
+        return override_colour(SUPERVISED_COLOUR, overrides)
+    except ValueError as exc:
+        raise SpecError(f"supervised colour: {exc}") from exc
 
 
 def count_identities(data_dir: str | Path) -> int:
@@ -76,6 +87,7 @@ class Supervised(PretrainMethod):
             raise SpecError("supervised label_smoothing must be in [0, 1)")
         size = self.config["view_size"] or backbone.img_size
         self.view_size = (int(size[0]), int(size[1]))
+        self.colour = colour_augment(dict(self.config.get("colour") or {}))
         self.classifier = nn.Linear(backbone.num_features, int(num_classes))
         nn.init.trunc_normal_(self.classifier.weight, std=0.01)
         nn.init.zeros_(self.classifier.bias)
@@ -86,7 +98,7 @@ class Supervised(PretrainMethod):
         rngs = batch_rngs(batch, generator)
         cfg = self.config
         crop = crop_views(batch["image"], rngs, self.view_size, cfg["crop_scale"], cfg["crop_ratio"])
-        return {"image": normalize(SUPERVISED_COLOUR.apply(crop, rngs)), "label": batch["label"]}
+        return {"image": normalize(self.colour.apply(crop, rngs)), "label": batch["label"]}
 
     def forward(self, views: dict[str, Any]) -> dict[str, torch.Tensor]:
         labels = views["label"]

@@ -124,3 +124,11 @@ def test_csr_on_convnet_is_refused_with_a_reason():
     assert reason and "CSR" in reason and "starnet_s3" in reason
     with pytest.raises(SpecError, match="CSR"):
         SAIP(backbone, {**MICRO_SAIP, "csr": True})
+
+
+def test_colour_setting_reaches_the_views_and_unknown_fields_are_refused():
+    method = micro_saip(views={**MICRO_SAIP["views"], "colour": {"jitter_p": 0.0, "grayscale_p": 0.0}})
+    assert method.view_cfg.global1_aug.jitter_p == 0.0 and method.view_cfg.local_aug.grayscale_p == 0.0
+    assert method.view_cfg.global1_aug.blur_p == 1.0
+    with pytest.raises(SpecError, match="unknown colour field"):
+        parse_config({"views": {"colour": {"hue_p": 0.1}}})

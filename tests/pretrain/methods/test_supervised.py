@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from saip_bench.errors import DataFormatError, SpecError
+from saip_bench.pretrain.methods._common import batch_rngs, crop_views
 from saip_bench.pretrain.methods.supervised import Supervised
+from saip_bench.pretrain.views import normalize
 
 from .conftest import build_method, decreased, fake_batch, train_losses
 
@@ -36,6 +38,27 @@ def test_uniform_logits_give_log_classes() -> None:
     out = method(method.make_views(fake_batch(4), torch.Generator().manual_seed(0)))
     # uniform prediction: cross-entropy log(5) whatever the label smoothing
     assert float(out["loss"].detach()) == pytest.approx(math.log(5), rel=1e-5)
+
+
+def test_colour_override_switches_the_photometric_ops_off() -> None:
+    """With jitter and grayscale off the view is the crop itself: the colour-ablation switch really acts."""
+    batch = fake_batch(4)
+    plain = build_method("supervised", num_classes=2, crop_scale=[1.0, 1.0], crop_ratio=[0.5, 0.5],
+                         colour={"jitter_p": 0.0, "grayscale_p": 0.0})
+    jittered = build_method("supervised", num_classes=2, crop_scale=[1.0, 1.0], crop_ratio=[0.5, 0.5],
+                            colour={"jitter_p": 1.0, "grayscale_p": 0.0})
+    views = {name: method.make_views(batch, torch.Generator().manual_seed(0))["image"]
+             for name, method in (("plain", plain), ("jittered", jittered))}
+    rngs = batch_rngs(batch, torch.Generator().manual_seed(0))
+    crops = crop_views(batch["image"], rngs, plain.view_size, [1.0, 1.0], [0.5, 0.5])
+    assert torch.equal(views["plain"], normalize(crops))
+    assert not torch.allclose(views["plain"], views["jittered"])
+    assert plain.hyperparameters()["colour"] == {"jitter_p": 0.0, "grayscale_p": 0.0}
+
+
+def test_unknown_colour_field_is_refused() -> None:
+    with pytest.raises(SpecError, match="unknown colour field"):
+        build_method("supervised", num_classes=2, colour={"hue_p": 0.5})
 
 
 def test_out_of_range_labels_are_refused() -> None:
