@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +24,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--set", dest="train_set", action="append", default=[], metavar="KEY=JSON",
+        help="override a trainer setting of the preset, e.g. --set lr=1e-3 (repeatable)",
+    )
+    parser.add_argument(
+        "--method-set", action="append", default=[], metavar="DOTTED.KEY=JSON",
+        help="override a method setting, e.g. --method-set 'views.colour={\"jitter_p\": 0}' (repeatable)",
+    )
     parser.set_defaults(func=run)
+
+
+def parse_settings(items: list[str], flag: str) -> dict[str, Any]:
+    """``["a.b=1", "c=true"]`` -> ``{"a": {"b": 1}, "c": True}``; values are JSON, bare words strings."""
+    from saip_bench.errors import UserError
+
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        *parents, leaf = key.split(".")
+        node = settings
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{flag} {item!r}: {part!r} is set both as a value and as a group")
+        node[leaf] = value
+    return settings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         amp=False if args.no_amp else None,
         device=args.device,
         progress=not args.no_progress,
+        overrides=parse_settings(args.train_set, "--set") or None,
+        method_overrides=parse_settings(args.method_set, "--method-set") or None,
     )
     print(path)
     return 0

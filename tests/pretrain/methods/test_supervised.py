@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -89,5 +90,9 @@ def test_cli_supervised_reads_the_classes_from_the_folder(people_root, tmp_path)
     from saip_bench.cli import main
 
     args = ["pretrain", "--method", "supervised", "--backbone", "vit_tiny", "--data", str(people_root),
-            "--out", str(tmp_path), "--steps", "1", "--no-progress"]
+            "--out", str(tmp_path), "--steps", "1", "--no-progress",
+            "--method-set", 'colour={"jitter_p": 0, "grayscale_p": 0}', "--set", "lr=2e-4"]
     assert main(args) == 0
+    sidecar = json.loads((tmp_path / "backbone.json").read_text())
+    assert sidecar["hyperparameters"]["colour"] == {"jitter_p": 0, "grayscale_p": 0}
+    assert sidecar["train_config"]["lr"] == 2e-4
