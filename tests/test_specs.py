@@ -23,6 +23,33 @@ def test_every_dataset_card_validates(path):
     assert card.default_version in card.versions
 
 
+CPU_FINETUNE_SPECS = [p for p in task_spec_paths() if "finetune_cpu" in load_task_spec(p).protocols]
+
+
+def test_cpu_finetune_protocols_exist_where_documented():
+    names = {f"{p.parent.name}/{p.stem}" for p in CPU_FINETUNE_SPECS}
+    assert {"reid/market1501", "reid/msmt17", "attributes/pa100k", "attributes/peta", "parsing/lip",
+            "pose/coco"} <= names
+
+
+@pytest.mark.parametrize("path", CPU_FINETUNE_SPECS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_cpu_finetune_keeps_the_paper_optimiser_and_only_cuts_the_budget(path):
+    """finetune_cpu = the paper's fine-tune (optimiser, LR, decay, schedule shape, task params) at the fast
+    protocol's input size, with a step cap, a warm-up and layer decay; drift from the paper protocol fails.
+    (benchmarks/pretrained_vs_random.py's --finetune-* flags build the same protocol for reid/attributes.)"""
+    spec = load_task_spec(path)
+    paper, cpu = spec.protocols["finetune"], spec.protocols["finetune_cpu"]
+    fast = next(p for name, p in spec.protocols.items() if p.kind in ("linear", "frozen"))
+    assert cpu.kind == "finetune" and cpu.schedule.max_steps == 300
+    for field in ("optimizer", "lr", "weight_decay", "scheduler", "milestones", "epochs"):
+        assert getattr(cpu.schedule, field) == getattr(paper.schedule, field), field
+    assert cpu.schedule.layer_decay == 0.75 and cpu.schedule.warmup_epochs == 5
+    assert cpu.schedule.grad_clip == paper.schedule.grad_clip
+    assert cpu.params["input_size"] == fast.params["input_size"]
+    for key, value in paper.params.items():  # or the fast protocol's size-tied value (heatmap sigma)
+        assert cpu.params.get(key) in (value, fast.params.get(key, value)), key
+
+
 MINIMAL_SPEC = """
 task: reid
 dataset: market1501
