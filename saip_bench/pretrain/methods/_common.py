@@ -16,8 +16,15 @@ import torch.nn.functional as F
 from torch import distributed as dist
 
 from saip_bench.backbones import Backbone
-from saip_bench.errors import UserError
-from saip_bench.pretrain.views import crop_resize, random_resized_crop, rrc_params, sample_rngs
+from saip_bench.errors import SpecError, UserError
+from saip_bench.pretrain.views import (
+    ColorAugment,
+    colour_augments,
+    crop_resize,
+    random_resized_crop,
+    rrc_params,
+    sample_rngs,
+)
 
 
 def world_info() -> tuple[int, int]:
@@ -73,6 +80,15 @@ def config_value(config: dict[str, Any], key: str, default: Any) -> Any:
 
 # COCO-17 left/right keypoint swap under a horizontal flip.
 COCO_FLIP = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
+
+
+def method_colour_augments(method: str, config: dict[str, Any]) -> dict[str, ColorAugment]:
+    """The DINO-style pipelines (``global1_aug``, ``global2_aug``, ``local_aug``) with the method config's
+    optional ``colour`` overrides (``ColorAugment`` fields); an unknown field is a SpecError."""
+    try:
+        return colour_augments(dict(config.get("colour") or {}))
+    except ValueError as exc:
+        raise SpecError(f"{method} colour: {exc}") from exc
 
 
 def batch_rngs(batch: dict[str, torch.Tensor], generator: torch.Generator) -> list[np.random.Generator]:

@@ -24,8 +24,8 @@ from saip_bench.errors import SpecError
 from saip_bench.pretrain.base import METHODS, PretrainMethod
 from saip_bench.pretrain.components.dino import DINOHead, DINOLoss, entropy
 from saip_bench.pretrain.components.ema import EMATeacher
-from saip_bench.pretrain.methods._common import batch_rngs, crop_views
-from saip_bench.pretrain.views import GLOBAL1_AUG, GLOBAL2_AUG, LOCAL_AUG, normalize
+from saip_bench.pretrain.methods._common import batch_rngs, crop_views, method_colour_augments
+from saip_bench.pretrain.views import normalize
 
 DINO_DEFAULTS: dict[str, Any] = {
     "global_size": None,  # None: the backbone input size (256x128 in paper)
@@ -46,6 +46,8 @@ DINO_DEFAULTS: dict[str, Any] = {
     "momentum_base": 0.996,
     "momentum_final": 1.0,
     "freeze_last_layer_fraction": 0.0,
+    # optional "colour": ColorAugment overrides of every view (e.g. {jitter_p: 0, grayscale_p: 0}); left out
+    # of the defaults so checkpoints without it keep their config hash
 }
 
 
@@ -85,6 +87,7 @@ class DINO(PretrainMethod):
         self.global_size = (int(global_size[0]), int(global_size[1]))
         local_size = cfg["local_size"] or (self.global_size[0] // 2, self.global_size[1] // 2)
         self.local_size = (int(local_size[0]), int(local_size[1]))
+        self.augs = method_colour_augments("dino", cfg)
         self.head = DINOHead(
             backbone.num_features, int(cfg["out_dim"]), int(cfg["hidden_dim"]),
             int(cfg["bottleneck_dim"]), int(cfg["head_layers"]),
@@ -111,7 +114,7 @@ class DINO(PretrainMethod):
         """Two global crops: blur p=1 / p=0.1 + solarize p=0.2 (DINO; shared SAIP colour ops)."""
         cfg = self.config
         views = []
-        for augment in (GLOBAL1_AUG, GLOBAL2_AUG):
+        for augment in (self.augs["global1_aug"], self.augs["global2_aug"]):
             crop = crop_views(images, rngs, self.global_size, cfg["global_scale"], cfg["crop_ratio"])
             views.append(normalize(augment.apply(crop, rngs)))
         return views
@@ -121,7 +124,7 @@ class DINO(PretrainMethod):
         views = []
         for _ in range(int(cfg["local_crops"])):
             crop = crop_views(images, rngs, self.local_size, cfg["local_scale"], cfg["crop_ratio"])
-            views.append(normalize(LOCAL_AUG.apply(crop, rngs)))
+            views.append(normalize(self.augs["local_aug"].apply(crop, rngs)))
         return views
 
     def make_views(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, Any]:

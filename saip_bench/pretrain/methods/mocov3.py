@@ -21,9 +21,9 @@ from saip_bench.backbones import Backbone
 from saip_bench.errors import SpecError
 from saip_bench.pretrain.base import METHODS, PretrainMethod
 from saip_bench.pretrain.components.ema import EMATeacher
-from saip_bench.pretrain.methods._common import batch_rngs, crop_views, info_nce
+from saip_bench.pretrain.methods._common import batch_rngs, crop_views, info_nce, method_colour_augments
 from saip_bench.pretrain.methods.dino import embedding_std
-from saip_bench.pretrain.views import GLOBAL1_AUG, GLOBAL2_AUG, normalize
+from saip_bench.pretrain.views import normalize
 
 MOCO_DEFAULTS: dict[str, Any] = {
     "view_size": None,  # None: the backbone input size
@@ -34,6 +34,7 @@ MOCO_DEFAULTS: dict[str, Any] = {
     "temperature": 0.2,
     "momentum_base": 0.99,
     "momentum_final": 1.0,
+    # optional "colour": ColorAugment overrides of both views (as DINO's)
 }
 
 
@@ -71,6 +72,7 @@ class MoCoV3(PretrainMethod):
         cfg = self.config
         if float(cfg["temperature"]) <= 0:
             raise SpecError("mocov3 temperature must be > 0")
+        self.augs = method_colour_augments("mocov3", cfg)
         hidden, out = int(cfg["hidden_dim"]), int(cfg["out_dim"])
         self.projector = mlp(backbone.num_features, hidden, out, layers=3)
         self.predictor = mlp(out, hidden, out, layers=2)
@@ -84,7 +86,8 @@ class MoCoV3(PretrainMethod):
         size = tuple(int(v) for v in (cfg["view_size"] or self.backbone.img_size))
         rngs = batch_rngs(batch, generator)
         views = []
-        for augment in (GLOBAL1_AUG, GLOBAL2_AUG):  # BYOL's asymmetric blur / solarize, shared SAIP ops
+        augs = self.augs  # BYOL's asymmetric blur / solarize, shared SAIP ops
+        for augment in (augs["global1_aug"], augs["global2_aug"]):
             crop = crop_views(batch["image"], rngs, size, cfg["crop_scale"], cfg["crop_ratio"])
             views.append(normalize(augment.apply(crop, rngs)))
         return {"views": views}

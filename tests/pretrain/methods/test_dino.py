@@ -127,3 +127,14 @@ def test_warm_up_starts_at_the_warm_up_temperature_and_survives_a_reload() -> No
     resumed.load_state_dict(state)
     resumed(views)  # a resumed run's first step already knows the 10-step warm-up
     assert resumed.loss_fn.current_teacher_temp() == pytest.approx(0.055)
+
+
+def test_colour_switch_reaches_every_view() -> None:
+    """colour={jitter_p: 0, grayscale_p: 0} leaves blur/solarisation; unknown fields are refused."""
+    from saip_bench.errors import SpecError
+
+    method = build_method("dino", colour={"jitter_p": 0.0, "grayscale_p": 0.0})
+    assert all(a.jitter_p == 0.0 and a.grayscale_p == 0.0 for a in method.augs.values())
+    assert method.augs["global1_aug"].blur_p == 1.0 and build_method("dino").augs["local_aug"].jitter_p == 0.8
+    with pytest.raises(SpecError, match="dino colour: unknown colour field"):
+        build_method("dino", colour={"hue_p": 0.1})

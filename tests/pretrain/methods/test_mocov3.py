@@ -78,3 +78,12 @@ def test_paper_preset() -> None:
 def test_few_steps_through_the_trainer_reduce_the_loss(people_root, tmp_path) -> None:
     losses, _ = train_losses("mocov3", people_root, tmp_path, steps=8, batch_size=8, img_size=(64, 32))
     assert decreased(losses), losses
+
+
+def test_colour_switch_reaches_both_views() -> None:
+    from saip_bench.errors import SpecError
+
+    method = build_method("mocov3", colour={"jitter_p": 0.0})
+    assert method.augs["global1_aug"].jitter_p == 0.0 and method.augs["global2_aug"].solarize_p == 0.2
+    with pytest.raises(SpecError, match="mocov3 colour"):
+        build_method("mocov3", colour={"nope": 1})
