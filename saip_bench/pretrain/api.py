@@ -16,7 +16,7 @@ from saip_bench.pretrain.trainer import (
     DistInfo,
     Trainer,
     TrainResult,
-    _deep_merge,
+    deep_merge,
     init_distributed,
     load_preset,
 )
@@ -43,7 +43,7 @@ def build_method(
         raise UserError(f"unknown backbone {backbone!r}; known backbones: {', '.join(BACKBONES.names())}")
     train_cfg, method_cfg = load_preset(method, preset, overrides)
     if method_overrides:
-        method_cfg = _deep_merge(method_cfg, method_overrides)  # views.colour keeps the preset's view sizes
+        method_cfg = deep_merge(method_cfg, method_overrides)  # views.colour keeps the preset's view sizes
     if data_dir is not None:
         method_cfg = method_cls.prepare_config(method_cfg, data_dir)
     net = create_backbone(

@@ -100,11 +100,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` merged into ``base``: nested mappings merge key by key, anything else replaces."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -129,8 +130,8 @@ def load_preset(
     entry = method_presets.get(preset, {}) or {}
     if not isinstance(entry, dict) or set(entry) - {"train", "method"}:
         raise SpecError(f"{method_file}: preset {preset!r} must hold only 'train' and 'method' mappings")
-    train_dict = _deep_merge(trainer_presets[preset] or {}, entry.get("train") or {})
-    train_dict = _deep_merge(train_dict, overrides or {})
+    train_dict = deep_merge(trainer_presets[preset] or {}, entry.get("train") or {})
+    train_dict = deep_merge(train_dict, overrides or {})
     try:
         train_cfg = TrainConfig.model_validate(train_dict)
     except ValidationError as exc:

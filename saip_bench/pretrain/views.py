@@ -250,10 +250,13 @@ def override_colour(augment: ColorAugment, overrides: dict[str, float]) -> Color
     return dataclasses.replace(augment, **overrides)
 
 
-def colour_augments(overrides: dict[str, float]) -> dict[str, ColorAugment]:
-    """SAIPViewConfig's three photometric pipelines with the same ``overrides`` applied (each view keeps
-    its own blur / solarisation unless overridden)."""
-    pipelines = {"global1_aug": GLOBAL1_AUG, "global2_aug": GLOBAL2_AUG, "local_aug": LOCAL_AUG}
+def colour_augments(
+    overrides: dict[str, float], pipelines: dict[str, ColorAugment] | None = None
+) -> dict[str, ColorAugment]:
+    """``pipelines`` (default: SAIPViewConfig's three) with the same ``overrides`` applied to each (each
+    keeps its own blur / solarisation unless overridden)."""
+    if pipelines is None:
+        pipelines = {"global1_aug": GLOBAL1_AUG, "global2_aug": GLOBAL2_AUG, "local_aug": LOCAL_AUG}
     return {name: override_colour(augment, overrides) for name, augment in pipelines.items()}
 
 

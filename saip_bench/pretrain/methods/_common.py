@@ -82,11 +82,14 @@ def config_value(config: dict[str, Any], key: str, default: Any) -> Any:
 COCO_FLIP = (0, 2, 1, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15)
 
 
-def method_colour_augments(method: str, config: dict[str, Any]) -> dict[str, ColorAugment]:
-    """The DINO-style pipelines (``global1_aug``, ``global2_aug``, ``local_aug``) with the method config's
-    optional ``colour`` overrides (``ColorAugment`` fields); an unknown field is a SpecError."""
+def method_colour_augments(
+    method: str, config: dict[str, Any], pipelines: dict[str, ColorAugment] | None = None
+) -> dict[str, ColorAugment]:
+    """A method's photometric pipelines (default: the DINO-style ``global1_aug``, ``global2_aug``,
+    ``local_aug``) with the method config's optional ``colour`` overrides (``ColorAugment`` fields) applied
+    to each; an unknown field is a SpecError naming the method."""
     try:
-        return colour_augments(dict(config.get("colour") or {}))
+        return colour_augments(dict(config.get("colour") or {}), pipelines)
     except ValueError as exc:
         raise SpecError(f"{method} colour: {exc}") from exc
 

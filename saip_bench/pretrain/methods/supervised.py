@@ -24,8 +24,8 @@ from torch import nn
 from saip_bench.backbones import Backbone
 from saip_bench.errors import DataFormatError, SpecError
 from saip_bench.pretrain.base import METHODS, PretrainMethod
-from saip_bench.pretrain.methods._common import batch_rngs, crop_views
-from saip_bench.pretrain.views import ColorAugment, normalize, override_colour
+from saip_bench.pretrain.methods._common import batch_rngs, crop_views, method_colour_augments
+from saip_bench.pretrain.views import ColorAugment, normalize
 
 SUPERVISED_DEFAULTS: dict[str, Any] = {
     "view_size": None,  # None: the backbone's input size
@@ -38,14 +38,6 @@ SUPERVISED_DEFAULTS: dict[str, Any] = {
 }
 
 SUPERVISED_COLOUR = ColorAugment(blur_p=0.0, solarize_p=0.0)
-
-
-def colour_augment(overrides: dict[str, Any]) -> ColorAugment:
-    """The supervised photometric pipeline with ``overrides`` (the method's ``colour``) applied."""
-    try:
-        return override_colour(SUPERVISED_COLOUR, overrides)
-    except ValueError as exc:
-        raise SpecError(f"supervised colour: {exc}") from exc
 
 
 def count_identities(data_dir: str | Path) -> int:
@@ -87,7 +79,7 @@ class Supervised(PretrainMethod):
             raise SpecError("supervised label_smoothing must be in [0, 1)")
         size = self.config["view_size"] or backbone.img_size
         self.view_size = (int(size[0]), int(size[1]))
-        self.colour = colour_augment(dict(self.config.get("colour") or {}))
+        self.colour = method_colour_augments("supervised", self.config, {"view": SUPERVISED_COLOUR})["view"]
         self.classifier = nn.Linear(backbone.num_features, int(num_classes))
         nn.init.trunc_normal_(self.classifier.weight, std=0.01)
         nn.init.zeros_(self.classifier.bias)
