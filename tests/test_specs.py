@@ -24,6 +24,12 @@ def test_every_dataset_card_validates(path):
 
 
 CPU_FINETUNE_SPECS = [p for p in task_spec_paths() if "finetune_cpu" in load_task_spec(p).protocols]
+# The only schedule fields a CPU fine-tune may change beyond its budget, with the phrase its description
+# must carry: at the paper's lr 1e-4 a ~165-step attribute fine-tune leaves the classifier at chance.
+CPU_FINETUNE_DEVIATIONS = {
+    f"attributes/{name}": {"lr": "lr 1e-3 (10x)", "epochs": "a step cap instead of its"}
+    for name in ("peta", "pa100k")
+}
 
 
 def test_cpu_finetune_protocols_exist_where_documented():
@@ -35,13 +41,18 @@ def test_cpu_finetune_protocols_exist_where_documented():
 @pytest.mark.parametrize("path", CPU_FINETUNE_SPECS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_cpu_finetune_keeps_the_paper_optimiser_and_only_cuts_the_budget(path):
     """finetune_cpu = the paper's fine-tune (optimiser, LR, decay, schedule shape, task params) at the fast
-    protocol's input size, with a step cap, a warm-up and layer decay; drift from the paper protocol fails.
+    protocol's input size, with a step cap, a warm-up and layer decay; drift from the paper protocol fails
+    unless it is listed in CPU_FINETUNE_DEVIATIONS and explained in the protocol's description.
     (benchmarks/pretrained_vs_random.py's --finetune-* flags build the same protocol for reid/attributes.)"""
     spec = load_task_spec(path)
     paper, cpu = spec.protocols["finetune"], spec.protocols["finetune_cpu"]
     fast = next(p for name, p in spec.protocols.items() if p.kind in ("linear", "frozen"))
     assert cpu.kind == "finetune" and cpu.schedule.max_steps == 300
+    allowed = CPU_FINETUNE_DEVIATIONS.get(f"{path.parent.name}/{path.stem}", {})
     for field in ("optimizer", "lr", "weight_decay", "scheduler", "milestones", "epochs"):
+        if field in allowed:  # a documented deviation: the description must say what and why
+            assert allowed[field] in " ".join(cpu.description.split()), (field, allowed[field])
+            continue
         assert getattr(cpu.schedule, field) == getattr(paper.schedule, field), field
     assert cpu.schedule.layer_decay == 0.75 and cpu.schedule.warmup_epochs == 5
     assert cpu.schedule.grad_clip == paper.schedule.grad_clip

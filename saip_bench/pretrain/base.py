@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from saip_bench.backbones import Backbone
+from saip_bench.errors import SpecError
 from saip_bench.registry import Registry
 
 METHODS: Registry[type[PretrainMethod]] = Registry("method")
@@ -61,11 +62,21 @@ class PretrainMethod(nn.Module, metaclass=ABCMeta):
     needs_backgrounds: ClassVar[bool] = False
     # DDP: set True when some trainable parameters get no gradient in a step (e.g. switched-off heads).
     find_unused_parameters: ClassVar[bool] = False
+    # The config keys a dict-configured method reads; any other key is a SpecError (a typo in a preset or
+    # an override must not pass silently). None: the method validates its config itself (SAIP: pydantic).
+    config_keys: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, backbone: Backbone, config: dict[str, Any]) -> None:
         super().__init__()
         self.backbone = backbone
         self.config = dict(config)
+        known = type(self).config_keys
+        unknown = sorted(set(self.config) - known) if known is not None else []
+        if unknown:
+            raise SpecError(
+                f"method {self.name!r}: unknown config key(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known or ()))}"
+            )
 
     @classmethod
     def unsupported_reason(cls, backbone: Backbone, config: dict[str, Any]) -> str | None:

@@ -74,6 +74,7 @@ class DINO(PretrainMethod):
     """DINO: multi-crop self-distillation, EMA teacher, centring + sharpening (every backbone family)."""
 
     name: ClassVar[str] = "dino"
+    config_keys: ClassVar[frozenset[str]] = frozenset({*DINO_DEFAULTS, "colour"})
 
     def __init__(self, backbone: Backbone, config: dict[str, Any]) -> None:
         super().__init__(backbone, {**DINO_DEFAULTS, **config})

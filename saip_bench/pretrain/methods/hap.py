@@ -113,17 +113,21 @@ def alignment_loss(cls_a: torch.Tensor, cls_b: torch.Tensor, temperature: float)
     return info_nce(cls_a, cls_b, temperature) + info_nce(cls_b, cls_a, temperature)
 
 
+# HAP's settings beside MAE's (mask ratio 0.5 instead of MAE's 0.75)
+HAP_DEFAULTS: dict[str, Any] = {"mask_ratio": 0.5, "align_weight": 0.05, "align_temperature": 0.2,
+                                "num_parts": 6, "part_patch_fraction": 0.3}
+
+
 @METHODS.register("hap", paper="Yuan et al., NeurIPS 2023")
 class HAP(MAE):
     """HAP: MAE with keypoint-guided body-part masking and a two-view CLS alignment loss (ViT only)."""
 
     name: ClassVar[str] = "hap"
+    config_keys: ClassVar[frozenset[str]] = MAE.config_keys | frozenset(HAP_DEFAULTS)
     needs_keypoints: ClassVar[bool] = True
 
     def __init__(self, backbone: Backbone, config: dict[str, Any]) -> None:
-        defaults = {"mask_ratio": 0.5, "align_weight": 0.05, "align_temperature": 0.2,
-                    "num_parts": 6, "part_patch_fraction": 0.3}
-        super().__init__(backbone, {**defaults, **config})
+        super().__init__(backbone, {**HAP_DEFAULTS, **config})
         if not 0 <= int(self.config["num_parts"]) <= len(BODY_PARTS):
             raise SpecError(f"hap num_parts must be in 0..{len(BODY_PARTS)}")
         if not 0.0 <= float(self.config["part_patch_fraction"]) <= 1.0:

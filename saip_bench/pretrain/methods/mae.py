@@ -41,6 +41,7 @@ class MAE(PretrainMethod):
     """MAE: 75% random patch masking, light decoder, normalised-pixel MSE on masked patches (ViT only)."""
 
     name: ClassVar[str] = "mae"
+    config_keys: ClassVar[frozenset[str]] = frozenset(MAE_DEFAULTS)
     supported_families: ClassVar[frozenset[str]] = frozenset({"vit"})
 
     def __init__(self, backbone: Backbone, config: dict[str, Any]) -> None:

@@ -66,6 +66,7 @@ class MoCoV3(PretrainMethod):
     """MoCo v3: momentum encoder, projector + predictor, symmetric InfoNCE (every backbone family)."""
 
     name: ClassVar[str] = "mocov3"
+    config_keys: ClassVar[frozenset[str]] = frozenset({*MOCO_DEFAULTS, "colour"})
 
     def __init__(self, backbone: Backbone, config: dict[str, Any]) -> None:
         super().__init__(backbone, {**MOCO_DEFAULTS, **config})

@@ -22,6 +22,7 @@ class RandomInit(PretrainMethod):
     """Random init: exports the seeded, untrained backbone (a floor for every board)."""
 
     name: ClassVar[str] = "random"
+    config_keys: ClassVar[frozenset[str]] = frozenset()
     requires_training: ClassVar[bool] = False
 
     def __init__(self, backbone: Backbone, config: dict[str, Any]) -> None:

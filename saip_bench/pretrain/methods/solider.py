@@ -160,6 +160,7 @@ class SOLIDER(DINO):
     """SOLIDER: DINO + token pseudo-labels from clustering + semantic controller lambda (every family)."""
 
     name: ClassVar[str] = "solider"
+    config_keys: ClassVar[frozenset[str]] = DINO.config_keys | frozenset(SOLIDER_DEFAULTS)
     find_unused_parameters: ClassVar[bool] = True  # no labelled image in a step -> no semantic-head grad
 
     def __init__(self, backbone: Backbone, config: dict[str, Any]) -> None:

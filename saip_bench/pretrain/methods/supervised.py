@@ -59,6 +59,7 @@ class Supervised(PretrainMethod):
 
     name: ClassVar[str] = "supervised"
     needs_labels: ClassVar[bool] = True
+    config_keys: ClassVar[frozenset[str]] = frozenset({*SUPERVISED_DEFAULTS, "colour"})
 
     @classmethod
     def prepare_config(cls, config: dict[str, Any], data_dir: str | Path) -> dict[str, Any]:

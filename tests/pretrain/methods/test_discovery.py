@@ -33,3 +33,28 @@ def test_list_methods_shows_the_families(capsys: pytest.CaptureFixture[str], mon
     rows = {line.split("│")[1].strip(): line for line in capsys.readouterr().out.splitlines() if "│" in line}
     for method, families in BASELINES.items():
         assert families in rows[method], rows.get(method)
+
+
+@pytest.mark.parametrize("name", ["supervised", "mae", "dino", "hap", "solider", "mocov3", "random"])
+def test_unknown_config_key_is_refused_by_name(name: str) -> None:
+    """A typo in a preset or override (``mask_raito``) is a SpecError naming the key, not a silent default."""
+    from saip_bench.errors import SpecError
+    from tests.pretrain.methods.conftest import build_method
+
+    extra = {"num_classes": 4} if name == "supervised" else {}  # filled from the data folder in a run
+    build_method(name, **extra)  # every quick preset uses only known keys
+    with pytest.raises(SpecError, match=f"method '{name}': unknown config key.*mask_raito"):
+        build_method(name, mask_raito=0.5, **extra)
+
+
+@pytest.mark.parametrize("name", ["supervised", "mae", "dino", "hap", "solider", "mocov3", "random"])
+def test_every_preset_uses_only_known_config_keys(name: str) -> None:
+    import yaml
+
+    from saip_bench.pretrain.trainer import PRESET_DIR
+
+    import_submodules("saip_bench.pretrain.methods")
+    presets = yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())
+    for preset, entry in presets.items():
+        keys = set((entry or {}).get("method") or {})
+        assert keys <= METHODS.get(name).config_keys, (preset, keys - METHODS.get(name).config_keys)
