@@ -105,6 +105,9 @@ def budgeted_spec(spec: Any, protocol: str, args: argparse.Namespace) -> Any:
     return spec.model_copy(update={"protocols": {**spec.protocols, protocol: proto}})
 
 
+FIT_KEYS = ("steps", "final_loss", "loss_if_collapsed")  # kept beside the scores: was anything learned?
+
+
 def run_unit(backbone: Any, unit: str, world: Path, out: Path, seed: int, args: argparse.Namespace) -> dict:
     import torch
 
@@ -124,6 +127,7 @@ def run_unit(backbone: Any, unit: str, world: Path, out: Path, seed: int, args: 
     result = get_task(task).run(ctx)
     return {"metric": result.main_metric, "score": float(result.main_score),
             "scores": {k: float(v) for k, v in result.scores.items()},
+            "fit": {k: result.extra[k] for k in FIT_KEYS if k in result.extra},
             "seconds": round(time.perf_counter() - started, 1)}
 
 

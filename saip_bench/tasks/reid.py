@@ -13,6 +13,7 @@ MSMT17) store ``q_feats``/``g_feats`` instead, which the metric scores chunk by 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -71,6 +72,11 @@ def triplet_loss(features: torch.Tensor, labels: torch.Tensor, margin: float | N
     if margin is None:
         return F.softplus(gap).mean()
     return F.relu(gap + margin).mean()
+
+
+def collapsed_loss(num_classes: int, margin: float | None) -> float:
+    """ID + triplet loss when every feature is the same point: log(classes) + (log 2, or the margin)."""
+    return math.log(num_classes) + (math.log(2.0) if margin is None else float(margin))
 
 
 def pk_batches(labels: np.ndarray, batch_size: int, instances: int, seed: int) -> list[list[int]]:
@@ -275,6 +281,9 @@ class ReidTask(SinglePersonTask):
             **self.protocol_info(ctx),
             **common.fit_summary(history),
             "num_identities": int(labels.unique().numel()),
+            # the loss of features collapsed to one point (ID at chance + triplet at d_ap = d_an): a final
+            # loss near it means the fine-tune collapsed rather than learned
+            "loss_if_collapsed": collapsed_loss(len(set(labels_np.tolist())), margin),
             "n_samples": {"train": common.n_samples(len(all_records), len(records))},
         }
 

@@ -1,8 +1,10 @@
 import copy
+import math
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from saip_bench.backbones import create_backbone
@@ -11,7 +13,7 @@ from saip_bench.data.records import DatasetSplits
 from saip_bench.metrics.reid import evaluate_reid_file
 from saip_bench.specs import get_task_spec
 from saip_bench.tasks.base import UnitContext, get_task
-from saip_bench.tasks.reid import pk_batches, triplet_loss
+from saip_bench.tasks.reid import collapsed_loss, pk_batches, triplet_loss
 
 
 def _person(path, pid, cam, rng):
@@ -80,6 +82,16 @@ def test_triplet_loss_prefers_separated_identities():
     assert triplet_loss(mixed, labels, margin=0.3) > 0
 
 
+def test_collapsed_loss_is_the_loss_of_identical_features():
+    """ID at chance + triplet at d_ap = d_an: the value a collapsed fine-tune converges to."""
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    same = torch.ones(6, 4)
+    logits = torch.zeros(6, 3)
+    observed = F.cross_entropy(logits, labels) + triplet_loss(same, labels)
+    assert collapsed_loss(3, None) == pytest.approx(float(observed), abs=1e-4)
+    assert collapsed_loss(3, 0.3) == pytest.approx(math.log(3) + 0.3)
+
+
 def _synth_context(tmp_path, world, dataset, protocol, backbone, **overrides):
     spec = get_task_spec("reid", dataset)
     spec.protocols["finetune"].schedule.max_steps = 2
@@ -109,6 +121,7 @@ def test_runs_end_to_end_on_synthetic_world(tmp_path, synth_world, vit, dataset,
     assert result.main_metric == "rank1" and 0.0 <= result.main_score <= 100.0
     assert result.extra["protocol"] == protocol and result.extra["protocol_kind"] == protocol
     assert result.extra["steps"] == (20 if protocol == "linear" else 2)
+    assert result.extra["loss_if_collapsed"] > 0
     queries, gallery = ctx.data.splits["query"], ctx.data.splits["gallery"]
     assert result.n_samples["query"] == {"original": len(queries), "effective": len(queries)}
     with np.load(result.predictions[0]) as preds:
