@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import saip_bench  # noqa: F401  (installs the torchvision shim before timm)
+from saip_bench.commands.profile import parse_size
 
 
 def main() -> None:
@@ -23,7 +24,7 @@ def main() -> None:
     parser.add_argument("--images", required=True, help="glob of image files (sorted; first --max-images)")
     parser.add_argument("--checkpoint", action="append", default=[], help="name=path/to/backbone.safetensors")
     parser.add_argument("--backbone", default="vit_tiny", help="architecture of the random-init row")
-    parser.add_argument("--size", default="128x96", help="HxW the images are resized to")
+    parser.add_argument("--size", type=parse_size, default=(128, 96), help="HxW the images are resized to")
     parser.add_argument("--blocks", default="0,3,5,11")
     parser.add_argument("--max-images", type=int, default=160)
     parser.add_argument("--alpha", type=float, default=10.0, help="ridge penalty")
@@ -39,7 +40,7 @@ def main() -> None:
     from saip_bench.tasks.common import load_rgb, pil_to_tensor
     from saip_bench.tasks.dense.locality import token_locality
 
-    size = tuple(int(v) for v in args.size.lower().split("x"))
+    size = args.size
     paths = sorted(glob.glob(args.images))[:args.max_images]
     if len(paths) < 2:
         raise UserError(f"--images {args.images!r} matched {len(paths)} file(s); the probe needs at least 2")
