@@ -34,11 +34,9 @@ def main() -> None:
 
     import torch
 
-    from saip_bench.backbones import create_backbone
     from saip_bench.errors import UserError
-    from saip_bench.pretrain.export import load_backbone
     from saip_bench.tasks.common import load_rgb, pil_to_tensor
-    from saip_bench.tasks.dense.locality import token_locality
+    from saip_bench.tasks.dense.locality import block_table, probe_backbones, token_locality
 
     size = args.size
     paths = sorted(glob.glob(args.images))[:args.max_images]
@@ -46,18 +44,12 @@ def main() -> None:
         raise UserError(f"--images {args.images!r} matched {len(paths)} file(s); the probe needs at least 2")
     images = torch.stack([pil_to_tensor(load_rgb(p), size) for p in paths])
     blocks = [int(b) for b in args.blocks.split(",")]
-    torch.manual_seed(args.seed)
-    backbones = {"random": create_backbone(args.backbone, size)}
-    for item in args.checkpoint:
-        name, path = item.split("=", 1)
-        backbones[name] = load_backbone(path, size)
+    backbones = probe_backbones(args.backbone, size, args.checkpoint, args.seed)
     results = {name: token_locality(b, images, blocks, args.alpha) for name, b in backbones.items()}
     print(f"\n{len(paths)} images at {size[0]}x{size[1]} (fit on the first half, R² on the second half); "
           f"ridge alpha {args.alpha}\n")
-    print("| backbone | " + " | ".join(f"block {b} pixel / detail R²" for b in blocks) + " |")
-    print("|---|" + "---|" * len(blocks))
-    for name, rows in results.items():
-        print(f"| {name} | " + " | ".join(f"{r['pixel_r2']:.2f} / {r['detail_r2']:.2f}" for r in rows) + " |")
+    print(block_table(results, blocks, "pixel / detail R²",
+                      lambda r: f"{r['pixel_r2']:.2f} / {r['detail_r2']:.2f}"))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         settings = {**vars(args), "json": str(args.json)}

@@ -168,6 +168,9 @@ def main() -> None:
     parser.add_argument("--world-preset", default="default")
     parser.add_argument("--pretrain", action="append", default=[], help="method:steps[:key=json,...]")
     parser.add_argument("--pretrain-preset", default="quick")
+    parser.add_argument("--pretrain-data", type=Path, default=None,
+                        help="pretraining folder (default: the world's pretrain/), e.g. a larger pool: "
+                             "`saip-bench data synth --out OUT --preset large --datasets pretrain`")
     parser.add_argument("--backbone", default="vit_tiny")
     parser.add_argument("--unit", action="append", required=True, help="task:dataset:protocol")
     parser.add_argument("--seeds", default="0,1,2")
@@ -195,8 +198,9 @@ def main() -> None:
     from saip_bench.utils import console
 
     datasets = sorted({u.split(":")[1] for u in args.unit})
+    pretrain_data = args.pretrain_data or args.world / "pretrain"
     generate_world(args.world, preset=args.world_preset, seed=0, contact_sheets=False,
-                   datasets=["pretrain", *datasets])
+                   datasets=([] if args.pretrain_data else ["pretrain"]) + datasets)
     checkpoints: dict[str, Path] = {}
     pretrain_seconds: dict[str, float] = {}
     for text in args.pretrain:
@@ -207,7 +211,7 @@ def main() -> None:
             checkpoints[name] = out / "backbone.safetensors"
         else:
             resume = (out / "checkpoints" / "last.pt").is_file()  # an interrupted run continues
-            checkpoints[name] = pretrain(method, args.backbone, args.pretrain_preset, args.world / "pretrain",
+            checkpoints[name] = pretrain(method, args.backbone, args.pretrain_preset, pretrain_data,
                                          out, seed=0, steps=steps, resume=resume,
                                          device=args.device, overrides=overrides or None,
                                          method_overrides=method_overrides or None)

@@ -13,7 +13,7 @@ scored on the second half, so memorising image-specific tokens cannot raise it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -70,3 +70,85 @@ def token_locality(
         rows.append({"block": int(block), "pixel_r2": held_out_r2(flat, pixels, n_train, alpha),
                      "detail_r2": held_out_r2(flat, detail, n_train, alpha)})
     return rows
+
+
+def heatmap_cell_targets(heatmaps: torch.Tensor, cell: int) -> np.ndarray:
+    """(B, K, H, W) target heatmaps -> per-token vectors (B*h*w, K*cell*cell): the heatmap values inside each
+    token's patch (``cell`` = patch size / heatmap stride, 4 for ViT-16 tokens over stride-4 heatmaps), in
+    the row-major token order of ``patch_targets``."""
+    b, _, h, w = heatmaps.shape
+    if h % cell or w % cell:
+        raise ValueError(f"heatmap size {h}x{w} is not a multiple of the cell size {cell}")
+    cells = heatmaps.unfold(2, cell, cell).unfold(3, cell, cell)  # B, K, h, w, c, c
+    return cells.permute(0, 2, 3, 1, 4, 5).reshape(b * (h // cell) * (w // cell), -1).numpy()
+
+
+def with_neighbours(feature: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B, 9C, h, w): each token with its 3x3 neighbourhood (zero-padded), the receptive
+    field of one 3x3 layer, so a linear probe can use context as a small head would."""
+    b, c, h, w = feature.shape
+    return torch.nn.functional.unfold(feature, 3, padding=1).view(b, 9 * c, h, w)
+
+
+@torch.no_grad()
+def keypoint_locality(
+    backbone: Backbone,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    blocks: Sequence[int],
+    alpha: float = 100.0,
+) -> list[dict[str, float]]:
+    """Per block: held-out R² of a ridge from tokens to the keypoint heatmap values inside each token's patch.
+
+    ``train`` / ``test``: (images (B, 3, H, W) in [0, 1], target heatmaps (B, K, H/s, W/s)) of pose crops.
+    A convex fit, so unlike a trained head it cannot fail by optimisation: it asks whether the features
+    carry sub-patch keypoint positions. ``r2`` uses the token alone, ``r2_3x3`` its 3x3 neighbourhood.
+    """
+    patch = backbone.reduction
+    stride = train[0].shape[-2] // train[1].shape[-2]
+    if patch % stride:
+        raise ValueError(f"patch size {patch} is not a multiple of the heatmap stride {stride}")
+    cell = patch // stride
+    targets = np.concatenate([heatmap_cell_targets(train[1], cell), heatmap_cell_targets(test[1], cell)])
+    n_train = len(train[1]) * (train[1].shape[-2] // cell) * (train[1].shape[-1] // cell)
+    was_training = backbone.training
+    backbone.eval()
+    maps = [backbone.intermediate(normalize(images), list(blocks)) for images, _ in (train, test)]
+    backbone.train(was_training)
+    rows = []
+    for index, block in enumerate(blocks):
+        row: dict[str, float] = {"block": int(block)}
+        for key, transform in (("r2", lambda f: f), ("r2_3x3", with_neighbours)):
+            grids = [transform(m[index]) for m in maps]
+            tokens = [g.permute(0, 2, 3, 1).reshape(-1, g.shape[1]) for g in grids]
+            features = torch.cat(tokens).double().numpy()
+            if len(features) != len(targets):
+                raise ValueError(f"block {block} does not give one token per {patch}x{patch} patch")
+            row[key] = held_out_r2(features, targets, n_train, alpha)
+        rows.append(row)
+    return rows
+
+
+def probe_backbones(
+    arch: str, size: tuple[int, int], checkpoints: Sequence[str], seed: int
+) -> dict[str, Backbone]:
+    """The probes' rows: ``random`` (``arch`` initialised under ``seed``), then each ``name=path``
+    checkpoint."""
+    from saip_bench.backbones import create_backbone
+    from saip_bench.pretrain.export import load_backbone
+
+    torch.manual_seed(seed)
+    backbones = {"random": create_backbone(arch, size)}
+    for item in checkpoints:
+        name, path = item.split("=", 1)
+        backbones[name] = load_backbone(path, size)
+    return backbones
+
+
+def block_table(results: dict[str, list[dict[str, float]]], blocks: Sequence[int], column: str,
+                cell: Callable[[dict[str, float]], str]) -> str:
+    """Markdown table, one row per backbone, one column per block (``column`` names its cells)."""
+    lines = ["| backbone | " + " | ".join(f"block {b} {column}" for b in blocks) + " |",
+             "|---|" + "---|" * len(blocks)]
+    lines += [f"| {name} | " + " | ".join(cell(r) for r in rows) + " |" for name, rows in results.items()]
+    return "\n".join(lines)
