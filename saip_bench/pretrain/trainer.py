@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from torch import nn
 from torch.utils.data import DataLoader
 
+from saip_bench.backbones import Backbone
 from saip_bench.errors import SpecError, TrainingError, UserError
 from saip_bench.pretrain.base import PretrainMethod
 from saip_bench.pretrain.data import (
@@ -79,6 +80,9 @@ class TrainConfig(BaseModel):
     source_size: tuple[int, int] = (256, 128)
     background_size: tuple[int, int] = (256, 256)
     drop_path_rate: float = 0.0
+    freeze_patch_embed: bool = Field(
+        False, description="keep a ViT's patch projection at its random init (MoCo v3's 'random patch "
+        "projection', Chen et al. 2021): the tokens keep a random linear code of the patch pixels")
     guard: GuardConfig = Field(default_factory=GuardConfig)
 
     @model_validator(mode="after")
@@ -174,6 +178,14 @@ def init_distributed(device: torch.device | None = None) -> tuple[DistInfo, torc
 
 
 # ----------------------------------------------------------------------------------------------- optim
+def freeze_patch_embedding(backbone: Backbone) -> None:
+    """MoCo v3's random patch projection: the ViT's patch embedding gets no gradient (and so no optimiser
+    state); a checkpoint then carries the random projection it started from."""
+    if backbone.family != "vit":
+        raise SpecError(f"freeze_patch_embed needs a ViT backbone, not the {backbone.family} {backbone.name}")
+    backbone.body.patch_embed.requires_grad_(False)
+
+
 def param_groups(method: PretrainMethod, weight_decay: float) -> list[dict[str, Any]]:
     """Decay for weight matrices; none for biases, norms, 1-D tensors and ``no_weight_decay_names``."""
     skip = method.no_weight_decay_names()
@@ -271,6 +283,8 @@ class Trainer:
             self.warmup_steps = 0
         self.lr = config.lr if config.lr is not None else config.blr * self.effective_batch / 256
         self.method.to(self.device)
+        if config.freeze_patch_embed:
+            freeze_patch_embedding(method.backbone)
         self.optimizer = torch.optim.AdamW(
             param_groups(method, config.weight_decay), lr=self.lr, betas=tuple(config.betas)
         )

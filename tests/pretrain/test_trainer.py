@@ -153,3 +153,27 @@ def test_trainer_config_hash_and_export_carry_the_precision_that_ran(monkeypatch
         assert trainer.amp is native and trainer.config.amp is native and trainer.amp_requested is True
         hashes[native] = trainer.config_hash()
     assert hashes[False] != hashes[True]
+
+
+def test_freeze_patch_embed_keeps_the_random_projection(pretrain_root, tmp_path):
+    torch.manual_seed(0)
+    initial = {k: v.clone() for k, v in micro_saip().backbone.body.patch_embed.state_dict().items()}
+    result, method = _fit(pretrain_root, tmp_path, steps=3, lr=2e-3, checkpoint_every=100,
+                          freeze_patch_embed=True)
+    assert len(result.history) == 3
+    body = method.backbone.body
+    for key, value in body.patch_embed.state_dict().items():
+        assert torch.equal(value, initial[key]), key
+    assert not any(p.requires_grad for p in body.patch_embed.parameters())
+    _, moved = _fit(pretrain_root, tmp_path / "free", steps=3, lr=2e-3, checkpoint_every=100)
+    assert not torch.equal(moved.backbone.body.patch_embed.proj.weight, initial["proj.weight"])
+    assert not torch.equal(moved.backbone.body.blocks[0].attn.qkv.weight, body.blocks[0].attn.qkv.weight)
+
+
+def test_freeze_patch_embed_needs_a_vit():
+    from types import SimpleNamespace
+
+    from saip_bench.pretrain.trainer import freeze_patch_embedding
+
+    with pytest.raises(SpecError, match="needs a ViT"):
+        freeze_patch_embedding(SimpleNamespace(family="cnn", name="resnet18"))
