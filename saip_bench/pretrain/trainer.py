@@ -304,9 +304,12 @@ class Trainer:
         return self.out_dir / "checkpoints" / CHECKPOINT_NAME
 
     def config_hash(self) -> str:
+        train = self.config.model_dump(mode="json")
+        if not train["freeze_patch_embed"]:  # off = the behaviour before the flag: earlier runs still resume
+            del train["freeze_patch_embed"]
         return stable_hash(
             {
-                "train": self.config.model_dump(mode="json"),
+                "train": train,
                 "method": self.method.hyperparameters(),
                 "method_name": self.method_name,
                 "backbone": self.method.backbone.name,

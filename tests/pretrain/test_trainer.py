@@ -177,3 +177,14 @@ def test_freeze_patch_embed_needs_a_vit():
 
     with pytest.raises(SpecError, match="needs a ViT"):
         freeze_patch_embedding(SimpleNamespace(family="cnn", name="resnet18"))
+
+
+def test_freeze_patch_embed_changes_the_config_hash_only_when_on(pretrain_root, tmp_path):
+    def trainer(**kw):
+        torch.manual_seed(0)
+        return Trainer(micro_saip(), micro_train_config(steps=1, **kw), pretrain_root, tmp_path, seed=3,
+                       progress=False)
+
+    off = trainer().config_hash()
+    assert trainer(freeze_patch_embed=False).config_hash() == off
+    assert trainer(freeze_patch_embed=True).config_hash() != off
