@@ -33,12 +33,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
+    import numpy as np
     import torch
 
     from saip_bench.data.readers import read_dataset
     from saip_bench.errors import UserError
+    from saip_bench.tasks.common import load_rgb
     from saip_bench.tasks.dense.locality import block_table, keypoint_locality, probe_backbones
-    from saip_bench.tasks.dense.pose_task import _image_array
     from saip_bench.tasks.dense.topdown import TopDownPipeline, codec_config, gt_instances, pose_meta
 
     data = read_dataset("coco", args.coco)
@@ -50,7 +51,7 @@ def main() -> None:
         instances = gt_instances(data.splits[split], meta.num_keypoints, train=True)
         if not instances:
             raise UserError(f"{args.coco}: no labelled person in split {split!r}")
-        made = [pipeline(i, _image_array(i["path"])) for i in instances]
+        made = [pipeline(i, np.asarray(load_rgb(i["path"]))) for i in instances]
         return torch.stack([c["image"] for c in made]), torch.stack([c["heatmaps"] for c in made])
 
     train, test = crops("train"), crops("val")

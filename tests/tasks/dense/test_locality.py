@@ -65,7 +65,8 @@ def test_random_vit_keeps_patch_detail_pooled_tokens_do_not():
 
 
 class HeatmapTokens(nn.Module):
-    """Tokens that *are* the target heatmap values of their patch (positive control) or constant noise."""
+    """Tokens that *are* the target heatmap values of their patch (positive control), or fixed noise that is
+    unrelated to the targets (negative control)."""
 
     reduction = 16
 
