@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from saip_bench.devices import module_device
 from saip_bench.registry import Registry
 
 Family = Literal["vit", "hybrid", "convnet"]
@@ -69,7 +70,7 @@ class Backbone(nn.Module):
         if self.family == "vit":
             patch = self.reduction  # sizes not divisible by 16 are zero-padded (dynamic_img_pad)
             return -(-height // patch), -(-width // patch)
-        probe = torch.zeros(1, 3, height, width)
+        probe = torch.zeros(1, 3, height, width, device=module_device(self.body))
         with torch.no_grad():
             fmap = self.body.forward_features(probe)
         return int(fmap.shape[-2]), int(fmap.shape[-1])
@@ -126,7 +127,7 @@ def flops(module: nn.Module, img_size: tuple[int, int], batch: int = 1) -> int:
     """Forward FLOPs (PyTorch counts a multiply-add as 2) at one input size."""
     was_training = module.training
     module.eval()
-    x = torch.zeros(batch, 3, *img_size)
+    x = torch.zeros(batch, 3, *img_size, device=module_device(module))
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         module(x)

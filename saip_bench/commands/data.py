@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     synth = sub.add_parser("synth", help="write all 12 datasets of the synthetic human world")
     synth.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per dataset)")
-    synth.add_argument("--preset", default="tiny", help="tiny | default | large")
+    synth.add_argument("--preset", default="tiny", help="tiny | default | large | gpu_check")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--datasets", nargs="*", default=None, help="only these datasets (default: all)")
     synth.add_argument("--force", action="store_true", help="regenerate even if the cache key matches")

@@ -464,8 +464,11 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         images = 0
+        data_wait = 0.0
         for micro in range(cfg.accum_steps):
+            waited = time.perf_counter()
             batch = images_to_float(next(batches), self.device)
+            data_wait += time.perf_counter() - waited
             batch["step_seed"] = torch.tensor(_mix_seed(self.seed, self.step, micro), dtype=torch.long)
             generator = torch.Generator().manual_seed(_mix_seed(self.seed, self.step, micro, self.dist.rank))
             images += int(batch["image"].shape[0])
@@ -506,6 +509,7 @@ class Trainer:
             sums = {k: float(v) / self.dist.world_size for k, v in zip(keys, values.tolist(), strict=True)}
         sums["lr"] = lr
         sums["grad_norm"] = grad_norm
+        sums["time/data_wait_s"] = data_wait  # blocked on the loader (this rank): the input-pipeline share
         return sums, images
 
     def _stop_unhealthy(self, sums: dict[str, float], grad_norm: float) -> None:

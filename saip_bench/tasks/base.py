@@ -16,6 +16,7 @@ from torch import nn
 
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
+from saip_bench.devices import device_guard, place_models
 from saip_bench.registry import Registry
 from saip_bench.specs import TaskSpec
 from saip_bench.utils import resolve_amp
@@ -85,9 +86,13 @@ class Task(ABC):
     def run(self, ctx: UnitContext) -> UnitResult:
         torch.manual_seed(ctx.seed)
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        place_models(ctx.device, ctx.backbone)  # heads may probe the backbone (dense channel counts)
         head = self.build_head(ctx.backbone, ctx.spec, ctx.data)
-        fit_info = self.fit(ctx, head)
-        predictions = self.predict(ctx, head)
+        place_models(ctx.device, ctx.backbone, head)
+        with device_guard(backbone=ctx.backbone, head=head):
+            fit_info = self.fit(ctx, head)
+        with device_guard(backbone=ctx.backbone, head=head):  # re-armed: prediction feeds other batches
+            predictions = self.predict(ctx, head)
         scores = self.score(ctx, predictions)
         main = ctx.spec.metric.main
         return UnitResult(

@@ -27,6 +27,7 @@ from torchvision.ops import box_iou
 
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
+from saip_bench.devices import to_device
 from saip_bench.metrics import crowdhuman as crowd_metric
 from saip_bench.specs import TaskSpec
 from saip_bench.tasks.base import TASKS, Task, UnitContext
@@ -108,6 +109,7 @@ class CrowdDetector(nn.Module):
 
     @fp32_heads
     def losses(self, maps: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        targets = to_device(targets, maps[0].device)  # boxes meet anchors made on the maps' device
         _, outputs, anchors = self._head(maps)
         losses = self.retina.compute_loss(targets, {k: v.float() for k, v in outputs.items()}, anchors)
         return sum(losses.values())
@@ -209,7 +211,7 @@ class CrowdHumanTask(Task):
         else:
             batches = mirrored_batches(
                 records, lambda r: load_sample(r, head.size), flip_target, head.size[1],
-                batch_size, steps_per_epoch, generator, ctx.device,
+                batch_size, steps_per_epoch, generator, ctx.device, ctx.num_workers,
             )
 
             def loss_fn(batch) -> torch.Tensor:

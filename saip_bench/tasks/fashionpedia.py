@@ -37,6 +37,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
+from saip_bench.devices import to_device
 from saip_bench.errors import SpecError
 from saip_bench.metrics import fashionpedia as fashion_metric
 from saip_bench.specs import TaskSpec
@@ -113,6 +114,7 @@ class FashionModel(nn.Module):
 
     @fp32_heads
     def losses(self, maps: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        targets = to_device(targets, maps[0].device)  # boxes meet anchors made on the maps' device
         features = self.neck(maps)
         images = image_list(maps[0].shape[0], self.size, maps[0])
         proposals, rpn_losses = self.rcnn.rpn(images, features, targets)
@@ -253,7 +255,7 @@ class FashionpediaTask(Task):
         else:
             batches = mirrored_batches(
                 records, lambda r: load_sample(r, head.size, num_attributes), flip_target, head.size[1],
-                batch_size, steps_per_epoch, generator, ctx.device,
+                batch_size, steps_per_epoch, generator, ctx.device, ctx.num_workers,
             )
 
             def loss_fn(batch) -> torch.Tensor:

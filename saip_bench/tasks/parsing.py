@@ -37,6 +37,7 @@ from saip_bench.tasks.common import (
     param_groups,
     pil_to_tensor,
     set_backbone_trainable,
+    worker_batches,
 )
 from saip_bench.tasks.dense.features import (
     backbone_fingerprint,
@@ -144,17 +145,25 @@ class SegmentationTask(Task):
         else:
             flip = bool(protocol_params(ctx.spec, ctx.protocol).get("train_flip", True))
 
+            def pair(key: tuple[int, bool]) -> tuple[torch.Tensor, torch.Tensor]:
+                image, target = load_pair(records[key[0]], size)
+                if key[1]:
+                    image, target = image.flip(-1), flip_labels(target[None], head.flip_pairs)[0]
+                return image, target
+
+            def stack(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+                return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+            def keys(order: torch.Tensor):  # the same draws, in the same order, as one process would make
+                for start in range(0, steps_per_epoch * batch_size, batch_size):
+                    index = order[start:start + batch_size]
+                    mirror = (torch.rand(len(index), generator=generator) < 0.5 if flip
+                              else torch.zeros(len(index), dtype=torch.bool))
+                    yield [(int(i), bool(m)) for i, m in zip(index, mirror, strict=True)]
+
             def batches(epoch: int):
                 order = torch.randperm(len(records), generator=generator)
-                for start in range(0, steps_per_epoch * batch_size, batch_size):
-                    pairs = [load_pair(records[int(i)], size) for i in order[start:start + batch_size]]
-                    images = torch.stack([p[0] for p in pairs])
-                    target = torch.stack([p[1] for p in pairs])
-                    if flip:
-                        mirror = torch.rand(len(pairs), generator=generator) < 0.5
-                        images[mirror] = images[mirror].flip(-1)
-                        target[mirror] = flip_labels(target[mirror], head.flip_pairs)
-                    yield images.to(ctx.device), target.to(ctx.device)
+                return worker_batches(pair, keys(order), stack, ctx.num_workers, ctx.device)
 
             def loss_fn(batch) -> torch.Tensor:
                 images, target = batch

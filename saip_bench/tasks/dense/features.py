@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from saip_bench.backbones import Backbone
+from saip_bench.devices import module_device
 from saip_bench.specs import TaskSpec
 
 
@@ -44,7 +45,7 @@ def level_channels(backbone: Backbone, levels: Sequence[int], size: tuple[int, i
     was_training = backbone.training
     backbone.eval()
     with torch.no_grad():
-        maps = multi_level(backbone, torch.zeros(1, 3, *size), levels)
+        maps = multi_level(backbone, torch.zeros(1, 3, *size, device=module_device(backbone)), levels)
     backbone.train(was_training)
     return [int(m.shape[1]) for m in maps]
 

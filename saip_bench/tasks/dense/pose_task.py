@@ -37,6 +37,7 @@ from saip_bench.tasks.common import (
     normalize,
     param_groups,
     set_backbone_trainable,
+    worker_batches,
 )
 from saip_bench.tasks.dense.features import (
     backbone_fingerprint,
@@ -173,13 +174,17 @@ class TopDownPoseTask(Task):
             pipeline = TopDownPipeline(head.meta, size, settings["codec"], train=True,
                                        augment=settings["train_augment"])
 
+            def crop(key: tuple[int, int]) -> dict[str, torch.Tensor]:
+                i, epoch = key
+                return pipeline(instances[i], _image_array(instances[i]["path"]),
+                                seed=ctx.seed * 1_000_003 + epoch * 100_003 + i)
+
+            def stack(crops: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+                return tuple(torch.stack([c[k] for c in crops]) for k in ("image", "heatmaps", "weights"))
+
             def batches(epoch: int):
-                for index in order_batches():
-                    crops = [pipeline(instances[int(i)], _image_array(instances[int(i)]["path"]),
-                                      seed=ctx.seed * 1_000_003 + epoch * 100_003 + int(i)) for i in index]
-                    yield (torch.stack([c["image"] for c in crops]).to(ctx.device),
-                           torch.stack([c["heatmaps"] for c in crops]).to(ctx.device),
-                           torch.stack([c["weights"] for c in crops]).to(ctx.device))
+                keys = ([(int(i), epoch) for i in index] for index in order_batches())
+                return worker_batches(crop, keys, stack, ctx.num_workers, ctx.device)
 
             def loss_fn(batch) -> torch.Tensor:
                 images, target, weights = batch

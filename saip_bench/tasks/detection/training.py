@@ -13,7 +13,7 @@ import torch
 
 from saip_bench.specs import stable_hash
 from saip_bench.tasks.base import UnitContext
-from saip_bench.tasks.common import cached, extract, load_rgb, normalize, pil_to_tensor
+from saip_bench.tasks.common import cached, extract, load_rgb, normalize, pil_to_tensor, worker_batches
 from saip_bench.tasks.dense.features import backbone_fingerprint, multi_level
 
 Sample = tuple[torch.Tensor, Any]
@@ -28,17 +28,26 @@ def mirrored_batches(
     steps_per_epoch: int,
     generator: torch.Generator,
     device: torch.device,
+    num_workers: int = 0,
 ) -> Callable[[int], Iterator[tuple[torch.Tensor, list[Any]]]]:
     """Fine-tune batches: a fresh shuffle each epoch, each image mirrored with p = 0.5 (its target too)."""
 
+    def sample(key: tuple[int, bool]) -> Sample:
+        image, target = load(records[key[0]])
+        return (image.flip(-1), flip(target, width)) if key[1] else (image, target)
+
+    def collate(samples: list[Sample]) -> tuple[torch.Tensor, list[Any]]:
+        return torch.stack([s[0] for s in samples]), [s[1] for s in samples]
+
+    def keys(order: torch.Tensor) -> Iterator[list[tuple[int, bool]]]:
+        for start in range(0, steps_per_epoch * batch_size, batch_size):
+            index = order[start:start + batch_size]
+            mirror = (torch.rand(len(index), generator=generator) < 0.5).tolist()
+            yield [(int(i), bool(m)) for i, m in zip(index, mirror, strict=True)]
+
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, list[Any]]]:
         order = torch.randperm(len(records), generator=generator)
-        for start in range(0, steps_per_epoch * batch_size, batch_size):
-            samples = [load(records[int(i)]) for i in order[start:start + batch_size]]
-            mirror = (torch.rand(len(samples), generator=generator) < 0.5).tolist()
-            images = torch.stack([s[0].flip(-1) if m else s[0] for s, m in zip(samples, mirror, strict=True)])
-            targets = [flip(s[1], width) if m else s[1] for s, m in zip(samples, mirror, strict=True)]
-            yield images.to(device), targets
+        return worker_batches(sample, keys(order), collate, num_workers, device)
 
     return batches
 

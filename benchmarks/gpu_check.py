@@ -1,0 +1,473 @@
+"""The one prepared GPU check: CUDA tests, pretraining step speed of every method, and every dataset's
+fine-tune protocol (capped steps + full evaluation), in one process tree, one JSON, one Markdown table.
+
+    python benchmarks/gpu_check.py --out gpu_check            # on a CUDA machine (about 6 minutes, H200)
+    python benchmarks/gpu_check.py --device cpu --quick       # the same script on CPU (CI)
+
+Sections (each case is independent: a failure is recorded with its traceback and the rest goes on):
+  tests     ``pytest -m cuda tests/test_cuda.py`` (every task's fit + predict, every method's step, on CUDA)
+  pretrain  the trainer's real loop (DataLoader workers, pinned memory, bf16 autocast) on a synthetic pool
+            at the preset's per-GPU micro-batch: images/s and data-wait share (median over the timed steps
+            after ``--warmup``), model FLOPs of one step (torch.utils.flop_counter) -> MFU against the
+            datasheet dense peak, peak CUDA memory; plus ``reference_saip.py`` (the authors'-style SAIP
+            step, fp32) and saip-bench's SAIP step on the same random inputs, for the speed-up.
+  finetune  each of the 12 datasets' ``finetune`` protocol through ``Task.run`` with the spec's batch and
+            input size, ``--ft-steps`` optimiser steps, then its full evaluation (predict + score) on the
+            world's evaluation split: train images/s and data-wait share after ``--ft-warmup`` steps,
+            eval seconds, peak memory.
+Timing: warm-up steps excluded, CUDA synchronised at every timed point (the loops read their losses at
+log points; the step ends are taken after the host has the loss), medians or sums over the timed steps.
+``--quick`` (CPU, CI): the ``tiny`` world, 2 steps, batch 4, each spec's CPU-sized input size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import saip_bench  # noqa: E402, F401  (torchvision shim before timm)
+
+PRETRAIN_METHODS = ("saip", "supervised", "mae", "dino", "hap", "solider", "mocov3")
+# Dense peak TFLOP/s (vendor datasheets, no sparsity), for model FLOP utilisation.
+PEAK_TFLOPS = {"H100": {"bf16": 989.4, "fp32": 66.9}, "H200": {"bf16": 989.4, "fp32": 66.9},
+               "A100": {"bf16": 312.0, "fp32": 19.5}, "L40S": {"bf16": 362.1, "fp32": 91.6}}
+CPU_SIZED_PROTOCOLS = ("finetune_cpu", "frozen", "linear")
+
+
+# ------------------------------------------------------------------------------------------- helpers
+class Clock:
+    """Seconds left of the whole check; sections skip cases that would start after the budget."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.start = time.perf_counter()
+        self.budget_s = budget_s
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        return self.budget_s - self.elapsed()
+
+
+def sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def reset_peak(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_mib(device: str) -> float | None:
+    import torch
+
+    if device.startswith("cuda"):
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return None
+
+
+def peak_tflops(device: str, bf16: bool) -> float | None:
+    import torch
+
+    if os.environ.get("PEAK_TFLOPS"):
+        return float(os.environ["PEAK_TFLOPS"])
+    if not device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name()
+    for key, peaks in PEAK_TFLOPS.items():
+        if key in name:
+            return peaks["bf16" if bf16 else "fp32"]
+    return None
+
+
+def window(ends: list[float], waits: list[float], warmup: int) -> tuple[float, float, int]:
+    """(seconds, data-wait seconds, steps) of the steps after ``warmup`` (at least the last one)."""
+    first = min(max(warmup, 1), len(ends) - 1) if len(ends) > 1 else 0
+    start = ends[first - 1] if first > 0 else 0.0
+    steps = len(ends) - first
+    return ends[-1] - start, sum(waits[first:]), steps
+
+
+def error_row(row: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    row["status"] = "failed"
+    row["error"] = f"{type(exc).__name__}: {exc}"[:400]
+    row["traceback"] = traceback.format_exc()[-3000:]
+    print(f"  FAILED {row.get('case')}: {row['error']}", file=sys.stderr, flush=True)
+    return row
+
+
+# -------------------------------------------------------------------------------------------- tests
+def run_tests(args: argparse.Namespace, clock: Clock) -> dict[str, Any]:
+    """``pytest -m cuda`` in a child process (its own CUDA context), with a time limit."""
+    limit = max(30.0, min(args.tests_timeout, clock.left() - 60))
+    command = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "-rfE",
+               str(REPO / "tests" / "test_cuda.py")]
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=limit)
+        tail = (proc.stdout + proc.stderr)[-4000:]
+        status = "failed" if proc.returncode not in (0, 5) else "passed"
+    except subprocess.TimeoutExpired as exc:
+        tail = ((exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or ""))[-4000:]
+        status = "timeout"
+    summary = next((line for line in reversed(tail.splitlines()) if " in " in line and
+                    any(w in line for w in ("passed", "failed", "skipped", "error"))), "")
+    if status == "passed" and " passed" not in summary:
+        status = "skipped"  # no CUDA here: every test skipped, nothing was checked
+    return {"case": "pytest -m cuda", "status": status, "summary": summary.strip("= "),
+            "seconds": round(time.perf_counter() - started, 1), "log_tail": tail}
+
+
+# ----------------------------------------------------------------------------------------- pretrain
+def pretrain_row(method: str, args: argparse.Namespace, pool: Path, out: Path) -> dict[str, Any]:
+    """One method through the trainer's loop on ``pool``; timing from its per-step logs."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from saip_bench.pretrain.api import run_training
+    from saip_bench.pretrain.data import images_to_float
+    from saip_bench.utils import autocast
+
+    steps = args.warmup + args.steps
+    overrides = {"steps": steps, "epochs": None, "warmup_epochs": None, "warmup_steps": 0,
+                 "accum_steps": 1, "checkpoint_every": 10**9, "log_every": 1,
+                 "num_workers": args.workers, "amp": not args.fp32}
+    if args.batch:
+        overrides["batch_size"] = args.batch
+    reset_peak(args.device)
+    result, trainer = run_training(method, args.backbone, args.preset, pool, out / method, seed=0,
+                                   device=args.device, progress=False, overrides=overrides)
+    memory = peak_mib(args.device)
+    history = result.history
+    timed = history[args.warmup:] or history[-1:]
+    batch = trainer.config.batch_size
+    step_s = [batch / h["images_per_s"] for h in timed]
+    wait_s = [h.get("time/data_wait_s", 0.0) for h in timed]
+    median = statistics.median(step_s)
+    # Model FLOPs of one micro-step (views + forward + backward), counted once after the timed steps.
+    trainer.step = 0  # the sampler starts where training stopped: rewind for one more batch
+    batch_data = images_to_float(next(iter(trainer._batches())), trainer.device)
+    batch_data["step_seed"] = torch.tensor(7)
+    method_obj = trainer.method
+    with torch.no_grad():
+        views = method_obj.make_views(batch_data, torch.Generator().manual_seed(0))
+    counter = FlopCounterMode(display=False)
+    with counter:  # forward and backward
+        with autocast(trainer.device, trainer.amp):
+            out_terms = method_obj(views)
+        out_terms["loss"].float().backward()
+    method_obj.zero_grad(set_to_none=True)
+    flops = counter.get_total_flops()
+    peak = peak_tflops(args.device, trainer.amp)
+    achieved = flops / median / 1e12
+    return {
+        "case": method, "status": "ok", "backbone": args.backbone, "preset": args.preset,
+        "batch": batch, "precision": "bf16" if trainer.amp else "fp32", "workers": args.workers,
+        "timed_steps": len(timed), "ms_per_step": round(1e3 * median, 2),
+        "images_per_s": round(batch / median, 1),
+        "data_wait_share": round(sum(wait_s) / sum(step_s), 4),
+        "step_tflop": round(flops / 1e12, 4), "achieved_tflops": round(achieved, 2),
+        "mfu": round(achieved / peak, 4) if peak else None, "peak_mib": memory,
+        "final_loss": round(float(result.last.get("loss", float("nan"))), 4),
+    }
+
+
+def reference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The authors'-style step vs saip-bench's SAIP step on the same random inputs (pretrain_step.py)."""
+    from pretrain_step import measure
+
+    batch = args.batch or 64
+    rows = []
+    for name, amp in (("reference", False), ("saip", not args.fp32)):
+        reset_peak(args.device)
+        row = measure(name, args.preset, args.backbone, batch, max(2, args.steps // 2), max(1, args.warmup),
+                      amp, args.device, None)
+        row["case"] = f"{name} (random inputs)"
+        row["status"] = "ok"
+        rows.append(row)
+    return rows
+
+
+def run_pretrain(
+    args: argparse.Namespace, pool: Path, out: Path, clock: Clock, rows: list, save: Any
+) -> None:
+    methods = args.methods or list(PRETRAIN_METHODS)
+    cases = [(m, args.batch) for m in methods] + [("saip", b) for b in args.saip_batches]
+    for method, batch in cases:
+        if clock.left() < args.reserve_s:
+            rows.append({"case": method, "status": "skipped (time budget)"})
+            continue
+        print(f"pretrain {method} ({clock.elapsed():.0f} s)", file=sys.stderr, flush=True)
+        row = {"case": method}
+        try:
+            row = pretrain_row(method, argparse.Namespace(**{**vars(args), "batch": batch}), pool, out)
+            if batch != args.batch:
+                row["case"] = f"{method} (batch {batch})"
+        except Exception as exc:
+            error_row(row, exc)
+        rows.append(row)
+        save()
+    if args.reference and clock.left() > args.reserve_s:
+        print(f"pretrain reference ({clock.elapsed():.0f} s)", file=sys.stderr, flush=True)
+        try:
+            rows.extend(reference_rows(args))
+        except Exception as exc:
+            rows.append(error_row({"case": "reference"}, exc))
+        save()
+
+
+# ----------------------------------------------------------------------------------------- finetune
+def finetune_spec(spec: Any, args: argparse.Namespace) -> Any:
+    """The spec's ``finetune`` protocol capped at ``--ft-steps``; ``--quick``: small batch and the spec's
+    CPU-sized input size, so the same code path runs on CPU in seconds."""
+    spec = spec.model_copy(deep=True)
+    protocol = spec.protocols["finetune"]
+    protocol.schedule.max_steps = args.warmup_ft + args.ft_steps
+    if args.quick:
+        protocol.schedule.batch_size = min(protocol.schedule.batch_size, 4)
+        small = next((spec.protocols[p] for p in CPU_SIZED_PROTOCOLS if p in spec.protocols), None)
+        if small is not None and "input_size" in small.params:
+            protocol.params["input_size"] = list(small.params["input_size"])
+    return spec
+
+
+def finetune_row(spec: Any, args: argparse.Namespace, world: Path, out: Path) -> dict[str, Any]:
+    import torch
+
+    from saip_bench.backbones import create_backbone
+    from saip_bench.bench.runner import load_size
+    from saip_bench.data.readers import read_dataset
+    from saip_bench.tasks.base import UnitContext, get_task
+    from saip_bench.tasks.dense.features import input_size
+    from saip_bench.utils import seed_everything
+
+    spec = finetune_spec(spec, args)
+    protocol = spec.protocols["finetune"]
+    data = read_dataset(spec.dataset, world / spec.dataset, version=spec.dataset_version)
+    size = input_size(spec, "finetune")
+    backbone = create_backbone(args.backbone, img_size=load_size(args.backbone, size))
+    task = get_task(spec.task)
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            sync(args.device)
+            tic = time.perf_counter()
+            result = fn(*a, **k)
+            sync(args.device)
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - tic
+            return result
+        return wrapper
+
+    task.predict = timed("predict", task.predict)  # type: ignore[method-assign]
+    task.score = timed("score", task.score)  # type: ignore[method-assign]
+    ctx = UnitContext(spec=spec, protocol="finetune", backbone=backbone, data=data, out_dir=out / spec.key,
+                      seed=0, device=torch.device(args.device), amp=not args.fp32,
+                      num_workers=args.workers, cache_dir=None, show_progress=False,
+                      max_train_samples=8 if args.quick else None, max_eval_samples=4 if args.quick else None)
+    seed_everything(0)
+    reset_peak(args.device)
+    tic = time.perf_counter()
+    result = task.run(ctx)
+    wall = time.perf_counter() - tic
+    extra = result.extra
+    ends, waits = extra.get("step_ends", []), extra.get("step_waits", [])
+    seconds, wait, steps = window(ends, waits, args.warmup_ft) if ends else (float("nan"), 0.0, 0)
+    batch = protocol.schedule.batch_size
+    return {
+        "case": spec.key, "status": "ok", "protocol": "finetune", "input_size": list(size), "batch": batch,
+        "steps": extra.get("steps"), "timed_steps": steps,
+        "train_images_per_s": round(steps * batch / seconds, 1) if steps else None,
+        "data_wait_share": round(wait / seconds, 4) if steps else None,
+        "fit_s": round(float(extra.get("fit_seconds", float("nan"))), 2),
+        "eval_s": round(timings.get("predict", 0.0) + timings.get("score", 0.0), 2),
+        "predict_s": round(timings.get("predict", 0.0), 2), "score_s": round(timings.get("score", 0.0), 2),
+        "unit_wall_s": round(wall, 2), "peak_mib": peak_mib(args.device),
+        "main_metric": result.main_metric, "main_score": round(float(result.main_score), 4),
+        "eval_samples": result.n_samples.get("eval", result.n_samples.get("test")),
+    }
+
+
+def run_finetune(
+    args: argparse.Namespace, world: Path, out: Path, clock: Clock, rows: list, save: Any
+) -> None:
+    from saip_bench.specs import all_task_specs
+
+    specs = all_task_specs()
+    keys = [k for k in specs if not args.datasets or specs[k].dataset in args.datasets]
+    for key in keys:
+        if clock.left() <= 0:
+            rows.append({"case": key, "status": "skipped (time budget)"})
+            continue
+        print(f"finetune {key} ({clock.elapsed():.0f} s)", file=sys.stderr, flush=True)
+        row = {"case": key}
+        try:
+            row = finetune_row(specs[key], args, world, out)
+        except Exception as exc:
+            error_row(row, exc)
+        rows.append(row)
+        save()
+
+
+# ------------------------------------------------------------------------------------------- report
+def fmt(value: Any, pattern: str = "{:.1f}", scale: float = 1.0) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return pattern.format(value * scale)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"## gpu_check on {report['device_name']} ({report['device']}, torch {report['torch']}, "
+             f"{report['cpus']} CPUs, workers {report['workers']}); {report['wall_s']:.0f} s", ""]
+    tests = report.get("tests")
+    if tests:
+        lines += [f"CUDA tests: **{tests['status']}** {tests.get('summary', '')} ({tests['seconds']} s)", ""]
+    if report.get("pretrain"):
+        lines += ["| pretraining | precision | batch | ms/step | images/s | data wait | TFLOP/step | TFLOP/s "
+                  "| MFU | peak MiB | status |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in report["pretrain"]:
+            lines.append(
+                f"| {r['case']} | {r.get('precision', '-')} | {r.get('batch', '-')} | "
+                f"{fmt(r.get('ms_per_step'))} | {fmt(r.get('images_per_s'))} | "
+                f"{fmt(r.get('data_wait_share'), '{:.1f}%', 100)} | {fmt(r.get('step_tflop'), '{:.3f}')} | "
+                f"{fmt(r.get('achieved_tflops'))} | {fmt(r.get('mfu'), '{:.1f}%', 100)} | "
+                f"{fmt(r.get('peak_mib') or r.get('peak_mem_mb'), '{:.0f}')} | {r['status']} |")
+        lines.append("")
+    if report.get("finetune"):
+        lines += ["| fine-tune | input | batch | train images/s | data wait | eval s | peak MiB | main "
+                  "| status |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in report["finetune"]:
+            size = "x".join(map(str, r["input_size"])) if r.get("input_size") else "-"
+            lines.append(
+                f"| {r['case']} | {size} | {r.get('batch', '-')} | {fmt(r.get('train_images_per_s'))} | "
+                f"{fmt(r.get('data_wait_share'), '{:.1f}%', 100)} | {fmt(r.get('eval_s'))} | "
+                f"{fmt(r.get('peak_mib'), '{:.0f}')} | {r.get('main_metric', '')} "
+                f"{fmt(r.get('main_score'), '{:.3f}')} | {r['status']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default=None, help="cuda (default where present) or cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny world, 2 steps, small batch (CPU/CI)")
+    parser.add_argument("--out", type=Path, default=Path("runs") / "gpu_check")
+    parser.add_argument("--world", type=Path, default=None, help="a synthetic world (else generated)")
+    parser.add_argument("--sections", default="tests,pretrain,finetune")
+    parser.add_argument("--budget-s", type=float, default=330.0, help="no case starts after this")
+    parser.add_argument("--reserve-s", type=float, default=150.0, help="budget kept for the fine-tunes")
+    parser.add_argument("--tests-timeout", type=float, default=100.0)
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: CPUs - 2)")
+    parser.add_argument("--backbone", default="vit_tiny")
+    parser.add_argument("--preset", default=None, help="pretraining preset (default: paper; quick: quick)")
+    parser.add_argument("--batch", type=int, default=None, help="per-GPU micro-batch (default: the preset's)")
+    parser.add_argument("--steps", type=int, default=None, help="timed pretraining steps")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed first pretraining steps")
+    parser.add_argument("--ft-steps", type=int, default=None, help="timed fine-tune steps")
+    parser.add_argument("--warmup-ft", type=int, default=None)
+    parser.add_argument("--methods", nargs="*", default=None)
+    parser.add_argument("--saip-batches", nargs="*", type=int, default=[],
+                        help="also time SAIP at these per-GPU micro-batches (how the step scales)")
+    parser.add_argument("--datasets", nargs="*", default=None)
+    parser.add_argument("--no-reference", dest="reference", action="store_false")
+    parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    args.workers = args.workers if args.workers is not None else (0 if args.quick else max(1, cpus - 2))
+    args.preset = args.preset or ("quick" if args.quick else "paper")
+    defaults = (2, 1, 2, 1) if args.quick else (10, 3, 8, 2)
+    args.steps = args.steps or defaults[0]
+    args.warmup = args.warmup if args.warmup is not None else defaults[1]
+    args.ft_steps = args.ft_steps or defaults[2]
+    args.warmup_ft = args.warmup_ft if args.warmup_ft is not None else defaults[3]
+    if args.quick and args.batch is None:
+        args.batch = 4
+    from saip_bench.utils import resolve_amp
+
+    args.fp32 = args.fp32 or not resolve_amp(True, args.device)  # no emulated bf16 on a CPU without it
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    sections = set(args.sections.split(","))
+    clock = Clock(args.budget_s)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "device": args.device, "torch": torch.__version__, "cpus": cpus, "workers": args.workers,
+        "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU",
+        "quick": args.quick, "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+    json_path = args.out / "gpu_check.json"
+
+    def save() -> None:  # after every section: a run killed at its time limit still leaves its figures
+        report["wall_s"] = round(clock.elapsed(), 1)
+        json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+
+    world_proc = None
+    world = args.world
+    if world is None and sections & {"pretrain", "finetune"}:
+        world = args.out / ("world_tiny" if args.quick else "world_gpu_check")
+        # written by a child process while the tests run (the tests make their own tiny world)
+        code = ("import sys; from saip_bench.data.synth import generate_world; "
+                "generate_world(sys.argv[1], preset=sys.argv[2], seed=0, contact_sheets=False, "
+                "workers=int(sys.argv[3]))")
+        world_proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(world), "tiny" if args.quick else "gpu_check", str(cpus)],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if "tests" in sections:
+        print(f"tests ({clock.elapsed():.0f} s)", file=sys.stderr, flush=True)
+        report["tests"] = run_tests(args, clock)
+        save()
+    if world_proc is not None:
+        _, err = world_proc.communicate()
+        report["world_s"] = round(clock.elapsed(), 1)
+        if world_proc.returncode != 0:
+            report["world_error"] = err[-3000:]
+            save()
+            print(err[-3000:], file=sys.stderr)
+            return 1
+    if "pretrain" in sections:
+        report["pretrain"] = []
+        run_pretrain(args, world / "pretrain", args.out / "pretrain", clock, report["pretrain"], save)
+    if "finetune" in sections:
+        report["finetune"] = []
+        run_finetune(args, world, args.out / "units", clock, report["finetune"], save)
+    save()
+    table = markdown(report)
+    (args.out / "gpu_check.md").write_text(table + "\n")
+    print(table)
+    failed = [r["case"] for key in ("pretrain", "finetune") for r in report.get(key, [])
+              if r["status"] == "failed"]
+    if report.get("tests", {}).get("status") in ("failed", "timeout"):
+        failed.append("tests")
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Where a model lives, and a guard that fails loudly when a batch is fed from somewhere else.
+
+Why: a task that moved only its head to the GPU, or a probe built with a CPU tensor, used to crash deep
+inside a matmul with a message naming neither the module nor the fix. Every task now moves its models in
+one place (``place_models``), probes ask ``module_device``, and while a unit runs a forward pre-hook checks
+each input's device against the module's parameters. The hook is also what lets a CPU-only test catch a
+mismatch: a module on the ``meta`` device fed a CPU tensor trips it exactly as CUDA vs CPU would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from saip_bench.errors import SaipBenchError
+
+
+class DeviceMismatchError(SaipBenchError):
+    """A tensor reached a module that lives on another device."""
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter (or buffer); CPU for a module without either."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _same_place(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    return a.type != "cuda" or (a.index or 0) == (b.index or 0)
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+
+
+def check_inputs(name: str, module: nn.Module, inputs: Iterable[Any]) -> None:
+    """Raise ``DeviceMismatchError`` when a tensor in ``inputs`` is not on ``module``'s device."""
+    where = module_device(module)
+    for tensor in _tensors(list(inputs)):
+        if not _same_place(tensor.device, where):
+            raise DeviceMismatchError(
+                f"{name} ({type(module).__name__}) lives on {where} but got a tensor of shape "
+                f"{tuple(tensor.shape)} on {tensor.device}: move the batch with .to({str(where)!r}) "
+                "(models are placed by saip_bench.devices.place_models)"
+            )
+
+
+@contextlib.contextmanager
+def device_guard(**modules: nn.Module) -> Iterator[None]:
+    """While the block runs, the first call of every parameter-holding submodule of the named modules
+    checks its inputs' devices (tasks call ``forward_features``/``losses`` directly, so a hook on the top
+    module alone would never fire). One check per submodule and block keeps the cost out of the step."""
+    handles: list[Any] = []
+    handles_by_module: dict[int, Any] = {}
+    for name, root in modules.items():
+        for sub_name, module in root.named_modules():
+            if next(module.parameters(recurse=False), None) is None or id(module) in handles_by_module:
+                continue
+            label = f"{name}.{sub_name}" if sub_name else name
+
+            def hook(mod: nn.Module, args: tuple, kwargs: dict, _label: str = label) -> None:
+                check_inputs(_label, mod, (args, kwargs))
+                handles_by_module.pop(id(mod)).remove()  # checked once: out of the hot path
+
+            handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+            handles_by_module[id(module)] = handle
+            handles.append(handle)
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def to_device(value: Any, device: torch.device | str) -> Any:
+    """``value`` with every tensor inside (lists, tuples, dicts) moved to ``device``, without a host sync.
+
+    Why: detection targets (boxes, labels, masks per image) travel beside the batch as lists of dicts;
+    torchvision's matchers then compare them with anchors built on the feature maps' device."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, list):
+        return [to_device(item, device) for item in value]
+    if isinstance(value, tuple):
+        return tuple(to_device(item, device) for item in value)
+    if isinstance(value, dict):
+        return {key: to_device(item, device) for key, item in value.items()}
+    return value
+
+
+def place_models(device: torch.device | str, *modules: nn.Module) -> None:
+    """Move every module of a unit (backbone, head, necks) to ``device``: the one place this happens."""
+    for module in modules:
+        module.to(device)
