@@ -236,10 +236,10 @@ def run_pretrain(
 
 # ----------------------------------------------------------------------------------------- finetune
 def finetune_spec(spec: Any, args: argparse.Namespace) -> Any:
-    """The spec's ``finetune`` protocol capped at ``--ft-steps``; ``--quick``: small batch and the spec's
-    CPU-sized input size, so the same code path runs on CPU in seconds."""
+    """The spec's ``--protocol`` (default ``finetune``) capped at ``--ft-steps``; ``--quick``: small batch
+    and the spec's CPU-sized input size, so the same code path runs on CPU in seconds."""
     spec = spec.model_copy(deep=True)
-    protocol = spec.protocols["finetune"]
+    protocol = spec.protocols[args.protocol]
     protocol.schedule.max_steps = args.warmup_ft + args.ft_steps
     if args.quick:
         protocol.schedule.batch_size = min(protocol.schedule.batch_size, 4)
@@ -260,9 +260,9 @@ def finetune_row(spec: Any, args: argparse.Namespace, world: Path, out: Path) ->
     from saip_bench.utils import seed_everything
 
     spec = finetune_spec(spec, args)
-    protocol = spec.protocols["finetune"]
+    protocol = spec.protocols[args.protocol]
     data = read_dataset(spec.dataset, world / spec.dataset, version=spec.dataset_version)
-    size = input_size(spec, "finetune")
+    size = input_size(spec, args.protocol)
     backbone = create_backbone(args.backbone, img_size=load_size(args.backbone, size))
     task = get_task(spec.task)
     timings: dict[str, float] = {}
@@ -279,7 +279,7 @@ def finetune_row(spec: Any, args: argparse.Namespace, world: Path, out: Path) ->
 
     task.predict = timed("predict", task.predict)  # type: ignore[method-assign]
     task.score = timed("score", task.score)  # type: ignore[method-assign]
-    ctx = UnitContext(spec=spec, protocol="finetune", backbone=backbone, data=data, out_dir=out / spec.key,
+    ctx = UnitContext(spec=spec, protocol=args.protocol, backbone=backbone, data=data, out_dir=out / spec.key,
                       seed=0, device=torch.device(args.device), amp=not args.fp32,
                       num_workers=args.workers, cache_dir=None, show_progress=False,
                       max_train_samples=8 if args.quick else None, max_eval_samples=4 if args.quick else None)
@@ -293,7 +293,7 @@ def finetune_row(spec: Any, args: argparse.Namespace, world: Path, out: Path) ->
     seconds, wait, steps = window(ends, waits, args.warmup_ft) if ends else (float("nan"), 0.0, 0)
     batch = protocol.schedule.batch_size
     return {
-        "case": spec.key, "status": "ok", "protocol": "finetune", "input_size": list(size), "batch": batch,
+        "case": spec.key, "status": "ok", "protocol": args.protocol, "input_size": list(size), "batch": batch,
         "steps": extra.get("steps"), "timed_steps": steps,
         "train_images_per_s": round(steps * batch / seconds, 1) if steps else None,
         "data_wait_share": round(wait / seconds, 4) if steps else None,
@@ -312,7 +312,8 @@ def run_finetune(
     from saip_bench.specs import all_task_specs
 
     specs = all_task_specs()
-    keys = [k for k in specs if not args.datasets or specs[k].dataset in args.datasets]
+    keys = [k for k in specs if (not args.datasets or specs[k].dataset in args.datasets)
+            and args.protocol in specs[k].protocols]
     for key in keys:
         if clock.left() <= 0:
             rows.append({"case": key, "status": "skipped (time budget)"})
@@ -387,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--saip-batches", nargs="*", type=int, default=[],
                         help="also time SAIP at these per-GPU micro-batches (how the step scales)")
     parser.add_argument("--datasets", nargs="*", default=None)
+    parser.add_argument("--protocol", default="finetune", help="the fine-tune protocol timed per dataset")
     parser.add_argument("--no-reference", dest="reference", action="store_false")
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     args = parser.parse_args(argv)

@@ -6,6 +6,7 @@ Why: nine tasks, one way to train a head; a fix to the loop or the optimiser gro
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -267,7 +268,7 @@ def worker_batches(
 ) -> Iterator[Any]:
     """``collate([load(key) ...])`` per batch of keys, built by DataLoader workers (pinned, prefetched) and
     moved to ``device``. Why: decoding, cropping and target building in the training process left a GPU
-    idle for most of each dense fine-tune step (gpu_check: 82-99 % data wait)."""
+    idle for most of each dense fine-tune step (gpu_check on an H200: 82-99 % data wait)."""
     device = torch.device(device)
     loader = torch.utils.data.DataLoader(
         KeyedDataset(load), batch_sampler=key_batches, collate_fn=collate, num_workers=num_workers,
@@ -275,6 +276,35 @@ def worker_batches(
     )
     for batch in loader:
         yield to_device(batch, device)
+
+
+def epoch_batches(
+    load: Callable[[Any], Any],
+    epoch_keys: Callable[[int], Iterable[list[Any]]],
+    steps_per_epoch: int,
+    collate: Callable[[list[Any]], Any],
+    num_workers: int,
+    device: torch.device | str,
+) -> Callable[[int], Iterator[Any]]:
+    """``batches(epoch)`` for ``fit_loop`` from ONE loader whose workers live across epochs.
+
+    ``epoch_keys(e)`` gives epoch e's ``steps_per_epoch`` key batches (its shuffle and flips, drawn in
+    the main process in the same order as a single process would). Why one loader: a dataset of few
+    batches per epoch (a batch of 512 pose crops) otherwise restarts its workers every epoch and has a
+    single worker build the one batch in flight, so extra workers bought nothing (gpu_check, H200).
+    """
+    state: dict[str, Iterator[Any]] = {}
+
+    def every_epoch(first: int) -> Iterator[list[Any]]:
+        for epoch in itertools.count(first):
+            yield from epoch_keys(epoch)
+
+    def batches(epoch: int) -> Iterator[Any]:
+        if "it" not in state:
+            state["it"] = worker_batches(load, every_epoch(epoch), collate, num_workers, device)
+        return itertools.islice(state["it"], steps_per_epoch)
+
+    return batches
 
 
 @torch.no_grad()

@@ -27,6 +27,7 @@ from saip_bench.tasks.base import TASKS, Task, UnitContext
 from saip_bench.tasks.common import (
     build_optimizer,
     cached,
+    epoch_batches,
     extract,
     fit_loop,
     is_frozen,
@@ -37,7 +38,6 @@ from saip_bench.tasks.common import (
     param_groups,
     pil_to_tensor,
     set_backbone_trainable,
-    worker_batches,
 )
 from saip_bench.tasks.dense.features import (
     backbone_fingerprint,
@@ -154,16 +154,15 @@ class SegmentationTask(Task):
             def stack(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
                 return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
-            def keys(order: torch.Tensor):  # the same draws, in the same order, as one process would make
+            def epoch_keys(epoch: int):  # the same draws, in the same order, as one process would make
+                order = torch.randperm(len(records), generator=generator)
                 for start in range(0, steps_per_epoch * batch_size, batch_size):
                     index = order[start:start + batch_size]
                     mirror = (torch.rand(len(index), generator=generator) < 0.5 if flip
                               else torch.zeros(len(index), dtype=torch.bool))
                     yield [(int(i), bool(m)) for i, m in zip(index, mirror, strict=True)]
 
-            def batches(epoch: int):
-                order = torch.randperm(len(records), generator=generator)
-                return worker_batches(pair, keys(order), stack, ctx.num_workers, ctx.device)
+            batches = epoch_batches(pair, epoch_keys, steps_per_epoch, stack, ctx.num_workers, ctx.device)
 
             def loss_fn(batch) -> torch.Tensor:
                 images, target = batch

@@ -85,3 +85,24 @@ def test_fit_summary_reports_last_loss_or_none():
     assert common.fit_summary({"steps": 3, "losses": [3.0, 2.0, 1.5], "fit_seconds": 0.5}) == {
         "steps": 3, "final_loss": 1.5, "fit_seconds": 0.5}
     assert common.fit_summary({"steps": 0, "losses": [], "fit_seconds": 0.0})["final_loss"] is None
+
+
+def test_epoch_batches_keep_one_loader_and_the_key_order():
+    """``epoch_batches``: epoch e yields exactly its keys' batches, in order, from one loader whose
+    workers live across epochs (a worker pool per epoch starved the GPU on few-batch epochs)."""
+    seen_epochs: list[int] = []
+
+    def epoch_keys(epoch: int):
+        seen_epochs.append(epoch)
+        return ([(epoch, step, i) for i in range(3)] for step in range(2))
+
+    def collect(num_workers: int) -> list[list[tuple[int, int, int]]]:
+        seen_epochs.clear()
+        batches = common.epoch_batches(lambda key: torch.tensor(key), epoch_keys, 2,
+                                       lambda items: torch.stack(items), num_workers, "cpu")
+        return [[tuple(row) for row in batch.tolist()] for epoch in range(3) for batch in batches(epoch)]
+
+    expected = [[(e, s, i) for i in range(3)] for e in range(3) for s in range(2)]
+    assert collect(0) == expected
+    assert seen_epochs[:3] == [0, 1, 2]  # one chained sampler, drawn lazily
+    assert collect(2) == expected

@@ -28,6 +28,7 @@ from saip_bench.tasks.base import Task, UnitContext
 from saip_bench.tasks.common import (
     build_optimizer,
     cached,
+    epoch_batches,
     extract,
     fit_loop,
     is_frozen,
@@ -37,7 +38,6 @@ from saip_bench.tasks.common import (
     normalize,
     param_groups,
     set_backbone_trainable,
-    worker_batches,
 )
 from saip_bench.tasks.dense.features import (
     backbone_fingerprint,
@@ -182,9 +182,10 @@ class TopDownPoseTask(Task):
             def stack(crops: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
                 return tuple(torch.stack([c[k] for c in crops]) for k in ("image", "heatmaps", "weights"))
 
-            def batches(epoch: int):
-                keys = ([(int(i), epoch) for i in index] for index in order_batches())
-                return worker_batches(crop, keys, stack, ctx.num_workers, ctx.device)
+            def epoch_keys(epoch: int):
+                return ([(int(i), epoch) for i in index] for index in order_batches())
+
+            batches = epoch_batches(crop, epoch_keys, steps_per_epoch, stack, ctx.num_workers, ctx.device)
 
             def loss_fn(batch) -> torch.Tensor:
                 images, target, weights = batch

@@ -13,7 +13,7 @@ import torch
 
 from saip_bench.specs import stable_hash
 from saip_bench.tasks.base import UnitContext
-from saip_bench.tasks.common import cached, extract, load_rgb, normalize, pil_to_tensor, worker_batches
+from saip_bench.tasks.common import cached, epoch_batches, extract, load_rgb, normalize, pil_to_tensor
 from saip_bench.tasks.dense.features import backbone_fingerprint, multi_level
 
 Sample = tuple[torch.Tensor, Any]
@@ -39,17 +39,14 @@ def mirrored_batches(
     def collate(samples: list[Sample]) -> tuple[torch.Tensor, list[Any]]:
         return torch.stack([s[0] for s in samples]), [s[1] for s in samples]
 
-    def keys(order: torch.Tensor) -> Iterator[list[tuple[int, bool]]]:
+    def epoch_keys(epoch: int) -> Iterator[list[tuple[int, bool]]]:
+        order = torch.randperm(len(records), generator=generator)
         for start in range(0, steps_per_epoch * batch_size, batch_size):
             index = order[start:start + batch_size]
             mirror = (torch.rand(len(index), generator=generator) < 0.5).tolist()
             yield [(int(i), bool(m)) for i, m in zip(index, mirror, strict=True)]
 
-    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, list[Any]]]:
-        order = torch.randperm(len(records), generator=generator)
-        return worker_batches(sample, keys(order), collate, num_workers, device)
-
-    return batches
+    return epoch_batches(sample, epoch_keys, steps_per_epoch, collate, num_workers, device)
 
 
 def cached_level_maps(
