@@ -104,7 +104,33 @@ def to_device(value: Any, device: torch.device | str) -> Any:
     return value
 
 
+def speed_settings(device: torch.device | str) -> dict[str, bool]:
+    """The speed switches a run on ``device`` uses, as recorded in provenance: on a GPU, TF32 for float32
+    matmuls and convolutions (bf16 autocast covers the rest), fused AdamW, channels_last ConvNets."""
+    cuda = torch.device(device).type == "cuda"
+    return {"tf32": cuda, "fused_adamw": cuda, "channels_last_convnets": cuda}
+
+
+def enable_speed(device: torch.device | str) -> dict[str, bool]:
+    """Turn on ``speed_settings(device)``'s process-wide switches (TF32); returns the settings."""
+    settings = speed_settings(device)
+    if settings["tf32"]:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return settings
+
+
 def place_models(device: torch.device | str, *modules: nn.Module) -> None:
-    """Move every module of a unit (backbone, head, necks) to ``device``: the one place this happens."""
+    """Move every module of a unit (backbone, head, necks) to ``device``: the one place this happens.
+    On a GPU a ConvNet/hybrid backbone also goes channels_last (cuDNN's fast layout; ViTs gain nothing)."""
+    device = torch.device(device)
     for module in modules:
         module.to(device)
+        if speed_settings(device)["channels_last_convnets"] and getattr(module, "family", "vit") != "vit":
+            module.to(memory_format=torch.channels_last)
+
+
+def fused_optimizer_ok(groups: Iterable[dict[str, Any]]) -> bool:
+    """Whether torch's fused AdamW/Adam kernel applies: every parameter on a CUDA device."""
+    params = [p for group in groups for p in group["params"]]
+    return bool(params) and all(p.is_cuda for p in params)

@@ -26,6 +26,7 @@ from saip_bench.bench.presets import BenchPreset
 from saip_bench.bench.provenance import code_revision, data_fingerprint, device_description, package_versions
 from saip_bench.bench.store import OverwritePolicy, RecordStore, UnitStatus, needs_run
 from saip_bench.data.records import DatasetSplits
+from saip_bench.devices import speed_settings
 from saip_bench.errors import UserError
 from saip_bench.specs import ResultRecord, TaskSpec, stable_hash
 from saip_bench.tasks.base import Task, UnitContext, UnitResult
@@ -54,8 +55,10 @@ class DistInfo:
 
     def init(self) -> None:
         if self.world_size > 1 and not torch.distributed.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            torch.distributed.init_process_group(backend=backend)
+            cuda = torch.cuda.is_available()
+            if cuda:  # NCCL binds each rank to its GPU; without this every rank starts on GPU 0
+                torch.cuda.set_device(self.local_rank)
+            torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
 
     def barrier(self) -> None:
         if self.world_size > 1 and torch.distributed.is_initialized():
@@ -242,7 +245,11 @@ class BenchRunner:
         if root is None:
             return "none"
         if name not in self._fingerprints:
-            self._fingerprints[name] = data_fingerprint(root)
+            # once per run: rank 0 reads, the others receive it (every rank reaches this call)
+            value = [data_fingerprint(root) if self.dist.is_main else None]
+            if self.dist.world_size > 1 and torch.distributed.is_initialized():
+                torch.distributed.broadcast_object_list(value, src=0)
+            self._fingerprints[name] = str(value[0])
         return self._fingerprints[name]
 
     def pretrain_seed(self, unit: Unit) -> int:
@@ -429,6 +436,7 @@ class BenchRunner:
             "effective_batch": effective_batch,
             "device": device_description(self.device),
             "amp": self.eval_amp,
+            "speed": speed_settings(self.device),
             "bench_preset": {"name": self.preset.name, "hash": self.preset.hash},
             "limit": self.config.limit,
             "predictions": [str(p) for p in result.predictions],

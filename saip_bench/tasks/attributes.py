@@ -157,10 +157,9 @@ class AttributesTask(SinglePersonTask):
             paths = [r["path"] for r in records]
             transform = attribute_augmentation(size)
 
-            def batches(epoch: int):
-                return common.image_loader(
-                    paths, size, batch_size, ctx.num_workers, transform, shuffled(epoch)
-                )
+            batches = common.image_epoch_batches(
+                paths, size, transform, shuffled, steps_per_epoch, ctx.num_workers, device
+            )
 
             def step(batch: Any) -> torch.Tensor:
                 images, index = batch

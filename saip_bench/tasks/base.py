@@ -16,7 +16,7 @@ from torch import nn
 
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
-from saip_bench.devices import device_guard, place_models
+from saip_bench.devices import device_guard, enable_speed, place_models
 from saip_bench.registry import Registry
 from saip_bench.specs import TaskSpec
 from saip_bench.utils import resolve_amp
@@ -86,6 +86,7 @@ class Task(ABC):
     def run(self, ctx: UnitContext) -> UnitResult:
         torch.manual_seed(ctx.seed)
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        enable_speed(ctx.device)
         place_models(ctx.device, ctx.backbone)  # heads may probe the backbone (dense channel counts)
         head = self.build_head(ctx.backbone, ctx.spec, ctx.data)
         place_models(ctx.device, ctx.backbone, head)

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from saip_bench.backbones import Backbone
-from saip_bench.devices import to_device
+from saip_bench.devices import fused_optimizer_ok, to_device
 from saip_bench.errors import DataFormatError
 from saip_bench.specs import Schedule
 from saip_bench.utils import atomic_torch_save, autocast, console
@@ -111,10 +111,11 @@ def param_groups(
 def build_optimizer(groups: list[dict[str, Any]], schedule: Schedule) -> torch.optim.Optimizer:
     for group in groups:
         group["lr"] = schedule.lr * group.get("lr_scale", 1.0)
+    fused = fused_optimizer_ok(groups) or None  # one kernel per step on a GPU (provenance: speed)
     if schedule.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=schedule.lr)
+        return torch.optim.AdamW(groups, lr=schedule.lr, fused=fused)
     if schedule.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=schedule.lr)
+        return torch.optim.Adam(groups, lr=schedule.lr, fused=fused)
     return torch.optim.SGD(groups, lr=schedule.lr, momentum=0.9)
 
 
@@ -265,17 +266,19 @@ def worker_batches(
     collate: Callable[[list[Any]], Any],
     num_workers: int,
     device: torch.device | str,
+    move: bool = True,
 ) -> Iterator[Any]:
     """``collate([load(key) ...])`` per batch of keys, built by DataLoader workers (pinned, prefetched) and
-    moved to ``device``. Why: decoding, cropping and target building in the training process left a GPU
-    idle for most of each dense fine-tune step (gpu_check on an H200: 82-99 % data wait)."""
+    moved to ``device`` (``move=False``: left in pinned host memory for the step to move). Why: decoding,
+    cropping and target building in the training process left a GPU idle for most of each dense fine-tune
+    step (gpu_check on an H200: 82-99 % data wait)."""
     device = torch.device(device)
     loader = torch.utils.data.DataLoader(
         KeyedDataset(load), batch_sampler=key_batches, collate_fn=collate, num_workers=num_workers,
         pin_memory=device.type == "cuda", prefetch_factor=4 if num_workers else None,
     )
     for batch in loader:
-        yield to_device(batch, device)
+        yield to_device(batch, device) if move else batch
 
 
 def epoch_batches(
@@ -285,6 +288,7 @@ def epoch_batches(
     collate: Callable[[list[Any]], Any],
     num_workers: int,
     device: torch.device | str,
+    move: bool = True,
 ) -> Callable[[int], Iterator[Any]]:
     """``batches(epoch)`` for ``fit_loop`` from ONE loader whose workers live across epochs.
 
@@ -301,7 +305,7 @@ def epoch_batches(
 
     def batches(epoch: int) -> Iterator[Any]:
         if "it" not in state:
-            state["it"] = worker_batches(load, every_epoch(epoch), collate, num_workers, device)
+            state["it"] = worker_batches(load, every_epoch(epoch), collate, num_workers, device, move)
         return itertools.islice(state["it"], steps_per_epoch)
 
     return batches
@@ -409,6 +413,22 @@ def image_loader(
         dataset, batch_size=batch_size, shuffle=shuffle_generator is not None, generator=shuffle_generator,
         num_workers=num_workers, drop_last=shuffle_generator is not None and len(dataset) > batch_size,
     )
+
+
+def image_epoch_batches(
+    paths: Sequence[str],
+    size: tuple[int, int],
+    transform: Callable[[torch.Tensor], torch.Tensor] | None,
+    epoch_indices: Callable[[int], Iterable[list[int]]],
+    steps_per_epoch: int,
+    num_workers: int,
+    device: torch.device | str,
+) -> Callable[[int], Iterator[Any]]:
+    """Fine-tune batches (images, indices) for ``fit_loop`` from one loader whose workers live across
+    epochs (``epoch_batches``); the indices stay on the host, where the label tables they index live."""
+    dataset = ImageDataset(paths, size, transform)
+    return epoch_batches(dataset.__getitem__, epoch_indices, steps_per_epoch,
+                         torch.utils.data.default_collate, num_workers, device, move=False)
 
 
 def frozen_features(

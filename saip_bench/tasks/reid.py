@@ -263,10 +263,9 @@ class ReidTask(SinglePersonTask):
             transform = reid_augmentation(size)
             paths = [r["path"] for r in records]
 
-            def batches(epoch: int):
-                return common.image_loader(
-                    paths, size, schedule.batch_size, ctx.num_workers, transform, epoch_batches(epoch)
-                )
+            batches = common.image_epoch_batches(
+                paths, size, transform, epoch_batches, steps_per_epoch, ctx.num_workers, device
+            )
 
             def step(batch: Any) -> torch.Tensor:
                 images, index = batch

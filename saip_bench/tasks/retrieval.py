@@ -180,10 +180,10 @@ class RetrievalTask(SinglePersonTask):
             paths = [records[i]["path"] for i, _ in pairs]
             transform = retrieval_augmentation(size)
 
-            def batches(epoch: int):
-                return common.image_loader(
-                    paths, size, batch_size, ctx.num_workers, transform, [b.tolist() for b in shuffled(epoch)]
-                )
+            batches = common.image_epoch_batches(
+                paths, size, transform, lambda epoch: [b.tolist() for b in shuffled(epoch)], steps_per_epoch,
+                ctx.num_workers, device,
+            )
 
             def step(batch: Any) -> torch.Tensor:
                 images, index = batch
