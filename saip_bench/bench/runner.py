@@ -148,6 +148,7 @@ class BenchConfig:
     visualize: int = 0  # prediction PNGs per unit (``saip-bench eval --visualize``)
     dataset_roots: dict[str, Path] = field(default_factory=dict)  # explicit per-dataset roots win
     world: Path | None = None  # an existing synthetic world used as is (never regenerated)
+    loader_workers: int | None = None  # DataLoader num_workers per unit (None: the preset's eval.num_workers)
 
 
 @dataclass
@@ -240,6 +241,11 @@ class BenchRunner:
         if self.preset.data == "synthetic":
             return self.world_root() / "pretrain"
         return self.config.pretrain_data
+
+    @property
+    def loader_workers(self) -> int:
+        chosen = self.config.loader_workers
+        return self.preset.eval.num_workers if chosen is None else chosen
 
     def fingerprint(self, name: str, root: Path | None) -> str:
         if root is None:
@@ -395,7 +401,7 @@ class BenchRunner:
         ctx = UnitContext(
             spec=spec, protocol=unit.protocol, backbone=backbone, data=data,
             out_dir=Path(self.config.run_dir) / "units" / unit.uid, seed=unit.seed, device=self.device,
-            amp=self.eval_amp, num_workers=self.preset.eval.num_workers, max_train_samples=limit,
+            amp=self.eval_amp, num_workers=self.loader_workers, max_train_samples=limit,
             max_eval_samples=limit, cache_dir=Path(self.config.cache_dir) / "features" / info.key,
             show_progress=self.config.show_progress and self.dist.is_main, visualize=self.config.visualize,
         )
@@ -437,6 +443,7 @@ class BenchRunner:
             "device": device_description(self.device),
             "amp": self.eval_amp,
             "speed": speed_settings(self.device),
+            "loader_workers": self.loader_workers,  # single-person augmentation draws per worker
             "bench_preset": {"name": self.preset.name, "hash": self.preset.hash},
             "limit": self.config.limit,
             "predictions": [str(p) for p in result.predictions],

@@ -77,6 +77,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | N
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)"
     )
+    parser.add_argument(
+        "--loader-workers", type=int, default=None, metavar="N",
+        help="DataLoader num_workers of every unit (default: the bench preset's eval.num_workers)",
+    )
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing unit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     parser.add_argument(
@@ -107,6 +111,8 @@ def config_from_args(args: argparse.Namespace):
         raise UserError("--limit must be at least 1")
     if args.workers < 1:
         raise UserError("--workers must be at least 1")
+    if args.loader_workers is not None and args.loader_workers < 0:
+        raise UserError("--loader-workers must be 0 or more")
     preset = load_bench_preset(args.preset)
     return BenchConfig(
         preset=preset,
@@ -124,6 +130,7 @@ def config_from_args(args: argparse.Namespace):
         tasks=args.tasks,
         seeds=args.seeds,
         device=args.device,
+        loader_workers=args.loader_workers,
         fail_fast=args.fail_fast,
         show_progress=not args.no_progress,
     )

@@ -61,6 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
     parser.add_argument("--device", default=None)
+    parser.add_argument("--loader-workers", type=int, default=0, metavar="N",
+                        help="DataLoader num_workers (0: load in the training process)")
     parser.add_argument("--json", action="store_true", help="print the record as JSON")
     parser.set_defaults(func=run)
 
@@ -132,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         overwrite=OverwritePolicy.ALWAYS,
         device=args.device,
+        loader_workers=args.loader_workers,
         fail_fast=True,
         visualize=args.visualize,
         dataset_roots={args.dataset: root},

@@ -215,3 +215,24 @@ def test_load_size_rounds_vit_inputs_to_whole_patches():
     assert load_size("vit_tiny", (800, 1400)) == (800, 1408)
     assert load_size("vit_tiny", (256, 128)) == (256, 128)
     assert load_size("starnet_s3", (800, 1400)) == (800, 1400)
+
+
+def test_loader_workers_reach_every_unit_and_its_record(env):
+    hooks, _, tmp = env
+    seen: list[int] = []
+    real_run = FakeTask.run
+
+    def spy(self, ctx):
+        seen.append(ctx.num_workers)
+        return real_run(self, ctx)
+
+    FakeTask.run = spy
+    try:
+        run_bench(config(tmp, loader_workers=3), hooks)
+    finally:
+        FakeTask.run = real_run
+    assert seen and set(seen) == {3}
+    records = load_records([tmp / "run"])
+    assert {r.provenance["loader_workers"] for r in records} == {3}
+    assert all(r.provenance["speed"] == {"tf32": False, "fused_adamw": False, "channels_last_convnets": False}
+               for r in records)  # CPU: no GPU switch is on

@@ -35,6 +35,7 @@ def test_arguments_map_to_config(tmp_path):
     assert config.overwrite is OverwritePolicy.ALWAYS and config.run_dir == tmp_path
     assert config.checkpoints == {("saip", "vit_tiny"): tmp_path / "b.safetensors"}
     assert parse().run_dir == Path("runs") / "default"
+    assert config.loader_workers is None and parse("--loader-workers", "6").loader_workers == 6
 
 
 def test_dry_run_json_lists_every_unit_without_generating_anything(tmp_path, capsys):
@@ -69,6 +70,7 @@ def test_dry_run_json_lists_every_unit_without_generating_anything(tmp_path, cap
         (["--limit", "0"], "--limit must be at least 1"),
         (["--preset", "nope"], "unknown bench preset"),
         (["--checkpoint", "saip=x"], "method/backbone=PATH"),
+        (["--loader-workers", "-1"], "--loader-workers must be 0 or more"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
