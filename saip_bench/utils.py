@@ -29,11 +29,26 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
+def _umask_mode() -> int:
+    """The mode a plain ``open()`` would give a new file (0o666 less the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A temp file next to ``path`` with the user's umask mode (``mkstemp`` alone makes it 0600, so shared
+    result folders and web servers could not read records, boards or checkpoints)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _umask_mode())
+    return fd, tmp
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename: readers never see half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -56,8 +71,7 @@ def atomic_write_json(path: str | Path, data: Any, indent: int | None = 2) -> No
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
         torch.save(obj, tmp)

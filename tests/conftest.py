@@ -19,12 +19,22 @@ def realdata_root() -> Path:
     return Path(os.environ.get("SAIP_REALDATA", REPO.parent / "shared" / "realdata"))
 
 
+def require_realdata() -> Path:
+    """The real samples' folder; without it a test is skipped with the reason, except in CI (``CI=true``),
+    where missing samples fail the run: a fresh clone passes its own test command, CI still checks them."""
+    root = realdata_root()
+    if root.exists():
+        return root
+    message = (f"real sample data not found at {root}: set SAIP_REALDATA to the project's shared/realdata "
+               "folder (README, 'Tests')")
+    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def realdata() -> Path:
-    root = realdata_root()
-    if not root.exists():
-        pytest.fail(f"real sample data not found at {root} (set SAIP_REALDATA)")
-    return root
+    return require_realdata()
 
 
 @pytest.fixture(scope="session")

@@ -39,3 +39,21 @@ def test_unit_context_records_the_effective_setting(monkeypatch):
     ctx = UnitContext(spec=None, protocol="linear", backbone=None, data=None, out_dir=None, amp=True)  # type: ignore[arg-type]
     assert ctx.amp is False
 
+
+
+def test_atomic_writes_get_the_users_umask_mode(tmp_path):
+    import os
+
+    from saip_bench.utils import atomic_torch_save, atomic_write_json
+
+    previous = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "r.json", {"a": 1})
+        atomic_torch_save({"a": 1}, tmp_path / "c.pt")
+        os.umask(0o077)
+        atomic_write_json(tmp_path / "private.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600

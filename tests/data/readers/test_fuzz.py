@@ -22,12 +22,13 @@ from hypothesis import strategies as st
 
 from saip_bench.data.readers import read_dataset, verify_dataset
 from saip_bench.errors import SaipBenchError
-from tests.conftest import realdata_root
+from tests.conftest import realdata_root, require_realdata
 from tests.data.readers import builders
 
 REAL = realdata_root()
 COCO = REAL / "coco_keypoints" / "tests" / "data" / "coco"
 
+NEEDS_REAL = {"peta", "coco", "coco_wholebody", "cihp", "fashionpedia"}  # builders that copy real samples
 # name -> (builder(root) -> annotation file, kind of corruption)
 TARGETS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "market1501": (builders.build_market1501, "filename"),
@@ -57,6 +58,8 @@ json_values = st.recursive(
 
 def _root(name: str) -> tuple[Path, Path, bytes]:
     """A valid root per dataset, built once per session; returns (root, annotation file, its bytes)."""
+    if name in NEEDS_REAL:
+        require_realdata()
     if name not in _ROOTS:
         root = Path(tempfile.mkdtemp(prefix=f"fuzz_{name}_"))
         target = TARGETS[name][0](root)
