@@ -171,9 +171,15 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 
 def images_to_float(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """uint8 images -> float [0, 1] on ``device`` (done in the main process, not the workers)."""
+    """uint8 images -> float [0, 1] on ``device`` (done in the main process, not the workers).
+
+    ``sample_seed`` stays on the host: views draw their random parameters there, and reading seeds back
+    from a GPU would stall every micro-step."""
     out = {}
     for key, value in batch.items():
+        if key == "sample_seed":
+            out[key] = value
+            continue
         value = value.to(device, non_blocking=True)
         if key in ("image", "background") and value.dtype == torch.uint8:
             value = value.float().div_(255.0)

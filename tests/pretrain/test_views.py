@@ -119,3 +119,39 @@ def test_colour_overrides_turn_the_photometric_ops_off_in_every_view():
     assert not torch.allclose(plain["global"], default["global"])
     with pytest.raises(ValueError, match="unknown colour field"):
         colour_augments({"hue_p": 0.1})
+
+
+def test_batched_paste_matches_a_per_sample_paste():
+    """The batched paste gathers each canvas pixel from the paste covering it: bit-identical to pasting
+    one sample at a time (the loop it replaced)."""
+    from saip_bench.pretrain.views import paste_positions
+
+    generator = torch.Generator().manual_seed(0)
+    canvas = torch.rand(5, 3, 40, 48, generator=generator)
+    roi, inst = torch.rand(5, 3, 12, 8, generator=generator), torch.rand(5, 3, 12, 8, generator=generator)
+    out, roi_mask, inst_mask = paste_two(canvas, roi, inst, [np.random.default_rng(i) for i in range(5)])
+    expected, expected_roi, expected_inst = canvas.clone(), torch.zeros(5, 1, 40, 48), torch.zeros(5, 1, 40, 48)
+    for i in range(5):
+        (rt, rl), (it, il) = paste_positions(np.random.default_rng(i), (40, 48), (12, 8))
+        region = expected[i, :, rt:rt + 12, rl:rl + 8]
+        expected[i, :, rt:rt + 12, rl:rl + 8] = 0.7 * roi[i] + 0.3 * region
+        expected_roi[i, :, rt:rt + 12, rl:rl + 8] = 1.0
+        region = expected[i, :, it:it + 12, il:il + 8]
+        expected[i, :, it:it + 12, il:il + 8] = 0.7 * inst[i] + 0.3 * region
+        expected_inst[i, :, it:it + 12, il:il + 8] = 1.0
+    assert torch.equal(out, expected) and torch.equal(roi_mask, expected_roi)
+    assert torch.equal(inst_mask, expected_inst)
+
+
+def test_saip_views_never_read_a_tensor_value_back_to_the_host():
+    """Every random draw is made on the host: no ``bool(tensor)``/``.item()`` inside make_saip_views (on a
+    GPU each one stalls the host until the device catches up)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = SAIPViewConfig(global_size=(64, 32), local_size=(32, 16), canvas_size=(64, 64))
+    images, backgrounds = torch.rand(8, 3, 64, 32), torch.rand(8, 3, 64, 64)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        make_saip_views(images, torch.arange(8), 7, cfg, backgrounds)
+    reads = [e.name for e in prof.events() if e.name in ("aten::is_nonzero", "aten::item",
+                                                            "aten::_local_scalar_dense")]
+    assert reads == []

@@ -1,0 +1,63 @@
+"""``benchmarks/gpu_check.py --device cpu --quick`` as CI runs it, on one method and two datasets.
+
+Why: the script is the one prepared check a GPU machine gets; a CPU run of the same code path (CUDA tests
+section, the trainer's loop, ``Task.run`` with the guard armed, the report) keeps it from rotting between
+GPU sessions. Restricted to stay near half a minute on 2 CPU cores (plus the shared tiny world)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+DATASETS = {"reid/market1501", "attributes/peta"}
+
+
+def finite_positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_gpu_check_quick_on_cpu(synth_world, tmp_path):
+    assert (synth_world / "pretrain").is_dir()
+    out = tmp_path / "gpu_check"
+    command = [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--methods", "supervised",
+               "--no-reference", "--datasets", "market1501", "peta", "--world", str(synth_world),
+               "--out", str(out), "--sections", "tests,pretrain,finetune"]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["device"] == "cpu" and report["quick"] is True
+    tests = report["tests"]
+    assert tests["status"] in ("passed", "skipped"), tests.get("log_tail")
+    if not torch.cuda.is_available():
+        assert tests["status"] == "skipped"  # every CUDA test skipped: nothing was checked, and it says so
+
+    pretrain = report["pretrain"]
+    assert [r["case"] for r in pretrain] == ["supervised"]
+    for row in pretrain:
+        assert row["status"] == "ok", row
+        assert finite_positive(row["images_per_s"]) and finite_positive(row["ms_per_step"]), row
+        assert 0.0 <= row["data_wait_share"] <= 1.0, row
+        assert row["timed_steps"] >= 1 and math.isfinite(row["final_loss"]), row
+
+    finetune = report["finetune"]
+    assert {r["case"] for r in finetune} == DATASETS
+    for row in finetune:
+        assert row["status"] == "ok", row
+        assert row["protocol"] == "finetune" and row["timed_steps"] >= 1, row
+        assert finite_positive(row["train_images_per_s"]), row
+        assert 0.0 <= row["data_wait_share"] <= 1.0, row
+        assert row["eval_s"] >= 0 and row["predict_s"] >= 0 and row["score_s"] >= 0, row
+        assert math.isfinite(row["main_score"]), row
+
+    table = (out / "gpu_check.md").read_text().splitlines()
+    for row in pretrain + finetune:
+        lines = [line for line in table if line.startswith(f"| {row['case']} |")]
+        assert len(lines) == 1 and lines[0].endswith("| ok |"), (row["case"], table)
