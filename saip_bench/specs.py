@@ -7,14 +7,16 @@ YAML file into an error that names the file and field, instead of a silently ign
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from saip_bench.errors import SpecError
+from saip_bench.errors import SpecError, UserError
 
 TaskName = Literal[
     "reid", "t2i_retrieval", "attributes", "pose", "wholebody", "parsing", "multi_parsing",
@@ -198,8 +200,100 @@ def _validate(model: type[BaseModel], data: Any, path: Path) -> Any:
 
 
 def repo_root() -> Path:
-    """The checkout holding ``tasks/`` and ``datasets/`` (the package is installed editable)."""
+    """The folder above the package: the checkout when saip_bench runs from one (plain or editable install).
+
+    Only :func:`checkout_root` says whether it is one; specs, cards and paper numbers are found by
+    :func:`resource_dir`, which also works from an installed wheel.
+    """
     return Path(__file__).resolve().parents[1]
+
+
+def checkout_root() -> Path | None:
+    """The source checkout saip_bench runs from, or None when it runs from an installed copy (a wheel)."""
+    root = repo_root()
+    return root if (root / "pyproject.toml").is_file() and (root / "saip_bench").is_dir() else None
+
+
+# Built-in data, by kind: the folder inside the installed package (pyproject maps the top-level folders
+# there as saip_bench.resources.*) and the same folder in a checkout (where the editable install leaves it).
+RESOURCE_FOLDERS = {
+    "tasks": ("resources/tasks", "tasks"),
+    "datasets": ("resources/datasets", "datasets"),
+    "paper": ("resources/paper", "leaderboards/paper"),
+}
+SPECS_ENV = "SAIP_SPECS"
+
+
+def _packaged_dir(kind: str) -> Path | None:
+    """``saip_bench/resources/<kind>`` of an installed copy, read through importlib.resources."""
+    inside, _ = RESOURCE_FOLDERS[kind]
+    folder = importlib.resources.files("saip_bench").joinpath(inside)
+    # A zip import would give a non-Path Traversable; saip_bench (torch, timm) never runs from a zip.
+    return Path(str(folder)) if isinstance(folder, Path) and folder.is_dir() else None
+
+
+def resource_dir(kind: str) -> Path:
+    """The built-in folder of ``kind`` (``tasks``, ``datasets`` or ``paper``).
+
+    The package's own copy first (a wheel install, read with importlib.resources), else the checkout's
+    top-level folder (``tasks/``, ``datasets/``, ``leaderboards/paper/``): a plain checkout or an editable
+    install, whose finder cannot import the mapped folders.
+    """
+    if kind not in RESOURCE_FOLDERS:
+        raise ValueError(f"unknown resource kind {kind!r}; known: {', '.join(RESOURCE_FOLDERS)}")
+    packaged = _packaged_dir(kind)
+    if packaged is not None:
+        return packaged
+    folder = repo_root() / RESOURCE_FOLDERS[kind][1]
+    if not folder.is_dir():
+        raise SpecError(
+            f"no built-in {kind} folder: neither saip_bench/{RESOURCE_FOLDERS[kind][0]} in the package nor "
+            f"{folder}; reinstall saip-bench (pip install .)"
+        )
+    return folder
+
+
+def user_specs_dir() -> Path | None:
+    """The folder named by ``SAIP_SPECS`` (extra or overriding ``tasks/<task>/<dataset>.yaml`` and
+    ``datasets/<name>.yaml``), or None when it is unset or empty. A named folder that does not exist is an
+    error, not a silent fall-back to the built-in specs."""
+    value = os.environ.get(SPECS_ENV, "").strip()
+    if not value:
+        return None
+    folder = Path(value).expanduser().resolve()
+    if not folder.is_dir():
+        raise UserError(f"{SPECS_ENV}={value}: not a folder (it should hold tasks/<task>/<dataset>.yaml "
+                        "and/or datasets/<name>.yaml)")
+    return folder
+
+
+def spec_sources() -> dict[str, str | None]:
+    """Where specs and cards are read from, for a record's provenance (JSON-ready).
+
+    ``origin`` is ``package`` (an installed copy) or ``checkout``; ``tasks``/``datasets`` are the built-in
+    folders; ``user`` is the ``SAIP_SPECS`` folder (its files win over built-in ones of the same name) or
+    None.
+    """
+    tasks = resource_dir("tasks")
+    user = user_specs_dir()
+    return {
+        "origin": "package" if _packaged_dir("tasks") == tasks else "checkout",
+        "tasks": str(tasks),
+        "datasets": str(resource_dir("datasets")),
+        "user": str(user) if user else None,
+    }
+
+
+def _search_dirs(kind: str, root: Path | None) -> list[Path]:
+    """Folders holding ``kind`` files, lowest precedence first: ``root``'s alone when given, else the
+    built-in folder then the ``SAIP_SPECS`` one."""
+    if root is not None:
+        return [Path(root) / kind]
+    folders = [resource_dir(kind)]
+    user = user_specs_dir()
+    if user is not None and (user / kind).is_dir():
+        folders.append(user / kind)
+    return folders
 
 
 def load_task_spec(path: str | Path) -> TaskSpec:
@@ -218,12 +312,32 @@ def load_dataset_card(path: str | Path) -> DatasetCard:
     return card
 
 
+def _collect(kind: str, pattern: str, root: Path | None) -> list[Path]:
+    """Files matching ``pattern`` in every search folder; a later folder's file replaces an earlier one
+    with the same relative path. Sorted by that relative path."""
+    found: dict[str, Path] = {}
+    for folder in _search_dirs(kind, root):
+        for path in folder.glob(pattern):
+            found[path.relative_to(folder).as_posix()] = path
+    return [found[key] for key in sorted(found)]
+
+
 def task_spec_paths(root: Path | None = None) -> list[Path]:
-    return sorted(((root or repo_root()) / "tasks").glob("*/*.yaml"))
+    """Every ``tasks/<task>/<dataset>.yaml``: of ``root`` when given, else built-in then ``SAIP_SPECS``."""
+    return _collect("tasks", "*/*.yaml", root)
 
 
 def dataset_card_paths(root: Path | None = None) -> list[Path]:
-    return sorted(((root or repo_root()) / "datasets").glob("*.yaml"))
+    """Every ``datasets/<name>.yaml``: of ``root`` when given, else built-in then ``SAIP_SPECS``."""
+    return _collect("datasets", "*.yaml", root)
+
+
+def _find(kind: str, relative: str, root: Path | None) -> tuple[Path | None, list[Path]]:
+    folders = _search_dirs(kind, root)
+    for folder in reversed(folders):
+        if (folder / relative).is_file():
+            return folder / relative, folders
+    return None, folders
 
 
 def all_task_specs(root: Path | None = None) -> dict[str, TaskSpec]:
@@ -231,19 +345,31 @@ def all_task_specs(root: Path | None = None) -> dict[str, TaskSpec]:
     return {spec.key: spec for spec in specs}
 
 
-def get_task_spec(task: str, dataset: str, root: Path | None = None) -> TaskSpec:
-    path = (root or repo_root()) / "tasks" / task / f"{dataset}.yaml"
-    if not path.exists():
+def task_spec_path(task: str, dataset: str, root: Path | None = None) -> Path:
+    """The file ``get_task_spec`` reads (a ``SAIP_SPECS`` override wins over the built-in spec)."""
+    path, folders = _find("tasks", f"{task}/{dataset}.yaml", root)
+    if path is None:
         known = ", ".join(all_task_specs(root)) or "(none)"
-        raise SpecError(f"no spec {path}; known task/dataset pairs: {known}")
-    return load_task_spec(path)
+        where = " or ".join(str(f) for f in folders)
+        raise SpecError(f"no spec {task}/{dataset}.yaml in {where}; known task/dataset pairs: {known}")
+    return path
+
+
+def get_task_spec(task: str, dataset: str, root: Path | None = None) -> TaskSpec:
+    return load_task_spec(task_spec_path(task, dataset, root))
+
+
+def dataset_card_path(name: str, root: Path | None = None) -> Path:
+    """The file ``get_dataset_card`` reads (a ``SAIP_SPECS`` override wins over the built-in card)."""
+    path, folders = _find("datasets", f"{name}.yaml", root)
+    if path is None:
+        where = " or ".join(str(f) for f in folders)
+        raise SpecError(f"no dataset card {name}.yaml in {where}; known: {', '.join(DATASET_NAMES)}")
+    return path
 
 
 def get_dataset_card(name: str, root: Path | None = None) -> DatasetCard:
-    path = (root or repo_root()) / "datasets" / f"{name}.yaml"
-    if not path.exists():
-        raise SpecError(f"no dataset card {path}; known: {', '.join(DATASET_NAMES)}")
-    return load_dataset_card(path)
+    return load_dataset_card(dataset_card_path(name, root))
 
 
 def load_record(path: str | Path) -> ResultRecord:

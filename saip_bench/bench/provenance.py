@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from saip_bench.specs import repo_root
+from saip_bench.specs import checkout_root
 
 PACKAGES = (
     "saip-bench", "torch", "torchvision", "timm", "numpy", "scipy", "pandas", "scikit-learn",
@@ -31,8 +31,11 @@ FINGERPRINT_SAMPLE = 64
 
 @functools.cache
 def code_revision(root: Path | None = None) -> str:
-    """``git`` commit of the checkout, ``+dirty`` when tracked package files differ, else ``unknown``."""
-    root = root or repo_root()
+    """``git`` commit of the checkout, ``+dirty`` when tracked package files differ, else ``unknown``
+    (also for an installed copy: the git repository around site-packages, if any, is not saip-bench's)."""
+    root = root or checkout_root()
+    if root is None:
+        return "unknown"
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,

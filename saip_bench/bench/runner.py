@@ -28,7 +28,7 @@ from saip_bench.bench.store import OverwritePolicy, RecordStore, UnitStatus, nee
 from saip_bench.data.records import DatasetSplits
 from saip_bench.devices import speed_settings
 from saip_bench.errors import UserError
-from saip_bench.specs import ResultRecord, TaskSpec, stable_hash
+from saip_bench.specs import ResultRecord, TaskSpec, spec_sources, stable_hash
 from saip_bench.tasks.base import Task, UnitContext, UnitResult
 from saip_bench.utils import atomic_write_text, bf16_is_fast, console, resolve_amp, seed_everything
 
@@ -444,6 +444,7 @@ class BenchRunner:
             "amp": self.eval_amp,
             "speed": speed_settings(self.device),
             "loader_workers": self.loader_workers,  # single-person augmentation draws per worker
+            "specs": spec_sources(),  # built-in folders (package or checkout) and any $SAIP_SPECS folder
             "bench_preset": {"name": self.preset.name, "hash": self.preset.hash},
             "limit": self.config.limit,
             "predictions": [str(p) for p in result.predictions],

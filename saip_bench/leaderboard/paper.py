@@ -13,7 +13,7 @@ import pandas as pd
 
 from saip_bench.errors import SpecError, UserError
 from saip_bench.leaderboard.tables import Board
-from saip_bench.specs import DATASET_NAMES, repo_root
+from saip_bench.specs import DATASET_NAMES, resource_dir
 
 OUTER_COLUMNS = [
     "family",
@@ -40,7 +40,8 @@ METRIC_ALIASES = [
 
 
 def paper_dir() -> Path:
-    return repo_root() / "leaderboards" / "paper"
+    """``leaderboards/paper/`` of the checkout, or its copy inside an installed package."""
+    return resource_dir("paper")
 
 
 def load_paper(directory: Path | None = None) -> pd.DataFrame:

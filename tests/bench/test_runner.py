@@ -236,3 +236,10 @@ def test_loader_workers_reach_every_unit_and_its_record(env):
     assert {r.provenance["loader_workers"] for r in records} == {3}
     assert all(r.provenance["speed"] == {"tf32": False, "fused_adamw": False, "channels_last_convnets": False}
                for r in records)  # CPU: no GPU switch is on
+
+
+def test_records_name_the_spec_folders(env):
+    hooks, _, tmp = env
+    run_bench(config(tmp), hooks)
+    sources = load_records([tmp / "run"])[0].provenance["specs"]
+    assert sources["origin"] in ("checkout", "package") and sources["user"] is None
