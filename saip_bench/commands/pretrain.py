@@ -17,10 +17,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--backbone", required=True, help="see `saip-bench list backbones`")
     parser.add_argument("--preset", default="quick", help="quick (CPU, ~1 min) | paper (GPUs, §3.3)")
     parser.add_argument("--data", type=Path, required=True, help="pretraining root (images/, backgrounds/)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, log, export)")
+    parser.add_argument(
+        "--out", type=Path, required=True,
+        help="output folder (checkpoints, log, export); a compatible checkpoint there is continued",
+    )
     parser.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="insist on continuing <out>/checkpoints/last.pt (without it, a compatible checkpoint there is "
+        "continued anyway)",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="delete <out>'s checkpoints, log and export and start afresh",
+    )
+    parser.add_argument(
+        "--resume-from", type=Path, default=None, metavar="CKPT",
+        help="continue this checkpoint's weights, optimiser, EMA and step (e.g. the last good one after a "
+        "divergence)",
+    )
+    parser.add_argument(
+        "--allow-config-change", action="store_true",
+        help="with --resume-from: continue it under other settings (e.g. --set lr=...); recorded as lineage "
+        "in the checkpoint and the export",
+    )
     parser.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true")
@@ -64,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise UserError("--steps must be >= 1")
+    if args.overwrite and args.resume:
+        raise UserError("--resume and --overwrite contradict each other: give one")
+    if args.allow_config_change and args.resume_from is None:
+        raise UserError("--allow-config-change needs --resume-from CKPT (the checkpoint to continue)")
     path = pretrain(
         args.method,
         args.backbone,
@@ -78,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         overrides=parse_settings(args.train_set, "--set") or None,
         method_overrides=parse_settings(args.method_set, "--method-set") or None,
+        overwrite=args.overwrite,
+        resume_from=args.resume_from,
+        allow_config_change=args.allow_config_change,
     )
     print(path)
     return 0

@@ -11,7 +11,7 @@ from saip_bench.backbones import BACKBONES, create_backbone
 from saip_bench.discovery import import_submodules
 from saip_bench.errors import UserError
 from saip_bench.pretrain.base import METHODS, PretrainMethod
-from saip_bench.pretrain.export import save_backbone
+from saip_bench.pretrain.export import save_backbone, sidecar_path
 from saip_bench.pretrain.trainer import (
     DistInfo,
     Trainer,
@@ -69,11 +69,18 @@ def pretrain(
     progress: bool = True,
     overrides: dict[str, Any] | None = None,
     method_overrides: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    resume_from: str | Path | None = None,
+    allow_config_change: bool = False,
 ) -> Path:
     """Pretrain and export; returns ``<out_dir>/backbone.safetensors`` (+ ``backbone.json`` sidecar).
 
     Under ``torchrun`` every rank calls this; rank 0 writes the export. ``steps`` overrides the preset's
     length; ``overrides``/``method_overrides`` patch the preset's trainer / method settings.
+
+    A compatible checkpoint in ``out_dir`` is always continued (``resume=True`` only insists that there
+    is one); ``overwrite=True`` deletes the folder's checkpoints, log and export and starts afresh;
+    ``resume_from`` (+ ``allow_config_change``) continues another checkpoint, see ``Trainer``.
     """
     result, trainer = run_training(
         method,
@@ -89,9 +96,14 @@ def pretrain(
         progress,
         overrides,
         method_overrides,
+        overwrite=overwrite,
+        resume_from=resume_from,
+        allow_config_change=allow_config_change,
     )
     path = Path(out_dir) / BACKBONE_FILE
     if trainer.dist.is_main:
+        # resumes from another checkpoint (resume_from), with any config change: where the weights came from
+        lineage = {"lineage": trainer.lineage} if trainer.lineage else {}
         save_backbone(
             trainer.method.export_backbone(),
             path,
@@ -108,6 +120,7 @@ def pretrain(
                 "world_size": trainer.dist.world_size,
                 "effective_batch": trainer.effective_batch,
                 "final_losses": {k: v for k, v in result.last.items() if k.startswith("loss")},
+                **lineage,
             },
         )
     if trainer.dist.enabled:
@@ -130,6 +143,9 @@ def run_training(
     overrides: dict[str, Any] | None = None,
     method_overrides: dict[str, Any] | None = None,
     stop_after: int | None = None,
+    overwrite: bool = False,
+    resume_from: str | Path | None = None,
+    allow_config_change: bool = False,
 ) -> tuple[TrainResult, Trainer]:
     overrides = dict(overrides or {})
     if steps is not None:
@@ -153,5 +169,9 @@ def run_training(
         dist_info=dist_info if dist_info.enabled else DistInfo(),
         method_name=method,
         stop_after=stop_after,
+        overwrite=overwrite,
+        resume_from=resume_from,
+        allow_config_change=allow_config_change,
+        overwrite_also=(BACKBONE_FILE, sidecar_path(BACKBONE_FILE).name),
     )
     return trainer.fit(), trainer

@@ -9,11 +9,28 @@ guard, rich progress with every loss term and images/s, a JSON-lines log, and DD
 
 Everything random is a function of (seed, global step, micro-step, rank, sample index), so the same seed
 on CPU gives the same numbers, and a resumed run continues exactly where the checkpoint was taken.
+
+Checkpoints are confirmed before they count. The state after step s is known to be good only once the
+loss computed *on it* (step s+1's forward) passed the guard, so a periodic checkpoint is first written to
+``checkpoints/candidate.pt`` and renamed over ``checkpoints/last.pt`` only when step s+1's loss and
+gradient norm are finite and below ``guard.max_loss`` (the final state, which no later loss can confirm, is
+saved straight to ``last.pt`` when its weights are finite). A diverged update therefore never replaces the
+last good checkpoint: when the guard fires the candidate is deleted and ``failure.json`` names the step of
+the ``last.pt`` that is kept. A run killed between writing a candidate and confirming it resumes from the
+candidate, whose first resumed step confirms (or rejects) it, so kill-and-resume stays exact.
+
+Starting in a folder (``Trainer.fit``): a compatible checkpoint there is continued (``resume=True``
+only insists that one exists); ``overwrite=True`` deletes checkpoints, log and failure report and starts
+afresh; a checkpoint of another configuration, seed or world size is a clear error. ``resume_from=CKPT``
+continues CKPT's weights, optimiser, EMA and step, and with ``allow_config_change=True`` even under another
+configuration (e.g. a lower lr after a divergence), which is recorded in the checkpoint's ``lineage``.
+``log.jsonl`` is cut back to the step a run starts from, so it never repeats a step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -42,10 +59,20 @@ from saip_bench.pretrain.data import (
     images_to_float,
 )
 from saip_bench.specs import stable_hash
-from saip_bench.utils import atomic_torch_save, atomic_write_json, autocast, console, resolve_amp
+from saip_bench.utils import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    autocast,
+    console,
+    resolve_amp,
+)
 
 PRESET_DIR = Path(__file__).with_name("presets")
-CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_NAME = "last.pt"  # the last confirmed-good checkpoint
+CANDIDATE_NAME = "candidate.pt"  # a periodic checkpoint waiting for the next step's loss to confirm it
+LOG_NAME = "log.jsonl"
+FAILURE_NAME = "failure.json"
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -212,6 +239,13 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
 def _mix_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(1, np.uint32)[0])
 
@@ -242,7 +276,27 @@ class Trainer:
         dist_info: DistInfo | None = None,
         method_name: str | None = None,
         stop_after: int | None = None,
+        overwrite: bool = False,
+        resume_from: str | Path | None = None,
+        allow_config_change: bool = False,
+        overwrite_also: tuple[str, ...] = (),
     ) -> None:
+        """``resume``: insist on a checkpoint in ``out_dir`` (one is continued anyway when it is there);
+        ``overwrite``: delete the folder's checkpoints, log, failure report and ``overwrite_also`` (names
+        in ``out_dir``) and start afresh; ``resume_from``: continue this checkpoint file instead, under
+        another configuration only with ``allow_config_change``."""
+        if overwrite and resume:
+            raise UserError("--resume and --overwrite contradict each other: give one")
+        if resume_from is not None and resume:
+            raise UserError("give --resume (this --out's checkpoint) or --resume-from CKPT, not both")
+        if allow_config_change and resume_from is None:
+            raise UserError("--allow-config-change needs --resume-from CKPT (the checkpoint to continue)")
+        if resume_from is not None and not Path(resume_from).is_file():
+            raise UserError(f"--resume-from: no checkpoint at {resume_from}")
+        self.overwrite = overwrite
+        self.resume_from = Path(resume_from) if resume_from is not None else None
+        self.allow_config_change = allow_config_change
+        self.overwrite_also = tuple(overwrite_also)
         self.method = method
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.amp_requested = config.amp
@@ -297,11 +351,24 @@ class Trainer:
             )
         self.step = 0
         self.history: list[dict[str, float]] = []
+        # the resumes of this run from another checkpoint (resume_from; config changes named), oldest first
+        self.lineage: list[dict[str, Any]] = []
+        self._pending = False  # candidate.pt holds the current state, not yet confirmed by a loss
 
     # ------------------------------------------------------------------ checkpoints
     @property
     def checkpoint_path(self) -> Path:
+        """The last confirmed-good checkpoint."""
         return self.out_dir / "checkpoints" / CHECKPOINT_NAME
+
+    @property
+    def candidate_path(self) -> Path:
+        """A periodic checkpoint that no loss has confirmed yet (renamed to ``last.pt`` once one does)."""
+        return self.out_dir / "checkpoints" / CANDIDATE_NAME
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / LOG_NAME
 
     def config_hash(self) -> str:
         train = self.config.model_dump(mode="json")
@@ -329,7 +396,9 @@ class Trainer:
         dist.all_gather_object(gathered, state)
         return {"ranks": gathered}
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self, path: Path | None = None) -> Path:
+        """The full state to ``path`` (default ``last.pt``), atomically; collective: every rank calls it."""
+        path = path or self.checkpoint_path
         rng = self._rng_state()  # collective: every rank takes part
         if self.dist.is_main:
             atomic_torch_save(
@@ -347,41 +416,220 @@ class Trainer:
                     "world_size": self.dist.world_size,
                     "seed": self.seed,
                     "history": self.history,
+                    "lineage": self.lineage,
                 },
-                self.checkpoint_path,
+                path,
             )
         if self.dist.enabled:
             dist.barrier()
-        return self.checkpoint_path
+        return path
 
-    def load_checkpoint(self) -> None:
-        path = self.checkpoint_path
+    def _weights_finite(self) -> bool:
+        """Every floating tensor of the method's state (student, EMA teacher, buffers) finite on all ranks."""
+        finite = all(
+            bool(torch.isfinite(t).all()) for t in self.method.state_dict().values() if t.is_floating_point()
+        )
+        if self.dist.enabled:
+            flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
+            dist.all_reduce(flag)
+            finite = float(flag) == 0.0
+        return finite
+
+    def _confirm_candidate(self) -> None:
+        """The loss on the candidate's state passed the guard: it becomes the last good checkpoint."""
+        if self.dist.is_main:
+            os.replace(self.candidate_path, self.checkpoint_path)
+        self._pending = False
+
+    @staticmethod
+    def _read_step(path: Path) -> int | None:
+        """The step of the checkpoint at ``path`` (memory-mapped: the weights are not read), or None."""
+        if not path.is_file():
+            return None
+        try:
+            return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["step"])
+        except Exception:  # only used to report which step a checkpoint holds
+            return None
+
+    def _config_differences(self, state: dict[str, Any], limit: int = 6) -> str:
+        """``train.lr 0.001 -> 0.002, ...``: the settings where the checkpoint's configuration differs."""
+
+        def flat(prefix: str, value: Any) -> dict[str, Any]:
+            value = json.loads(json.dumps(value, default=str))
+            if not isinstance(value, dict):
+                return {prefix: value}
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                out.update(flat(f"{prefix}.{key}", item))
+            return out
+
+        old = {
+            **flat("train", state.get("train_config") or {}),
+            **flat("method", state.get("method_config") or {}),
+        }
+        new = {
+            **flat("train", self.config.model_dump(mode="json")),
+            **flat("method", self.method.hyperparameters()),
+        }
+        missing = object()
+        changed = [
+            f"{key} {old.get(key, '(unset)')} -> {new.get(key, '(unset)')}"
+            for key in sorted(set(old) | set(new))
+            if old.get(key, missing) != new.get(key, missing)
+        ]
+        if not changed:
+            return f"config hash {state.get('config_hash')} -> {self.config_hash()}"
+        more = f", and {len(changed) - limit} more" if len(changed) > limit else ""
+        return ", ".join(changed[:limit]) + more
+
+    def load_checkpoint(
+        self, path: str | Path | None = None, allow_config_change: bool = False, explicit: bool = False
+    ) -> str:
+        """Restore weights, optimiser, EMA/buffers, step, history, lineage and every RNG from ``path``
+        (default ``last.pt``); returns the checkpoint's config hash.
+
+        A checkpoint of another method/backbone, seed or world size is refused; one of another
+        configuration too, unless ``allow_config_change``. ``explicit``: ``path`` came from
+        ``--resume-from`` (the error messages then point at that flag's ways out).
+        """
+        path = Path(path) if path is not None else self.checkpoint_path
         if not path.is_file():
             raise UserError(f"--resume: no checkpoint at {path}")
         try:
             state = torch.load(path, map_location=self.device, weights_only=False)
         except Exception as exc:  # a truncated file cannot happen (atomic writes) but a foreign one can
             raise TrainingError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from exc
-        if state.get("config_hash") != self.config_hash():
+        if explicit:
+            ways_out = "pick another --resume-from checkpoint"
+        else:
+            ways_out = (
+                "to keep it, write this run to a new --out; to discard it and start afresh, add --overwrite"
+            )
+        backbone = self.method.backbone.name
+        if state.get("method_name") != self.method_name or state.get("backbone") != backbone:
             raise TrainingError(
-                f"{path}: checkpoint was written with another configuration "
-                f"({state.get('method_name')}/{state.get('backbone')}); use a new --out or drop --resume"
+                f"{path}: a checkpoint of {state.get('method_name')}/{state.get('backbone')}, not of "
+                f"{self.method_name}/{backbone}; {ways_out}"
             )
         if state.get("world_size") != self.dist.world_size or state.get("seed") != self.seed:
             raise TrainingError(
-                f"{path}: resume needs the same world size and seed "
-                f"(checkpoint: world {state.get('world_size')}, seed {state.get('seed')})"
+                f"{path}: resume needs the same world size and seed (checkpoint: world "
+                f"{state.get('world_size')}, seed {state.get('seed')}; this run: world "
+                f"{self.dist.world_size}, seed {self.seed}); {ways_out}"
             )
-        self.method.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        old_hash = str(state.get("config_hash"))
+        if old_hash != self.config_hash() and not allow_config_change:
+            differences = self._config_differences(state)
+            if explicit:
+                raise TrainingError(
+                    f"{path}: checkpoint was written with another configuration ({differences}); add "
+                    "--allow-config-change to continue its weights with these settings (recorded in the "
+                    "checkpoint's and the export's lineage)"
+                )
+            raise TrainingError(
+                f"{path}: checkpoint was written with another configuration ({differences}); {ways_out}; "
+                f"to continue its weights with the new settings, add --resume-from {path} "
+                "--allow-config-change"
+            )
+        try:
+            self.method.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrainingError(f"{path}: its weights do not fit this model ({first})") from exc
+        # the optimiser's state (moments, step counts) comes from the checkpoint, its hyper-parameters
+        # (betas, weight decay) from this run's configuration, which may differ under allow_config_change
+        hyper = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise TrainingError(f"{path}: its optimiser state does not fit this model ({exc})") from exc
+        for group, values in zip(self.optimizer.param_groups, hyper, strict=True):
+            group.update(values)
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
+        self.lineage = list(state.get("lineage", []))
         rng = state["rng"]["ranks"][self.dist.rank]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
         torch.set_rng_state(rng["torch"].cpu())
         if rng.get("cuda") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        return old_hash
+
+    def _start(self) -> None:
+        """Decide where this run starts (see the module docstring), then make the folder agree with it.
+
+        Every rank decides from the files as they are (reading only); then rank 0 deletes (overwrite) and
+        cuts the log back to the starting step, between two barriers.
+        """
+        last, candidate = self.checkpoint_path, self.candidate_path
+        loaded = False
+        if self.resume_from is not None:
+            source = self.resume_from
+            here = [p for p in (candidate, last) if p.is_file()]
+            own = any(_same_file(p, source) for p in here)  # this folder's own (e.g. last good) checkpoint
+            if self.overwrite and own:
+                raise UserError(
+                    f"--overwrite would delete the --resume-from checkpoint {source}: drop --overwrite"
+                )
+            if here and not own and not self.overwrite:
+                raise UserError(
+                    f"{self.out_dir} already holds the checkpoint {here[-1]}: add --overwrite to replace it "
+                    f"by a run continued from {source}, or write this run to a new --out"
+                )
+            old_hash = self.load_checkpoint(source, self.allow_config_change, explicit=True)
+            changed = old_hash != self.config_hash()
+            self.lineage.append(
+                {
+                    "resumed_from": str(source.resolve()),
+                    "step": self.step,
+                    "config_changed_from": old_hash if changed else None,
+                }
+            )
+            loaded = True
+        elif not self.overwrite:
+            existing = candidate if candidate.is_file() else last if last.is_file() else None
+            if existing is not None:
+                self.load_checkpoint(existing)
+                self._pending = existing == candidate  # killed before the next loss confirmed it
+                loaded = True
+            elif self.resume:
+                raise UserError(f"--resume: no checkpoint at {last}")
+        if not loaded:
+            torch.manual_seed(_mix_seed(self.seed, self.dist.rank))
+        if self.dist.enabled:
+            dist.barrier()  # every rank has read what it needs before rank 0 changes the folder
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            if self.overwrite:
+                for name in (CHECKPOINT_NAME, CANDIDATE_NAME):
+                    (self.out_dir / "checkpoints" / name).unlink(missing_ok=True)
+                for name in (LOG_NAME, FAILURE_NAME, *self.overwrite_also):
+                    (self.out_dir / name).unlink(missing_ok=True)
+            elif self.resume_from is not None and not _same_file(candidate, self.resume_from):
+                # an unconfirmed state of the run this one replaces: never to be picked up by a later rerun
+                candidate.unlink(missing_ok=True)
+            self._truncate_log(self.step)
+        if self.dist.enabled:
+            dist.barrier()
+
+    def _truncate_log(self, step: int) -> None:
+        """Keep the log rows of steps <= ``step`` (atomically), so a resumed run never repeats a step."""
+        path = self.log_path
+        if not path.is_file():
+            return
+        if step == 0:
+            path.unlink()
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int | float) and row["step"] <= step:
+                kept.append(line + "\n")
+        atomic_write_text(path, "".join(kept))
 
     # ------------------------------------------------------------------ data
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -407,20 +655,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> TrainResult:
-        if self.resume and self.checkpoint_path.is_file():
-            self.load_checkpoint()
-        elif self.resume:
-            raise UserError(f"--resume: no checkpoint at {self.checkpoint_path}")
-        else:
-            torch.manual_seed(_mix_seed(self.seed, self.dist.rank))
-        if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._start()
         self.method.train()
         batches = self._batches()
         start_step = self.step
-        log_path = self.out_dir / "log.jsonl"
+        log_path = self.log_path
         progress_ctx = self._progress() if self.progress else contextlib.nullcontext(None)
-        last: dict[str, float] = {}
+        last: dict[str, float] = dict(self.history[-1]) if self.history else {}
         bad_std_steps = 0
         with progress_ctx as bar:
             task = bar.add_task("pretrain", total=self.total_steps, completed=self.step) if bar else None
@@ -434,8 +675,6 @@ class Trainer:
                 if self.dist.is_main and (self.step % self.config.log_every == 0):
                     self.history.append(logs)
                     with log_path.open("a") as handle:
-                        import json
-
                         handle.write(json.dumps(logs, sort_keys=True) + "\n")
                 if bar is not None:
                     bar.update(task, completed=self.step, description=self._describe(logs))
@@ -446,12 +685,25 @@ class Trainer:
                         raise TrainingError(
                             f"representation collapse at step {self.step}: embedding std {std:.2e} < "
                             f"{self.config.guard.min_embedding_std:.0e} for {bad_std_steps} steps; "
-                            f"last good checkpoint kept at {self.checkpoint_path}"
+                            f"{self._kept_checkpoint_text()}"
                         )
                 else:
                     bad_std_steps = 0
-                if self.step % self.config.checkpoint_every == 0 or self.step == self.total_steps:
-                    self.save_checkpoint()
+                at_end = self.step == self.total_steps
+                if at_end or self.step % self.config.checkpoint_every == 0:
+                    if not self._weights_finite():
+                        self._stop_unhealthy(
+                            logs, logs["grad_norm"], f"non-finite weights after step {self.step}",
+                            "they were not saved",
+                        )
+                    if at_end:  # no later loss can confirm the final state: finite weights suffice
+                        self.save_checkpoint()
+                        if self.dist.is_main:
+                            self.candidate_path.unlink(missing_ok=True)
+                        self._pending = False
+                    else:
+                        self.save_checkpoint(self.candidate_path)
+                        self._pending = True
                 if self.stop_after is not None and self.step - start_step >= self.stop_after:
                     raise KeyboardInterrupt(f"stop_after={self.stop_after}")
         return TrainResult(self.step, self.total_steps, last, self.checkpoint_path, self.history)
@@ -498,7 +750,12 @@ class Trainer:
             dist.all_reduce(flag)
             healthy = float(flag) == 0.0
         if not healthy:
-            self._stop_unhealthy(sums, grad_norm)
+            self._stop_unhealthy(
+                sums, grad_norm, f"non-finite or exploding loss at step {self.step + 1}",
+                "the bad update was not applied",
+            )
+        if self._pending:  # this loss was computed on the candidate's state and passed: it is good
+            self._confirm_candidate()
         self.optimizer.step()
         self.step += 1
         self.method.on_after_step(self.step, self.total_steps)
@@ -512,29 +769,41 @@ class Trainer:
         sums["time/data_wait_s"] = data_wait  # blocked on the loader (this rank): the input-pipeline share
         return sums, images
 
-    def _stop_unhealthy(self, sums: dict[str, float], grad_norm: float) -> None:
-        """Non-finite or exploding loss/gradients: the update is NOT applied; save the intact state."""
-        finite = all(
-            torch.isfinite(t).all() for t in self.method.state_dict().values() if t.is_floating_point()
+    def _kept_checkpoint_text(self) -> str:
+        step = self._read_step(self.checkpoint_path)
+        if step is None:
+            source = f"; {self.resume_from} is untouched" if self.resume_from is not None else ""
+            return f"no checkpoint of this run passed the guard yet{source}"
+        return (
+            f"the last good checkpoint is step {step}: {self.checkpoint_path} (to continue it with other "
+            f"settings, e.g. a lower lr, add --resume-from {self.checkpoint_path} --allow-config-change)"
         )
-        if finite:
-            self.save_checkpoint()
+
+    def _stop_unhealthy(self, sums: dict[str, float], grad_norm: float, what: str, consequence: str) -> None:
+        """Stop on a diverged state (every rank gets here together). Nothing is saved: the unconfirmed
+        candidate is deleted, ``last.pt`` stays the last state whose own loss passed the guard, and
+        ``failure.json`` names its step."""
+        if self.dist.is_main:
+            self.candidate_path.unlink(missing_ok=True)
+        self._pending = False
+        kept_step = self._read_step(self.checkpoint_path)
         if self.dist.is_main:
             atomic_write_json(
-                self.out_dir / "failure.json",
+                self.out_dir / FAILURE_NAME,
                 {
                     "step": self.step,
+                    "reason": what,
                     "loss_terms": sums,
                     "grad_norm": grad_norm,
-                    "checkpoint": str(self.checkpoint_path),
-                    "checkpoint_updated": bool(finite),
+                    "checkpoint": str(self.checkpoint_path) if kept_step is not None else None,
+                    "checkpoint_step": kept_step,
+                    "resumed_from": str(self.resume_from) if self.resume_from is not None else None,
                 },
             )
         terms = ", ".join(f"{k}={v:.4g}" for k, v in sorted(sums.items()))
         raise TrainingError(
-            f"non-finite or exploding loss at step {self.step + 1} ({terms}; grad norm {grad_norm:.4g}); "
-            f"the bad update was not applied; last good checkpoint: {self.checkpoint_path} "
-            f"(details in {self.out_dir / 'failure.json'})"
+            f"{what} ({terms}; grad norm {grad_norm:.4g}); {consequence}; {self._kept_checkpoint_text()} "
+            f"(details in {self.out_dir / FAILURE_NAME})"
         )
 
     # ------------------------------------------------------------------ display

@@ -106,16 +106,19 @@ class _NaNAtStep3(PretrainMethod):
 
 
 def test_nan_guard_stops_and_keeps_last_good_state(pretrain_root, tmp_path):
+    """Step 3's loss (computed on the state of step 2) is NaN: the state of step 2 is not good, so the
+    checkpoint kept is step 1's, the last one whose own loss passed the guard."""
     method = _NaNAtStep3()
     trainer = Trainer(
-        method, micro_train_config(checkpoint_every=100), pretrain_root, tmp_path, progress=False
+        method, micro_train_config(checkpoint_every=1), pretrain_root, tmp_path, progress=False
     )
     with pytest.raises(TrainingError, match="non-finite"):
         trainer.fit()
     state = torch.load(tmp_path / "checkpoints/last.pt", weights_only=False)
-    assert state["step"] == 2
+    assert state["step"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-    assert json.loads((tmp_path / "failure.json").read_text())["step"] == 2
+    failure = json.loads((tmp_path / "failure.json").read_text())
+    assert failure["step"] == 2 and failure["checkpoint_step"] == 1
 
 
 def test_gradient_accumulation_consumes_accum_micro_batches_per_step(pretrain_root, tmp_path):

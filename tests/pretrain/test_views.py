@@ -130,7 +130,8 @@ def test_batched_paste_matches_a_per_sample_paste():
     canvas = torch.rand(5, 3, 40, 48, generator=generator)
     roi, inst = torch.rand(5, 3, 12, 8, generator=generator), torch.rand(5, 3, 12, 8, generator=generator)
     out, roi_mask, inst_mask = paste_two(canvas, roi, inst, [np.random.default_rng(i) for i in range(5)])
-    expected, expected_roi, expected_inst = canvas.clone(), torch.zeros(5, 1, 40, 48), torch.zeros(5, 1, 40, 48)
+    expected = canvas.clone()
+    expected_roi, expected_inst = torch.zeros(5, 1, 40, 48), torch.zeros(5, 1, 40, 48)
     for i in range(5):
         (rt, rl), (it, il) = paste_positions(np.random.default_rng(i), (40, 48), (12, 8))
         region = expected[i, :, rt:rt + 12, rl:rl + 8]
