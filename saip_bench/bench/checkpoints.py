@@ -16,8 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
+
 from saip_bench.backbones import Backbone
-from saip_bench.errors import UserError
+from saip_bench.errors import TrainingError, UserError
 from saip_bench.specs import stable_hash
 from saip_bench.utils import atomic_write_json, file_sha256
 
@@ -69,6 +71,12 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _process_group_size() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
 def default_pretrainer(*, method: str, backbone: str, preset: str, data_dir: Path | None, out_dir: Path,
                        seed: int, steps: int | None) -> Path:
     """The project's one trainer (``saip_bench.pretrain.api.pretrain``); an interrupted pretraining
@@ -96,6 +104,7 @@ class CheckpointCache:
         self.loader = loader or default_loader
         self.is_writer = is_writer  # only rank 0 writes the marker
         self._memo: dict[str, CheckpointInfo] = {}
+        self._failed: dict[str, str] = {}  # key -> the error of a pretraining that failed in this run
         self.overrides: dict[tuple[str, str], Path] = {}
 
     def folder(self, method: str, backbone: str, preset: str, seed: int, key: str) -> Path:
@@ -116,17 +125,35 @@ class CheckpointCache:
         key = checkpoint_key(method, backbone, preset, seed, steps, data_fingerprint, bf16_native)
         if key in self._memo:
             return self._memo[key]
+        if key in self._failed:  # every unit that needs it fails with the first error, none retries it
+            raise TrainingError(
+                f"pretraining {method}/{backbone} failed earlier in this run: {self._failed[key]}")
         folder = self.folder(method, backbone, preset, seed, key)
-        with _file_lock(folder.with_name(folder.name + ".lock")):
-            info = self.lookup(method, backbone, preset, seed, key)
+        # Under torchrun the ranks train the checkpoint together (DDP), so only rank 0 takes the file lock
+        # (it keeps other *runs* out) and tells the others whether there is anything to train. Every rank
+        # taking it hung the first pretraining: the holder waited in DDP for ranks blocked on the lock.
+        group = _process_group_size() > 1
+        leader = not group or torch.distributed.get_rank() == 0
+        lock = _file_lock(folder.with_name(folder.name + ".lock")) if leader else contextlib.nullcontext()
+        with lock:
+            found = [self.lookup(method, backbone, preset, seed, key) if leader else None]
+            if group:
+                torch.distributed.broadcast_object_list(found, src=0)
+            info = found[0]
             if info is None:
                 start = time.perf_counter()
-                export = self.pretrainer(method=method, backbone=backbone, preset=preset, data_dir=data_dir,
-                                         out_dir=folder, seed=seed, steps=steps)
+                try:
+                    export = self.pretrainer(method=method, backbone=backbone, preset=preset,
+                                             data_dir=data_dir, out_dir=folder, seed=seed, steps=steps)
+                except Exception as exc:
+                    self._failed[key] = f"{type(exc).__name__}: {exc}"
+                    raise
                 info = CheckpointInfo(method, backbone, preset, seed, steps, key, str(Path(export).resolve()),
                                       file_sha256(export), round(time.perf_counter() - start, 3))
                 if self.is_writer:
                     atomic_write_json(folder / MARKER, asdict(info))
+                if group:
+                    torch.distributed.barrier()  # the marker exists before any rank moves on
         self._memo[key] = info
         return info
 
