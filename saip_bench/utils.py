@@ -29,7 +29,7 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
-def _umask_mode() -> int:
+def umask_mode() -> int:
     """The mode a plain ``open()`` would give a new file (0o666 less the umask)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -41,7 +41,7 @@ def _temp_beside(path: Path) -> tuple[int, str]:
     result folders and web servers could not read records, boards or checkpoints)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, _umask_mode())
+    os.fchmod(fd, umask_mode())
     return fd, tmp
 
 

@@ -57,3 +57,17 @@ def test_atomic_writes_get_the_users_umask_mode(tmp_path):
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "c.pt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_exported_backbones_get_the_users_umask_mode(tmp_path):
+    import os
+
+    from saip_bench.backbones import create_backbone
+    from saip_bench.pretrain.export import save_backbone
+
+    previous = os.umask(0o022)
+    try:
+        path = save_backbone(create_backbone("vit_tiny", (32, 16)), tmp_path / "b.safetensors")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644

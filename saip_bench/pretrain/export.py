@@ -9,6 +9,7 @@ method, the step, the config hash and the hyper-parameters. ``load_backbone`` gi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from saip_bench.backbones import Backbone, count_parameters, create_backbone
 from saip_bench.errors import DataFormatError
-from saip_bench.utils import atomic_write_json, file_sha256
+from saip_bench.utils import atomic_write_json, file_sha256, umask_mode
 
 FORMAT_VERSION = 1
 
@@ -33,6 +34,7 @@ def save_backbone(backbone: Backbone, path: str | Path, meta: dict[str, Any] | N
     state = {k: v.contiguous().cpu() for k, v in backbone.export_state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, str(tmp), metadata={"format": "saip-bench-backbone", "version": str(FORMAT_VERSION)})
+    os.chmod(tmp, umask_mode())  # safetensors creates it 0600: shared result folders could not read it
     tmp.replace(path)
     sidecar = {
         "format_version": FORMAT_VERSION,
