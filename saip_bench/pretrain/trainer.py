@@ -714,7 +714,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
+        terms: dict[str, torch.Tensor] = {}  # float64 on the device: read once per step, below
         images = 0
         data_wait = 0.0
         for micro in range(cfg.accum_steps):
@@ -735,20 +735,15 @@ class Trainer:
                 (loss.float() / cfg.accum_steps).backward()
             for key, value in out.items():
                 if key == "loss" or key.startswith(("loss/", "stat/")):
-                    sums[key] = sums.get(key, 0.0) + float(value.detach().float()) / cfg.accum_steps
+                    term = value.detach().float().double() / cfg.accum_steps
+                    terms[key] = terms[key] + term if key in terms else term
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         if cfg.clip_grad is not None:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad))
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
         else:
             grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-            grad_norm = float(torch.stack(grads).norm()) if grads else 0.0
-        healthy = (
-            math.isfinite(sums["loss"]) and math.isfinite(grad_norm) and sums["loss"] < cfg.guard.max_loss
-        )
-        if self.dist.enabled:
-            flag = torch.tensor([0.0 if healthy else 1.0], device=self.device)
-            dist.all_reduce(flag)
-            healthy = float(flag) == 0.0
+            norm = torch.stack(grads).norm() if grads else torch.zeros((), device=self.device)
+        sums, grad_norm, healthy = self._read_step_terms(terms, norm.double())
         if not healthy:
             self._stop_unhealthy(
                 sums, grad_norm, f"non-finite or exploding loss at step {self.step + 1}",
@@ -759,15 +754,29 @@ class Trainer:
         self.optimizer.step()
         self.step += 1
         self.method.on_after_step(self.step, self.total_steps)
-        if self.dist.enabled:  # report the mean over ranks
-            keys = sorted(sums)
-            values = torch.tensor([sums[k] for k in keys], device=self.device, dtype=torch.float64)
-            dist.all_reduce(values)
-            sums = {k: float(v) / self.dist.world_size for k, v in zip(keys, values.tolist(), strict=True)}
         sums["lr"] = lr
         sums["grad_norm"] = grad_norm
         sums["time/data_wait_s"] = data_wait  # blocked on the loader (this rank): the input-pipeline share
         return sums, images
+
+    def _read_step_terms(
+        self, terms: dict[str, torch.Tensor], grad_norm: torch.Tensor
+    ) -> tuple[dict[str, float], float, bool]:
+        """(loss terms averaged over ranks, grad norm, healthy on every rank) with ONE device-to-host read.
+
+        Why: a ``float(tensor)`` per loss term, the grad norm and the health flag stalled a GPU step about
+        ten times. The guard still sees every step: a rank with a non-finite or too-large loss or norm
+        marks the packed vector, and the sum over ranks carries that mark to all of them."""
+        keys = sorted(terms)
+        loss = terms["loss"]
+        bad = ~torch.isfinite(loss) | ~torch.isfinite(grad_norm) | (loss >= self.config.guard.max_loss)
+        packed = torch.stack([*(terms[k] for k in keys), grad_norm, bad.double()])
+        if self.dist.enabled:
+            dist.all_reduce(packed)
+        values = packed.tolist()
+        world = self.dist.world_size if self.dist.enabled else 1
+        sums = {k: v / world for k, v in zip(keys, values, strict=False)}
+        return sums, values[len(keys)] / world, values[-1] == 0.0
 
     def _kept_checkpoint_text(self) -> str:
         step = self._read_step(self.checkpoint_path)

@@ -193,3 +193,16 @@ def test_freeze_patch_embed_changes_the_config_hash_only_when_on(pretrain_root, 
     off = trainer().config_hash()
     assert trainer(freeze_patch_embed=False).config_hash() == off
     assert trainer(freeze_patch_embed=True).config_hash() != off
+
+
+def test_step_terms_come_back_in_one_packed_read_with_the_guard_verdict(pretrain_root, tmp_path):
+    """``_read_step_terms``: the loss terms, grad norm and the guard's verdict (non-finite or too large
+    loss or norm) in one read; the verdict is what the trainer acts on."""
+    trainer = Trainer(micro_saip(), micro_train_config(steps=2), pretrain_root, tmp_path, seed=3,
+                      progress=False)
+    ok = {"loss": torch.tensor(2.0, dtype=torch.float64), "loss/csr": torch.tensor(0.5, dtype=torch.float64)}
+    sums, norm, healthy = trainer._read_step_terms(ok, torch.tensor(3.0, dtype=torch.float64))
+    assert sums == {"loss": 2.0, "loss/csr": 0.5} and norm == 3.0 and healthy
+    for loss, grad in ((float("nan"), 1.0), (1.0, float("inf")), (2e6, 1.0)):
+        terms = {"loss": torch.tensor(loss, dtype=torch.float64)}
+        assert not trainer._read_step_terms(terms, torch.tensor(grad, dtype=torch.float64))[2]
