@@ -49,6 +49,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from saip_bench.backbones import Backbone
+from saip_bench.devices import enable_speed, fused_optimizer_ok
 from saip_bench.errors import SpecError, TrainingError, UserError
 from saip_bench.pretrain.base import PretrainMethod
 from saip_bench.pretrain.data import (
@@ -337,10 +338,12 @@ class Trainer:
             self.warmup_steps = 0
         self.lr = config.lr if config.lr is not None else config.blr * self.effective_batch / 256
         self.method.to(self.device)
+        enable_speed(self.device)  # TF32 for what runs in float32 on a GPU
         if config.freeze_patch_embed:
             freeze_patch_embedding(method.backbone)
-        self.optimizer = torch.optim.AdamW(
-            param_groups(method, config.weight_decay), lr=self.lr, betas=tuple(config.betas)
+        groups = param_groups(method, config.weight_decay)
+        self.optimizer = torch.optim.AdamW(  # fused on a GPU: one kernel per step (provenance: speed)
+            groups, lr=self.lr, betas=tuple(config.betas), fused=fused_optimizer_ok(groups) or None
         )
         self.model: nn.Module = method
         if self.dist.enabled:
