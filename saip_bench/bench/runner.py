@@ -341,6 +341,8 @@ class BenchRunner:
         if not todo:
             console.print("[green]nothing to run: every unit of the plan has a matching record[/]")
             return report
+        if self.dist.world_size > 1:
+            todo = self._spread_over_ranks(todo, report)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         visible = self.config.show_progress and self.dist.is_main
         with Progress(*columns, console=console, disable=not visible) as progress:
@@ -363,14 +365,43 @@ class BenchRunner:
                 finally:
                     progress.remove_task(stage)
                     progress.advance(overall)
-        console.print(f"[bold]{len(report.written)} record(s) written, {len(report.failed)} failed[/] "
-                      f"-> {self.store.directory}")
+        if self.dist.world_size > 1:
+            self._gather_report(report)
+        if self.dist.is_main:
+            console.print(f"[bold]{len(report.written)} record(s) written, {len(report.failed)} failed[/] "
+                          f"-> {self.store.directory}")
         return report
 
+    def _spread_over_ranks(self, todo: list[Unit], report: BenchReport) -> list[Unit]:
+        """Under torchrun: first every checkpoint the units need, each pretrained once by all ranks
+        together (DDP), then this rank's share of the units, one whole unit per process (rank r takes
+        units r, r + W, ...). No collective runs inside a unit, so ranks never wait on each other there.
+        Why not one unit data-parallel over all ranks: fine-tuning has no DDP yet (docs/benchmark.md)."""
+        needed: dict[str, Unit] = {}
+        for unit in todo:
+            needed.setdefault(self.checkpoint_key(unit), unit)
+        for unit in needed.values():  # the same order on every rank: the collectives pair up
+            try:
+                self.checkpoint(unit)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # remembered by the cache: its units fail with this reason, once
+                console.print(f"[red]pretraining {unit.method}/{unit.backbone} failed[/]: {exc}")
+        for unit in todo:  # every fingerprint a unit or record asks for, while all ranks are here
+            self.fingerprint(unit.dataset, self.dataset_root(unit.dataset))
+        return todo[self.dist.rank::self.dist.world_size]
+
+    def _gather_report(self, report: BenchReport) -> None:
+        """Rank 0's report lists what every rank wrote and what failed."""
+        mine = ([str(p) for p in report.written], report.failed)
+        every: list[Any] = [None] * self.dist.world_size
+        torch.distributed.all_gather_object(every, mine)
+        report.written = [Path(p) for written, _ in every for p in written]
+        report.failed = {uid: why for _, failed in every for uid, why in failed.items()}
+
     def _log_failure(self, unit: Unit) -> None:
-        if self.dist.is_main:
-            failure = Path(self.config.run_dir) / "failures" / f"{unit.uid}.txt"
-            atomic_write_text(failure, traceback.format_exc())
+        failure = Path(self.config.run_dir) / "failures" / f"{unit.uid}.txt"  # by the rank that ran it
+        atomic_write_text(failure, traceback.format_exc())
 
     def dataset(self, spec: TaskSpec) -> DatasetSplits:
         key = (spec.dataset, spec.dataset_version)
@@ -410,15 +441,14 @@ class BenchRunner:
             result = self.hooks.task(unit.task).run(ctx)
         stage("record")
         record = self.build_record(unit, spec, info, result, {**meter.cost, **self._backbone_costs[size_key]})
-        path = self.store.write(record) if self.dist.is_main else None
-        self.dist.barrier()
-        return path
+        # one process ran this unit (under torchrun too: units are spread over ranks), so it writes
+        return self.store.write(record)
 
     def build_record(self, unit: Unit, spec: TaskSpec, info: CheckpointInfo, result: UnitResult,
                      cost: dict[str, float]) -> ResultRecord:
         protocol = spec.protocols[unit.protocol]
         batch = protocol.schedule.batch_size
-        effective_batch = result.extra.get("effective_batch", batch * self.dist.world_size)
+        effective_batch = result.extra.get("effective_batch", batch)
         provenance = {
             "unit_key": self.unit_key(unit),
             "spec_hash": stable_hash(spec),
@@ -437,7 +467,8 @@ class BenchRunner:
             "packages": package_versions(),
             "seeds": {"eval": unit.seed, "pretrain": self.pretrain_seed(unit),
                       "planned": list(self.config.seeds or self.preset.seeds)},
-            "world_size": self.dist.world_size,
+            "world_size": 1,  # processes that trained this unit (torchrun spreads units, one per rank)
+            "launch_world_size": self.dist.world_size,
             "batch_size": batch,
             "effective_batch": effective_batch,
             "device": device_description(self.device),

@@ -1,0 +1,53 @@
+"""``run_bench`` under a 2-rank process group (gloo, CPU): every checkpoint is pretrained once by both
+ranks together, every unit runs exactly once on one rank, every record is written, the report on rank 0
+lists them all."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from saip_bench.bench.runner import BenchConfig, BenchHooks, run_bench
+from saip_bench.bench.store import load_records
+from tests.bench.fakes import FAKE_SPECS, FakePretrainer, FakeTask, fake_loader, fake_read, fake_world
+from tests.bench.test_runner import PRESET
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rank(rank: int, port: int, tmp: str) -> None:
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    FakeTask.calls, FakeTask.fail_on = [], set()
+    pretrainer = FakePretrainer()
+    hooks = BenchHooks(specs=FAKE_SPECS, get_task=lambda name: FakeTask(), read_dataset=fake_read,
+                       generate_world=fake_world, pretrainer=pretrainer, backbone_loader=fake_loader,
+                       method_unsupported=lambda m, b: None)
+    config = BenchConfig(preset=PRESET, run_dir=f"{tmp}/run", cache_dir=f"{tmp}/cache", show_progress=False)
+    report = run_bench(config, hooks)
+    with open(f"{tmp}/rank{rank}.json", "w") as handle:
+        json.dump({"units": FakeTask.calls, "pretrained": pretrainer.calls, "written": len(report.written),
+                   "failed": len(report.failed)}, handle)
+    dist.destroy_process_group()
+
+
+def test_two_ranks_split_the_units_and_share_the_pretraining(tmp_path):
+    mp.start_processes(_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["units"] and ranks[1]["units"]  # both ranks worked
+    assert len(ranks[0]["units"]) + len(ranks[1]["units"]) == 12  # 12 units, none twice
+    assert ranks[0]["pretrained"] == ranks[1]["pretrained"]  # each checkpoint trained by both together
+    assert len(ranks[0]["pretrained"]) == 2
+    assert ranks[0]["written"] == 12 and ranks[0]["failed"] == 0  # rank 0's report covers both ranks
+    records = load_records([tmp_path / "run"])
+    assert len(records) == 12 and len({r.identity.model_dump_json() for r in records}) == 12
+    assert {r.provenance["world_size"] for r in records} == {1}
+    assert {r.provenance["launch_world_size"] for r in records} == {2}
