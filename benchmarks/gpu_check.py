@@ -40,9 +40,6 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import saip_bench  # noqa: E402, F401  (torchvision shim before timm)
 
 PRETRAIN_METHODS = ("saip", "supervised", "mae", "dino", "hap", "solider", "mocov3")
-# Dense peak TFLOP/s (vendor datasheets, no sparsity), for model FLOP utilisation.
-PEAK_TFLOPS = {"H100": {"bf16": 989.4, "fp32": 66.9}, "H200": {"bf16": 989.4, "fp32": 66.9},
-               "A100": {"bf16": 312.0, "fp32": 19.5}, "L40S": {"bf16": 362.1, "fp32": 91.6}}
 CPU_SIZED_PROTOCOLS = ("finetune_cpu", "frozen", "linear")
 
 
@@ -81,20 +78,6 @@ def peak_mib(device: str) -> float | None:
 
     if device.startswith("cuda"):
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return None
-
-
-def peak_tflops(device: str, bf16: bool) -> float | None:
-    import torch
-
-    if os.environ.get("PEAK_TFLOPS"):
-        return float(os.environ["PEAK_TFLOPS"])
-    if not device.startswith("cuda"):
-        return None
-    name = torch.cuda.get_device_name()
-    for key, peaks in PEAK_TFLOPS.items():
-        if key in name:
-            return peaks["bf16" if bf16 else "fp32"]
     return None
 
 
@@ -140,6 +123,7 @@ def run_tests(args: argparse.Namespace, clock: Clock) -> dict[str, Any]:
 def pretrain_row(method: str, args: argparse.Namespace, pool: Path, out: Path) -> dict[str, Any]:
     """One method through the trainer's loop on ``pool``; timing from its per-step logs."""
     import torch
+    from pretrain_step import peak_tflops_for
     from torch.utils.flop_counter import FlopCounterMode
 
     from saip_bench.pretrain.api import run_training
@@ -176,7 +160,7 @@ def pretrain_row(method: str, args: argparse.Namespace, pool: Path, out: Path) -
         out_terms["loss"].float().backward()
     method_obj.zero_grad(set_to_none=True)
     flops = counter.get_total_flops()
-    peak = peak_tflops(args.device, trainer.amp)
+    peak = peak_tflops_for(args.device, trainer.amp)  # the datasheet's dense peak (pretrain_step.py)
     achieved = flops / median / 1e12
     return {
         "case": method, "status": "ok", "backbone": args.backbone, "preset": args.preset,
