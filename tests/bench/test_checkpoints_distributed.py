@@ -6,22 +6,15 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from saip_bench.bench.checkpoints import CheckpointCache
 from saip_bench.errors import TrainingError
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.ranks import free_port, run_ranks
 
 
 def _collective_pretrainer(*, out_dir: Path, **_: object) -> Path:
@@ -49,8 +42,7 @@ def _rank(rank: int, port: int, cache: str, out: str) -> None:
 
 
 def test_ranks_pretrain_a_checkpoint_together_without_deadlock(tmp_path):
-    mp.start_processes(_rank, args=(_free_port(), str(tmp_path / "cache"), str(tmp_path)), nprocs=2,
-                       join=True, start_method="fork")
+    run_ranks(_rank, args=(free_port(), str(tmp_path / "cache"), str(tmp_path)))
     rank0 = json.loads((tmp_path / "rank0.json").read_text())
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert rank0 == rank1 and rank0[0] == rank0[1]

@@ -6,21 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from saip_bench.bench.runner import BenchConfig, BenchHooks, run_bench
 from saip_bench.bench.store import load_records
 from tests.bench.fakes import FAKE_SPECS, FakePretrainer, FakeTask, fake_loader, fake_read, fake_world
 from tests.bench.test_runner import PRESET
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.ranks import free_port, run_ranks
 
 
 def _rank(rank: int, port: int, tmp: str) -> None:
@@ -40,7 +33,7 @@ def _rank(rank: int, port: int, tmp: str) -> None:
 
 
 def test_two_ranks_split_the_units_and_share_the_pretraining(tmp_path):
-    mp.start_processes(_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    run_ranks(_rank, args=(free_port(), str(tmp_path)))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["units"] and ranks[1]["units"]  # both ranks worked
     assert len(ranks[0]["units"]) + len(ranks[1]["units"]) == 12  # 12 units, none twice

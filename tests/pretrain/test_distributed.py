@@ -2,22 +2,15 @@
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from saip_bench.pretrain.trainer import Trainer, init_distributed
+from tests.ranks import free_port, run_ranks
 
 from ._micro import micro_saip, micro_train_config
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(rank: int, world: int, port: int, root: str, out: str, batch: int) -> None:
@@ -45,15 +38,8 @@ def _run(rank: int, world: int, port: int, root: str, out: str, batch: int) -> N
 
 
 def test_two_process_gloo_matches_single_process(pretrain_root, tmp_path):
-    port = _free_port()
-    # fork: the children reuse the imported modules (spawn re-imports torch/timm: ~20 s each here)
-    mp.start_processes(
-        _run,
-        args=(2, port, str(pretrain_root), str(tmp_path / "ddp"), 2),
-        nprocs=2,
-        join=True,
-        start_method="fork",
-    )
+    port = free_port()
+    run_ranks(_run, args=(2, port, str(pretrain_root), str(tmp_path / "ddp"), 2))
     os.environ.pop("WORLD_SIZE", None)
     _run(0, 1, port, str(pretrain_root), str(tmp_path / "single"), 4)
     ddp = json.loads((tmp_path / "ddp/result.json").read_text())

@@ -3,18 +3,17 @@ default (a fresh start needs ``overwrite``), and ``log.jsonl`` never repeats a s
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from saip_bench.errors import TrainingError, UserError
 from saip_bench.pretrain.base import PretrainMethod
 from saip_bench.pretrain.trainer import Trainer, init_distributed
+from tests.ranks import free_port, run_ranks
 
 from ._micro import micro_saip, micro_train_config, micro_vit
 
@@ -272,12 +271,6 @@ def test_a_fresh_start_drops_the_log_of_a_run_without_checkpoint(pretrain_root, 
 
 
 # -------------------------------------------------------------------------------------------- DDP
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
@@ -297,8 +290,7 @@ def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
 
 
 def test_ddp_guard_and_resume_take_the_same_path_on_every_rank(pretrain_root, tmp_path):
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(pretrain_root), str(tmp_path)), nprocs=2,
-                       join=True, start_method="fork")
+    run_ranks(_ddp_worker, args=(2, free_port(), str(pretrain_root), str(tmp_path)))
     os.environ.pop("WORLD_SIZE", None)
     for rank in (0, 1):
         report = json.loads((tmp_path / f"rank{rank}.json").read_text())
