@@ -18,31 +18,50 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 from saip_bench.errors import DataFormatError
 from saip_bench.metrics.base import MetricCommand, load_prediction_npz, register_metric_command
+from saip_bench.metrics.checks import (
+    check_finite,
+    check_numeric,
+    check_range,
+    describe_index,
+    first_false,
+    show,
+)
 
 EPS = 1e-20
 THRESHOLD = 0.5
 
 
-def _validated(probs: Any, labels: Any, eval_idx: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels)
+def _validated(
+    probs: Any, labels: Any, eval_idx: Any, source: str, logits: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Checked (probs, labels) on the evaluated columns: numeric N x A arrays, finite probabilities in
+    [0, 1] (or finite logits, passed through a sigmoid), 0/1 labels, integer ``eval_idx``."""
+    probs = check_numeric(probs, source, "probs")
+    labels = check_numeric(labels, source, "labels")
     if probs.ndim != 2 or labels.shape != probs.shape:
         raise DataFormatError(
             source,
             "probs and labels as N x A arrays of the same shape",
             f"probs {probs.shape}, labels {labels.shape}",
         )
-    if probs.shape[0] == 0:
-        raise DataFormatError(source, "at least one sample", "0 rows")
-    if np.isnan(probs).any():
-        raise DataFormatError(source, "probs without NaN values", "NaN")
-    if not np.isin(labels, (0, 1)).all():
-        bad = np.unique(labels[~np.isin(labels, (0, 1))])[:5].tolist()
+    if probs.shape[0] == 0 or probs.shape[1] == 0:
+        raise DataFormatError(source, "at least one sample and one attribute", f"shape {probs.shape}")
+    probs = check_finite(probs.astype(np.float64), source, "probs")
+    if logits:
+        probs = expit(probs)
+    else:
+        check_range(probs, 0.0, 1.0, source, "probs", " (sigmoid outputs; pass --logits for raw logits)")
+    binary = np.isin(labels, (0, 1))
+    if not binary.all():
+        index = first_false(binary)
         raise DataFormatError(
-            source, "binary labels (0/1; the reader maps uncertain 2 -> 0)", f"values {bad}"
+            source, "binary labels (0/1; the reader maps uncertain 2 -> 0)",
+            f"values {np.unique(labels[~binary])[:5].tolist()}, first {show(labels[index])} at index "
+            f"{describe_index(index)}",
         )
     if eval_idx is not None:
         idx = np.asarray(eval_idx).reshape(-1)
@@ -73,10 +92,13 @@ def label_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def evaluate_attributes(
-    probs: Any, labels: Any, eval_idx: Any = None, source: str = "<arrays>"
+    probs: Any, labels: Any, eval_idx: Any = None, source: str = "<arrays>", logits: bool = False
 ) -> dict[str, float]:
-    """mA, Acc, Prec, Rec, F1 (percent) plus mean positive / negative recall."""
-    probs, gt = _validated(probs, labels, eval_idx, source)
+    """mA, Acc, Prec, Rec, F1 (percent) plus mean positive / negative recall.
+
+    ``probs`` are probabilities in [0, 1]; with ``logits`` they are raw scores and go through a sigmoid.
+    """
+    probs, gt = _validated(probs, labels, eval_idx, source, logits)
     pred = probs > THRESHOLD
     per_label = label_metrics(gt, pred)
     positive = gt == 1
@@ -101,9 +123,10 @@ def evaluate_attributes(
     }
 
 
-def evaluate_attributes_file(path: str | Path) -> dict[str, float]:
+def evaluate_attributes_file(path: str | Path, logits: bool = False) -> dict[str, float]:
     arrays = load_prediction_npz(path, ("probs", "labels"), optional=("eval_idx",))
-    return evaluate_attributes(arrays["probs"], arrays["labels"], arrays.get("eval_idx"), source=str(path))
+    return evaluate_attributes(arrays["probs"], arrays["labels"], arrays.get("eval_idx"), source=str(path),
+                               logits=logits)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,6 +137,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="preds.npz with probs (N x A, sigmoid outputs), labels (N x A, 0/1), optional eval_idx "
         "(the evaluated attribute columns)",
     )
+    parser.add_argument(
+        "--logits",
+        action="store_true",
+        help="probs holds raw logits: apply a sigmoid first (default: probabilities in [0, 1], checked)",
+    )
 
 
 register_metric_command(
@@ -121,7 +149,7 @@ register_metric_command(
         name="attributes",
         help="pedestrian attributes: mA and instance Acc/Prec/Rec/F1 (%%), strict > 0.5 (FORMATS §13.3)",
         add_arguments=_add_arguments,
-        compute=lambda args: evaluate_attributes_file(args.input),
+        compute=lambda args: evaluate_attributes_file(args.input, logits=args.logits),
         main_metric="mA",
     )
 )

@@ -25,16 +25,18 @@ File formats (as the reference reads them):
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from saip_bench.errors import DataFormatError, UserError
 from saip_bench.metrics.base import MetricCommand, register_metric_command
-from saip_bench.metrics.parsing import evaluate_pairs, match_by_name
+from saip_bench.metrics.checks import read_text_lines
+from saip_bench.metrics.parsing import IMAGE_ERRORS, evaluate_pairs, match_by_name
 
 IOU_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 NUM_CLASSES = 20
@@ -54,19 +56,19 @@ def read_map(path: str | Path) -> np.ndarray:
             return np.array(image).astype(np.int64)
     except FileNotFoundError as exc:
         raise DataFormatError(path, "an id PNG", "nothing at that path") from exc
-    except (UnidentifiedImageError, OSError) as exc:
+    except IMAGE_ERRORS as exc:
         raise DataFormatError(path, "a readable PNG", f"{type(exc).__name__}: {exc}") from exc
 
 
 def _read_lines(path: Path, fields: int, expected: str) -> list[list[str]]:
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text_lines(path, expected), start=1):
         parts = line.strip().split()
         if not parts:
             continue
         if len(parts) < fields:
             raise DataFormatError(f"{path}:{number}", expected, repr(line[:80]))
-        rows.append(parts)
+        rows.append((number, parts))
     return rows
 
 
@@ -76,7 +78,8 @@ def gt_parts(instance_png: str | Path, category_png: str | Path | None = None) -
     txt = instance_png.with_suffix(".txt")
     if txt.exists():
         try:
-            return {int(r[0]): int(r[1]) for r in _read_lines(txt, 2, "'<value> <class> <human>' per line")}
+            lines = _read_lines(txt, 2, "'<value> <class> <human>' per line")
+            return {int(r[0]): int(r[1]) for _, r in lines}
         except ValueError as exc:
             raise DataFormatError(txt, "integer '<value> <class> <human>' lines", str(exc)) from exc
     instances = read_map(instance_png)
@@ -102,11 +105,18 @@ def pred_parts(pred_png: str | Path) -> tuple[np.ndarray, list[tuple[int, int, f
     txt = pred_png.with_suffix(".txt")
     if not txt.exists():
         raise DataFormatError(txt, "'<class> <score>' per line, one per predicted instance", "missing file")
-    try:
-        lines = _read_lines(txt, 2, "'<class> <score>'")
-        rows = [(k + 1, int(r[0]), float(r[1])) for k, r in enumerate(lines)]
-    except ValueError as exc:
-        raise DataFormatError(txt, "'<class:int> <score:float>' lines", str(exc)) from exc
+    rows = []
+    for k, (number, parts) in enumerate(_read_lines(txt, 2, "'<class> <score>'")):
+        where = f"{txt}:{number}"
+        try:
+            cls, score = int(parts[0]), float(parts[1])
+        except ValueError as exc:
+            raise DataFormatError(where, "'<class:int> <score:float>' lines", str(exc)) from exc
+        if not 0 <= cls < NUM_CLASSES:
+            raise DataFormatError(where, f"a part class in 0..{NUM_CLASSES - 1}", f"class {cls}")
+        if not math.isfinite(score):
+            raise DataFormatError(where, "a finite score", f"score {score}")
+        rows.append((k + 1, cls, score))
     return read_map(pred_png), rows
 
 
@@ -194,6 +204,9 @@ def evaluate_instance_dirs(gt_dir: str | Path, pred_dir: str | Path,
                                   f"an instance map of the GT's size {gt_map.shape}", str(pred_map.shape))
         images.append((gt_map, gt_parts(gt_png, category_png), pred_map, preds))
     scores = instance_ap(images)
+    if scores["num_classes_with_gt"] == 0:
+        raise DataFormatError(gt_dir, "at least one GT instance part in the scored images (AP^r is "
+                              "undefined without one)", f"none in {len(images)} images")
     scores["num_images"] = float(len(images))
     return scores
 

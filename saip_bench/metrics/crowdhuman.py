@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,15 @@ from scipy.optimize import linear_sum_assignment
 
 from saip_bench.errors import DataFormatError, UserError
 from saip_bench.metrics.base import MetricCommand, register_metric_command
+from saip_bench.metrics.checks import (
+    finite_number,
+    first_false,
+    is_number,
+    number_list,
+    parse_json_int,
+    read_text_lines,
+    show,
+)
 
 EPS = 1e-6
 MATCH_IOU = 0.5
@@ -50,53 +60,121 @@ class ImageEval:
     width: int
 
 
-def read_odgt(path: str | Path) -> list[dict[str, Any]]:
+class OdgtRecords(list):
+    """The records of an .odgt file, with each record's line number (for error messages)."""
+
+    def __init__(self, records: list[dict[str, Any]], lines: list[int]) -> None:
+        super().__init__(records)
+        self.lines = lines
+
+
+def read_odgt(path: str | Path) -> OdgtRecords:
     """One JSON object per non-empty line; a broken line names the file and line number."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, "an .odgt file (one JSON object per line)", "nothing at that path")
-    records = []
-    with path.open() as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}:{number}", "one JSON object per line", str(exc)) from exc
-            if not isinstance(record, dict) or "ID" not in record:
-                raise DataFormatError(f"{path}:{number}", 'a JSON object with "ID"', repr(line[:80]))
-            records.append(record)
-    return records
+    records, numbers = [], []
+    for number, line in enumerate(read_text_lines(path, "an .odgt text file (one JSON object per line)"),
+                                  start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, parse_int=parse_json_int)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}:{number}", "one JSON object per line", str(exc)) from exc
+        except RecursionError as exc:
+            raise DataFormatError(f"{path}:{number}", "one JSON object per line", "JSON nested too deeply") \
+                from exc
+        if not isinstance(record, dict) or "ID" not in record:
+            raise DataFormatError(f"{path}:{number}", 'a JSON object with "ID"', repr(line[:80]))
+        records.append(record)
+        numbers.append(number)
+    return OdgtRecords(records, numbers)
+
+
+def _where(records: Any, index: int, source: str) -> str:
+    """``file:line`` when the records came from ``read_odgt``, else the source name."""
+    lines = getattr(records, "lines", None)
+    return f"{source}:{lines[index]}" if lines is not None and index < len(lines) else source
+
+
+def _box_list(record: dict[str, Any], key: str, source: str) -> list[Any]:
+    boxes = record.get(key, [])
+    if not isinstance(boxes, list):
+        raise DataFormatError(source, f'"{key}" as a list',
+                              f"{show(boxes)} in the record of ID {show(record.get('ID'))}")
+    return boxes
+
+
+def _check_rows(
+    rows: np.ndarray, source: str, key: str, fields: tuple[tuple[str, Any], ...], record: dict[str, Any]
+) -> None:
+    """Every value of (N, k) box rows finite; names the box, the field and the coordinate index."""
+    finite = np.isfinite(rows)
+    if finite.all():
+        return
+    row, column = first_false(finite)
+    field, position = fields[column]
+    raise DataFormatError(source, f"finite numbers in every {key} {field}",
+                          f"{show(rows[row, column])} at index {position} of {field} in {key}[{row}] "
+                          f"(ID {show(record.get('ID'))})")
 
 
 def gt_boxes_from_record(record: dict[str, Any], source: str = "") -> np.ndarray:
     """(G, 5) full-body GT in x1y1x2y2 + tag (1 person, 0 background, -1 ignore) as CrowdDet loads it."""
+    source = source or str(record.get("ID"))
     rows = []
-    for box in record.get("gtboxes", []):
-        try:
-            tag = PERSON_CLASSES.index(box["tag"]) if box["tag"] in PERSON_CLASSES else -1
-            if box.get("extra", {}).get("ignore", 0) != 0:
-                tag = -1
-            x, y, w, h = (float(v) for v in box["fbox"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataFormatError(source or record["ID"], 'gtboxes with "tag" and "fbox" [x, y, w, h]',
-                                  repr(box)[:120]) from exc
+    for index, box in enumerate(_box_list(record, "gtboxes", source)):
+        where = f"gtboxes[{index}] (ID {show(record.get('ID'))})"
+        if not isinstance(box, dict) or "tag" not in box or "fbox" not in box:
+            raise DataFormatError(source, 'gtboxes with "tag" and "fbox" [x, y, w, h]',
+                                  f"{show(box)} in {where}")
+        extra = box.get("extra", {})
+        if not isinstance(extra, dict):
+            raise DataFormatError(source, '"extra" as a JSON object', f"{show(extra)} in {where}")
+        known = isinstance(box["tag"], str) and box["tag"] in PERSON_CLASSES
+        tag = PERSON_CLASSES.index(box["tag"]) if known else -1
+        if extra.get("ignore", 0) != 0:
+            tag = -1
+        x, y, w, h = number_list(box["fbox"], 4, source, "fbox", where)
         rows.append([x, y, x + w, y + h, tag])
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    boxes = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    _check_rows(boxes, source, "gtboxes", (("fbox", 0), ("fbox", 1), ("fbox", "2 (x + w)"),
+                                           ("fbox", "3 (y + h)"), ("tag", 0)), record)
+    return boxes
 
 
 def dt_boxes_from_record(record: dict[str, Any], source: str = "") -> np.ndarray:
-    """(D, 5) detections in x1y1x2y2 + score."""
+    """(D, 5) detections in x1y1x2y2 + score; boxes and scores must be finite numbers."""
+    source = source or str(record.get("ID"))
     rows = []
-    for box in record.get("dtboxes", []):
-        try:
-            x, y, w, h = (float(v) for v in box["box"])
-            rows.append([x, y, x + w, y + h, float(box["score"])])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataFormatError(source or record["ID"], 'dtboxes with "box" [x, y, w, h] and "score"',
-                                  repr(box)[:120]) from exc
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    for index, box in enumerate(_box_list(record, "dtboxes", source)):
+        where = f"dtboxes[{index}] (ID {show(record.get('ID'))})"
+        if not isinstance(box, dict) or "box" not in box or "score" not in box:
+            raise DataFormatError(source, 'dtboxes with "box" [x, y, w, h] and "score"',
+                                  f"{show(box)} in {where}")
+        values = box["box"]
+        if not isinstance(values, list) or len(values) != 4 or not all(map(is_number, values)):
+            number_list(values, 4, source, "box", where)  # raises, naming the element
+        if not is_number(box["score"]):
+            finite_number(box["score"], source, "score", where)  # raises
+        x, y, w, h = (float(v) for v in values)
+        rows.append([x, y, x + w, y + h, float(box["score"])])
+    boxes = np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+    _check_rows(boxes, source, "dtboxes", (("box", 0), ("box", 1), ("box", "2 (x + w)"),
+                                           ("box", "3 (y + h)"), ("score", 0)), record)
+    return boxes
+
+
+def _image_size(record: dict[str, Any], source: str, image_id: str) -> tuple[int, int]:
+    sizes = []
+    for key in ("height", "width"):
+        value = record.get(key)
+        if not is_number(value) or not math.isfinite(float(value)) or float(value) != int(value) or value < 1:
+            raise DataFormatError(source, f'"height" and "width" as positive integers in the record of ID '
+                                  f"{image_id!r}", f"{key} {show(value)}")
+        sizes.append(int(value))
+    return sizes[0], sizes[1]
 
 
 def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -172,7 +250,10 @@ def ap_mr(images: Sequence[ImageEval]) -> dict[str, float]:
     tp = np.cumsum(flags == 1).astype(np.float64)
     fp = np.cumsum(flags == 0).astype(np.float64)
     if len(flags) == 0 or positives <= 0:
-        return {"AP": 0.0 if positives > 0 else float("nan"), "MR": float("nan"),
+        # No GT person: both undefined (NaN; ``evaluate`` refuses such a GT). No detection left (none, or
+        # all swallowed by ignore regions): every person is missed at every FPPI, so AP 0 and MR 1 (the
+        # reference has no value here: it indexes an empty list).
+        return {"AP": 0.0 if positives > 0 else float("nan"), "MR": 1.0 if positives > 0 else float("nan"),
                 "num_gt": float(positives), "num_images": float(len(images))}
     recall = tp / positives
     precision = tp / (tp + fp)
@@ -230,33 +311,50 @@ def jaccard_index(images: Sequence[ImageEval], threshold: float = MATCH_IOU) -> 
 
 def build_images(gt_records: Iterable[dict[str, Any]], pred_records: Iterable[dict[str, Any]],
                  gt_source: str = "GT", pred_source: str = "predictions") -> list[ImageEval]:
-    """Join GT and result records by ``ID`` (GT order); clip both to the size in the result record."""
-    predictions: dict[str, dict[str, Any]] = {}
-    for record in pred_records:
-        predictions[str(record["ID"])] = record
-    images = []
-    gt_ids = set()
-    for record in gt_records:
+    """Join GT and result records by ``ID`` (GT order); clip both to the size in the result record.
+
+    Checked first: one record per ID on each side, every result ID in the GT, finite boxes and scores,
+    positive integer sizes; errors name ``file:line`` when the records come from ``read_odgt``.
+    """
+    gt_records = gt_records if isinstance(gt_records, list) else list(gt_records)
+    pred_records = pred_records if isinstance(pred_records, list) else list(pred_records)
+    predictions: dict[str, tuple[int, dict[str, Any]]] = {}
+    for index, record in enumerate(pred_records):
+        where = _where(pred_records, index, pred_source)
+        if not isinstance(record, dict) or "ID" not in record:
+            raise DataFormatError(where, 'a JSON object with "ID" per result record', show(record))
         image_id = str(record["ID"])
-        gt_ids.add(image_id)
+        if image_id in predictions:
+            first = _where(pred_records, predictions[image_id][0], pred_source)
+            raise DataFormatError(where, "one result record per ID",
+                                  f"ID {image_id!r} again (first at {first})")
+        predictions[image_id] = (index, record)
+    images = []
+    gt_ids: dict[str, int] = {}
+    for gt_index, record in enumerate(gt_records):
+        gt_where = _where(gt_records, gt_index, gt_source)
+        if not isinstance(record, dict) or "ID" not in record:
+            raise DataFormatError(gt_where, 'a JSON object with "ID" per GT record', show(record))
+        image_id = str(record["ID"])
+        if image_id in gt_ids:
+            raise DataFormatError(gt_where, "one GT record per ID", f"ID {image_id!r} again")
+        gt_ids[image_id] = gt_index
         if image_id not in predictions:
             raise DataFormatError(pred_source, f"a result record for every GT image (ID {image_id!r})",
                                   "no record with that ID")
-        pred = predictions[image_id]
-        try:
-            height, width = int(pred["height"]), int(pred["width"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataFormatError(pred_source, f'"height" and "width" in the record of ID {image_id!r}',
-                                  "missing or not integers") from exc
-        gt = gt_boxes_from_record(record, gt_source)
-        dt = dt_boxes_from_record(pred, pred_source)
+        index, pred = predictions[image_id]
+        where = _where(pred_records, index, pred_source)
+        height, width = _image_size(pred, where, image_id)
+        gt = gt_boxes_from_record(record, gt_where)
+        dt = dt_boxes_from_record(pred, where)
         gt[:, :4] = clip_boxes(gt[:, :4], height, width)
         dt[:, :4] = clip_boxes(dt[:, :4], height, width)
         images.append(ImageEval(image_id, gt, dt, height, width))
-    extra = set(predictions) - gt_ids
+    extra = [(index, image_id) for image_id, (index, _) in predictions.items() if image_id not in gt_ids]
     if extra:
-        raise DataFormatError(pred_source, "only IDs present in the GT",
-                              f"unknown IDs e.g. {sorted(extra)[:3]}")
+        index, image_id = min(extra)
+        raise DataFormatError(_where(pred_records, index, pred_source), "only IDs present in the GT",
+                              f"unknown ID {image_id!r} ({len(extra)} unknown)")
     return images
 
 
@@ -266,6 +364,9 @@ def evaluate(gt_records: Iterable[dict[str, Any]], pred_records: Iterable[dict[s
     images = build_images(gt_records, pred_records, gt_source, pred_source)
     if not images:
         raise UserError(f"{gt_source}: no images to score")
+    if not any((image.gt[:, 4] != -1).any() for image in images):
+        raise DataFormatError(gt_source, "at least one GT box that is not ignored (AP and MR^-2 are "
+                              "undefined without one)", f"none in {len(images)} images")
     scores = ap_mr(images)
     scores.update(jaccard_index(images))
     return scores

@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import copy
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,16 @@ from pycocotools.cocoeval import COCOeval
 
 from saip_bench.errors import DataFormatError, UserError
 from saip_bench.metrics.base import MetricCommand, register_metric_command
+from saip_bench.metrics.checks import (
+    check_range,
+    entry,
+    finite_number,
+    integer_id,
+    is_number,
+    load_json,
+    number_list,
+    show,
+)
 
 CATS_WITH_ATTRIBUTES = (10, 7, 0, 6, 5, 4, 9, 31, 33, 3, 12, 11, 1, 2, 8, 32, 29, 28)
 SUPER_CLASSES = ("o", "a", "p")
@@ -74,6 +83,205 @@ def binary_macro_f1(true: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+def rle_string_counts(counts: str) -> np.ndarray:
+    """The run lengths of a compressed COCO RLE string, decoded as pycocotools' ``rleFrString`` does.
+
+    Why in numpy: the C decoder reads past the end of a string whose last count is cut off, and
+    writes past the mask when the counts add up to more than height x width; a string is checked here
+    before pycocotools sees it. Raises ``ValueError`` saying what is wrong.
+    """
+    try:
+        raw = np.frombuffer(counts.encode("ascii"), dtype=np.uint8).astype(np.int64)
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"a non-ASCII character at offset {exc.start}") from None
+    if raw.size == 0:
+        raise ValueError("empty counts")
+    c = raw - 48
+    outside = (c < 0) | (c > 63)
+    if outside.any():
+        raise ValueError(f"character {chr(int(raw[np.argmax(outside)]))!r} outside '0'..'o'")
+    more = (c & 0x20) != 0
+    if more[-1]:
+        raise ValueError("a last count cut off")
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > 6:
+        raise ValueError("a count longer than 6 characters")
+    group = np.repeat(np.arange(ends.size), lengths)
+    shift = 5 * (np.arange(c.size) - starts[group])
+    x = np.zeros(ends.size, dtype=np.int64)
+    np.add.at(x, group, (c & 0x1F) << shift)
+    negative = (c[ends] & 0x10) != 0
+    x[negative] |= np.left_shift(-1, 5 * lengths[negative])
+    runs = x.copy()  # counts from index 3 on are deltas to the count two before
+    runs[1::2] = np.cumsum(x[1::2])
+    runs[2::2] = np.cumsum(x[2::2])
+    return runs
+
+
+def check_segmentation(segm: Any, height: int, width: int, rle_only: bool, source: str, where: str) -> None:
+    """A mask pycocotools can read safely: a compressed RLE ``{size: [h, w], counts: str}``, an
+    uncompressed RLE (counts a list) or polygons (lists of >= 3 finite x, y pairs near the image), the
+    RLE size being the image's and its runs adding up to h x w. ``rle_only``: what ``loadRes`` accepts
+    for results without ``bbox`` (it reads the area of a compressed RLE)."""
+    field = f"segmentation of {where}"
+    if isinstance(segm, dict):
+        size, counts = segm.get("size"), segm.get("counts")
+        if not isinstance(size, list) or len(size) != 2 or [height, width] != size \
+                or not all(is_number(v) for v in size):
+            raise DataFormatError(source, f"RLE size [height, width] = [{height}, {width}] (the image's)",
+                                  f"size {show(size)} in {field}")
+        if isinstance(counts, str):
+            try:
+                runs = rle_string_counts(counts)
+            except ValueError as exc:
+                raise DataFormatError(source, "compressed RLE counts (pycocotools' string encoding)",
+                                      f"{exc} in {field}") from None
+        elif isinstance(counts, list) and not rle_only:
+            if not all(is_number(v) and float(v) == int(v) for v in counts):
+                raise DataFormatError(source, "RLE counts as integers", f"{show(counts)} in {field}")
+            runs = np.asarray(counts, dtype=np.int64)
+        else:
+            kind = "a compressed RLE string" if rle_only else "a string or a list of run lengths"
+            raise DataFormatError(source, f"RLE counts as {kind}", f"{show(counts)} in {field}")
+        if runs.size == 0:
+            raise DataFormatError(source, "RLE counts with at least one run", f"no runs in {field}")
+        if (runs < 0).any() or int(runs.sum()) != height * width:
+            raise DataFormatError(source, f"RLE runs >= 0 adding up to height x width = {height * width}",
+                                  f"runs adding up to {int(runs.sum())} (smallest {int(runs.min())}) "
+                                  f"in {field}")
+        return
+    if rle_only or not isinstance(segm, list) or not segm:
+        wanted = "an RLE {size, counts}" if rle_only else "an RLE {size, counts} or a list of polygons"
+        raise DataFormatError(source, wanted, f"{show(segm)} in {field}")
+    low, high = -float(max(height, width)), 2.0 * max(height, width)
+    for index, polygon in enumerate(segm):
+        points = number_list(polygon, None, source, f"polygon {index}", field)
+        if points.size < 6 or points.size % 2:
+            raise DataFormatError(source, "polygons of at least 3 (x, y) points",
+                                  f"{points.size} numbers in polygon {index} of {field}")
+        check_range(points, low, high, source, f"polygon {index} of {field}",
+                    " (within one image size of the image)")
+
+
+def _check_box(box: Any, height: int, width: int, source: str, where: str) -> None:
+    x, y, w, h = number_list(box, 4, source, "bbox", where)
+    size = float(max(height, width))
+    corners = np.array([x, y, x + w, y + h])
+    check_range(corners, -size, 2 * size, source, f"bbox corners (x, y, x + w, y + h) of {where}",
+                " (within one image size of the image)")
+
+
+def _known_ids(dataset: dict[str, Any], key: str, label: str, source: str) -> dict[int, dict[str, Any]]:
+    items = dataset[key]
+    if not isinstance(items, list):
+        raise DataFormatError(source, f'"{key}" as a list', type(items).__name__)
+    out = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or "id" not in item:
+            raise DataFormatError(source, f'an "id" in every {label}', f"{show(item)} in {label} {index}")
+        out[integer_id(item["id"], source, "id", f"{label} {index}")] = item
+    return out
+
+
+def _image_sizes(dataset: dict[str, Any], source: str) -> dict[int, tuple[int, int]]:
+    sizes = {}
+    for image_id, image in _known_ids(dataset, "images", "image", source).items():
+        where = f"image {image_id}"
+        height = integer_id(image.get("height"), source, "height", where)
+        width = integer_id(image.get("width"), source, "width", where)
+        if height < 1 or width < 1:
+            raise DataFormatError(source, "positive image height and width", f"{height} x {width} in {where}")
+        sizes[image_id] = (height, width)
+    return sizes
+
+
+def _check_attributes(ids: Any, attributes: Any, source: str, where: str) -> None:
+    if not isinstance(ids, list):
+        raise DataFormatError(source, "attribute_ids as a list", f"{show(ids)} in {where}")
+    for index, value in enumerate(ids):
+        if integer_id(value, source, "attribute_ids", where) not in attributes:
+            raise DataFormatError(source, "attribute ids listed in the GT's attributes",
+                                  f"attribute id {show(value)} at index {index} of attribute_ids in {where}")
+
+
+def check_ground_truth(dataset: dict[str, Any], source: str) -> None:
+    """Ids, image sizes, attribute ids, areas, boxes and masks of a Fashionpedia GT (what COCOeval reads)."""
+    sizes = _image_sizes(dataset, source)
+    categories = _known_ids(dataset, "categories", "category", source)
+    attributes = _known_ids(dataset, "attributes", "attribute", source)
+    annotations = dataset["annotations"]
+    if not isinstance(annotations, list):
+        raise DataFormatError(source, '"annotations" as a list', type(annotations).__name__)
+    for index, ann in enumerate(annotations):
+        where = f"annotation {index}"
+        if not isinstance(ann, dict):
+            raise DataFormatError(source, "every annotation as a JSON object", f"{show(ann)} in {where}")
+        where = entry(index, ann).replace("entry", "annotation", 1)
+        for key in ("id", "image_id", "category_id", "segmentation", "area", "iscrowd", "attribute_ids"):
+            if key not in ann:
+                raise DataFormatError(source, f'"{key}" in every annotation', f"none in {where}")
+        integer_id(ann["id"], source, "id", where)
+        image_id = integer_id(ann["image_id"], source, "image_id", where)
+        if image_id not in sizes:
+            raise DataFormatError(source, "annotations of listed images", f"image_id {image_id} in {where}")
+        if integer_id(ann["category_id"], source, "category_id", where) not in categories:
+            raise DataFormatError(source, "annotations of listed categories",
+                                  f"category_id {show(ann['category_id'])} in {where}")
+        _check_attributes(ann["attribute_ids"], attributes, source, where)
+        finite_number(ann["area"], source, "area", where)
+        if ann["iscrowd"] not in (0, 1) or isinstance(ann["iscrowd"], float):
+            raise DataFormatError(source, "iscrowd 0 or 1", f"{show(ann['iscrowd'])} in {where}")
+        height, width = sizes[image_id]
+        check_segmentation(ann["segmentation"], height, width, False, source, where)
+        if "bbox" in ann:
+            _check_box(ann["bbox"], height, width, source, where)
+
+
+def check_results(dataset: dict[str, Any], results: Any, source: str,
+                  cats_with_attributes: Sequence[int] = CATS_WITH_ATTRIBUTES) -> None:
+    """Each result as ``Fashionpedia.loadRes`` and the evaluator read it, checked against the GT: ids of
+    the GT, a finite score, attribute ids of the GT, a finite box near the image, a mask pycocotools can
+    read safely (an RLE of the image's size when results have no boxes)."""
+    if not isinstance(results, list):
+        raise DataFormatError(source, "a JSON list of results", type(results).__name__)
+    sizes = {int(image["id"]): (int(image["height"]), int(image["width"])) for image in dataset["images"]}
+    categories = {int(cat["id"]) for cat in dataset["categories"]}
+    attributes = {int(att["id"]) for att in dataset["attributes"]}
+    with_attributes = set(cats_with_attributes)
+    with_boxes = bool(results) and isinstance(results[0], dict) and "bbox" in results[0]
+    for index, item in enumerate(results):
+        if not isinstance(item, dict):
+            raise DataFormatError(source, "every result as a JSON object", f"{show(item)} in entry {index}")
+        where = entry(index, item)
+        for key in ("image_id", "category_id", "score"):
+            if key not in item:
+                raise DataFormatError(source, f'results with "{key}"', f"keys {sorted(item)} in {where}")
+        image_id = integer_id(item["image_id"], source, "image_id", where)
+        if image_id not in sizes:
+            raise DataFormatError(source, "image ids of the GT file", f"image_id {image_id} in {where}")
+        category = integer_id(item["category_id"], source, "category_id", where)
+        if category not in categories:
+            raise DataFormatError(source, "category ids of the GT file", f"category_id {category} in {where}")
+        finite_number(item["score"], source, "score", where)
+        if "attribute_ids" in item:
+            _check_attributes(item["attribute_ids"], attributes, source, where)
+        elif category in with_attributes:
+            raise DataFormatError(source, f'"attribute_ids" in every result of category {category}',
+                                  f"none in {where}")
+        height, width = sizes[image_id]
+        if with_boxes or "bbox" in item:
+            if "bbox" not in item:
+                raise DataFormatError(source, '"bbox" in every result (the first one has it)',
+                                      f"none in {where}")
+            _check_box(item["bbox"], height, width, source, where)
+        if "segmentation" in item or not with_boxes:
+            if "segmentation" not in item:
+                raise DataFormatError(source, 'results with "bbox" or "segmentation"', f"neither in {where}")
+            check_segmentation(item["segmentation"], height, width, not with_boxes, source, where)
+
+
 def load_ground_truth(source: str | Path | dict[str, Any]) -> COCO:
     """A COCO index of the GT file plus ``attrs`` (attribute id -> record, file order)."""
     if isinstance(source, dict):
@@ -81,9 +289,12 @@ def load_ground_truth(source: str | Path | dict[str, Any]) -> COCO:
     else:
         name = str(source)
         dataset = _read_json(source, "a Fashionpedia annotation JSON (COCO + attributes)")
+    if not isinstance(dataset, dict):
+        raise DataFormatError(name, "a COCO JSON object (Fashionpedia schema)", type(dataset).__name__)
     for key in ("images", "annotations", "categories", "attributes"):
         if key not in dataset:
             raise DataFormatError(name, f'a COCO JSON with "{key}" (Fashionpedia schema)', "key missing")
+    check_ground_truth(dataset, name)
     gt = COCO()
     gt.dataset = dataset
     with _quiet():
@@ -95,18 +306,16 @@ def load_ground_truth(source: str | Path | dict[str, Any]) -> COCO:
     return gt
 
 
-def load_results(gt: COCO, results: Sequence[dict[str, Any]], source: str = "results") -> COCO:
-    """Fashionpedia ``loadRes``: ids 1.., iscrowd 0, area from bbox (when given) or from the mask."""
+def load_results(gt: COCO, results: Sequence[dict[str, Any]], source: str = "results",
+                 checked: bool = False) -> COCO:
+    """Fashionpedia ``loadRes``: ids 1.., iscrowd 0, area from bbox (when given) or from the mask.
+
+    The results are checked first (``check_results``) unless the caller did (``checked``)."""
     anns = copy.deepcopy(list(results))
     if not anns:
         raise UserError(f"{source}: no detections to score")
-    known_images = set(gt.getImgIds())
-    for ann in anns:
-        for key in ("image_id", "category_id", "score"):
-            if key not in ann:
-                raise DataFormatError(source, f'results with "{key}"', f"keys {sorted(ann)}")
-        if ann["image_id"] not in known_images:
-            raise DataFormatError(source, "image ids of the GT file", f"image_id {ann['image_id']}")
+    if not checked:
+        check_results(gt.dataset, anns, source)
     res = COCO()
     res.dataset["images"] = list(gt.dataset["images"])
     if "bbox" in anns[0] and not anns[0]["bbox"] == []:
@@ -432,9 +641,11 @@ def evaluate(gt_source: str | Path | dict[str, Any], results: str | Path | Seque
         raise DataFormatError(str(results), "a JSON list of results", type(results_list).__name__)
     source = str(results) if isinstance(results, (str, Path)) else "results"
     out: dict[str, float] = {}
-    for iou_type in iou_types:
+    for number, iou_type in enumerate(iou_types):
         gt = load_ground_truth(copy.deepcopy(gt_source) if isinstance(gt_source, dict) else gt_source)
-        dt = load_results(gt, results_list, source)
+        if number == 0 and results_list:
+            check_results(gt.dataset, results_list, source, cats_with_attributes)
+        dt = load_results(gt, results_list, source, checked=True)
         summary = FashionpediaEval(gt, dt, iou_type, cats_with_attributes).run()
         for setting, values in summary.items():
             prefix = f"{iou_type}/" if setting == "iou+f1" else f"{iou_type}/{setting}/"
@@ -444,13 +655,7 @@ def evaluate(gt_source: str | Path | dict[str, Any], results: str | Path | Seque
 
 
 def _read_json(path: str | Path, expected: str) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise DataFormatError(path, expected, "nothing at that path") from exc
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(path, expected, f"invalid JSON ({exc})") from exc
+    return load_json(path, expected)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
+import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,15 @@ import numpy as np
 
 from saip_bench.errors import DataFormatError, UserError
 from saip_bench.metrics.base import MetricCommand, register_metric_command
+from saip_bench.metrics.checks import (
+    entry,
+    finite_number,
+    first_false,
+    integer_id,
+    load_json,
+    number_list,
+    show,
+)
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 
@@ -48,41 +57,132 @@ HAND_SIGMAS = [
     0.029, 0.022, 0.035, 0.037, 0.047, 0.026, 0.025, 0.024, 0.035, 0.018, 0.024, 0.022, 0.026, 0.017, 0.021,
     0.021, 0.032, 0.02, 0.019, 0.022, 0.031,
 ]
+NUMBER_TYPES = {int, float}  # what JSON numbers load as (bool is checked out: type(True) is bool)
 WHOLEBODY_SIGMAS = np.array(list(COCO_SIGMAS) + FOOT_SIGMAS + FACE_SIGMAS + HAND_SIGMAS + HAND_SIGMAS)
 
 
 def _load_json(path: str | Path, expected: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError as exc:
-        raise DataFormatError(path, expected, "nothing at that path") from exc
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataFormatError(path, expected, f"unreadable JSON ({exc})") from exc
+    return load_json(path, expected)
+
+
+def _number_rows(
+    rows: list[Any], length: int, source: str, field: str, where_of: Callable[[int], str],
+    kind: str = "result",
+) -> None:
+    """Every row a list of ``length`` finite numbers; one vectorised finiteness check over all rows.
+    ``where_of(i)`` names row ``i`` in a message (only built on an error)."""
+    for index, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != length:
+            found = "missing" if row is None else (
+                f"{len(row)} numbers" if isinstance(row, list) else repr(row)[:40])
+            raise DataFormatError(source, f"'{field}' with {length} numbers in every {kind}",
+                                  f"{where_of(index)}: {found}")
+        if not set(map(type, row)) <= NUMBER_TYPES:
+            number_list(row, length, source, field, where_of(index))  # raises, naming the element
+    if not rows:
+        return
+    values = np.asarray(rows, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.all():
+        row, column = first_false(finite)
+        raise DataFormatError(source, f"{field} as finite numbers",
+                              f"{show(values[row, column])} at index {column} of {where_of(row)}")
 
 
 def load_results(
     results: str | Path | Sequence[dict[str, Any]], keys: dict[str, int]
 ) -> list[dict[str, Any]]:
-    """Results from a file or a list, checked: ``image_id``, ``score`` and each key with ``3 * n`` numbers."""
+    """Results from a file or a list, checked: an integer ``image_id``, a finite ``score``, each key with
+    ``3 * n`` finite numbers (x, y, score), an optional integer ``category_id`` (default 1) and, when the
+    first result has a ``bbox``, a finite ``bbox`` in every result (pycocotools then reads areas from it).
+    Ids are checked against the GT in ``check_result_ids``."""
     source = str(results) if isinstance(results, (str, Path)) else "<results>"
     data = _load_json(results, "a COCO keypoint results JSON list") if isinstance(results, (str, Path)) \
         else list(results)
     if not isinstance(data, list):
         raise DataFormatError(source, "a JSON list of {image_id, category_id, keypoints, score}",
                               type(data).__name__)
+    with_bbox = bool(data) and isinstance(data[0], dict) and "bbox" in data[0] and data[0]["bbox"] != []
     for index, item in enumerate(data):
         if not isinstance(item, dict) or "image_id" not in item or "score" not in item:
             raise DataFormatError(source, "every result to have image_id and score",
                                   f"entry {index}: {item!r:.80}")
-        for key, count in keys.items():
-            values = item.get(key)
-            if not isinstance(values, list) or len(values) != 3 * count:
-                found = "missing" if values is None else (
-                    f"{len(values)} numbers" if isinstance(values, list) else repr(values))
-                raise DataFormatError(source, f"'{key}' with {3 * count} numbers in every result",
-                                      f"entry {index}: {found}")
-        item.setdefault("category_id", 1)
+        image_id, category, score = item["image_id"], item.setdefault("category_id", 1), item["score"]
+        if type(image_id) is int and type(category) is int and type(score) in NUMBER_TYPES \
+                and math.isfinite(score) and not with_bbox and "segmentation" not in item \
+                and "caption" not in item:
+            continue  # the common case, checked without building messages
+        where = entry(index, item)
+        integer_id(image_id, source, "image_id", where)
+        integer_id(category, source, "category_id", where)
+        finite_number(score, source, "score", where)
+        for key in ("segmentation", "caption"):
+            if key in item:
+                raise DataFormatError(source, f"keypoint results without '{key}' (pycocotools would read "
+                                      "them as another result type)", f"'{key}' in {where}")
+        if with_bbox:
+            number_list(item.get("bbox"), 4, source, "bbox", where)
+    for key, count in keys.items():
+        _number_rows([item.get(key) for item in data], 3 * count, source, key, lambda i: entry(i, data[i]))
     return data
+
+
+def check_gt(data: Any, source: str, keys: dict[str, int]) -> None:
+    """The GT fields COCOeval reads: image/category/annotation ids, each keypoint key with ``3 * n``
+    finite numbers, a finite ``area`` and ``bbox``, ``num_keypoints``; annotations of listed images."""
+    if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
+        raise DataFormatError(source, "a COCO JSON with images, annotations and categories",
+                              f"keys {sorted(data) if isinstance(data, dict) else type(data).__name__}")
+    known: dict[str, set[int]] = {}
+    for part, label in (("images", "image"), ("categories", "category")):
+        if not isinstance(data[part], list):
+            raise DataFormatError(source, f"'{part}' as a list", type(data[part]).__name__)
+        known[part] = set()
+        for index, item in enumerate(data[part]):
+            where = f"{label} {index}"
+            if not isinstance(item, dict) or "id" not in item:
+                raise DataFormatError(source, f"an 'id' in every {label}", f"{repr(item)[:60]} in {where}")
+            known[part].add(integer_id(item["id"], source, "id", where))
+    annotations = data["annotations"]
+    if not isinstance(annotations, list):
+        raise DataFormatError(source, "'annotations' as a list", type(annotations).__name__)
+    wheres = []
+    for index, ann in enumerate(annotations):
+        where = entry(index, ann).replace("entry", "annotation", 1)
+        wheres.append(where)
+        if not isinstance(ann, dict):
+            raise DataFormatError(source, "every annotation as a JSON object", f"{repr(ann)[:60]} in {where}")
+        for key in ("id", "image_id", "category_id", "area", "bbox", "num_keypoints"):
+            if key not in ann:
+                raise DataFormatError(source, f"'{key}' in every annotation", f"none in {where}")
+        integer_id(ann["id"], source, "id", where)
+        if integer_id(ann["image_id"], source, "image_id", where) not in known["images"]:
+            raise DataFormatError(source, "annotations of images listed in 'images'",
+                                  f"image_id {ann['image_id']} in {where}")
+        if integer_id(ann["category_id"], source, "category_id", where) not in known["categories"]:
+            raise DataFormatError(source, "annotations of categories listed in 'categories'",
+                                  f"category_id {ann['category_id']} in {where}")
+        finite_number(ann["area"], source, "area", where)
+        finite_number(ann["num_keypoints"], source, "num_keypoints", where)
+        if "iscrowd" in ann and not isinstance(ann["iscrowd"], (int, float)):
+            raise DataFormatError(source, "'iscrowd' as 0 or 1", f"{repr(ann['iscrowd'])[:40]} in {where}")
+        number_list(ann["bbox"], 4, source, "bbox", where)
+    for key, count in keys.items():
+        _number_rows([ann.get(key) for ann in annotations], 3 * count, source, key, wheres.__getitem__,
+                     "annotation")
+
+
+def check_result_ids(detections: list[dict[str, Any]], gt: Any, source: str) -> None:
+    """Every result's ``image_id`` and ``category_id`` exist in the GT (pycocotools would assert, or
+    silently drop the result)."""
+    images, categories = set(gt.getImgIds()), set(gt.getCatIds())
+    for index, item in enumerate(detections):
+        if item["image_id"] not in images:
+            raise DataFormatError(source, "image ids of the GT file",
+                                  f"image_id {item['image_id']!r} in entry {index}")
+        if item["category_id"] not in categories:
+            raise DataFormatError(source, f"category ids of the GT file ({sorted(categories)[:5]})",
+                                  f"category_id {item['category_id']!r} in {entry(index, item)}")
 
 
 def _summarize(evaluator: Any) -> dict[str, float]:
@@ -119,7 +219,8 @@ def coco_keypoint_ap(
 
     detections = load_results(results, {"keypoints": 17})
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = _coco_or_error(COCO, gt_file)
+        gt = _coco_or_error(COCO, gt_file, {"keypoints": 17})
+    check_result_ids(detections, gt, _source(results))
     ids = _image_ids(gt, image_ids)
     if not detections:
         return dict.fromkeys(STAT_NAMES, 0.0)
@@ -130,11 +231,19 @@ def coco_keypoint_ap(
     return _summarize(evaluator)
 
 
-def _coco_or_error(coco_cls: Any, gt_file: str | Path) -> Any:
+def _source(results: Any) -> str:
+    return str(results) if isinstance(results, (str, Path)) else "<results>"
+
+
+def _coco_or_error(coco_cls: Any, gt_file: str | Path, keys: dict[str, int]) -> Any:
     data = _load_json(gt_file, "a COCO keypoint annotation JSON")
-    if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
-        raise DataFormatError(gt_file, "a COCO JSON with images, annotations and categories",
-                              f"keys {sorted(data) if isinstance(data, dict) else type(data).__name__}")
+    if isinstance(data, dict) and {"images", "annotations", "categories"} <= set(data) \
+            and data["annotations"] and isinstance(data["annotations"][0], dict) \
+            and set(keys) - {"keypoints"} and not set(keys) <= set(data["annotations"][0]):
+        missing = [key for key in keys if key not in data["annotations"][0]]
+        raise DataFormatError(gt_file, "COCO-WholeBody annotations (foot_kpts, face_kpts, lefthand_kpts, "
+                              "righthand_kpts)", f"no {', '.join(missing)}")
+    check_gt(data, str(gt_file), keys)
     coco = coco_cls()
     coco.dataset = data
     coco.createIndex()
@@ -164,14 +273,11 @@ def wholebody_ap(
     from xtcocotools.coco import COCO
     from xtcocotools.cocoeval import COCOeval
 
-    detections = load_results(results, {key: count for _, key, count in WHOLEBODY_PARTS})
+    keys = {key: count for _, key, count in WHOLEBODY_PARTS}
+    detections = load_results(results, keys)
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = _coco_or_error(COCO, gt_file)
-    first = next(iter(gt.anns.values()), {})
-    missing = [key for _, key, _ in WHOLEBODY_PARTS[1:] if gt.anns and key not in first]
-    if missing:
-        raise DataFormatError(gt_file, "COCO-WholeBody annotations (foot_kpts, face_kpts, lefthand_kpts, "
-                              "righthand_kpts)", f"no {', '.join(missing)}")
+        gt = _coco_or_error(COCO, gt_file, keys)
+    check_result_ids(detections, gt, _source(results))
     ids = _image_ids(gt, image_ids)
     parts = [name for name, _, _ in WHOLEBODY_PARTS] + ["wholebody"]
     if not detections:

@@ -9,6 +9,8 @@ class absent from both GT and prediction counts as 0. Values are fractions in [0
 from __future__ import annotations
 
 import argparse
+import struct
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,10 @@ from PIL import Image, UnidentifiedImageError
 
 from saip_bench.errors import DataFormatError, UserError
 from saip_bench.metrics.base import MetricCommand, register_metric_command
+from saip_bench.metrics.checks import describe_index, first_false
 
 IGNORE_INDEX = 255
+MAX_CLASSES = 256
 
 
 def confusion_matrix(
@@ -38,11 +42,28 @@ def confusion_matrix(
     gt_kept = gt[keep].astype(np.int64)
     pred_kept = pred[keep].astype(np.int64)
     if gt_kept.size and (gt_kept.min() < 0 or gt_kept.max() >= num_classes):
-        raise ValueError(f"GT holds values outside [0, {num_classes}) other than {ignore_index}")
+        raise ValueError(f"GT holds values outside [0, {num_classes}) other than {ignore_index}: "
+                         f"{_first_outside(gt, keep, num_classes)}")
     if pred_kept.size and (pred_kept.min() < 0 or pred_kept.max() >= num_classes):
-        raise ValueError(f"prediction holds values outside [0, {num_classes})")
+        raise ValueError(f"prediction holds values outside [0, {num_classes}): "
+                         f"{_first_outside(pred, keep, num_classes)}")
     counts = np.bincount(gt_kept * num_classes + pred_kept, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
+
+
+def _first_outside(labels: np.ndarray, keep: np.ndarray, num_classes: int) -> str:
+    """``42 at pixel (3, 4)``: the first counted value outside ``[0, num_classes)``, as (row, column)."""
+    bad = keep & ((labels < 0) | (labels >= num_classes))
+    index = first_false(~bad)
+    return f"{labels[index].item()} at pixel {describe_index(index)}"
+
+
+def check_num_classes(num_classes: int, option: str = "num_classes") -> None:
+    """Label PNGs hold 8-bit class ids: 1..256 classes (a larger count is a typo, and its confusion
+    matrix would not fit in memory)."""
+    if not isinstance(num_classes, (int, np.integer)) or not 1 <= num_classes <= MAX_CLASSES:
+        raise UserError(f"{option} must be in 1..{MAX_CLASSES} (label PNGs hold 8-bit class ids), "
+                        f"got {num_classes!r}")
 
 
 def scores_from_confusion(
@@ -68,6 +89,11 @@ def scores_from_confusion(
     return scores
 
 
+# What Pillow raises on a file it cannot decode (truncated, corrupt chunks, a decompression bomb).
+IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, zlib.error,
+                struct.error, Image.DecompressionBombError)
+
+
 def read_label_png(path: str | Path) -> np.ndarray:
     """A single-channel label PNG (mode L or P: raw class ids) as a 2-D uint8 array."""
     try:
@@ -78,7 +104,7 @@ def read_label_png(path: str | Path) -> np.ndarray:
             return np.array(image)
     except FileNotFoundError as exc:
         raise DataFormatError(path, "a label PNG", "nothing at that path") from exc
-    except (UnidentifiedImageError, OSError) as exc:
+    except IMAGE_ERRORS as exc:
         raise DataFormatError(path, "a readable label PNG", f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -89,6 +115,7 @@ def evaluate_pairs(
     class_names: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Score ``(gt_png, pred_png)`` pairs with one confusion matrix over all of them."""
+    check_num_classes(num_classes)
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     count = 0
     for gt_path, pred_path in pairs:
@@ -146,6 +173,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _compute(args: argparse.Namespace) -> dict[str, Any]:
+    check_num_classes(args.num_classes, "--num-classes")
     names = args.class_names.split(",") if args.class_names else None
     if names is not None and len(names) != args.num_classes:
         raise UserError(f"--class-names has {len(names)} names for --num-classes {args.num_classes}")

@@ -31,6 +31,7 @@ import torch
 
 from saip_bench.errors import DataFormatError, UserError
 from saip_bench.metrics.base import MetricCommand, load_prediction_npz, register_metric_command
+from saip_bench.metrics.checks import check_finite, check_ids, check_range
 
 JUNK_PID = -1
 RANKS = (1, 5, 10)
@@ -99,26 +100,22 @@ def rank_summary(ranks: np.ndarray) -> tuple[int, float, float]:
 
 
 def as_id_vector(name: str, values: Any, length: int, source: str) -> np.ndarray:
+    """A 1-D id array of ``length`` as int64: integers, or floats that are exact integers."""
     array = np.asarray(values)
     if array.ndim != 1 or array.shape[0] != length:
         raise DataFormatError(source, f"{name} as a 1-D array of length {length}", f"shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer):
-        if not np.issubdtype(array.dtype, np.floating) or not np.all(np.equal(np.mod(array, 1), 0)):
-            raise DataFormatError(source, f"{name} as integers", f"dtype {array.dtype}")
-    return array.astype(np.int64)
+    return check_ids(array, source, name)
 
 
 def as_float_matrix(name: str, array: Any, source: str) -> torch.Tensor:
-    tensor = torch.as_tensor(np.asarray(array))
-    if tensor.ndim != 2 or not tensor.is_floating_point():
-        raise DataFormatError(
-            source, f"{name} as a 2-D float array", f"{tensor.dtype} shape {tuple(tensor.shape)}"
-        )
-    if tensor.dtype not in (torch.float32, torch.float64):
-        tensor = tensor.float()
-    if bool(torch.isnan(tensor).any()):
-        raise DataFormatError(source, f"{name} without NaN values", "NaN")
-    return tensor
+    """A 2-D float32/float64 tensor of finite values (NaN or +-inf name the first offending index)."""
+    array = np.asarray(array)
+    if array.ndim != 2 or array.dtype.kind != "f":
+        raise DataFormatError(source, f"{name} as a 2-D float array", f"{array.dtype} shape {array.shape}")
+    check_finite(array, source, name)
+    if array.dtype not in (np.float32, np.float64):
+        array = array.astype(np.float32 if array.dtype.itemsize < 4 else np.float64)
+    return torch.as_tensor(array)
 
 
 def rows_per_chunk(columns: int, chunk_size: int | None) -> int:
@@ -195,8 +192,12 @@ def evaluate_reid_features(
     """Same metrics from features, ranked by cosine similarity (the order of Euclidean distance on
     L2-normalised features, as torchreid with ``normalize_feature``), computed per chunk of queries:
     the (Q, G) matrix never exists as a whole."""
-    q = as_float_matrix("q_feats", q_feats, source).float()
-    g = as_float_matrix("g_feats", g_feats, source).float()
+    q = as_float_matrix("q_feats", q_feats, source)
+    g = as_float_matrix("g_feats", g_feats, source)
+    limit = float(np.finfo(np.float32).max)
+    for name, feats in (("q_feats", q), ("g_feats", g)):
+        check_range(feats.numpy(), -limit, limit, source, name, " (features are scored in float32)")
+    q, g = q.float(), g.float()
     if q.shape[1] != g.shape[1]:
         raise DataFormatError(
             source, "q_feats and g_feats of the same width", f"{q.shape[1]} vs {g.shape[1]}"
