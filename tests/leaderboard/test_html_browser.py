@@ -26,6 +26,8 @@ def browser(tmp_path_factory):
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
+    if not (CHROMIUM and DRIVER):
+        pytest.fail("CI=true but chromium/chromedriver are not on PATH (.ci/run installs them with apt-get)")
     options = Options()
     options.binary_location = CHROMIUM
     profile = tmp_path_factory.mktemp("chromium-profile")
