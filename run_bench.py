@@ -63,7 +63,10 @@ def default_workers(args: argparse.Namespace) -> int:
     """CPU-only and not under torchrun: one single-threaded worker per core (at most 4); else 1."""
     import torch
 
-    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", 1)) > 1 or args.shard != "1/1":
+    from saip_bench.commands.bench import resolve_shard
+
+    distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
+    if torch.cuda.is_available() or distributed or resolve_shard(args.shard) != (1, 1):
         return 1
     if args.dry_run or args.pretrain_only:
         return 1

@@ -8,7 +8,6 @@ alone writes records and checkpoints' markers.
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,14 @@ from saip_bench.bench.cost import CostMeter, backbone_cost
 from saip_bench.bench.plan import FAST_KINDS, Unit, filter_units, plan_units, shard_units
 from saip_bench.bench.presets import BenchPreset
 from saip_bench.bench.provenance import code_revision, data_fingerprint, device_description, package_versions
+from saip_bench.bench.schedule import (
+    DistInfo,
+    DistributedFault,
+    RankBoard,
+    agree_on_failure,
+    spread,
+    stop_message_on_signal,
+)
 from saip_bench.bench.store import OverwritePolicy, RecordStore, UnitStatus, needs_run
 from saip_bench.data.records import DatasetSplits
 from saip_bench.devices import speed_settings
@@ -34,35 +41,6 @@ from saip_bench.utils import atomic_write_text, bf16_is_fast, console, resolve_a
 
 STATUS_GLYPH = {"run": "[yellow]·[/]", "done": "[green]✓[/]", "stale-kept": "[magenta]~[/]",
                 "unsupported": "[dim]-[/]"}
-
-
-@dataclass
-class DistInfo:
-    """Process placement under ``torchrun`` (defaults: one process)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> DistInfo:
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def init(self) -> None:
-        if self.world_size > 1 and not torch.distributed.is_initialized():
-            cuda = torch.cuda.is_available()
-            if cuda:  # NCCL binds each rank to its GPU; without this every rank starts on GPU 0
-                torch.cuda.set_device(self.local_rank)
-            torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
-
-    def barrier(self) -> None:
-        if self.world_size > 1 and torch.distributed.is_initialized():
-            torch.distributed.barrier()
 
 
 @dataclass
@@ -341,14 +319,24 @@ class BenchRunner:
         if not todo:
             console.print("[green]nothing to run: every unit of the plan has a matching record[/]")
             return report
-        if self.dist.world_size > 1:
-            todo = self._spread_over_ranks(todo, report)
+        if self.dist.world_size == 1:
+            self._run_units(todo, report)
+        else:
+            self._run_distributed(todo, report)
+        if self.dist.is_main:
+            console.print(f"[bold]{len(report.written)} record(s) written, {len(report.failed)} failed[/] "
+                          f"-> {self.store.directory}")
+        return report
+
+    def _run_units(self, todo: list[Unit], report: BenchReport, board: RankBoard | None = None) -> None:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         visible = self.config.show_progress and self.dist.is_main
         with Progress(*columns, console=console, disable=not visible) as progress:
             overall = progress.add_task("[bold]benchmark units", total=len(todo))
             for unit in todo:
                 stage = progress.add_task(f"{unit.uid}: start", total=4)
+                if board is not None:
+                    board.set_unit(f"unit {unit.uid}")
                 try:
                     path = self.run_unit(unit, lambda text, s=stage, uid=unit.uid: progress.update(
                         s, description=f"{uid}: {text}", advance=1))
@@ -365,39 +353,58 @@ class BenchRunner:
                 finally:
                     progress.remove_task(stage)
                     progress.advance(overall)
-        if self.dist.world_size > 1:
-            self._gather_report(report)
-        if self.dist.is_main:
-            console.print(f"[bold]{len(report.written)} record(s) written, {len(report.failed)} failed[/] "
-                          f"-> {self.store.directory}")
-        return report
 
-    def _spread_over_ranks(self, todo: list[Unit], report: BenchReport) -> list[Unit]:
-        """Under torchrun: first every checkpoint the units need, each pretrained once by all ranks
-        together (DDP), then this rank's share of the units, one whole unit per process (rank r takes
-        units r, r + W, ...). No collective runs inside a unit, so ranks never wait on each other there.
-        Why not one unit data-parallel over all ranks: fine-tuning has no DDP yet (docs/benchmark.md)."""
+    def _run_distributed(self, todo: list[Unit], report: BenchReport) -> None:
+        """Under torchrun (the rules: saip_bench/bench/schedule.py): the shared pretrainings with every
+        rank, then this rank's share of the units, then rank 0 gathers the reports from files."""
+        board = RankBoard(Path(self.config.run_dir), self.dist)
+        board.start()
+        restore = stop_message_on_signal(board)
+        try:
+            mine = self._shared_phase(todo, board)
+            if self.dist.is_main:
+                world = self.dist.world_size
+                shares = [len(spread(todo, DistInfo(r, world))) for r in range(world)]
+                console.print(f"schedule: {self.dist.world_size} ranks; units spread one per process "
+                              f"(rank r runs units r, r+{self.dist.world_size}, ...): "
+                              + ", ".join(f"rank {r}: {n}" for r, n in enumerate(shares)))
+            self._run_units(mine, report, board)
+            board.finish([str(p) for p in report.written], report.failed)
+            if self.dist.is_main:
+                every = board.gather(lambda ranks, units: console.print(
+                    "waiting for " + ", ".join(f"rank {r} ({units[r]})" for r in ranks)))
+                report.written = [Path(p) for r in every for p in r["written"]]
+                report.failed = {uid: why for r in every for uid, why in r["failed"].items()}
+        finally:
+            board.stop()
+            restore()
+
+    def _shared_phase(self, todo: list[Unit], board: RankBoard) -> list[Unit]:
+        """Every checkpoint the units need, each pretrained once by all ranks together (DDP), in the same
+        order on every rank so the collectives pair up; the ranks agree on each outcome (a failure on
+        some ranks only stops the run: see ``agree_on_failure``). Then every fingerprint a unit asks for,
+        while all ranks are here (rank 0 reads, the others receive). Returns this rank's share."""
         needed: dict[str, Unit] = {}
         for unit in todo:
             needed.setdefault(self.checkpoint_key(unit), unit)
-        for unit in needed.values():  # the same order on every rank: the collectives pair up
+        for unit in needed.values():
+            board.set_unit(f"the pretraining of {unit.method}/{unit.backbone}")
+            error: Exception | None = None
             try:
                 self.checkpoint(unit)
             except (KeyboardInterrupt, SystemExit):
                 raise
+            except DistributedFault:
+                raise
             except Exception as exc:  # remembered by the cache: its units fail with this reason, once
-                console.print(f"[red]pretraining {unit.method}/{unit.backbone} failed[/]: {exc}")
-        for unit in todo:  # every fingerprint a unit or record asks for, while all ranks are here
+                error = exc
+            if agree_on_failure(error is not None, f"pretraining {unit.method}/{unit.backbone}", self.dist):
+                console.print(f"[red]rank {self.dist.rank}: pretraining {unit.method}/{unit.backbone} "
+                              f"failed[/]: {error}")
+        board.set_unit("the data fingerprints")
+        for unit in todo:
             self.fingerprint(unit.dataset, self.dataset_root(unit.dataset))
-        return todo[self.dist.rank::self.dist.world_size]
-
-    def _gather_report(self, report: BenchReport) -> None:
-        """Rank 0's report lists what every rank wrote and what failed."""
-        mine = ([str(p) for p in report.written], report.failed)
-        every: list[Any] = [None] * self.dist.world_size
-        torch.distributed.all_gather_object(every, mine)
-        report.written = [Path(p) for written, _ in every for p in written]
-        report.failed = {uid: why for _, failed in every for uid, why in failed.items()}
+        return spread(todo, self.dist)
 
     def _log_failure(self, unit: Unit) -> None:
         failure = Path(self.config.run_dir) / "failures" / f"{unit.uid}.txt"  # by the rank that ran it
@@ -419,6 +426,10 @@ class BenchRunner:
     def run_unit(self, unit: Unit, stage: Callable[[str], None] = lambda text: None) -> Path | None:
         """Run one unit and write its record (rank 0); returns the record path."""
         spec = self.hooks.resolved_specs()[unit.spec_key]
+        busy = self.store.claim(unit)  # issue 27, one owner per unit: None = ours (store.py, locks.py)
+        if busy is not None:
+            console.print(f"[yellow]unit {unit.uid} skipped[/]: {busy}")
+            return None
         stage("pretrained checkpoint")
         info = self.checkpoint(unit)
         stage("data")
@@ -492,6 +503,7 @@ class BenchRunner:
             n_samples=result.n_samples,
             limited=self.config.limit is not None,
             created_at=_now(),
+            uncertainty=result.uncertainty,  # bootstrap intervals (issue 26): filled by Task.run
         )
 
 

@@ -54,7 +54,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | N
         default=None,
         help="use this existing synthetic world as is (from `saip-bench data synth`); never regenerate it",
     )
-    parser.add_argument("--shard", default="1/1", help="run shard i of n (1-based), e.g. 2/4")
+    parser.add_argument(
+        "--shard",
+        default=None,
+        help="run shard i of n (1-based), e.g. 2/4; default: the job-array task in a SLURM job array "
+        "($SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT), else 1/1",
+    )
     parser.add_argument(
         "--limit",
         type=int,
@@ -100,9 +105,18 @@ def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | N
     )
 
 
+def resolve_shard(text: str | None) -> tuple[int, int]:
+    """``--shard`` as given, else the SLURM job-array task, else the whole plan."""
+    from saip_bench.bench.plan import parse_shard
+    from saip_bench.bench.schedule import slurm_array_shard
+
+    if text is not None:
+        return parse_shard(text)
+    return slurm_array_shard() or (1, 1)
+
+
 def config_from_args(args: argparse.Namespace):
     from saip_bench.bench.checkpoints import parse_checkpoint_overrides
-    from saip_bench.bench.plan import parse_shard
     from saip_bench.bench.presets import load_bench_preset
     from saip_bench.bench.runner import BenchConfig
     from saip_bench.bench.store import OverwritePolicy
@@ -122,7 +136,7 @@ def config_from_args(args: argparse.Namespace):
         pretrain_data=args.pretrain_data,
         world=args.world,
         checkpoints=parse_checkpoint_overrides(args.checkpoint),
-        shard=parse_shard(args.shard),
+        shard=resolve_shard(args.shard),
         limit=args.limit,
         overwrite=OverwritePolicy(args.overwrite),
         methods=args.methods,
