@@ -82,7 +82,9 @@ def run(config, args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     ok = execute(config, args)
-    if DistInfo.from_env().is_main and not args.no_leaderboard and not args.pretrain_only:
+    if not DistInfo.from_env().is_main:
+        return 0 if ok else 1  # rank 0 reports for every rank (its boards and summary line)
+    if not args.no_leaderboard and not args.pretrain_only:
         records = load_records([config.run_dir])
         if records:
             written = write_boards(records, args.leaderboard_out, compare="paper")

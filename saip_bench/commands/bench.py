@@ -201,9 +201,10 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def execute(config, args: argparse.Namespace) -> bool:
+def execute(config, args: argparse.Namespace, hooks=None) -> bool:
     """Run the plan in this process, as parallel workers, or only its pretraining; True when all went well."""
     from saip_bench.bench.runner import BenchRunner, run_bench
+    from saip_bench.bench.schedule import DistInfo
 
     if args.pretrain_only:
         BenchRunner(config).pretrain_only()
@@ -212,4 +213,7 @@ def execute(config, args: argparse.Namespace) -> bool:
         from saip_bench.bench.parallel import run_parallel
 
         return run_parallel(config, str(args.preset), args.workers)
-    return run_bench(config).ok
+    report = run_bench(config, hooks)
+    # Under torchrun rank 0's report covers every rank; another rank exiting non-zero for a failed unit
+    # would make torchrun stop the ranks still at work.
+    return report.ok or not DistInfo.from_env().is_main

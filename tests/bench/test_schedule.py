@@ -188,3 +188,15 @@ def test_two_nodes_meet_through_a_c10d_rendezvous(tmp_path):
     assert any("12 record(s) written, 0 failed" in " ".join(out.split()) for out in outputs)
     records = [json.loads(p.read_text()) for p in (tmp_path / "run" / "records").glob("*.json")]
     assert len(records) == 12 and {r["provenance"]["launch_world_size"] for r in records} == {2}
+
+
+def test_torchrun_failed_units_on_one_rank_do_not_stop_the_others(tmp_path):
+    """Rank 1 finishes early with failed units: it exits 0 (rank 0 reports for all), so torchrun does not
+    stop rank 0 mid-plan; rank 0 reports every failure and exits 1."""
+    launch = _torchrun("--standalone", "--nproc_per_node", "2")
+    proc = subprocess.run([*launch, str(tmp_path), "-", "market1501"], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 1 and "SIGTERM" not in said, said[-3000:]
+    assert "8 record(s) written, 4 failed" in said
+    assert len(list((tmp_path / "run" / "records").glob("*.json"))) == 8

@@ -1,11 +1,13 @@
 """``run_bench`` on the fake world, as a script for ``torchrun`` (tests/bench/test_schedule.py).
 
-Usage: ``torchrun ... tests/bench/torchrun_entry.py TMP [SLOW_DATASET]``: the unit of SLOW_DATASET (any
-seed) writes this rank's pid to ``TMP/slow.pid`` and sleeps, so a test can kill the rank mid-unit.
+Usage: ``torchrun ... tests/bench/torchrun_entry.py TMP [SLOW_DATASET [FAILING_DATASET]]``: the unit of
+SLOW_DATASET (any seed) writes this rank's pid to ``TMP/slow.pid`` and sleeps, so a test can kill the rank
+mid-unit; the units of FAILING_DATASET raise. The exit code is the one ``saip-bench bench`` gives.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -15,7 +17,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from saip_bench.bench.runner import BenchConfig, BenchHooks, run_bench  # noqa: E402
+from saip_bench.bench.runner import BenchConfig, BenchHooks  # noqa: E402
+from saip_bench.commands.bench import execute  # noqa: E402
 from tests.bench.fakes import (  # noqa: E402
     FAKE_SPECS,
     FakePretrainer,
@@ -43,15 +46,16 @@ class SlowTask(FakeTask):
 def main() -> int:
     torch.set_num_threads(1)
     tmp = Path(sys.argv[1])
-    SlowTask.tmp, SlowTask.slow = tmp, (sys.argv[2] if len(sys.argv) > 2 else None)
+    SlowTask.tmp, SlowTask.slow = tmp, (sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] != "-" else None)
+    FakeTask.fail_on = set(sys.argv[3:4])
     hooks = BenchHooks(specs=FAKE_SPECS, get_task=lambda name: SlowTask(), read_dataset=fake_read,
                        generate_world=fake_world, pretrainer=FakePretrainer(), backbone_loader=fake_loader,
                        method_unsupported=lambda m, b: None)
     config = BenchConfig(preset=PRESET, run_dir=tmp / "run", cache_dir=tmp / "cache", show_progress=False)
-    report = run_bench(config, hooks)
+    ok = execute(config, argparse.Namespace(pretrain_only=False, workers=1), hooks)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-    return 0 if report.ok else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
