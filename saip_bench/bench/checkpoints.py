@@ -2,28 +2,36 @@
 
 Why: pretraining dominates the cost of a benchmark; a checkpoint is keyed by everything that defines
 it (method, backbone, pretraining preset, steps, seed, pretraining-data fingerprint) and is built once,
-under a file lock so concurrent shards on a shared disk wait instead of training it twice.
+under an owner lock (``saip_bench.locks``: pid and host in the lock file) so concurrent shards or runs
+on a shared disk wait instead of training it twice, and are told whom they wait for.
+
+Provenance names a checkpoint by ``weights_hash``, a hash of its tensors (name, dtype, shape, bytes, in
+key order): equal weights give equal hashes whichever process wrote the file. ``sha256`` (the file's
+bytes) stays for old readers, but differs between processes for identical weights (the safetensors
+header's metadata order is not fixed).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
 from saip_bench.backbones import Backbone
-from saip_bench.errors import TrainingError, UserError
+from saip_bench.errors import DataFormatError, TrainingError, UserError
+from saip_bench.locks import default_wait, owner_lock
 from saip_bench.specs import stable_hash
 from saip_bench.utils import atomic_write_json, file_sha256
 
 MARKER = "checkpoint.json"
+PRETRAIN_WAIT_S = 72 * 3600.0  # how long a run waits for another process pretraining the same checkpoint
 
 
 class Pretrainer(Protocol):
@@ -44,9 +52,10 @@ class CheckpointInfo:
     steps: int | None
     key: str  # identity of the inputs (known before training)
     path: str  # exported backbone file
-    sha256: str  # content hash of that file (known after training)
+    sha256: str  # hash of that file's bytes (differs between processes for equal weights; see weights_hash)
     pretrain_wall_s: float = 0.0
     source: str = "cache"  # cache | user
+    weights_hash: str = ""  # hash of the tensors (stable for equal weights); "" in markers before issue 27
 
     def provenance(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,15 +69,43 @@ def checkpoint_key(method: str, backbone: str, preset: str, seed: int, steps: in
                         "steps": steps, "data": data_fingerprint, "bf16_native": bool(bf16_native)})
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def weights_hash(path: str | Path, length: int = 16) -> str:
+    """Hash of a checkpoint's tensors: name, dtype, shape and bytes of each, in sorted key order.
+
+    Why not the file's sha256: two processes saving identical weights write different safetensors
+    headers (metadata order), so provenance could not tell equal checkpoints. ``.safetensors`` is read
+    tensor by tensor; other files must be a ``torch.save``'d mapping of tensors (a state dict).
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+
+    def add(name: str, tensor: torch.Tensor) -> None:
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                for name in sorted(handle.keys()):
+                    add(name, handle.get_tensor(name))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state) if isinstance(state, Mapping) else state
+            if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+                raise DataFormatError(path, "a state dict (a mapping of names to tensors)",
+                                      type(state).__name__)
+            for name in sorted(state):
+                add(str(name), state[name])
+    except FileNotFoundError as exc:
+        raise DataFormatError(path, "checkpoint weights", "nothing at that path") from exc
+    except DataFormatError:
+        raise
+    except Exception as exc:  # safetensors / torch raise many types on corrupt files
+        raise DataFormatError(path, "readable checkpoint weights", f"{type(exc).__name__}: {exc}") from exc
+    return digest.hexdigest()[:length]
 
 
 def _process_group_size() -> int:
@@ -134,9 +171,14 @@ class CheckpointCache:
         # taking it hung the first pretraining: the holder waited in DDP for ranks blocked on the lock.
         group = _process_group_size() > 1
         leader = not group or torch.distributed.get_rank() == 0
-        lock = _file_lock(folder.with_name(folder.name + ".lock")) if leader else contextlib.nullcontext()
+        lock = owner_lock(
+            folder.with_name(folder.name + ".lock"), f"checkpoint cache entry {folder}",
+            f"pretraining {method}/{backbone} seed {seed}", wait=default_wait(PRETRAIN_WAIT_S),
+            hint="it is being pretrained; wait, or use another --cache-dir",
+        ) if leader else contextlib.nullcontext()
         with lock:
-            found = [self.lookup(method, backbone, preset, seed, key) if leader else None]
+            found = [self._with_weights_hash(self.lookup(method, backbone, preset, seed, key), folder)
+                     if leader else None]
             if group:
                 torch.distributed.broadcast_object_list(found, src=0)
             info = found[0]
@@ -149,7 +191,8 @@ class CheckpointCache:
                     self._failed[key] = f"{type(exc).__name__}: {exc}"
                     raise
                 info = CheckpointInfo(method, backbone, preset, seed, steps, key, str(Path(export).resolve()),
-                                      file_sha256(export), round(time.perf_counter() - start, 3))
+                                      file_sha256(export), round(time.perf_counter() - start, 3),
+                                      weights_hash=weights_hash(export))
                 if self.is_writer:
                     atomic_write_json(folder / MARKER, asdict(info))
                 if group:
@@ -157,12 +200,28 @@ class CheckpointCache:
         self._memo[key] = info
         return info
 
+    def _with_weights_hash(self, info: CheckpointInfo | None, folder: Path) -> CheckpointInfo | None:
+        """A marker written before ``weights_hash`` existed gets it (computed once, written back)."""
+        if info is None or info.weights_hash:
+            return info
+        info = replace(info, weights_hash=weights_hash(info.path))
+        if self.is_writer:
+            atomic_write_json(folder / MARKER, asdict(info))
+        return info
+
     def user_checkpoint(self, method: str, backbone: str, path: Path) -> CheckpointInfo:
+        """A checkpoint given on the command line; its key (feature cache) is the weights' hash, so the
+        same weights in two files or written by two processes share cached features."""
         if not Path(path).exists():
             raise UserError(f"checkpoint {path} for {method}/{backbone} does not exist")
-        sha = file_sha256(path)
-        return CheckpointInfo(method, backbone, "user", -1, None, sha, str(Path(path).resolve()), sha, 0.0,
-                              "user")
+        stat = Path(path).stat()
+        memo = f"user:{method}/{backbone}:{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        if memo not in self._memo:  # asked once per unit: hash the file once per run
+            content = weights_hash(path)
+            self._memo[memo] = CheckpointInfo(method, backbone, "user", -1, None, content,
+                                              str(Path(path).resolve()), file_sha256(path), 0.0, "user",
+                                              weights_hash=content)
+        return self._memo[memo]
 
     def load(self, info: CheckpointInfo, img_size: tuple[int, int] | None = None) -> Backbone:
         """A fresh backbone from the checkpoint (tasks may fine-tune it in place)."""

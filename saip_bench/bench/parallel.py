@@ -4,6 +4,12 @@ Why: the CPU fast protocol is dominated by small models and small batches, where
 thread each do more work than one process with two threads. The world is generated once by the parent;
 then phase 1 pretrains the distinct checkpoints (sharded by checkpoint, so no worker waits on another) and
 phase 2 runs the units (``--shard i/N``). Records are the same files a single process writes.
+
+One owner (issue 27): the parent holds the run folder's owner lock (``<run>/.owner.lock``), so a second
+``--workers`` run on the same folder stops at once with one line naming the owner instead of overwriting
+its logs; the workers share the units through per-unit claims (``RecordStore.claim``). Each worker is
+started through ``python -m saip_bench.locks --die-with <parent pid>``: the kernel kills it when the
+parent dies (``prctl(PR_SET_PDEATHSIG)``), so killing only the parent leaves no worker writing records.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import contextlib
 import dataclasses
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +26,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from saip_bench.bench.runner import BenchConfig, BenchRunner, plan_table
 from saip_bench.errors import UserError
+from saip_bench.locks import owner_lock, worker_command
 from saip_bench.utils import console
+
+RUN_LOCK = ".owner.lock"  # in the run folder
+WORKER_MODULE = "saip_bench.cli"
 
 
 def worker_argv(config: BenchConfig, preset_arg: str) -> list[str]:
@@ -61,9 +70,14 @@ def worker_argv(config: BenchConfig, preset_arg: str) -> list[str]:
 
 
 def _run_workers(
-    argvs: Sequence[list[str]], logs: Sequence[Path], threads: int, tick: Callable[[], None] = lambda: None
+    argvs: Sequence[list[str]],
+    logs: Sequence[Path],
+    threads: int,
+    tick: Callable[[], None] = lambda: None,
+    module: str = WORKER_MODULE,
 ) -> list[Path]:
-    """Start one ``saip-bench`` process per argv (output to its log), wait for all; logs of failed ones."""
+    """Start one ``saip-bench`` process per argv (output to its log), wait for all; logs of failed ones.
+    Workers die with this process (``saip_bench.locks.worker_command``); ``module`` is a test seam."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     procs = []
     with contextlib.ExitStack() as stack:
@@ -72,7 +86,7 @@ def _run_workers(
             handle = stack.enter_context(open(log, "w"))
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "saip_bench.cli", *argv],
+                    worker_command(module, argv),
                     stdout=handle,
                     stderr=subprocess.STDOUT,
                     env=env,
@@ -95,6 +109,13 @@ def run_parallel(config: BenchConfig, preset_arg: str, workers: int) -> bool:
     """Generate the world, pretrain in parallel, evaluate in parallel; True when every worker succeeded."""
     if config.shard != (1, 1):
         raise UserError("--workers splits the plan itself; do not combine it with --shard")
+    run_dir = Path(config.run_dir)
+    with owner_lock(run_dir / RUN_LOCK, f"run folder {run_dir}", f"saip-bench --workers {workers}",
+                    hint="wait for it to finish, or give another --run-dir"):
+        return _run_parallel_locked(config, preset_arg, workers)
+
+
+def _run_parallel_locked(config: BenchConfig, preset_arg: str, workers: int) -> bool:
     threads = max(1, (os.cpu_count() or 1) // workers)
     runner = BenchRunner(config)
     planned = runner.plan()  # generates the world (once, here) and shows what will run

@@ -2,6 +2,11 @@
 
 Why: records are the only input of the boards (ARCHITECTURE.md §4). Each is written atomically (temp
 file, fsync, rename), so a unit killed mid-write leaves either the previous record or none, never half.
+
+One owner per unit (issue 27): a process runs a unit only after ``claim`` took the unit's owner lock
+(``<run>/.records.claims/<uid>.lock``, pid and host inside; beside ``records/``, which holds only
+records) and saw its record unchanged since it planned. Two runs, shards or workers on one run folder
+therefore never compute a unit twice: the later one skips what the other holds or has just written.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 
 from saip_bench.bench.plan import Unit
 from saip_bench.errors import SpecError, UserError
+from saip_bench.locks import Claim, LockBusy
 from saip_bench.specs import ResultRecord, load_record
 from saip_bench.utils import atomic_write_json
 
@@ -33,9 +39,42 @@ class OverwritePolicy(StrEnum):
 class RecordStore:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
+        self._seen: dict[str, int | None] = {}  # uid -> record mtime (None: absent) when last planned
+        self._claim: Claim | None = None
+
+    @property
+    def claims(self) -> Path:
+        """Where the unit claims live: a hidden folder beside the records folder."""
+        return self.directory.with_name(f".{self.directory.name}.claims")
 
     def path(self, unit: Unit) -> Path:
         return self.directory / f"{unit.uid}.json"
+
+    def _mtime(self, unit: Unit) -> int | None:
+        try:
+            return self.path(unit).stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def claim(self, unit: Unit) -> str | None:
+        """Take ``unit`` for this process (releasing the unit it held before); None when it is ours, else
+        why not: another live process runs it, or wrote its record after this process planned it."""
+        self.release()
+        try:
+            claim = Claim(self.claims / f"{unit.uid}.lock", f"unit {unit.uid}", f"running unit {unit.uid}")
+        except LockBusy as exc:
+            return str(exc)
+        if unit.uid in self._seen and self._mtime(unit) != self._seen[unit.uid]:
+            claim.release()
+            return f"its record {self.path(unit)} was written by another process after this run planned it"
+        self._claim = claim
+        return None
+
+    def release(self) -> None:
+        """Let go of the claimed unit (done, failed or skipped); also done by ``write`` and ``claim``."""
+        if self._claim is not None:
+            claim, self._claim = self._claim, None
+            claim.release()
 
     def write(self, record: ResultRecord | dict[str, Any]) -> Path:
         """Validate, then write atomically; the file name comes from the record's identity."""
@@ -46,6 +85,8 @@ class RecordStore:
                     identity.seed)
         path = self.path(unit)
         atomic_write_json(path, record.model_dump(mode="json"))
+        self._seen[unit.uid] = self._mtime(unit)
+        self.release()
         return path
 
     def read(self, unit: Unit) -> ResultRecord | None:
@@ -55,6 +96,7 @@ class RecordStore:
         return load_record(path)
 
     def status(self, unit: Unit, unit_key: str) -> UnitStatus:
+        self._seen[unit.uid] = self._mtime(unit)  # what this process planned from (see ``claim``)
         try:
             record = self.read(unit)
         except SpecError:

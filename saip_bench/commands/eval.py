@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from saip_bench.errors import UserError
+
+if TYPE_CHECKING:
+    from saip_bench.bench.runner import BenchRunner
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,6 +93,21 @@ def _roots(data_root: Path, dataset: str) -> tuple[Path, Path | None, str, dict]
     return root, pretrain, "synthetic" if marker.exists() else "real", world_info
 
 
+def check_labels(runner: BenchRunner, task: str, dataset: str) -> None:
+    """Before any training: every GT label / id map of the splits the unit uses has its image's size
+    (file headers only). Why: a wrong-size GT label used to surface after the whole unit, blamed on our
+    prediction PNG. The dataset read here is the runner's (cached), so it is read once."""
+    from saip_bench.data.readers import READERS, get_reader
+    from saip_bench.data.readers.verify import check_label_sizes
+
+    spec = next((s for s in runner.hooks.resolved_specs().values()
+                 if s.task == task and s.dataset == dataset), None)
+    if spec is None or dataset not in READERS:
+        return  # the runner reports an unknown task/dataset with its own message
+    data = runner.dataset(spec)
+    check_label_sizes(get_reader(dataset), data, sorted(set(spec.splits.values())))
+
+
 def run(args: argparse.Namespace) -> int:
     from saip_bench.bench.presets import BenchPreset
     from saip_bench.bench.runner import BenchConfig, BenchRunner
@@ -140,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         dataset_roots={args.dataset: root},
     )
     runner = BenchRunner(config)
+    check_labels(runner, args.task, args.dataset)
     report = runner.run()
     if not report.written:
         return 1

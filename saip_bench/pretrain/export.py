@@ -65,6 +65,26 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         raise DataFormatError(side, "a JSON object", str(exc)) from exc
 
 
+def check_finite_weights(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Refuse weights holding NaN or inf, naming the file and the first such tensor and index.
+
+    Why at load: a diverged checkpoint otherwise runs a whole unit and ends in a raw FloatingPointError
+    (or scores garbage) far from its cause.
+    """
+    for name, tensor in state.items():
+        if not tensor.is_floating_point() and not tensor.is_complex():
+            continue
+        bad = ~torch.isfinite(tensor)
+        if bool(bad.any()):
+            first = tuple(int(i) for i in bad.nonzero()[0]) if tensor.dim() else ()
+            value = tensor[first].item() if first else tensor.item()
+            raise DataFormatError(
+                path, "finite weights (a checkpoint of a diverged training?)",
+                f"tensor {name!r} {tuple(tensor.shape)} holds {int(bad.sum())} non-finite values, the first "
+                f"{value} at index {first}",
+            )
+
+
 def load_backbone(path: str | Path, img_size: tuple[int, int] | None = None) -> Backbone:
     """Rebuild the registered backbone named in the sidecar and load the weights (strict)."""
     path = Path(path)
@@ -77,6 +97,7 @@ def load_backbone(path: str | Path, img_size: tuple[int, int] | None = None) -> 
         state = load_file(str(path))
     except Exception as exc:
         raise DataFormatError(path, "a safetensors file", type(exc).__name__) from exc
+    check_finite_weights(state, path)
     if "pos_embed" in state and size != tuple(meta["img_size"]):
         from saip_bench.pretrain.components.vit import resize_pos_embed
 
@@ -101,5 +122,7 @@ def load_into_timm(path: str | Path) -> torch.nn.Module:
     if "img_size" in kwargs:
         kwargs["img_size"] = tuple(kwargs["img_size"])
     model = timm.create_model(meta["timm_name"], pretrained=False, **kwargs)
-    model.load_state_dict(load_file(str(path)), strict=True)
+    state = load_file(str(path))
+    check_finite_weights(state, path)
+    model.load_state_dict(state, strict=True)
     return model

@@ -7,3 +7,128 @@ def test_checkpoint_key_separates_bf16_and_fp32_pretraining():
     args = ("saip", "vit_tiny", "quick", 0, 60, "data")
     assert checkpoint_key(*args, bf16_native=False) != checkpoint_key(*args, bf16_native=True)
     assert checkpoint_key(*args, bf16_native=False) == checkpoint_key(*args, bf16_native=False)
+
+
+# ---------------------------------------------------------------- issue 27: one owner, a stable weights hash
+def _ensure_in_child(cache_dir, out, go) -> None:
+    """One process asking the shared cache for a checkpoint; the pretraining takes a while."""
+    import json
+    import os
+    import time
+    from dataclasses import asdict
+
+    import torch
+
+    torch.set_num_threads(1)  # forked: never touch the parent's OpenMP pool
+    from saip_bench import locks
+    from saip_bench.bench.checkpoints import CheckpointCache
+    from tests.bench.fakes import FakePretrainer, fake_loader
+
+    def note(message: str) -> None:
+        with open(out / f"messages-{os.getpid()}.txt", "a") as handle:
+            handle.write(message + "\n")
+
+    locks._console_notify = note
+
+    class SlowPretrainer(FakePretrainer):
+        def __call__(self, *, out_dir, **kw):
+            (out / "lock-seen.json").write_text(out_dir.with_name(out_dir.name + ".lock").read_text())
+            with open(out / "pretrain-calls.txt", "a") as handle:
+                handle.write(f"{os.getpid()}\n")
+            time.sleep(1.0)
+            return super().__call__(out_dir=out_dir, **kw)
+
+    while not go.is_set():
+        time.sleep(0.01)
+    cache = CheckpointCache(cache_dir, pretrainer=SlowPretrainer(), loader=fake_loader)
+    info = cache.ensure("saip", "tiny", "quick", 0, 5, data_dir=out, data_fingerprint="d", bf16_native=False)
+    (out / f"info-{os.getpid()}.json").write_text(json.dumps(asdict(info)))
+    os._exit(0)
+
+
+def test_a_second_process_waits_for_the_pretraining_and_is_told_whom_it_waits_for(tmp_path):
+    import json
+    import multiprocessing as mp
+    import socket
+
+    fork = mp.get_context("fork")
+    go = fork.Event()
+    args = (tmp_path / "cache", tmp_path, go)
+    children = [fork.Process(target=_ensure_in_child, args=args) for _ in range(2)]
+    for child in children:
+        child.start()
+    go.set()
+    for child in children:
+        child.join(60)
+    assert [c.exitcode for c in children] == [0, 0]
+    calls = (tmp_path / "pretrain-calls.txt").read_text().split()
+    assert len(calls) == 1  # pretrained once
+    owner = int(calls[0])
+    seen = json.loads((tmp_path / "lock-seen.json").read_text())  # the lock names its owner
+    assert seen["pid"] == owner and seen["host"] == socket.gethostname()
+    assert seen["purpose"] == "pretraining saip/tiny seed 0"
+    waiter = next(c.pid for c in children if c.pid != owner)
+    messages = (tmp_path / f"messages-{waiter}.txt").read_text()
+    assert f"waiting for checkpoint cache entry {tmp_path / 'cache'}" in messages
+    assert f"is in use by pid {owner} on host {socket.gethostname()}" in messages
+    infos = [json.loads((tmp_path / f"info-{c.pid}.json").read_text()) for c in children]
+    assert infos[0] == infos[1] and infos[0]["weights_hash"]
+
+
+def _safetensors_with_header(path, tensors, metadata_items) -> None:
+    """A safetensors file written by hand, so the header's metadata order is ours to choose."""
+    import json
+    import struct
+
+    header = {"__metadata__": dict(metadata_items)}
+    blobs, offset = [], 0
+    for name, tensor in tensors.items():
+        data = tensor.contiguous().numpy().tobytes()
+        span = [offset, offset + len(data)]
+        header[name] = {"dtype": "F32", "shape": list(tensor.shape), "data_offsets": span}
+        blobs.append(data)
+        offset += len(data)
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"".join(blobs))
+
+
+def test_weights_hash_ignores_the_safetensors_header_order_and_sees_every_tensor(tmp_path):
+    import torch
+
+    from saip_bench.bench.checkpoints import weights_hash
+    from saip_bench.utils import file_sha256
+
+    tensors = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.ones(4)}
+    meta = [("format", "saip-bench-backbone"), ("version", "1")]
+    _safetensors_with_header(tmp_path / "one.safetensors", tensors, meta)
+    _safetensors_with_header(tmp_path / "two.safetensors", tensors, meta[::-1])
+    assert file_sha256(tmp_path / "one.safetensors") != file_sha256(tmp_path / "two.safetensors")
+    assert weights_hash(tmp_path / "one.safetensors") == weights_hash(tmp_path / "two.safetensors")
+    reshaped = {"a": tensors["a"].reshape(3, 2), "b": tensors["b"]}  # same bytes, other shape
+    _safetensors_with_header(tmp_path / "three.safetensors", reshaped, meta)
+    assert weights_hash(tmp_path / "three.safetensors") != weights_hash(tmp_path / "one.safetensors")
+
+
+SAVE = """
+import sys, torch
+from safetensors.torch import save_file
+torch.manual_seed(0)
+state = {"blocks.0.weight": torch.randn(8, 8), "cls_token": torch.randn(1, 1, 8), "pos": torch.randn(4)}
+save_file(state, sys.argv[1], metadata={"format": "saip-bench-backbone", "version": "1", "arch": "vit_tiny"})
+"""
+
+
+def test_provenance_names_equal_weights_equally_across_processes(tmp_path):
+    """Two processes save the same weights; the checkpoint info used in provenance must agree (the files'
+    sha256 agree only when both happened to write the header's metadata in the same order)."""
+    import subprocess
+    import sys
+
+    from saip_bench.bench.checkpoints import CheckpointCache
+
+    paths = [tmp_path / f"w{i}.safetensors" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", SAVE, str(p)]) for p in paths]
+    assert [p.wait(60) for p in procs] == [0, 0]
+    cache = CheckpointCache(tmp_path / "cache")
+    infos = [cache.user_checkpoint("saip", "vit_tiny", p) for p in paths]
+    assert len({i.weights_hash for i in infos}) == 1 and len({i.key for i in infos}) == 1

@@ -114,3 +114,81 @@ def test_load_records_names_invalid_file(tmp_path):
     with pytest.raises(SpecError, match="broken.json"):
         load_records([tmp_path])
     assert len(load_records([tmp_path], skip_invalid=True)) == 1
+
+
+# ---------------------------------------------------------------- one owner per unit (issue 27, item 4)
+def _claim_in_child(directory, ready, release) -> None:
+    store = RecordStore(directory)
+    assert store.claim(UNIT) is None
+    ready.set()
+    release.wait(30)
+
+
+def test_a_unit_claimed_by_another_process_is_not_claimed_again(tmp_path):
+    import multiprocessing as mp
+
+    fork = mp.get_context("fork")
+    ready, release = fork.Event(), fork.Event()
+    child = fork.Process(target=_claim_in_child, args=(tmp_path, ready, release))
+    child.start()
+    try:
+        assert ready.wait(20)
+        why = RecordStore(tmp_path).claim(UNIT)
+        assert why is not None and f"unit {UNIT.uid} is in use by pid {child.pid} on host" in why
+    finally:
+        release.set()
+        child.join(20)
+    assert RecordStore(tmp_path).claim(UNIT) is None  # free again once the owner let go
+
+
+def test_a_record_written_by_another_process_after_planning_is_not_recomputed(tmp_path):
+    mine, theirs = RecordStore(tmp_path), RecordStore(tmp_path)
+    assert mine.status(UNIT, "k1") is UnitStatus.MISSING  # planned: to run
+    theirs.write(record())  # another process ran it meanwhile
+    why = mine.claim(UNIT)
+    assert why is not None and "written by another process after this run planned it" in why
+    mine.write(record(91.0))  # a unit this process ran itself stays claimable for a rerun
+    assert mine.claim(UNIT) is None
+
+
+def _bench_in_child(tmp, go) -> None:
+    """One benchmark process (fakes; each unit logs its run and takes a while)."""
+    import torch
+
+    torch.set_num_threads(1)  # forked: never touch the parent's OpenMP pool
+    from saip_bench.bench.runner import BenchHooks, run_bench
+    from tests.bench.fakes import FAKE_SPECS, FakePretrainer, FakeTask, fake_loader, fake_read, fake_world
+    from tests.bench.test_runner import config
+
+    class SlowTask(FakeTask):
+        def run(self, ctx):
+            with open(tmp / "task-runs.txt", "a") as handle:
+                handle.write(f"{ctx.out_dir.name}\n")
+            time.sleep(0.15)
+            return super().run(ctx)
+
+    hooks = BenchHooks(specs=FAKE_SPECS, get_task=lambda name: SlowTask(), read_dataset=fake_read,
+                       generate_world=fake_world, pretrainer=FakePretrainer(), backbone_loader=fake_loader,
+                       method_unsupported=lambda m, b: None)
+    while not go.is_set():
+        time.sleep(0.01)
+    report = run_bench(config(tmp), hooks)
+    os._exit(0 if report.ok else 1)
+
+
+def test_two_benchmarks_on_one_run_folder_compute_each_unit_once(tmp_path):
+    """Both processes plan all 12 units at once; the per-unit claims split them (was: most ran twice)."""
+    import multiprocessing as mp
+
+    fork = mp.get_context("fork")
+    go = fork.Event()
+    children = [fork.Process(target=_bench_in_child, args=(tmp_path, go)) for _ in range(2)]
+    for child in children:
+        child.start()
+    go.set()
+    for child in children:
+        child.join(60)
+    assert [c.exitcode for c in children] == [0, 0]
+    runs = (tmp_path / "task-runs.txt").read_text().split()
+    assert len(runs) == 12 and len(set(runs)) == 12, sorted(runs)
+    assert len(load_records([tmp_path / "run"])) == 12

@@ -108,3 +108,39 @@ def test_method_without_pretraining_images_is_a_user_error(tmp_path, capsys):
         == 2
     )
     assert "--pretrain-data" in capsys.readouterr().err
+
+
+def test_a_wrong_size_gt_label_is_blamed_before_any_training(tmp_path, monkeypatch, capsys):
+    """Issue 27: a wrong-size LIP val label ran the whole unit, then blamed our prediction PNG."""
+    import numpy as np
+
+    from tests.data.readers.builders import build_lip, write_label
+
+    trained = []
+
+    class Untrainable(FakeTask):
+        def run(self, ctx):
+            trained.append(ctx.spec.key)
+            raise AssertionError("the unit ran although a GT label has the wrong size")
+
+    original = runner_module.BenchRunner.__init__
+
+    def init(self, config, hooks=None):  # the real specs and LIP reader; no pretraining, no training
+        hooks = runner_module.BenchHooks(get_task=lambda name: Untrainable(), pretrainer=FakePretrainer(),
+                                         backbone_loader=fake_loader, method_unsupported=lambda m, b: None)
+        original(self, config, hooks)
+
+    monkeypatch.setattr(runner_module.BenchRunner, "__init__", init)
+    root = tmp_path / "lip"
+    build_lip(root)
+    label = root / "TrainVal_parsing_annotations" / "val_segmentations" / "114317_456748.png"
+    write_label(label, np.zeros((24, 20)))  # its image is 20x30
+    (tmp_path / "pretrain").mkdir()
+    code = main(["eval", "--method", "saip", "--backbone", "tiny", "--task", "parsing", "--dataset", "lip",
+                 "--data-root", str(root), "--pretrain-data", str(tmp_path / "pretrain"),
+                 "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not trained
+    image = root / "TrainVal_images" / "val_images" / "114317_456748.jpg"
+    assert err == (f"saip-bench: error: {label}: expected a label PNG of its image's size 20x30 (width x "
+                   f"height, {image}), found 20x24")

@@ -39,3 +39,25 @@ def test_convnet_export_roundtrip(tmp_path):
 def test_missing_sidecar_is_a_clear_error(tmp_path):
     with pytest.raises(DataFormatError, match="sidecar"):
         load_backbone(tmp_path / "none.safetensors")
+
+
+def test_a_checkpoint_with_nan_or_inf_weights_is_refused_at_load_naming_file_and_tensor(tmp_path):
+    """Issue 27: a diverged checkpoint loaded fine and ended in a raw FloatingPointError much later."""
+    from safetensors.torch import load_file, save_file
+
+    from saip_bench.errors import SaipBenchError
+
+    backbone = create_backbone("starnet_s3", img_size=(64, 32))
+    path = save_backbone(backbone, tmp_path / "s.safetensors", {"method": "dino"})
+    state = load_file(str(path))
+    name = next(k for k, v in sorted(state.items()) if v.dim() == 4 and min(v.shape[:2]) >= 2)
+    state[name][0, 1, 0, 0] = float("nan")
+    state[name][1, 0, 0, 0] = float("inf")
+    save_file(state, str(path))
+    for load in (load_backbone, load_into_timm):
+        with pytest.raises(SaipBenchError) as caught:
+            load(path)
+        message = str(caught.value)
+        assert message.startswith(f"{path}: expected finite weights")
+        assert f"tensor {name!r}" in message
+        assert "holds 2 non-finite values, the first nan at index (0, 1, 0, 0)" in message

@@ -9,6 +9,7 @@ what that file declares for the dataset (when it declares them), never with the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -178,11 +179,21 @@ def _check_file(check: FileCheck, sizes: dict[str, tuple[int, int]]) -> None:
 
 
 def _open_files(reader: DatasetReader, data: Any, full: bool, problems: _Problems, seed: int = 0) -> int:
-    """Stat every referenced file; decode all (``full``) or a seeded sample per kind."""
+    """Stat every referenced file (an empty one is a problem even when not sampled: a copy interrupted
+    mid-way leaves 0-byte files); decode all (``full``) or a seeded sample per kind."""
     by_kind: dict[str, list[FileCheck]] = {}
     missing_dirs: dict[str, int] = {}
     for check in reader.file_checks(data):
-        if not os.path.isfile(check.path):
+        try:
+            size = os.stat(check.path).st_size if os.path.isfile(check.path) else None
+        except OSError:
+            size = None
+        if size == 0:
+            expected = _describe_kind(check.kind)
+            problems.add(f"empty {check.kind}", f"{check.path}: expected {expected}, found an empty file "
+                                                "(0 bytes)")
+            continue
+        if size is None:
             folder = os.path.dirname(check.path)
             if not os.path.isdir(folder):  # one message per missing folder, not one per file
                 missing_dirs[folder] = missing_dirs.get(folder, 0) + 1
@@ -274,3 +285,38 @@ def verify(reader: DatasetReader, root: Path, version: str | None = None, full: 
     report.files_checked = _open_files(reader, data, full, problems)
     problems.finish(report)
     return report
+
+
+def check_label_sizes(reader: DatasetReader, data: Any, splits: list[str] | None = None) -> int:
+    """Every label / id map of ``splits`` (default: all) has its image's size, from file headers only.
+
+    Why: ``eval`` used to find a wrong-size GT label only when scoring, after training the whole unit, and
+    then blamed its own prediction PNG. Raises ``DataFormatError`` naming the first wrong GT file (and how
+    many others are wrong); returns the number of files compared.
+    """
+    if splits is not None:
+        data = dataclasses.replace(data, splits={s: r for s, r in data.splits.items() if s in splits})
+    sizes: dict[str, tuple[int, int]] = {}
+    wrong: list[tuple[FileCheck, tuple[int, int], tuple[int, int]]] = []
+    compared = 0
+    for check in reader.file_checks(data):
+        if check.kind == "image" or not check.image:
+            continue
+        if check.image not in sizes:
+            sizes[check.image] = image_size(check.image)
+        found = image_size(check.path)
+        compared += 1
+        if tuple(found) != tuple(sizes[check.image]):
+            wrong.append((check, sizes[check.image], found))
+    if wrong:
+        check, want, found = wrong[0]
+        others = ""
+        if len(wrong) > 1:
+            others = f" ({len(wrong) - 1} more {check.kind} files differ from their images)"
+        raise DataFormatError(
+            check.path,
+            f"{_describe_kind(check.kind)} of its image's size {want[0]}x{want[1]} (width x height, "
+            f"{check.image})",
+            f"{found[0]}x{found[1]}{others}",
+        )
+    return compared

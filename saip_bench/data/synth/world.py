@@ -10,6 +10,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from queue import Empty
 
@@ -20,10 +21,13 @@ from saip_bench.data.synth.common import ExportContext
 from saip_bench.data.synth.io import contact_sheet, write_json
 from saip_bench.data.synth.presets import Preset, get_preset
 from saip_bench.errors import UserError
+from saip_bench.locks import default_wait, die_with_parent, owner_lock
 from saip_bench.utils import atomic_write_json, console
 
 FORMAT_VERSION = 1
 WORLD_FILE = ".world.json"
+LOCK_FILE = ".world.lock"  # owner lock of a world being generated (pid and host inside)
+WORLD_WAIT_S = 6 * 3600.0  # how long a second process waits for another one generating the same world
 SIDE_DIR = ".world"
 PARALLEL_MIN_IMAGES = (
     1500  # sidecar facts (identity of every image) for tests and debugging; not part of a dataset
@@ -102,6 +106,16 @@ def generate_world(
     if unknown:
         raise UserError(f"unknown synthetic dataset(s) {', '.join(unknown)}; known: {', '.join(EXPORTERS)}")
     out.mkdir(parents=True, exist_ok=True)
+    # One generator per world folder: a second process waits, then finds the datasets written (issue 27:
+    # two generators deleted each other's folders and one died with a raw FileExistsError).
+    with owner_lock(out / LOCK_FILE, f"synthetic world {out}", f"generating the {spec.name} world",
+                    wait=default_wait(WORLD_WAIT_S), hint="another process is generating it; wait for it"):
+        return _generate_locked(out, spec, names, seed, force, contact_sheets, workers)
+
+
+def _generate_locked(out: Path, spec: Preset, names: list[str], seed: int, force: bool, contact_sheets: bool,
+                     workers: int | None) -> Path:
+    """``generate_world`` under the world's owner lock (the state is read only once the lock is ours)."""
     state_path = out / WORLD_FILE
     state = _read_state(state_path)
     key = {"format": FORMAT_VERSION, "preset": spec.name, "seed": int(seed), "code": code_version()}
@@ -140,9 +154,12 @@ def generate_world(
                 _record(progress, tasks, state, state_path, done)
         else:  # datasets are independent streams: run them side by side, same bytes as serially
             context = _worker_context()
-            with context.Manager() as manager:
+            manager = SyncManager(ctx=context)
+            manager.start(die_with_parent, (os.getpid(),))  # helpers die with us (a kill -9 included)
+            with manager:
                 queue = manager.Queue()
-                with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
+                with ProcessPoolExecutor(n_workers, mp_context=context, initializer=die_with_parent,
+                                         initargs=(os.getpid(),)) as pool:
                     futures = [pool.submit(_export_one, *job, queue=queue) for job in jobs]
                     pending = set(futures)
                     while pending:

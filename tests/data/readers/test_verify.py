@@ -102,3 +102,20 @@ def test_every_problem_in_json_console_shortens_long_runs(tmp_path, capsys):
     report.print()
     out = capsys.readouterr().out
     assert "... and 10 more problems of kind 'missing image' (--json lists every one)" in out
+
+
+def test_sampled_verify_fails_on_a_zero_size_image_it_did_not_sample(tmp_path, capsys):
+    """Issue 27: a 0-byte image outside the decoded sample passed as usable (its size was stat'ed)."""
+    import numpy as np
+
+    from tests.data.readers.builders import build_lip, write_label
+
+    build_lip(tmp_path, ids={"train": [f"1_{i}" for i in range(120)], "val": ["2_0", "2_1"]})
+    for label in tmp_path.rglob("*_segmentations/*.png"):  # the builder's ids run past 19 for 120 images
+        write_label(label, np.zeros((30, 20)))
+    (tmp_path / ".world.json").write_text("{}")  # synthetic: no card counts to compare
+    empty = tmp_path / "TrainVal_images" / "train_images" / "1_117.jpg"
+    empty.write_bytes(b"")
+    assert main(["data", "verify", "lip", "--root", str(tmp_path), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["problems"] == [f"{empty}: expected an image file, found an empty file (0 bytes)"]

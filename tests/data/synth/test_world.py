@@ -74,3 +74,51 @@ def test_unknown_names_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="market1502"):
         generate_world(tmp_path, preset="tiny", datasets=["market1502"])
     assert get_preset("default").pa100k[0] > PRESETS["tiny"].pa100k[0]
+
+
+def _generate_in_child(out: Path, go, log: Path) -> None:
+    import os
+    import time
+
+    from saip_bench import locks
+
+    def note(message: str) -> None:
+        with open(log, "a") as handle:
+            handle.write(f"{os.getpid()} {message}\n")
+
+    locks._console_notify = note
+    while not go.is_set():
+        time.sleep(0.01)
+    generate_world(out, preset="tiny", seed=0, datasets=["pa100k"], contact_sheets=False, workers=1)
+    os._exit(0)
+
+
+def test_two_processes_on_one_fresh_world_generate_it_once(tmp_path: Path, monkeypatch) -> None:
+    """Issue 27: the second generator died with a raw FileExistsError or wrote every dataset again."""
+    import multiprocessing as mp
+    import os
+    import time
+
+    calls = tmp_path / "calls.txt"
+
+    def slow_export(ctx) -> None:
+        with open(calls, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        (ctx.root / "annotation.txt").write_text("x")
+        time.sleep(1.0)
+
+    monkeypatch.setitem(EXPORTERS, "pa100k", slow_export)
+    fork = mp.get_context("fork")  # the children inherit the patched exporter
+    go = fork.Event()
+    log = tmp_path / "messages.txt"
+    children = [fork.Process(target=_generate_in_child, args=(tmp_path / "w", go, log)) for _ in range(2)]
+    for child in children:
+        child.start()
+    go.set()
+    for child in children:
+        child.join(60)
+    assert [c.exitcode for c in children] == [0, 0]
+    assert len(calls.read_text().split()) == 1
+    owner = int(calls.read_text())
+    assert f"waiting for synthetic world {tmp_path / 'w'} is in use by pid {owner}" in log.read_text()
+    assert set(json.loads((tmp_path / "w" / ".world.json").read_text())["datasets"]) == {"pa100k"}
