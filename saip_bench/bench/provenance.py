@@ -9,24 +9,28 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
-import os
 import platform
 import subprocess
 from pathlib import Path
 
 import torch
 
+from saip_bench.data.pool_index import (
+    ANNOTATION_SUFFIXES,
+    FINGERPRINT_SAMPLE,
+    fingerprint_sample,
+    fresh_index,
+    walk_files,
+)
 from saip_bench.specs import checkout_root
 
 PACKAGES = (
     "saip-bench", "torch", "torchvision", "timm", "numpy", "scipy", "pandas", "scikit-learn",
     "pycocotools", "xtcocotools", "mmpose", "mmengine", "pillow", "opencv-python-headless",
 )
-# Annotation-like files are hashed whatever their size; of the other files (images) a fixed-size sample.
-ANNOTATION_SUFFIXES = {
-    ".json", ".odgt", ".txt", ".mat", ".csv", ".pkl", ".pickle", ".yaml", ".yml", ".npy", ".npz",
-}
-FINGERPRINT_SAMPLE = 64
+# Annotation-like files (ANNOTATION_SUFFIXES) are hashed whatever their size; of the other files (images)
+# a fixed-size sample (FINGERPRINT_SAMPLE). One definition, shared with the pool index, whose fingerprint
+# must equal the walk's.
 
 
 @functools.cache
@@ -65,29 +69,28 @@ def package_versions() -> dict[str, str]:
 def data_fingerprint(root: str | Path, sample: int = FINGERPRINT_SAMPLE) -> str:
     """Content fingerprint of a dataset folder (16 hex chars), in seconds even for COCO or LUPerson.
 
-    The index of every file (relative path and size) is hashed; annotation files (any size) are hashed by
+    The listing of every file (relative path and size) is hashed; annotation files (any size) are hashed by
     content, and so are ``sample`` other files chosen by a hash of their path (stable across machines and
     copies). Why bounded: reading every small file meant reading nearly every person crop of a pretraining
     pool, on every rank. A same-size in-place edit of an unsampled image is not detected. File times are
     left out on purpose: a copy made without them (rsync without -t) must keep the fingerprint, or every
     checkpoint cache key and record would change.
+
+    A pretraining pool with an up-to-date pool index (``saip-bench data index``) is fingerprinted from it:
+    the index's listing plus the same content sample, without walking or ``stat``-ing the pool. The value is
+    the same as the walk's, so a checkpoint key does not depend on whether the index existed yet.
     """
     root = Path(root)
     if not root.exists():
         return "missing"
+    index = fresh_index(root)
+    if index is not None:
+        return index.fingerprint(sample)
+    rels, _dirs = walk_files(root)
+    sampled = fingerprint_sample(rels, sample)
     digest = hashlib.sha256()
-    files: list[tuple[str, Path]] = []
-    for directory, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if name.startswith("."):
-                continue
-            path = Path(directory) / name
-            files.append((path.relative_to(root).as_posix(), path))
-    files.sort()
-    others = [rel for rel, path in files if path.suffix.lower() not in ANNOTATION_SUFFIXES]
-    sampled = set(sorted(others, key=lambda rel: hashlib.sha1(rel.encode()).hexdigest())[:sample])
-    for relative, path in files:
+    for relative in rels:
+        path = root / relative
         size = path.stat().st_size
         digest.update(f"{relative}\0{size}\0".encode())
         if path.suffix.lower() in ANNOTATION_SUFFIXES or relative in sampled:

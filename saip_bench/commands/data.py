@@ -1,4 +1,5 @@
-"""``saip-bench data synth`` (write the synthetic world) and ``saip-bench data verify`` (check a root)."""
+"""``saip-bench data synth`` (write the synthetic world), ``saip-bench data verify`` (check a root) and
+``saip-bench data index`` (build the memory-mapped index of a pretraining pool)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(func=run_verify)
 
+    index = sub.add_parser(
+        "index",
+        help="index a pretraining pool once (paths, sizes, image sizes, identities), shared by every worker",
+    )
+    index.add_argument("pool", type=Path, help="pretraining root (images/ or train/, optional backgrounds/)")
+    index.add_argument("--rebuild", action="store_true", help="rebuild even if the index is up to date")
+    index.add_argument(
+        "--flat", action="store_true", help="index every image under POOL (e.g. a folder of backgrounds)"
+    )
+    index.add_argument("--workers", type=int, default=None, help="header-reading processes (default: CPUs)")
+    index.add_argument("--json", action="store_true", help="print one JSON object")
+    index.set_defaults(func=run_index)
+
 
 def run_synth(args: argparse.Namespace) -> int:
     from saip_bench.data.synth import generate_world
@@ -49,3 +63,39 @@ def run_verify(args: argparse.Namespace) -> int:
     else:
         report.print()
     return 0 if report.usable else 1
+
+
+def run_index(args: argparse.Namespace) -> int:
+    import time
+
+    from saip_bench.data.pool_index import load_index
+    from saip_bench.errors import UserError
+
+    if args.workers is not None and args.workers < 1:
+        raise UserError("--workers must be >= 1")
+    tic = time.perf_counter()
+    index = load_index(args.pool, rebuild=args.rebuild, progress=not args.json, flat=args.flat,
+                       workers=args.workers)
+    meta = index.meta
+    report = {
+        "pool": str(args.pool),
+        "index": str(index.path),
+        "images": len(index.train),
+        "backgrounds": len(index.backgrounds),
+        "identities": len(index.identities),
+        "files": meta["n_files"],
+        "unreadable": index.unreadable,
+        "unreadable_first": meta["unreadable_first"],
+        "listing_sha256": index.listing_hash,
+        "fingerprint": index.fingerprint(),
+        "built_at": meta["built_at"],
+        "build_seconds": meta["build_seconds"],
+        "seconds": round(time.perf_counter() - tic, 3),
+    }
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        for key, value in report.items():
+            if key != "unreadable_first" or value:
+                print(f"{key:>16}: {value}")
+    return 0

@@ -42,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --resume-from: continue it under other settings (e.g. --set lr=...); recorded as lineage "
         "in the checkpoint and the export",
     )
+    parser.add_argument(
+        "--backgrounds", default=None, metavar="DIR",
+        help="backgrounds of SAIP's multi-person canvas: a folder of images, or 'pool' (default: "
+        "<data>/backgrounds/ when it has images, else the pool's own images, as the authors suggest)",
+    )
     parser.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true")
@@ -106,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         resume_from=args.resume_from,
         allow_config_change=args.allow_config_change,
+        backgrounds=args.backgrounds,
     )
     print(path)
     return 0

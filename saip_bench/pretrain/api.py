@@ -72,6 +72,7 @@ def pretrain(
     overwrite: bool = False,
     resume_from: str | Path | None = None,
     allow_config_change: bool = False,
+    backgrounds: str | Path | None = None,
 ) -> Path:
     """Pretrain and export; returns ``<out_dir>/backbone.safetensors`` (+ ``backbone.json`` sidecar).
 
@@ -81,6 +82,8 @@ def pretrain(
     A compatible checkpoint in ``out_dir`` is always continued (``resume=True`` only insists that there
     is one); ``overwrite=True`` deletes the folder's checkpoints, log and export and starts afresh;
     ``resume_from`` (+ ``allow_config_change``) continues another checkpoint, see ``Trainer``.
+    ``backgrounds``: SAIP's canvas backgrounds (a folder, ``"pool"``, or None: ``<data>/backgrounds/`` if
+    it has images, else the pool's own images); the source used is written to the export's sidecar.
     """
     result, trainer = run_training(
         method,
@@ -99,6 +102,7 @@ def pretrain(
         overwrite=overwrite,
         resume_from=resume_from,
         allow_config_change=allow_config_change,
+        backgrounds=backgrounds,
     )
     path = Path(out_dir) / BACKBONE_FILE
     if trainer.dist.is_main:
@@ -120,6 +124,7 @@ def pretrain(
                 "world_size": trainer.dist.world_size,
                 "effective_batch": trainer.effective_batch,
                 "final_losses": {k: v for k, v in result.last.items() if k.startswith("loss")},
+                "data": trainer.data_provenance(),
                 **lineage,
             },
         )
@@ -146,6 +151,7 @@ def run_training(
     overwrite: bool = False,
     resume_from: str | Path | None = None,
     allow_config_change: bool = False,
+    backgrounds: str | Path | None = None,
 ) -> tuple[TrainResult, Trainer]:
     overrides = dict(overrides or {})
     if steps is not None:
@@ -173,5 +179,6 @@ def run_training(
         resume_from=resume_from,
         allow_config_change=allow_config_change,
         overwrite_also=(BACKBONE_FILE, sidecar_path(BACKBONE_FILE).name),
+        backgrounds=backgrounds,
     )
     return trainer.fit(), trainer

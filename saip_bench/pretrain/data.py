@@ -4,32 +4,46 @@ Layout (docs/layouts.md, ``pretrain``): ``<root>/images/<identity>/<file>.jpg`` 
 or LUPerson-style ``train/<id>/*.jpg`` also work), optional ``backgrounds/*.jpg`` and ``keypoints.json``
 (``{relative path: [[x, y, v] * 17]}``, paths relative to ``images/``).
 
+The folder is read through its pool index (``saip_bench.data.pool_index``): built once (in parallel, on
+rank 0 under torch.distributed), rebuilt when the pool changes, memory-mapped by every rank and worker, so
+a worker holds no per-image Python objects whatever the pool's size.
+
 The loader only decodes and resizes each image once (to ``source_size``); all views are made batched
 on the training device (``views.py``). Each sample also carries a seed that depends only on
 (run seed, epoch, index), so its views are the same whatever the world size.
+
+Backgrounds of SAIP's multi-person canvas (``background_source``): ``<root>/backgrounds/`` when it holds
+images, else the pool's own images (the authors' release reads "any image source, e.g. LUPerson or
+ImageNet": a random other pool image, a random square window of it, then the usual canvas crop), or a
+folder given with ``--backgrounds DIR``. docs/pretraining.md compares the choices.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
+from saip_bench.data.pool_index import IMAGE_SUFFIXES, PoolIndex, load_index
 from saip_bench.errors import DataFormatError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+__all__ = [
+    "IMAGE_SUFFIXES", "MAX_BAD_IMAGES", "MAX_UNREADABLE_FRACTION", "PretrainDataset", "PretrainFolder",
+    "ResumableBatchSampler", "collate", "images_to_float", "sample_seed",
+]
 
-
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+# Unreadable images: the index skips those whose header cannot be read, up to this share of the pool (more
+# means a wrong or damaged pool: an error); a loader process replaces an image that fails to decode by the
+# next one, up to MAX_BAD_IMAGES times, then stops with the count.
+MAX_UNREADABLE_FRACTION = 0.01
+MAX_BAD_IMAGES = 100
 
 
 def sample_seed(run_seed: int, epoch: int, index: int) -> int:
@@ -38,48 +52,105 @@ def sample_seed(run_seed: int, epoch: int, index: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
-def _load_rgb(path: Path, size: tuple[int, int]) -> torch.Tensor:
+def _load_rgb(path: Path, size: tuple[int, int], square_window: float | None = None) -> torch.Tensor:
+    """Decode ``path`` to a (3, H, W) uint8 tensor of ``size``; ``square_window`` (a position in [0, 1])
+    first cuts the full-width square at that height (a background window of a tall person crop)."""
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+            image = image.convert("RGB")
+            if square_window is not None:
+                width, height = image.size
+                side = min(width, height)
+                top = round((height - side) * square_window)
+                left = round((width - side) * square_window)
+                image = image.crop((left, top, left + side, top + side))
+            image = image.resize((size[1], size[0]), Image.BILINEAR)
             array = np.asarray(image, dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataFormatError(path, "a readable RGB image", type(exc).__name__) from exc
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataFormatError(path, "a readable RGB image", f"{type(exc).__name__}: {exc}") from exc
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
-@dataclass
-class PretrainFolder:
-    """What a pretraining root holds."""
+class PathList(Sequence[Path]):
+    """Absolute paths of some files of a pool index, resolved on access (nothing stored per file)."""
 
-    root: Path
-    images: list[Path]
-    labels: list[int]
-    identities: list[str]
-    backgrounds: list[Path]
-    keypoints: dict[str, list[list[float]]] | None
+    def __init__(self, index: PoolIndex, numbers: str) -> None:
+        self.index, self.numbers = index, numbers  # numbers: the index array naming the files
+
+    def __len__(self) -> int:
+        return len(self.index.array(self.numbers))
+
+    @overload
+    def __getitem__(self, i: int) -> Path: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Path]: ...
+    def __getitem__(self, i: int | slice) -> Path | list[Path]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.index.root / self.index.rel(int(self.index.array(self.numbers)[i]))
+
+
+class PretrainFolder:
+    """What a pretraining root holds, read through its pool index (see the module docstring)."""
+
+    def __init__(self, root: Path, index: PoolIndex) -> None:
+        self.root = Path(root)
+        self.index = index
+        self._keypoints: dict[str, list[list[float]]] | None = None
 
     @classmethod
-    def scan(cls, root: str | Path) -> PretrainFolder:
+    def scan(cls, root: str | Path, progress: bool = True, rebuild: bool = False) -> PretrainFolder:
+        """Open (or build on first use, or rebuild when stale) the index of ``root``."""
         root = Path(root)
-        image_dir = next((root / d for d in ("images", "train") if (root / d).is_dir()), None)
-        if image_dir is None:
+        index = load_index(root, rebuild=rebuild, progress=progress)
+        if len(index.train) == 0:
+            raise DataFormatError(root / index.image_dir, "at least one readable .jpg/.png image", "none")
+        bad, total = index.unreadable, len(index.train) + index.unreadable
+        if bad > max(10, MAX_UNREADABLE_FRACTION * total):
             raise DataFormatError(
-                root,
-                "a pretraining root with an images/ folder (docs/layouts.md)",
-                "no images/ or train/ folder" if root.exists() else "missing folder",
+                root / index.image_dir,
+                f"at most {MAX_UNREADABLE_FRACTION:.0%} unreadable images",
+                f"{bad} of {total} (first: {', '.join(index.meta['unreadable_first'][:3])})",
             )
-        images = _list_images(image_dir)
-        if not images:
-            raise DataFormatError(image_dir, "at least one .jpg/.png image", "none")
-        identities = sorted({p.parent.name for p in images if p.parent != image_dir})
-        id_index = {name: i for i, name in enumerate(identities)}
-        labels = [id_index.get(p.parent.name, -1) if p.parent != image_dir else -1 for p in images]
-        background_dir = root / "backgrounds"
-        backgrounds = _list_images(background_dir) if background_dir.is_dir() else []
-        keypoints = None
-        keypoint_file = root / "keypoints.json"
-        if keypoint_file.is_file():
+        return cls(root, index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root, "index": self.index}  # the keypoints dict stays in the main process
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.root, self.index, self._keypoints = state["root"], state["index"], None
+
+    @property
+    def images(self) -> PathList:
+        return PathList(self.index, "train")
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Identity number of each image (-1 for flat files), int32, memory-mapped."""
+        return self.index.labels
+
+    @property
+    def identities(self) -> Sequence[str]:
+        return self.index.identities
+
+    @property
+    def backgrounds(self) -> PathList:
+        return PathList(self.index, "backgrounds")
+
+    @property
+    def image_sizes(self) -> np.ndarray:
+        """(n, 2) height, width of each training image, read from the headers when indexing."""
+        return self.index.hw[self.index.train]
+
+    @property
+    def image_dir(self) -> Path:
+        return self.root / self.index.image_dir
+
+    @property
+    def keypoints(self) -> dict[str, list[list[float]]] | None:
+        """``keypoints.json``, read when first asked for (a million-entry dict only for methods using it)."""
+        keypoint_file = self.root / "keypoints.json"
+        if self._keypoints is None and keypoint_file.is_file():
             try:
                 keypoints = json.loads(keypoint_file.read_text())
             except json.JSONDecodeError as exc:
@@ -88,15 +159,16 @@ class PretrainFolder:
                 ) from exc
             if not isinstance(keypoints, dict):
                 raise DataFormatError(keypoint_file, "a JSON object", type(keypoints).__name__)
-        return cls(root, images, labels, identities, backgrounds, keypoints)
-
-    @property
-    def image_dir(self) -> Path:
-        return self.images[0].parent if not self.identities else self.images[0].parent.parent
+            self._keypoints = keypoints
+        return self._keypoints
 
 
 class PretrainDataset(Dataset):
-    """Items are ``(index, epoch)`` pairs (from ``ResumableBatchSampler``) -> a dict of tensors."""
+    """Items are ``(index, epoch)`` pairs (from ``ResumableBatchSampler``) -> a dict of tensors.
+
+    ``backgrounds`` (when ``with_backgrounds``): None = ``<root>/backgrounds/`` if it has images, else the
+    pool's own images; ``"pool"`` = the pool's images even if the folder exists; a path = the images of
+    that folder (indexed like a pool). ``background_source`` says which was used (for the checkpoint)."""
 
     def __init__(
         self,
@@ -107,6 +179,8 @@ class PretrainDataset(Dataset):
         background_size: tuple[int, int] = (256, 256),
         with_labels: bool = False,
         with_keypoints: bool = False,
+        backgrounds: str | Path | None = None,
+        max_bad_images: int = MAX_BAD_IMAGES,
     ) -> None:
         self.folder = folder
         self.source_size = tuple(source_size)
@@ -115,54 +189,127 @@ class PretrainDataset(Dataset):
         self.background_size = tuple(background_size)
         self.with_labels = with_labels
         self.with_keypoints = with_keypoints
-        if with_backgrounds and not folder.backgrounds:
-            raise DataFormatError(
-                folder.root / "backgrounds", "background images (*.jpg) for the canvas", "none"
-            )
-        if with_labels and any(label < 0 for label in folder.labels):
+        self.max_bad_images = max_bad_images
+        self.bad_images = 0  # per process: each loader worker counts its own
+        self.background_source: str | None = None
+        self._background_paths: PathList | None = None
+        if with_backgrounds:
+            self._background_paths, self.background_source = self._choose_backgrounds(backgrounds)
+        if with_labels and bool((np.asarray(folder.labels) < 0).any()):
             raise DataFormatError(folder.root / "images", "images inside identity sub-folders", "flat files")
-        if with_keypoints and folder.keypoints is None:
-            raise DataFormatError(folder.root / "keypoints.json", "keypoints for every image", "missing file")
+        self._keypoint_array: np.ndarray | None = None
+        if with_keypoints:
+            if folder.keypoints is None:
+                raise DataFormatError(
+                    folder.root / "keypoints.json", "keypoints for every image", "missing file"
+                )
+            self._keypoint_array = self._keypoints_array()
+
+    def _choose_backgrounds(self, backgrounds: str | Path | None) -> tuple[PathList | None, str]:
+        folder = self.folder
+        if backgrounds is None and len(folder.backgrounds):
+            where = folder.root / "backgrounds"
+            return folder.backgrounds, f"folder:{where} ({len(folder.backgrounds)} images)"
+        if backgrounds is None or str(backgrounds) == "pool":
+            return None, f"pool:{folder.image_dir} (square windows of random other pool images)"
+        directory = Path(backgrounds)
+        if not directory.is_dir():
+            raise DataFormatError(directory, "a folder of background images (--backgrounds)", "no folder")
+        index = load_index(directory, flat=True, progress=False)
+        if len(index.train) == 0:
+            raise DataFormatError(directory, "background images (*.jpg, *.png)", "none")
+        return PathList(index, "train"), f"folder:{directory} ({len(index.train)} images)"
+
+    def _keypoints_array(self) -> np.ndarray:
+        """(n, 17, 3) keypoints rescaled to ``source_size``, one row per image (all-invisible when missing).
+
+        Keys may be relative to the root (``images/a/b.jpg``, as the synthetic world writes) or to
+        ``images/`` (``a/b.jpg``) or be a bare file name. Why an array: workers share it, a dict of a million
+        entries is copied page by page into each of them."""
+        folder = self.folder
+        table = folder.keypoints
+        assert table is not None
+        sizes = folder.image_sizes
+        out = np.zeros((len(folder.images), 17, 3), np.float32)
+        prefix = f"{folder.index.image_dir}/" if folder.index.image_dir else ""
+        for i, number in enumerate(folder.index.train.tolist()):
+            rel = folder.index.rel(number)
+            candidates = (rel, rel[len(prefix):] if rel.startswith(prefix) else rel, rel.rsplit("/", 1)[-1])
+            raw = next((table[c] for c in candidates if c in table), None)
+            if raw is None:
+                continue
+            points = np.asarray(raw, np.float32).reshape(-1, 3)[:17]
+            height, width = (int(v) for v in sizes[i])
+            points[:, 0] *= self.source_size[1] / width
+            points[:, 1] *= self.source_size[0] / height
+            out[i, : len(points)] = points
+        return out
+
+    def _keypoints(self, path: Path) -> torch.Tensor:
+        """Keypoints of the image at ``path`` (rescaled to ``source_size``), all-invisible when missing."""
+        assert self._keypoint_array is not None
+        position = list(self.folder.images).index(Path(path))
+        return torch.from_numpy(self._keypoint_array[position].copy())
 
     def __len__(self) -> int:
         return len(self.folder.images)
 
+    def _image(self, index: int) -> tuple[int, torch.Tensor]:
+        """The image of ``index``, or of the next readable one: a bad file is reported and skipped, up to
+        ``max_bad_images`` per process (then a clear error with the count)."""
+        images = self.folder.images
+        for attempt in range(len(images)):
+            current = (index + attempt) % len(images)
+            try:
+                return current, _load_rgb(images[current], self.source_size)
+            except DataFormatError as exc:
+                self.bad_images += 1
+                from saip_bench.utils import console
+
+                console.print(
+                    f"skipping unreadable image ({self.bad_images} so far in this loader process): {exc}",
+                    highlight=False, soft_wrap=True,
+                )
+                if self.bad_images > self.max_bad_images:
+                    raise DataFormatError(
+                        self.folder.image_dir,
+                        f"at most {self.max_bad_images} unreadable images per loader process",
+                        f"{self.bad_images}, the last {exc.path}",
+                    ) from exc
+        raise DataFormatError(self.folder.image_dir, "a readable image", "none")  # pragma: no cover
+
+    def _background(self, index: int, seed: int) -> torch.Tensor:
+        rng = np.random.default_rng(seed ^ 0x5EED)
+        if self._background_paths is not None:
+            path = self._background_paths[int(rng.integers(len(self._background_paths)))]
+            return _load_rgb(path, self.background_size)
+        n = len(self.folder.images)
+        other = int(rng.integers(max(1, n - 1)))
+        other = other + 1 if n > 1 and other >= index else other  # never the sample's own image
+        window = float(rng.random())
+        for attempt in range(n):
+            try:
+                return _load_rgb(self.folder.images[(other + attempt) % n], self.background_size, window)
+            except DataFormatError:
+                continue
+        raise DataFormatError(self.folder.image_dir, "a readable image", "none")  # pragma: no cover
+
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, epoch = key
-        path = self.folder.images[index]
         seed = sample_seed(self.run_seed, epoch, index)
+        used, image = self._image(index)
         item: dict[str, Any] = {
-            "image": _load_rgb(path, self.source_size),
+            "image": image,
             "index": torch.tensor(index, dtype=torch.long),
             "sample_seed": torch.tensor(seed, dtype=torch.long),
         }
         if self.with_backgrounds:
-            rng = np.random.default_rng(seed ^ 0x5EED)
-            background = self.folder.backgrounds[int(rng.integers(len(self.folder.backgrounds)))]
-            item["background"] = _load_rgb(background, self.background_size)
+            item["background"] = self._background(index, seed)
         if self.with_labels:
-            item["label"] = torch.tensor(self.folder.labels[index], dtype=torch.long)
-        if self.with_keypoints:
-            item["keypoints"] = self._keypoints(path)
+            item["label"] = torch.tensor(int(self.folder.labels[used]), dtype=torch.long)
+        if self._keypoint_array is not None:
+            item["keypoints"] = torch.from_numpy(self._keypoint_array[used].copy())
         return item
-
-    def _keypoints(self, path: Path) -> torch.Tensor:
-        """Keypoints of ``path``; keys may be relative to the root (``images/a/b.jpg``, as the
-        synthetic world writes) or to ``images/`` (``a/b.jpg``). Missing entries are all-invisible."""
-        assert self.folder.keypoints is not None
-        candidates = [path.relative_to(self.folder.root).as_posix()]
-        if self.folder.image_dir in path.parents:
-            candidates.append(path.relative_to(self.folder.image_dir).as_posix())
-        candidates.append(path.name)
-        raw = next((self.folder.keypoints[c] for c in candidates if c in self.folder.keypoints), None)
-        if raw is None:
-            return torch.zeros(17, 3)
-        points = torch.tensor(raw, dtype=torch.float32).reshape(-1, 3)
-        with Image.open(path) as image:
-            width, height = image.size
-        points[:, 0] *= self.source_size[1] / width
-        points[:, 1] *= self.source_size[0] / height
-        return points
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

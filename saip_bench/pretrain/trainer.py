@@ -281,11 +281,13 @@ class Trainer:
         resume_from: str | Path | None = None,
         allow_config_change: bool = False,
         overwrite_also: tuple[str, ...] = (),
+        backgrounds: str | Path | None = None,
     ) -> None:
         """``resume``: insist on a checkpoint in ``out_dir`` (one is continued anyway when it is there);
         ``overwrite``: delete the folder's checkpoints, log, failure report and ``overwrite_also`` (names
         in ``out_dir``) and start afresh; ``resume_from``: continue this checkpoint file instead, under
-        another configuration only with ``allow_config_change``."""
+        another configuration only with ``allow_config_change``; ``backgrounds``: the canvas backgrounds
+        (``PretrainDataset``: default ``<data>/backgrounds/`` or else the pool's own images)."""
         if overwrite and resume:
             raise UserError("--resume and --overwrite contradict each other: give one")
         if resume_from is not None and resume:
@@ -311,7 +313,7 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         self.method_name = method_name or method.name
         self.stop_after = stop_after  # testing hook: raise after this many steps of this run
-        self.folder = PretrainFolder.scan(data_dir)
+        self.folder = PretrainFolder.scan(data_dir, progress=self.progress)  # the pool index (rank 0 builds)
         self.dataset = PretrainDataset(
             self.folder,
             config.source_size,
@@ -320,6 +322,7 @@ class Trainer:
             background_size=config.background_size,
             with_labels=method.needs_labels,
             with_keypoints=method.needs_keypoints,
+            backgrounds=backgrounds,
         )
         world = self.dist.world_size
         self.effective_batch = config.batch_size * config.accum_steps * world
@@ -420,12 +423,21 @@ class Trainer:
                     "seed": self.seed,
                     "history": self.history,
                     "lineage": self.lineage,
+                    "data": self.data_provenance(),
                 },
                 path,
             )
         if self.dist.enabled:
             dist.barrier()
         return path
+
+    def data_provenance(self) -> dict[str, Any]:
+        """What the run read: the pool index's listing hash and size, and the canvas background source."""
+        return {
+            "pool_index": self.folder.index.listing_hash,
+            "images": len(self.dataset),
+            "backgrounds": self.dataset.background_source,
+        }
 
     def _weights_finite(self) -> bool:
         """Every floating tensor of the method's state (student, EMA teacher, buffers) finite on all ranks."""
