@@ -37,6 +37,52 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+NoDecayKind = Literal["bias", "norm", "pos_embed", "cls_token"]
+Interpolation = Literal["bilinear", "bicubic"]
+SelectionPolicy = Literal["final", "best_val", "best_test"]
+SELECTION_POLICIES: tuple[str, ...] = SelectionPolicy.__args__  # type: ignore[attr-defined]
+
+# Which checkpoint-selection policies each task implements (``Task.selections`` says the same; a test
+# keeps the two equal). ``best_test`` needs a cheap per-epoch evaluation of the reported split: the
+# single-person tasks and top-down pose have one; detection, fashion and parsing score only at the end.
+# ``best_val`` needs a held-out split that no spec trains without yet.
+SELECTION_SUPPORT: dict[str, tuple[str, ...]] = {
+    **{task: ("final",) for task in TASK_NAMES},
+    **{task: ("final", "best_test") for task in ("reid", "t2i_retrieval", "attributes", "pose", "wholebody")},
+}
+# Tasks whose image loaders honour ``Protocol.resize`` (the dense tasks warp crops with their own
+# bilinear affine pipelines, as every dense recipe does).
+RESIZE_TASKS = ("reid", "t2i_retrieval", "attributes")
+
+
+class ParamGroups(StrictModel):
+    """Which parameters skip weight decay and which get an LR multiplier (the recipes' optimizer groups).
+
+    Why data: recipes differ (TransReID decays every parameter and doubles the bias LR; mmpose exempts
+    biases, norms and the position embedding), and a benchmark must say which one it ran.
+    """
+
+    no_decay: list[NoDecayKind] = Field(
+        default_factory=lambda: ["bias", "norm", "pos_embed", "cls_token"],
+        description="bias: names ending in 'bias'; norm: other 1-D tensors (norm and BN scales, layer "
+                    "scales); pos_embed; cls_token (also register/mask tokens)",
+    )
+    bias_lr: float = Field(gt=0, default=1.0, description="LR multiplier of every bias")
+    lr_mult: dict[str, float] = Field(
+        default_factory=dict,
+        description="fnmatch pattern on 'backbone.<name>' / 'head.<name>' -> LR multiplier (the product "
+                    "when several match; a matched bias takes it instead of bias_lr), e.g. "
+                    "{'head.*': 10} or {'head.classifier.*': 5}",
+    )
+
+    @model_validator(mode="after")
+    def _positive_multipliers(self) -> ParamGroups:
+        bad = {k: v for k, v in self.lr_mult.items() if not v > 0}
+        if bad:
+            raise ValueError(f"lr_mult values must be > 0: {bad}")
+        return self
+
+
 class Schedule(StrictModel):
     """Optimisation schedule of one protocol; numbers as in the paper's downstream configs."""
 
@@ -51,6 +97,52 @@ class Schedule(StrictModel):
     layer_decay: float | None = None
     grad_clip: float | None = None
     max_steps: int | None = Field(default=None, gt=0)
+    # Recipe details (issue 22); the defaults are what every protocol did before they existed.
+    eps: float | None = Field(default=None, gt=0, description="Adam(W) eps; None = torch's 1e-8")
+    betas: tuple[float, float] | None = None
+    warmup_steps: int | None = Field(
+        default=None, ge=0, description="warm-up in optimiser steps (mmcv's iteration warm-up); wins over "
+                                        "warmup_epochs")
+    warmup_start: float | None = Field(
+        default=None, gt=0, le=1,
+        description="LR factor of the first warm-up step, ramping linearly to 1; None = 1/warm-up steps")
+    warmup_prefix: bool = Field(
+        default=True, description="False: the cosine is measured from step 0, warm-up included (timm's "
+                                  "warmup_prefix=False, as TransReID)")
+    min_lr: float = Field(default=0.0, ge=0, lt=1, description="cosine floor as a fraction of lr")
+    groups: ParamGroups = Field(default_factory=ParamGroups)
+
+
+class ResizeRule(StrictModel):
+    """Interpolation of the plain image resize at train and at test time."""
+
+    train: Interpolation = "bilinear"
+    test: Interpolation = "bilinear"
+
+
+class Deviation(StrictModel):
+    """One remaining difference between our protocol and the authors' recipe, and why it stays."""
+
+    what: str
+    recipe: str
+    ours: str
+    reason: str
+
+
+class Recipe(StrictModel):
+    """The authors' downstream recipe in words, for what the validated fields cannot hold.
+
+    The optimizer, groups, schedule, batch, drop-path, resize and selection are read from the protocol's
+    own fields (``saip-bench describe`` joins both), so a number is never written twice.
+    """
+
+    source: str
+    head: str
+    input: str
+    augmentation: str
+    losses: str
+    test: str
+    deviations: list[Deviation] = Field(default_factory=list)
 
 
 class Protocol(StrictModel):
@@ -58,6 +150,15 @@ class Protocol(StrictModel):
     schedule: Schedule
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
+    drop_path: float = Field(default=0.0, ge=0, lt=1, description="stochastic depth rate (finetune only), "
+                                                                  "linear over the blocks as timm does")
+    resize: ResizeRule = Field(default_factory=ResizeRule)
+    final_norm: bool = Field(default=False, description="dense heads read the last block through the "
+                                                        "backbone's final LayerNorm (as mmpose's ViT)")
+    selection: SelectionPolicy = Field(
+        default="final", description="which epoch's weights are scored: the last, the best on a held-out "
+                                     "val split, or the best on the reported split (the authors' practice)")
+    recipe: Recipe | None = None
 
 
 class MetricSpec(StrictModel):
@@ -100,6 +201,23 @@ class TaskSpec(StrictModel):
             raise ValueError(
                 f"default_protocol {self.default_protocol!r} not in protocols {sorted(self.protocols)}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _protocol_settings_supported(self) -> TaskSpec:
+        """A policy or resize rule the task cannot honour is an error here, not a silent no-op later."""
+        for name, protocol in self.protocols.items():
+            supported = SELECTION_SUPPORT.get(self.task, ("final",))
+            if protocol.selection not in supported:
+                raise ValueError(
+                    f"protocols.{name}.selection: {protocol.selection!r} is not supported for task "
+                    f"{self.task!r} yet (supported: {', '.join(supported)})"
+                )
+            if self.task not in RESIZE_TASKS and protocol.resize != ResizeRule():
+                raise ValueError(
+                    f"protocols.{name}.resize: task {self.task!r} resizes with its own bilinear pipeline; "
+                    f"only {', '.join(RESIZE_TASKS)} honour a resize rule"
+                )
         return self
 
     @property
@@ -145,6 +263,20 @@ class RecordIdentity(StrictModel):
     seed: int
 
 
+class Uncertainty(StrictModel):
+    """Percentile-bootstrap intervals of a record's scores over its test samples (queries or images):
+    predictions resampled with replacement, never retrained (``saip_bench/metrics/bootstrap.py``)."""
+
+    method: str
+    level: float = Field(gt=0, lt=1)
+    resamples: int = Field(ge=2)
+    seed: int
+    unit: str  # what was resampled: "queries" or "images"
+    n_units: int = Field(ge=1)
+    intervals: dict[str, tuple[float, float]]  # metric -> (low, high), in the metric's own unit
+    seconds: float = 0.0
+
+
 class ResultRecord(StrictModel):
     """One finished unit (method x backbone x task/dataset x protocol x seed); boards read only these."""
 
@@ -159,11 +291,28 @@ class ResultRecord(StrictModel):
     n_samples: dict[str, dict[str, int]] = Field(default_factory=dict)
     limited: bool = False
     created_at: str = ""
+    selection: SelectionPolicy | None = Field(
+        default=None, description="checkpoint-selection policy of the scored weights; None = a record "
+                                  "written before policies existed (those scored the final epoch)")
+    uncertainty: Uncertainty | None = Field(
+        default=None, description="bootstrap intervals over test samples; None = a record written before "
+                                  "intervals existed, or a metric that offers none")
 
     @model_validator(mode="after")
     def _main_score_in_scores(self) -> ResultRecord:
         if self.main_metric not in self.scores:
             raise ValueError(f"main_metric {self.main_metric!r} missing from scores")
+        return self
+
+    @model_validator(mode="after")
+    def _selection_from_task(self) -> ResultRecord:
+        """Tasks report their policy in ``task_details`` (every task does, see ``Task.run``); lift it to the
+        top level so boards can group by it without digging into provenance."""
+        if self.selection is None:
+            details = self.provenance.get("task_details")
+            reported = details.get("selection") if isinstance(details, dict) else None
+            if reported in SELECTION_POLICIES:
+                self.selection = reported
         return self
 
 

@@ -178,7 +178,7 @@ def test_task_run_on_matching_devices_leaves_no_hook(tmp_path):
     task = ProbeTask({"backbone": "cpu", "head": "cpu"}, {"backbone": "cpu", "head": "cpu"})
     ctx = probe_ctx(tmp_path, "cpu")
     result = task.run(ctx)
-    assert result.main_metric == "mA" and result.main_score == 1.0 and result.extra == {"steps": 1}
+    assert result.main_metric == "mA" and result.main_score == 1.0 and result.extra["steps"] == 1
     assert sum(hook_counts(ctx.backbone).values()) == 0
 
 

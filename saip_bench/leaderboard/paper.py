@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from saip_bench.errors import SpecError, UserError
-from saip_bench.leaderboard.tables import Board
+from saip_bench.leaderboard.tables import Board, percent_scale
 from saip_bench.specs import DATASET_NAMES, resource_dir
 
 OUTER_COLUMNS = [
@@ -122,6 +122,8 @@ def compare_with_paper(board: Board, paper: pd.DataFrame, method: str = "saip") 
             # exceed 1 on this board is read as a fraction and shown x100 beside the paper.
             same_metric = ours[(ours["dataset"] == ref["dataset"]) & (ours["metric"] == key)]["mean"]
             row["scale"] = 100.0 if len(same_metric) and same_metric.abs().max() <= 1.0 else 1.0
+            if percent_scale(board.dataset_info[ref["dataset"]]["task"]) != 1.0:
+                row["scale"] = 1.0  # a known fraction task: the board already shows it in percent
             row.update(
                 our_backbone=entry["backbone"],
                 our_metric=key,

@@ -1,14 +1,17 @@
 """Plots of a board: a radar chart per backbone like the paper's Fig. 1, and a score-vs-cost Pareto plot.
 
 Why: Fig. 1 is how the paper argues its case; the same picture from our records makes the comparison
-direct. Plots are deterministic (Agg backend, fixed hash salt, no PNG metadata) so boards regenerate
-byte-identically from the same records.
+direct. Honest scales: every radar axis runs from 0 to a fixed 100 (scores are percent on a board;
+lower-is-better metrics are drawn as 100 - value), never from the worst to the best entry, so a
+0.5-point gap looks like one; the paper's own values are drawn as a reference polygon where they exist.
+The Pareto plot uses the measured costs on their real axes and is drawn only where the costs differ.
+Plots are deterministic (Agg backend, fixed SVG hash salt, no dates in metadata) so boards regenerate
+byte-identically from the same records; each is written as PNG (150 dpi) and SVG.
 """
 
 from __future__ import annotations
 
 import io
-import math
 
 import matplotlib
 
@@ -51,20 +54,42 @@ def _style(method: str, index: int) -> tuple[str, str]:
     return METHOD_STYLE.get(method, (PALETTE[index % len(PALETTE)], "-"))
 
 
-def _png(fig: plt.Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+AXIS_MAX = 100.0  # percent: the fixed outer ring of every radar axis
+PNG_DPI = 150
+
+
+def encode(fig: plt.Figure) -> dict[str, bytes]:
+    """The figure as deterministic PNG and SVG bytes (keys ``png``, ``svg``); closes it."""
+    out = {}
+    for kind, metadata in (("png", {"Software": None}), ("svg", {"Date": None})):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=kind, dpi=PNG_DPI, metadata=metadata)
+        out[kind] = buffer.getvalue()
     plt.close(fig)
-    return buffer.getvalue()
+    return out
 
 
 def _setup() -> None:
     plt.rcParams.update({"svg.hashsalt": "saip-bench", "font.size": 9, "figure.dpi": 100})
 
 
-def radar_png(board: Board, backbone: str) -> bytes | None:
-    """Entries of one backbone on every dataset of the board; each axis scaled min..max over entries
-    (direction-aware, outward = better) and labelled with its best raw value, as in the paper."""
+def radius(value: float, direction: str) -> float:
+    """Position on a 0..100 axis as a fraction of the radius; lower-is-better drawn as 100 - value."""
+    shown = AXIS_MAX - value if direction == "min" else value
+    return float(np.clip(shown / AXIS_MAX, 0.0, 1.0))
+
+
+def paper_values(paper: pd.DataFrame | None, family: str) -> dict[str, float]:
+    """The paper's Fig. 1 outer value per dataset for a backbone family (percent), if known."""
+    if paper is None or not len(paper):
+        return {}
+    rows = paper[paper["family"] == family]
+    return {str(r["dataset"]): float(r["value"]) for _, r in rows.iterrows()}
+
+
+def radar_figure(board: Board, backbone: str, paper: pd.DataFrame | None = None) -> plt.Figure | None:
+    """Entries of one backbone on every dataset of the board, each axis 0..100 (fixed), with the
+    paper's values for the backbone's family as a dashed grey reference polygon where it has them."""
     rows = board.summary[board.summary["backbone"] == backbone]
     # axes: datasets every drawn entry has (a missing score is never drawn as zero); entries with fewer
     # than three such datasets are left out rather than shrinking the chart for everyone
@@ -74,42 +99,41 @@ def radar_png(board: Board, backbone: str) -> bytes | None:
         return None
     _setup()
     angles = np.linspace(0, 2 * np.pi, len(datasets), endpoint=False)
+    closed = [*angles, angles[0]]
     fig, ax = plt.subplots(figsize=(6.4, 6.4), subplot_kw={"projection": "polar"})
-    radii = {}
-    best_labels = []
-    for dataset in datasets:
-        values = rows[dataset].astype(float)
-        lower_better = board.dataset_info[dataset]["direction"] == "min"
-        best = values.min() if lower_better else values.max()
-        worst = values.max() if lower_better else values.min()
-        span = (best - worst) if best != worst else 1.0
-        radii[dataset] = 0.25 + 0.75 * (values - worst) / span
-        best_labels.append(best)
-    for index, (row_index, row) in enumerate(rows.iterrows()):
-        r = [radii[d].loc[row_index] for d in datasets]
-        if any(math.isnan(v) for v in r):
-            r = [0.0 if math.isnan(v) else v for v in r]
+    directions = [board.dataset_info[d]["direction"] for d in datasets]
+    for index, (_, row) in enumerate(rows.iterrows()):
+        r = [radius(float(row[d]), direction) for d, direction in zip(datasets, directions, strict=True)]
         color, style = _style(row["method"], index)
         label = row["method"] if rows["pretrain"].nunique() == 1 else f"{row['method']} ({row['pretrain']})"
-        ax.plot([*angles, angles[0]], [*r, r[0]], style, color=color, linewidth=1.8, label=label)
-        ax.fill([*angles, angles[0]], [*r, r[0]], color=color, alpha=0.06)
-    ax.set_ylim(0, 1.08)
-    ax.set_yticks([0.25, 0.625, 1.0])
-    ax.set_yticklabels([])
+        ax.plot(closed, [*r, r[0]], style, color=color, linewidth=1.8, label=label)
+        ax.fill(closed, [*r, r[0]], color=color, alpha=0.06)
+    family = str(rows["family"].iloc[0])
+    reference = paper_values(paper, family)
+    if any(d in reference for d in datasets):
+        r = [radius(reference[d], direction) if d in reference else np.nan
+             for d, direction in zip(datasets, directions, strict=True)]
+        ax.plot(closed, [*r, r[0]], "--", color="#555555", linewidth=1.2, marker="o", markersize=3,
+                label="paper Fig. 1 (SAIP*)")
+    ax.set_ylim(0, 1.0)
+    ax.set_yticks([0.25, 0.5, 0.75, 1.0])
+    ax.set_yticklabels(["25", "50", "75", "100"], fontsize=7, color="#777777")
     ax.set_xticks(angles)
     labels = []
-    for dataset, best in zip(datasets, best_labels, strict=True):
-        arrow = "↓" if board.dataset_info[dataset]["direction"] == "min" else ""
-        best_text = f"{best:.1f}" if abs(best) >= 1.5 or best == 0 else f"{best:.3g}"
-        labels.append(f"{AXIS_LABELS.get(dataset, dataset)}{arrow}\n{best_text}")
-    ax.set_xticklabels(labels)
-    family = rows["family"].iloc[0]
-    ax.set_title(
-        f"{board.name}: {backbone} ({family})\naxis label = best value; axes scaled per dataset", pad=22
-    )
-    ax.legend(loc="upper right", bbox_to_anchor=(1.28, 1.12), frameon=False)
+    for dataset, direction in zip(datasets, directions, strict=True):
+        metric = board.dataset_info[dataset]["metric"]
+        shown = f"100−{metric}" if direction == "min" else metric
+        labels.append(f"{AXIS_LABELS.get(dataset, dataset)}\n{shown}")
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_title(f"{board.name}: {backbone} ({family})\nevery axis 0-100 (%), outward = better", pad=22)
+    ax.legend(loc="upper right", bbox_to_anchor=(1.3, 1.12), frameon=False)
     fig.tight_layout()
-    return _png(fig)
+    return fig
+
+
+def radar_png(board: Board, backbone: str, paper: pd.DataFrame | None = None) -> bytes | None:
+    fig = radar_figure(board, backbone, paper)
+    return None if fig is None else encode(fig)["png"]
 
 
 COSTS = (
@@ -133,31 +157,44 @@ def pareto_front(cost: pd.Series, score: pd.Series) -> list:
     return front
 
 
-def pareto_png(board: Board) -> bytes | None:
-    """Normalised mean score of complete entries against each measured cost; the front is drawn."""
+def mean_percent(board: Board, rows: pd.DataFrame) -> pd.Series:
+    """Each entry's mean score over the board's datasets in percent (lower-is-better as 100 - value):
+    an absolute scale, unlike the min-max normalised score."""
+    columns = [(AXIS_MAX - rows[d]) if board.dataset_info[d]["direction"] == "min" else rows[d]
+               for d in board.datasets]
+    return pd.concat(columns, axis=1).mean(axis=1)
+
+
+def pareto_figure(board: Board) -> plt.Figure | None:
+    """Mean score of complete entries against each measured cost that differs between them; None when
+    no cost differs (a plot of identical costs says nothing)."""
     rows = board.summary[board.summary["complete"]]
-    if len(rows) == 0:
+    if len(rows) < 2:
+        return None
+    data = rows.assign(_score=mean_percent(board, rows))
+    axes_costs = [(c, label) for c, label in COSTS if data[c].dropna().nunique() > 1]
+    if not axes_costs:
         return None
     _setup()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    for ax, (column, label) in zip(axes, COSTS, strict=True):
-        data = rows[[column, "norm_score", "method", "backbone"]].dropna()
-        for index, (_, row) in enumerate(data.iterrows()):
+    fig, axes = plt.subplots(1, len(axes_costs), figsize=(4.2 * len(axes_costs), 3.8), squeeze=False)
+    device = ", ".join(board.devices) or "device not recorded"
+    for ax, (column, label) in zip(axes[0], axes_costs, strict=True):
+        points = data[[column, "_score", "method", "backbone"]].dropna()
+        for index, (_, row) in enumerate(points.iterrows()):
             color, _ = _style(row["method"], index)
-            ax.scatter(row[column], row["norm_score"], color=color, s=36, zorder=3)
-            ax.annotate(
-                f"{row['method']}/{row['backbone']}",
-                (row[column], row["norm_score"]),
-                fontsize=7,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-        if len(data):
-            front = data.loc[pareto_front(data[column], data["norm_score"])].sort_values(column)
-            ax.step(front[column], front["norm_score"], where="post", color="#444444", linewidth=1, zorder=2)
-        ax.set_xlabel(label)
+            ax.scatter(row[column], row["_score"], color=color, s=36, zorder=3)
+            ax.annotate(f"{row['method']}/{row['backbone']}", (row[column], row["_score"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        front = points.loc[pareto_front(points[column], points["_score"])].sort_values(column)
+        ax.step(front[column], front["_score"], where="post", color="#444444", linewidth=1, zorder=2)
+        ax.set_xlabel(f"{label[:-1]}, {device})" if column == "latency_ms" else label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("normalised mean score (0-100)")
+    axes[0][0].set_ylabel("mean score over datasets (%)")
     fig.suptitle(f"{board.name}: score vs cost (Pareto front in grey)")
     fig.tight_layout()
-    return _png(fig)
+    return fig
+
+
+def pareto_png(board: Board) -> bytes | None:
+    fig = pareto_figure(board)
+    return None if fig is None else encode(fig)["png"]

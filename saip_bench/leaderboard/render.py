@@ -1,8 +1,14 @@
-"""Boards -> Markdown, CSV, a self-contained HTML page (sortable tables, plots inlined) and PNG plots.
+"""Boards -> Markdown, CSV, a self-contained HTML page (sortable tables, plots inlined) and PNG/SVG plots.
 
 Why: the same tables in the formats people paste (Markdown), load (CSV) and browse (HTML). Output is a
 pure function of the records: no timestamps, no absolute paths, deterministic plots, so regenerating a
 board from the same records gives byte-identical files.
+
+A reader can use them: scores in percent with two decimals in every score column, the bootstrap 95%
+interval beside each score, ★ only on a best entry distinguishable from the runner-up, metrics in the
+spec's order (the rest folded into a drill-down in HTML, all of them in ``all_metrics.csv``), the number
+of seeds rather than their ids, and a paper-vs-ours table with deltas that leaves out rows with nothing
+to compare.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from saip_bench.errors import SpecError, UserError
 from saip_bench.leaderboard.paper import compare_with_paper, load_paper
-from saip_bench.leaderboard.plots import AXIS_LABELS, pareto_png, radar_png
+from saip_bench.leaderboard.plots import AXIS_LABELS, encode, pareto_figure, radar_figure
 from saip_bench.leaderboard.tables import Board, build_boards
-from saip_bench.specs import ResultRecord
+from saip_bench.specs import ResultRecord, get_task_spec
 from saip_bench.utils import atomic_write_bytes, atomic_write_text
 
 TRACK_TEXT = {
@@ -39,6 +46,37 @@ def fmt(value: float, std: float = math.nan) -> str:
     if not math.isnan(std):
         text += f" ± {std:.{digits}f}"
     return text
+
+
+SCORE_DIGITS = 2  # every score column: percent with two decimals
+BEST_MARK = " ★"
+
+
+def fmt_score(value: float, std: float = math.nan, low: float = math.nan, high: float = math.nan) -> str:
+    """``mean ± std [low, high]`` with fixed decimals; the std only with several seeds, the interval only
+    when the records carry one."""
+    if value is None or math.isnan(value):
+        return "—"
+    text = f"{value:.{SCORE_DIGITS}f}"
+    if not math.isnan(std):
+        text += f" ± {std:.{SCORE_DIGITS}f}"
+    if not (math.isnan(low) or math.isnan(high)):
+        text += f" [{low:.{SCORE_DIGITS}f}, {high:.{SCORE_DIGITS}f}]"
+    return text
+
+
+def report_order(board: Board, dataset: str, available: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(shown, folded): the spec's ``report`` metrics in its order (main left out), then the rest.
+
+    Without a spec for the task (hand-made records) every metric is shown, sorted by name."""
+    info = board.dataset_info[dataset]
+    names = [m for m in available if m != info["metric"] and not m.startswith("num_")]
+    try:
+        report = list(get_task_spec(info["task"], dataset).metric.report)
+    except (SpecError, UserError):
+        return sorted(names), []
+    shown = [m for m in report if m in names]
+    return shown, sorted(set(names) - set(shown))
 
 
 def fmt_plain(value: float, digits: int = 2) -> str:
@@ -91,7 +129,9 @@ def summary_rows(board: Board) -> tuple[list[str], list[list[tuple[str, str]]]]:
                 out.append(("—", ""))
                 continue
             cell = cells.loc[key]
-            text = fmt(cell["mean"], cell["std"])
+            text = fmt_score(cell["mean"], cell["std"], cell["ci_low"], cell["ci_high"])
+            if cell["distinct_best"]:
+                text += BEST_MARK
             if not cell["complete"]:
                 text += f" (incomplete: {cell['n_seeds']} seed(s))"
             out.append((text, _num(cell["mean"])))
@@ -102,12 +142,15 @@ def summary_rows(board: Board) -> tuple[list[str], list[list[tuple[str, str]]]]:
     return header, rows
 
 
-def dataset_rows(board: Board, dataset: str) -> tuple[list[str], list[list[tuple[str, str]]]]:
+def dataset_rows(board: Board, dataset: str, folded: bool = False
+                 ) -> tuple[list[str], list[list[tuple[str, str]]]]:
+    """The per-dataset table: main metric, then the spec's report metrics (``folded``: the other metrics
+    instead, for the drill-down). Counts such as num_queries stay in all_metrics.csv only."""
     info = board.dataset_info[dataset]
     cells = board.cells[board.cells["dataset"] == dataset]
     metrics = board.metrics[board.metrics["dataset"] == dataset]
-    # counts such as num_queries stay in all_metrics.csv but are not scores to compare
-    others = sorted(m for m in set(metrics["metric"]) - {info["metric"]} if not m.startswith("num_"))
+    shown, rest = report_order(board, dataset, sorted(set(metrics["metric"])))
+    others = rest if folded else shown
     header = [
         "rank",
         "method",
@@ -128,24 +171,21 @@ def dataset_rows(board: Board, dataset: str) -> tuple[list[str], list[list[tuple
             & (metrics["pretrain"] == cell["pretrain"])
         ].set_index("metric")
         rank = fmt_plain(cell["rank"]) if not math.isnan(cell["rank"]) else "— (incomplete)"
+        main = fmt_score(cell["mean"], cell["std"], cell["ci_low"], cell["ci_high"])
         out = [
             (rank, _num(cell["rank"])),
             (cell["method"], cell["method"]),
             (cell["backbone"], cell["backbone"]),
             (cell["pretrain"], cell["pretrain"]),
-            (fmt(cell["mean"], cell["std"]), _num(cell["mean"])),
+            (main + (BEST_MARK if cell["distinct_best"] else ""), _num(cell["mean"])),
         ]
         for metric in others:
             if metric in entry.index:
-                out.append(
-                    (
-                        fmt(entry.loc[metric, "mean"], entry.loc[metric, "std"]),
-                        _num(entry.loc[metric, "mean"]),
-                    )
-                )
+                m = entry.loc[metric]
+                out.append((fmt_score(m["mean"], m["std"], m["ci_low"], m["ci_high"]), _num(m["mean"])))
             else:
                 out.append(("—", ""))
-        out.append((cell["seeds"], str(cell["n_seeds"])))
+        out.append((str(cell["n_seeds"]), str(cell["n_seeds"])))
         rows.append(out)
     return header, rows
 
@@ -166,11 +206,37 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[tuple[str, str
 def board_intro(board: Board) -> str:
     return (
         f"Data: {SOURCE_TEXT.get(board.source, board.source)}. Protocol: "
-        f"{TRACK_TEXT.get(board.track, board.track)}. Scores are means over seeds (± sample std when "
-        "there are several). Ranks: 1 = best, ties share the average rank, ↓ marks lower-is-better metrics. "
+        f"{TRACK_TEXT.get(board.track, board.track)}. Scores are in percent (fraction metrics ×100), means "
+        "over seeds (± sample std when there are several), with the bootstrap 95% interval over test "
+        "samples in brackets (1000 resamples of the queries or images, predictions resampled, no "
+        "retraining; with several seeds the mean of the per-seed bounds). ★ marks a best entry whose "
+        "interval does not overlap the runner-up's; without ★ the gap to the runner-up may be test-set "
+        "noise. Ranks: 1 = best, ties share the average rank, ↓ marks lower-is-better metrics. "
         "Mean rank and the normalised score (per dataset min-max over the compared complete entries, best = "
         "100) are computed only for entries with every planned seed on every dataset of the board."
     )
+
+
+def interval_line(board: Board) -> str:
+    """One line: on which datasets the best entry is distinguishable from the runner-up."""
+    distinct, inside, unknown = [], [], []
+    for dataset in board.datasets:
+        cells = board.cells[(board.cells["dataset"] == dataset) & board.cells["complete"]]
+        name = AXIS_LABELS.get(dataset, dataset)
+        if len(cells) < 2:
+            continue
+        if cells["distinct_best"].any():
+            distinct.append(name)
+        elif cells["ci_low"].notna().sum() >= 2:
+            inside.append(name)
+        else:
+            unknown.append(name)
+    parts = [f"best distinguishable from the runner-up on {', '.join(distinct) or 'no dataset'}"]
+    if inside:
+        parts.append(f"gap inside the 95% intervals on {', '.join(inside)}")
+    if unknown:
+        parts.append(f"no intervals recorded on {', '.join(unknown)}")
+    return "Intervals: " + "; ".join(parts) + "."
 
 
 def render_markdown(
@@ -185,7 +251,8 @@ def render_markdown(
     if limited:
         parts += ["", f"{limited} record(s) from `--limit` runs were left out (never shown on boards)."]
     for board in boards:
-        parts += ["", f"## Board `{board.name}`", "", board_intro(board), "", "### Summary", ""]
+        parts += ["", f"## Board `{board.name}`", "", board_intro(board), "", interval_line(board), "",
+                  "### Summary", ""]
         parts.append(markdown_table(*summary_rows(board)))
         for dataset in board.datasets:
             info = board.dataset_info[dataset]
@@ -198,15 +265,18 @@ def render_markdown(
             parts.append(markdown_table(*dataset_rows(board, dataset)))
         names = [name for name in plot_names(board) if name in plots]
         if names:
-            parts += ["", "### Plots", ""] + [f"![{name}](plots/{name})" for name in names]
+            parts += ["", "### Plots", ""] + [
+                f"![{name}](plots/{name}) ([SVG](plots/{name[:-4]}.svg))" for name in names
+            ]
         if board.name in comparisons:
+            header, rows, hidden = compare_rows(comparisons[board.name])
             parts += [
                 "",
                 "### Beside the paper (Fig. 1 outer values)",
                 "",
-                COMPARE_NOTE,
+                COMPARE_NOTE + compare_hidden_note(hidden),
                 "",
-                markdown_table(*compare_rows(comparisons[board.name])),
+                markdown_table(header, rows),
             ]
     return "\n".join(parts) + "\n"
 
@@ -218,7 +288,15 @@ COMPARE_NOTE = (
 )
 
 
-def compare_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, str]]]]:
+def compare_hidden_note(hidden: int) -> str:
+    if not hidden:
+        return ""
+    return f" {hidden} paper value(s) with no entry of ours to compare are left out (see the CSV)."
+
+
+def compare_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, str]]], int]:
+    """Rows with a value on both sides (and their count of left-out rows); delta = ours - paper, both
+    in percent."""
     header = [
         "family",
         "dataset",
@@ -227,10 +305,17 @@ def compare_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, s
         "our backbone",
         "our metric",
         "our value (as %)",
+        "delta (ours − paper)",
         "comparable",
     ]
     rows = []
+    hidden = 0
     for _, row in frame.iterrows():
+        if math.isnan(row["our_value"]) or math.isnan(row["paper_value"]):
+            hidden += 1
+            continue
+        ours = row["our_value"] * row["scale"]
+        delta = ours - row["paper_value"]
         metric = row["our_metric"] + (
             "" if row["metric_matched"] or not row["our_metric"] else " (main; no match)"
         )
@@ -239,17 +324,18 @@ def compare_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[tuple[str, s
                 (row["family"], row["family"]),
                 (row["dataset"], row["dataset"]),
                 (f"{row['paper_method']}, {row['paper_metric']}", row["paper_metric"]),
-                (fmt(row["paper_value"]), _num(row["paper_value"])),
+                (f"{row['paper_value']:.{SCORE_DIGITS}f}", _num(row["paper_value"])),
                 (row["our_backbone"] or "—", row["our_backbone"]),
                 (metric or "—", metric),
                 (
-                    fmt(row["our_value"] * row["scale"]) + (" (fraction ×100)" if row["scale"] != 1 else ""),
-                    _num(row["our_value"] * row["scale"]),
+                    f"{ours:.{SCORE_DIGITS}f}" + (" (fraction ×100)" if row["scale"] != 1 else ""),
+                    _num(ours),
                 ),
+                (f"{delta:+.{SCORE_DIGITS}f}", _num(delta)),
                 ("yes" if row["comparable"] else "no", "yes" if row["comparable"] else "no"),
             ]
         )
-    return header, rows
+    return header, rows, hidden
 
 
 # ------------------------------------------------------------------------------------------ HTML
@@ -285,6 +371,19 @@ th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; whi
 th { background: #f2f2f2; cursor: pointer; user-select: none; }
 th[aria-sort=ascending]::after { content: " ▲"; } th[aria-sort=descending]::after { content: " ▼"; }
 td.t { text-align: left; } .note { color: #555; max-width: 70rem; } img { max-width: 100%; }
+.scroll { overflow-x: auto; max-width: 100%; margin-bottom: 1rem; }
+details > summary { cursor: pointer; color: #335; margin: 0.25rem 0; }
+#filter { margin: 0.5rem 0; padding: 0.25rem; width: 24rem; }
+"""
+
+FILTER_SCRIPT = """
+document.getElementById('filter').addEventListener('input', function (event) {
+  var words = event.target.value.toLowerCase().split(/\\s+/).filter(Boolean);
+  document.querySelectorAll('table.sortable tbody tr').forEach(function (row) {
+    var text = (row.getAttribute('data-entry') || row.textContent).toLowerCase();
+    row.style.display = words.every(function (w) { return text.indexOf(w) >= 0; }) ? '' : 'none';
+  });
+});
 """
 
 
@@ -305,8 +404,8 @@ def html_table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[tup
         )
         body.append(f"<tr>{tds}</tr>")
     return (
-        f'<table class="sortable" id="{html.escape(table_id)}"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
+        f'<div class="scroll"><table class="sortable" id="{html.escape(table_id)}"><thead><tr>{head}</tr>'
+        f"</thead><tbody>{''.join(body)}</tbody></table></div>"
     )
 
 
@@ -326,13 +425,16 @@ def render_html(
         "<title>saip-bench leaderboard</title>",
         f"<style>{STYLE}</style></head><body>",
         "<h1>saip-bench leaderboard</h1>",
-        '<p class="note">Built from result records only. Click a column header to sort.</p>',
+        '<p class="note">Built from result records only. Click a column header to sort; type words '
+        "(method, backbone, pretraining, track) to filter rows.</p>",
+        '<input id="filter" type="search" placeholder="filter rows, e.g. saip vit_tiny">',
     ]
     if limited:
         parts.append(f'<p class="note">{limited} record(s) from --limit runs were left out.</p>')
     for board in boards:
         parts.append(f'<h2 id="board-{html.escape(board.name)}">Board {html.escape(board.name)}</h2>')
-        parts.append(f'<p class="note">{html.escape(board_intro(board))}</p><h3>Summary</h3>')
+        parts.append(f'<p class="note">{html.escape(board_intro(board))}</p>')
+        parts.append(f'<p class="note">{html.escape(interval_line(board))}</p><h3>Summary</h3>')
         parts.append(html_table(f"summary-{board.name}", *summary_rows(board)))
         for dataset in board.datasets:
             info = board.dataset_info[dataset]
@@ -342,6 +444,12 @@ def render_html(
                 f"{arrow(info['direction'])})</h3>"
             )
             parts.append(html_table(f"{board.name}-{dataset}", *dataset_rows(board, dataset)))
+            header, rows = dataset_rows(board, dataset, folded=True)
+            if len(header) > 6:  # rank, method, backbone, pretrain, main, seeds + folded metrics
+                parts.append(
+                    f"<details><summary>{len(header) - 6} more metrics (per class / per threshold)</summary>"
+                    + html_table(f"{board.name}-{dataset}-all", header, rows) + "</details>"
+                )
         for name in (n for n in plot_names(board) if n in plots):
             data = base64.b64encode(plots[name]).decode()
             parts.append(
@@ -349,9 +457,11 @@ def render_html(
                 f"<figcaption>{html.escape(name)}</figcaption></figure>"
             )
         if board.name in comparisons:
-            parts.append(f'<h3>Beside the paper</h3><p class="note">{html.escape(COMPARE_NOTE)}</p>')
-            parts.append(html_table(f"paper-{board.name}", *compare_rows(comparisons[board.name])))
-    parts.append(f"<script>{SORT_SCRIPT}</script></body></html>")
+            header, rows, hidden = compare_rows(comparisons[board.name])
+            note = COMPARE_NOTE + compare_hidden_note(hidden)
+            parts.append(f'<h3>Beside the paper</h3><p class="note">{html.escape(note)}</p>')
+            parts.append(html_table(f"paper-{board.name}", header, rows))
+    parts.append(f"<script>{SORT_SCRIPT}{FILTER_SCRIPT}</script></body></html>")
     return "\n".join(parts) + "\n"
 
 
@@ -361,16 +471,25 @@ def plot_names(board: Board) -> list[str]:
     return [*names, f"pareto_{board.name}.png"]
 
 
-def make_plots(board: Board) -> dict[str, bytes]:
+def make_plots(board: Board, paper: pd.DataFrame | None = None) -> dict[str, bytes]:
+    """``<name>.png`` and ``<name>.svg`` of every plot of the board (radars with the paper's polygon)."""
     plots: dict[str, bytes] = {}
-    for backbone in sorted(set(board.summary["backbone"])):
-        png = radar_png(board, backbone)
-        if png is not None:
-            plots[f"radar_{board.name}_{backbone}.png"] = png
-    png = pareto_png(board)
-    if png is not None:
-        plots[f"pareto_{board.name}.png"] = png
+    figures = [(f"radar_{board.name}_{backbone}", radar_figure(board, backbone, paper))
+               for backbone in sorted(set(board.summary["backbone"]))]
+    figures.append((f"pareto_{board.name}", pareto_figure(board)))
+    for stem, fig in figures:
+        if fig is not None:
+            for kind, data in encode(fig).items():
+                plots[f"{stem}.{kind}"] = data
     return plots
+
+
+def _paper_or_none() -> pd.DataFrame | None:
+    """The paper's numbers for the radar's reference polygon; a board without them still renders."""
+    try:
+        return load_paper()
+    except (SpecError, UserError):
+        return None
 
 
 def csv_text(frame: pd.DataFrame) -> str:
@@ -387,15 +506,14 @@ def write_boards(
     out = Path(out_dir)
     boards, limited = build_boards(records)
     plots: dict[str, bytes] = {}
+    paper_numbers = _paper_or_none()
     for board in boards:
-        plots.update(make_plots(board))
+        plots.update(make_plots(board, paper_numbers))
     comparisons: dict[str, pd.DataFrame] = {}
     if compare == "paper":
         paper = load_paper()
         comparisons = {board.name: compare_with_paper(board, paper) for board in boards}
     elif compare:
-        from saip_bench.errors import UserError
-
         raise UserError(f"--compare {compare!r}: only 'paper' is known")
     written: list[Path] = []
 
@@ -441,7 +559,7 @@ def write_boards(
     if "png" in formats:
         plot_dir = out / "plots"
         if plot_dir.is_dir():  # drop plots of boards that no longer exist
-            for old in plot_dir.glob("*.png"):
+            for old in sorted([*plot_dir.glob("*.png"), *plot_dir.glob("*.svg")]):
                 if old.name not in plots and old.name.startswith(("radar_", "pareto_")):
                     old.unlink()
         for name in sorted(plots):

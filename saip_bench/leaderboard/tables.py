@@ -7,6 +7,12 @@ its board; anything less is shown as incomplete, never silently averaged.
 A *board* holds records that are comparable: same data source (synthetic / real) and same protocol track
 (``fast`` = linear/frozen probes, ``finetune`` = the paper's protocol). An *entry* (a board row) is one
 pretrained model: method x backbone x pretraining preset.
+
+Units: one per board, percent as the paper prints them. Tasks whose official metrics are fractions
+(COCO AP, mIoU, CrowdHuman AP/MR/JI, Fashionpedia AP) are multiplied by 100 here, intervals too; the
+records keep the metric's own unit. Uncertainty: a cell carries the bootstrap 95% interval of its main
+metric over test samples (the mean of the per-seed bounds when there are several seeds) and is marked
+``distinct_best`` only when its interval does not overlap the runner-up's (see :func:`mark_distinct`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,20 @@ from saip_bench.errors import SpecError
 from saip_bench.specs import DATASET_NAMES, ResultRecord
 
 ENTRY = ["method", "backbone", "pretrain"]
+# Tasks whose metric functions return fractions in [0, 1]; boards show them x100 (one unit per board).
+FRACTION_TASKS = frozenset({"pose", "wholebody", "parsing", "multi_parsing", "detection", "fashion"})
+
+
+def percent_scale(task: str) -> float:
+    """100 for a task that scores fractions, 1 for one that already scores percent."""
+    return 100.0 if task in FRACTION_TASKS else 1.0
+
+
+def _scaled(scores: dict[str, float], factor: float) -> dict[str, float]:
+    """Scores x factor, counts (``num_*``) untouched."""
+    if factor == 1.0:
+        return dict(scores)
+    return {k: (v if k.startswith("num_") else v * factor) for k, v in scores.items()}
 
 
 def _family(backbone: str) -> str:
@@ -40,6 +60,8 @@ def records_frame(records: Iterable[ResultRecord]) -> tuple[pd.DataFrame, int]:
         ident = record.identity
         data = prov.get("data", {})
         pretrain = prov.get("pretrain", {})
+        factor = percent_scale(ident.task)
+        intervals = record.uncertainty.intervals if record.uncertainty is not None else {}
         rows.append(
             {
                 "board": f"{data.get('source', 'unknown')}-{prov.get('track', 'unknown')}",
@@ -53,8 +75,10 @@ def records_frame(records: Iterable[ResultRecord]) -> tuple[pd.DataFrame, int]:
                 "seed": ident.seed,
                 "metric": record.main_metric,
                 "direction": record.direction,
-                "score": record.main_score,
-                "scores": dict(record.scores),
+                "score": record.main_score * factor,
+                "scores": _scaled(record.scores, factor),
+                "intervals": {k: (lo * factor, hi * factor) for k, (lo, hi) in intervals.items()},
+                "device": str(prov.get("device", "")),
                 "planned_seeds": tuple(prov.get("seeds", {}).get("planned", [ident.seed])),
                 "data_fingerprint": data.get("fingerprint", ""),
                 **{
@@ -75,6 +99,8 @@ def records_frame(records: Iterable[ResultRecord]) -> tuple[pd.DataFrame, int]:
         "direction",
         "score",
         "scores",
+        "intervals",
+        "device",
         "planned_seeds",
         "data_fingerprint",
         "params_m",
@@ -100,6 +126,7 @@ class Board:
     summary: pd.DataFrame  # one row per entry
     dataset_info: dict[str, dict[str, str]] = field(default_factory=dict)  # task, metric, direction, protocol
     metrics: pd.DataFrame = field(default_factory=pd.DataFrame)  # long: every metric's mean/std per cell
+    devices: list[str] = field(default_factory=list)  # where the costs (latency) were measured
 
     @property
     def source(self) -> str:
@@ -141,6 +168,8 @@ def build_board(name: str, frame: pd.DataFrame) -> Board:
     for (method, backbone, pretrain, dataset), group in frame.groupby([*ENTRY, "dataset"], sort=True):
         seeds = sorted(set(group["seed"]))
         scores = group["score"].astype(float)
+        main = str(group["metric"].iloc[0])
+        ci_low, ci_high = _seed_interval(list(group["intervals"]), main)
         cell_rows.append(
             {
                 "method": method,
@@ -153,12 +182,15 @@ def build_board(name: str, frame: pd.DataFrame) -> Board:
                 "complete": set(seeds) >= expected_seeds,
                 "mean": float(scores.mean()),
                 "std": float(scores.std(ddof=1)) if len(scores) > 1 else math.nan,
+                "ci_low": ci_low,
+                "ci_high": ci_high,
                 **{key: float(group[key].mean()) for key in ("params_m", "gflops", "latency_ms", "wall_s")},
             }
         )
         all_scores = pd.DataFrame(list(group["scores"]))
         for metric in sorted(all_scores.columns):
             values = all_scores[metric].dropna().astype(float)
+            low, high = _seed_interval(list(group["intervals"]), str(metric))
             metric_rows.append(
                 {
                     "method": method,
@@ -169,6 +201,8 @@ def build_board(name: str, frame: pd.DataFrame) -> Board:
                     "mean": float(values.mean()),
                     "std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
                     "n_seeds": len(values),
+                    "ci_low": low,
+                    "ci_high": high,
                 }
             )
     cells = pd.DataFrame(cell_rows)
@@ -176,8 +210,42 @@ def build_board(name: str, frame: pd.DataFrame) -> Board:
     for dataset, index in cells.groupby("dataset").groups.items():
         complete = cells.loc[index][cells.loc[index, "complete"]]
         cells.loc[complete.index, "rank"] = _rank(complete["mean"], info[str(dataset)]["direction"])
+    cells["distinct_best"] = False
+    for dataset, index in cells.groupby("dataset").groups.items():
+        complete = cells.loc[index][cells.loc[index, "complete"]]
+        best = mark_distinct(complete, info[str(dataset)]["direction"])
+        if best is not None:
+            cells.loc[best, "distinct_best"] = True
     summary = _summary(cells, datasets, info)
-    return Board(name, datasets, cells, summary, info, pd.DataFrame(metric_rows))
+    devices = sorted({d for d in frame["device"] if d})
+    return Board(name, datasets, cells, summary, info, pd.DataFrame(metric_rows), devices)
+
+
+def _seed_interval(intervals: list[dict[str, tuple[float, float]]], metric: str) -> tuple[float, float]:
+    """The metric's bootstrap interval: of the one seed, or the mean of the per-seed bounds (NaN unless
+    every seed has one)."""
+    found = [i[metric] for i in intervals if metric in i]
+    if not found or len(found) != len(intervals):
+        return math.nan, math.nan
+    return float(sum(lo for lo, _ in found) / len(found)), float(sum(hi for _, hi in found) / len(found))
+
+
+def mark_distinct(cells: pd.DataFrame, direction: str) -> object | None:
+    """Index of the best cell when it is distinguishable from the runner-up, else None.
+
+    Rule: the best and the runner-up (by mean) both have a bootstrap interval and the intervals do not
+    overlap (max: best low > runner-up high; min: best high < runner-up low). A single entry, a tie or
+    a missing interval is never marked: nothing shows the gap is more than test-set noise."""
+    if len(cells) < 2:
+        return None
+    order = cells.sort_values("mean", ascending=(direction == "min"), kind="mergesort")
+    best, runner = order.iloc[0], order.iloc[1]
+    if best["mean"] == runner["mean"] or any(
+        math.isnan(float(v)) for v in (best["ci_low"], best["ci_high"], runner["ci_low"], runner["ci_high"])
+    ):
+        return None
+    apart = best["ci_low"] > runner["ci_high"] if direction != "min" else best["ci_high"] < runner["ci_low"]
+    return order.index[0] if apart else None
 
 
 def _summary(cells: pd.DataFrame, datasets: Sequence[str], info: dict[str, dict[str, str]]) -> pd.DataFrame:

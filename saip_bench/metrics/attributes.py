@@ -21,6 +21,7 @@ import numpy as np
 from scipy.special import expit
 
 from saip_bench.errors import DataFormatError
+from saip_bench.metrics import bootstrap
 from saip_bench.metrics.base import MetricCommand, load_prediction_npz, register_metric_command
 from saip_bench.metrics.checks import (
     check_finite,
@@ -110,6 +111,7 @@ def evaluate_attributes(
     prec = float(np.mean(intersect / (predicted + EPS)))
     rec = float(np.mean(intersect / (actual + EPS)))
     f1 = 2 * prec * rec / (prec + rec + EPS)
+    bootstrap.offer("images", gt.shape[0], lambda: bootstrap.attributes_statistic(gt, pred), lazy=True)
     return {
         "mA": 100.0 * float(np.mean(per_label["label_ma"])),
         "Acc": 100.0 * acc,

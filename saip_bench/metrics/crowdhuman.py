@@ -31,6 +31,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from saip_bench.errors import DataFormatError, UserError
+from saip_bench.metrics import bootstrap
 from saip_bench.metrics.base import MetricCommand, register_metric_command
 from saip_bench.metrics.checks import (
     finite_number,
@@ -241,10 +242,17 @@ def ap_mr(images: Sequence[ImageEval]) -> dict[str, float]:
     num_ignore = sum(int((im.gt[:, 4] == -1).sum()) for im in images)
     positives = num_gt - num_ignore
     merged: list[tuple[float, int]] = []
-    for image in images:
-        merged.extend(match_caltech(image))
+    owner: list[int] = []  # image index of each merged detection (for the bootstrap)
+    for index, image in enumerate(images):
+        matched = match_caltech(image)
+        merged.extend(matched)
+        owner.extend([index] * len(matched))
     scores = np.asarray([s for s, _ in merged], dtype=np.float64)
     flags = np.asarray([f for _, f in merged], dtype=np.int64)
+    if bootstrap.active():
+        per_image = np.array([len(im.gt) - int((im.gt[:, 4] == -1).sum()) for im in images], dtype=np.float64)
+        bootstrap.offer("images", len(images), bootstrap.caltech_statistic(
+            np.asarray(owner, dtype=np.int64), scores, flags, per_image, MR_REFERENCE))
     order = np.argsort(-scores, kind="stable")
     flags = flags[order]
     tp = np.cumsum(flags == 1).astype(np.float64)
@@ -290,8 +298,9 @@ def max_weight_matching(
 def jaccard_index(images: Sequence[ImageEval], threshold: float = MATCH_IOU) -> dict[str, float]:
     """JI per score threshold (``JI@0.0`` ... ``JI@0.9``) and ``JI`` = their maximum."""
     out: dict[str, float] = {}
+    all_ratios, all_counted = [], []  # (tau, image): for the bootstrap
     for tau in JI_SCORE_THRESHOLDS:
-        ratios, counted = [], 0
+        ratios, counted, counted_flags = [], 0, []
         for image in images:
             dt = image.dt[image.dt[:, 4] > tau][:, :4]
             keep_gt = image.gt[:, 4] != -1
@@ -304,8 +313,14 @@ def jaccard_index(images: Sequence[ImageEval], threshold: float = MATCH_IOU) -> 
             m = len(gt) - _ignored_count(gt[gt_unmatched], ignore_regions, threshold)
             ratios.append(k / (m + n - k + EPS))
             counted += int(m != 0 or n != 0)
+            counted_flags.append(float(m != 0 or n != 0))
         out[f"JI@{tau:.1f}"] = float(np.sum(ratios) / counted) if counted else float("nan")
+        all_ratios.append(ratios)
+        all_counted.append(counted_flags)
     out["JI"] = float(max(out[f"JI@{tau:.1f}"] for tau in JI_SCORE_THRESHOLDS))
+    if images and bootstrap.active():
+        bootstrap.offer("images", len(images), bootstrap.jaccard_statistic(np.asarray(all_ratios).T,
+                                                                           np.asarray(all_counted).T))
     return out
 
 

@@ -35,6 +35,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from saip_bench.errors import DataFormatError, UserError
+from saip_bench.metrics import bootstrap
 from saip_bench.metrics.base import MetricCommand, register_metric_command
 from saip_bench.metrics.checks import (
     check_range,
@@ -620,6 +621,17 @@ class FashionpediaEval(COCOeval):
                 "f1": self.summarize_all(iou=False)}
 
 
+def fashion_ap_statistic(evaluator: FashionpediaEval) -> bootstrap.Statistic:
+    """AP^(IoU+F1) of resampled images: IoU thresholds 0.50:0.95 x F1 thresholds 0.50:0.95 for categories
+    with attributes, the IoU-only slot for the others (the "-1" thresholds left out, as ``summarize_all``)."""
+    def slots(k: int, shape: tuple[int, ...]) -> list[int]:
+        num_iou, num_f1 = shape  # (IoU, F1) thresholds; one F1 slot for categories without attributes
+        f_slots = range(num_f1 - 1) if k in evaluator.cats_with_attributes else [num_f1 - 1]
+        return [t * num_f1 + f for t in range(num_iou - 1) for f in f_slots]
+
+    return bootstrap.coco_ap_statistic(*bootstrap.coco_categories(evaluator, slots))
+
+
 def coco_ap(gt: COCO, dt: COCO, iou_type: str) -> dict[str, float]:
     """Standard pycocotools summary (IoU only, COCO's own matching) for comparison with other papers."""
     evaluator = COCOeval(gt, dt, iou_type)
@@ -646,7 +658,11 @@ def evaluate(gt_source: str | Path | dict[str, Any], results: str | Path | Seque
         if number == 0 and results_list:
             check_results(gt.dataset, results_list, source, cats_with_attributes)
         dt = load_results(gt, results_list, source, checked=True)
-        summary = FashionpediaEval(gt, dt, iou_type, cats_with_attributes).run()
+        evaluator = FashionpediaEval(gt, dt, iou_type, cats_with_attributes)
+        summary = evaluator.run()
+        if bootstrap.active():
+            bootstrap.offer("images", len(evaluator.params.imgIds),
+                            lambda e=evaluator: fashion_ap_statistic(e), prefix=f"{iou_type}/", lazy=True)
         for setting, values in summary.items():
             prefix = f"{iou_type}/" if setting == "iou+f1" else f"{iou_type}/{setting}/"
             out.update({prefix + key: value for key, value in values.items()})

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from saip_bench.errors import DataFormatError, UserError
+from saip_bench.metrics import bootstrap
 from saip_bench.metrics.base import MetricCommand, register_metric_command
 from saip_bench.metrics.checks import (
     entry,
@@ -185,7 +186,9 @@ def check_result_ids(detections: list[dict[str, Any]], gt: Any, source: str) -> 
                                   f"category_id {item['category_id']!r} in {entry(index, item)}")
 
 
-def _summarize(evaluator: Any) -> dict[str, float]:
+def _summarize(evaluator: Any, interval_key: str | None = "AP") -> dict[str, float]:
+    """The 10 stats; inside ``bootstrap.collecting`` also the AP interval (``interval_key``; None: no
+    interval), re-accumulated from the evaluator's own per-image matches."""
     # xtcocotools warns when a part score key (foot_score, ...) is absent; falling back to ``score`` is
     # the official behaviour and our results carry only ``score``.
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -193,6 +196,10 @@ def _summarize(evaluator: Any) -> dict[str, float]:
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    if interval_key is not None and bootstrap.active():
+        categories, rec_thrs = bootstrap.coco_categories(evaluator)
+        bootstrap.offer("images", len(evaluator.params.imgIds),
+                        bootstrap.coco_ap_statistic(categories, rec_thrs, key=interval_key))
     return {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats, strict=True)}
 
 
@@ -292,7 +299,8 @@ def wholebody_ap(
         evaluator = COCOeval(gt, dt, f"keypoints_{part}", np.array(sigmas), use_area=True)
         evaluator.params.useSegm = None
         evaluator.params.imgIds = ids
-        for stat, value in _summarize(evaluator).items():
+        main = "wholebody/AP" if part == "wholebody" else None  # one interval: the headline number
+        for stat, value in _summarize(evaluator, main).items():
             scores[f"{part}/{stat}"] = value
     return scores
 

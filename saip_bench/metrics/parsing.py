@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from saip_bench.errors import DataFormatError, UserError
+from saip_bench.metrics import bootstrap
 from saip_bench.metrics.base import MetricCommand, register_metric_command
 from saip_bench.metrics.checks import describe_index, first_false
 
@@ -117,6 +118,7 @@ def evaluate_pairs(
     """Score ``(gt_png, pred_png)`` pairs with one confusion matrix over all of them."""
     check_num_classes(num_classes)
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    per_image: list[np.ndarray] | None = [] if bootstrap.active() else None  # kept only for intervals
     count = 0
     for gt_path, pred_path in pairs:
         gt = read_label_png(gt_path)
@@ -125,15 +127,20 @@ def evaluate_pairs(
             raise DataFormatError(pred_path, f"a label map of the GT's size {gt.shape[1]}x{gt.shape[0]}",
                                   f"{pred.shape[1]}x{pred.shape[0]}")
         try:
-            confusion += confusion_matrix(gt, pred, num_classes, ignore_index)
+            image_confusion = confusion_matrix(gt, pred, num_classes, ignore_index)
         except ValueError as exc:
             raise DataFormatError(f"{gt_path} / {pred_path}", f"class ids in [0, {num_classes})",
                                   str(exc)) from exc
+        confusion += image_confusion
+        if per_image is not None:
+            per_image.append(image_confusion)
         count += 1
     if count == 0:
         raise UserError("no label maps to score")
     scores = scores_from_confusion(confusion, class_names)
     scores["num_images"] = float(count)
+    if per_image is not None:
+        bootstrap.offer("images", count, bootstrap.confusion_statistic(np.stack(per_image)))
     return scores
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from saip_bench.errors import DataFormatError, UserError
+from saip_bench.metrics import bootstrap
 from saip_bench.metrics.base import MetricCommand, load_prediction_npz, register_metric_command
 from saip_bench.metrics.checks import check_finite, check_ids, check_range
 
@@ -135,7 +136,7 @@ def _evaluate_reid_rows(
     index = GroupIndex(g_pids)
     junk = g_pids == JUNK_PID
     counted = ~junk if junk.any() else None
-    firsts, aps, inps = [], [], []
+    firsts, aps, inps, valid = [], [], [], []
     for start in range(0, num_q, step):
         rows = distance_rows(start, min(num_q, start + step))
         for offset, row in enumerate(rows):
@@ -148,6 +149,7 @@ def _evaluate_reid_rows(
             firsts.append(first)
             aps.append(ap)
             inps.append(inp)
+            valid.append(i)
     if not firsts:
         raise UserError("ReID evaluation: no query has a valid match in the gallery (all queries skipped)")
     first_hits = np.array(firsts)
@@ -156,7 +158,22 @@ def _evaluate_reid_rows(
     result["mINP"] = 100.0 * float(np.mean(inps))
     result["num_queries"] = float(num_q)
     result["num_valid_queries"] = float(len(firsts))
+    if bootstrap.active():  # resample all queries; one without a valid match stays out of every mean
+        bootstrap.offer("queries", num_q, reid_statistic(num_q, valid, first_hits, aps, inps))
     return result
+
+
+def reid_statistic(num_q: int, valid: list[int], first_hits: np.ndarray, aps: list[float],
+                   inps: list[float]) -> bootstrap.Statistic:
+    """Rank-k, mAP, mINP (percent) of resampled queries, from the per-query values of the metric."""
+    weight = np.zeros(num_q)
+    weight[valid] = 1.0
+    values = {f"rank{k}": np.zeros(num_q) for k in RANKS} | {"mAP": np.zeros(num_q), "mINP": np.zeros(num_q)}
+    for k in RANKS:
+        values[f"rank{k}"][valid] = 100.0 * (first_hits < k)
+    values["mAP"][valid] = 100.0 * np.asarray(aps)
+    values["mINP"][valid] = 100.0 * np.asarray(inps)
+    return bootstrap.ratio_statistic(values, weight)
 
 
 def evaluate_reid(

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from saip_bench.errors import DataFormatError, UserError
+from saip_bench.metrics import bootstrap
 from saip_bench.metrics.base import MetricCommand, load_prediction_npz, register_metric_command
 from saip_bench.metrics.reid import (
     GroupIndex,
@@ -56,6 +57,10 @@ def evaluate_retrieval(
     result["mINP"] = 100.0 * float(np.mean(inps))
     result["num_queries"] = float(num_t)
     result["num_queries_without_match"] = float(np.sum(~found))
+    if bootstrap.active():
+        values = {f"R{k}": 100.0 * (found & (first < k)) for k in RANKS} | {"mAP": 100.0 * aps,
+                                                                              "mINP": 100.0 * inps}
+        bootstrap.offer("queries", num_t, bootstrap.ratio_statistic(values))
     return result
 
 

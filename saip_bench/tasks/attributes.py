@@ -65,9 +65,19 @@ def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, ratio: torch.Tenso
     return (loss * weights).sum(1).mean()
 
 
-def pooled(backbone: Backbone, images: torch.Tensor) -> torch.Tensor:
-    """Average-pooled features: the mean over patch tokens (ViT) / feature-map positions."""
-    return backbone.forward_features(images)["tokens"].mean(1)
+def pooled(backbone: Backbone, images: torch.Tensor, pool: str = "avg") -> torch.Tensor:
+    """The head's input: ``avg`` = mean over patch tokens (ViT) / feature-map positions; ``cls`` = the
+    CLS token after the final norm (Rethinking-of-PAR's ViT head; pooled feature for non-ViTs)."""
+    features = backbone.forward_features(images)
+    return features["cls"] if pool == "cls" else features["tokens"].mean(1)
+
+
+def pool_kind(params: dict[str, Any]) -> str:
+    """The protocol's ``pool`` param (``avg`` or ``cls``); anything else is a spec error."""
+    pool = str(params.get("pool", "avg"))
+    if pool not in ("avg", "cls"):
+        raise UserError(f"attributes: params.pool must be 'avg' or 'cls', not {pool!r}")
+    return pool
 
 
 def attribute_augmentation(size: tuple[int, int]) -> Any:
@@ -101,6 +111,7 @@ def attribute_card(
 class AttributesTask(SinglePersonTask):
     name: ClassVar[str] = "attributes"
     datasets: ClassVar[tuple[str, ...]] = ("pa100k", "peta")
+    selections: ClassVar[tuple[str, ...]] = ("final", "best_test")
 
     def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
         classifier = nn.Linear(backbone.num_features, len(eval_columns(data)))
@@ -114,6 +125,7 @@ class AttributesTask(SinglePersonTask):
         protocol = ctx.protocol_spec
         schedule = protocol.schedule
         size = input_size(ctx.spec, self.params(ctx.spec))
+        pool = pool_kind(self.params(ctx.spec))
         columns = eval_columns(ctx.data)
         all_records = common.split_records(ctx.data, ctx.spec.splits["train"])
         if not all_records:
@@ -139,36 +151,39 @@ class AttributesTask(SinglePersonTask):
 
         if frozen:
             features = common.frozen_features(
-                ctx, records, size, "avgpool", lambda x: {"pooled": pooled(backbone, x)}
+                ctx, records, size, f"{pool}pool", lambda x: {"pooled": pooled(backbone, x, pool)},
+                interpolation=protocol.resize.test,
             )["pooled"].to(device)
             history = common.fit_loop(
                 head,
                 shuffled,
                 lambda idx: weighted_bce(head(features[idx]), targets[idx].to(device), ratio_d),
                 schedule,
-                common.build_optimizer(common.param_groups(None, head, schedule.weight_decay), schedule),
+                common.build_optimizer(common.schedule_param_groups(None, head, schedule), schedule),
                 steps_per_epoch,
                 amp=ctx.amp,
                 device=device,
                 description=f"attributes/{ctx.data.name} linear",
                 show_progress=ctx.show_progress,
+                on_epoch_end=ctx.epoch_end,
             )
         else:
             paths = [r["path"] for r in records]
             transform = attribute_augmentation(size)
 
             batches = common.image_epoch_batches(
-                paths, size, transform, shuffled, steps_per_epoch, ctx.num_workers, device
+                paths, size, transform, shuffled, steps_per_epoch, ctx.num_workers, device,
+                interpolation=protocol.resize.train,
             )
 
             def step(batch: Any) -> torch.Tensor:
                 images, index = batch
-                logits = head(pooled(backbone, common.normalize(images.to(device))))
+                logits = head(pooled(backbone, common.normalize(images.to(device)), pool))
                 return weighted_bce(logits, targets[index].to(device), ratio_d)
 
             history = common.finetune(
                 backbone, head, batches, step, schedule, steps_per_epoch, ctx.amp, device,
-                f"attributes/{ctx.data.name} finetune", ctx.show_progress,
+                f"attributes/{ctx.data.name} finetune", ctx.show_progress, on_epoch_end=ctx.epoch_end,
             )
         return {
             **self.protocol_info(ctx),
@@ -180,6 +195,8 @@ class AttributesTask(SinglePersonTask):
     @torch.no_grad()
     def predict(self, ctx: UnitContext, head: nn.Module) -> list[Path]:
         size = input_size(ctx.spec, self.params(ctx.spec))
+        pool = pool_kind(self.params(ctx.spec))
+        interpolation = ctx.protocol_spec.resize.test
         columns = eval_columns(ctx.data)
         device = torch.device(ctx.device)
         backbone = ctx.backbone.to(device).eval()
@@ -188,13 +205,15 @@ class AttributesTask(SinglePersonTask):
         records = common.limit(all_records, ctx.max_eval_samples, ctx.seed)
         if common.is_frozen(ctx.protocol_spec.kind):
             feats = common.frozen_features(
-                ctx, records, size, "avgpool", lambda x: {"pooled": pooled(backbone, x)}
+                ctx, records, size, f"{pool}pool", lambda x: {"pooled": pooled(backbone, x, pool)},
+                interpolation=interpolation,
             )["pooled"]
             logits = torch.cat([head(f.to(device)).float().cpu() for f in feats.split(1024)])
         else:
-            loader = common.image_loader([r["path"] for r in records], size, 64, ctx.num_workers)
+            loader = common.image_loader([r["path"] for r in records], size, 64, ctx.num_workers,
+                                         interpolation=interpolation)
             logits = common.extract(
-                lambda b: {"logits": head(pooled(backbone, common.normalize(b[0].to(device))))},
+                lambda b: {"logits": head(pooled(backbone, common.normalize(b[0].to(device)), pool))},
                 loader,
                 amp=ctx.amp,
                 device=device,

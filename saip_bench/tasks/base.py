@@ -7,6 +7,7 @@ result formats so anyone can re-score them with ``saip-bench metric``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,8 +18,11 @@ from torch import nn
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
 from saip_bench.devices import device_guard, enable_speed, place_models
+from saip_bench.errors import UserError
+from saip_bench.metrics import bootstrap
 from saip_bench.registry import Registry
-from saip_bench.specs import TaskSpec
+from saip_bench.specs import SELECTION_SUPPORT, TaskSpec
+from saip_bench.tasks import common
 from saip_bench.utils import resolve_amp
 
 TASKS: Registry[type[Task]] = Registry("task")
@@ -42,6 +46,9 @@ class UnitContext:
     visualize: int = 0  # write this many prediction PNGs under out_dir/vis
     cache_dir: Path | None = None  # shared by units of one backbone checkpoint (frozen-feature caches)
     show_progress: bool = True
+    bootstrap_resamples: int = bootstrap.DEFAULT_RESAMPLES  # 0 = no intervals
+    # set by ``Task.run`` when the protocol selects a best epoch: tasks pass it to their fit loop
+    epoch_end: Callable[[int], None] | None = None
 
     def __post_init__(self) -> None:
         self.amp = resolve_amp(self.amp, self.device)  # bf16 only where the device runs it natively
@@ -59,6 +66,7 @@ class UnitResult:
     predictions: list[Path]
     n_samples: dict[str, dict[str, int]]  # split -> {"original": N, "effective": n}
     extra: dict[str, Any] = field(default_factory=dict)
+    uncertainty: dict[str, Any] | None = None  # the record's bootstrap intervals (ResultRecord.uncertainty)
 
 
 class Task(ABC):
@@ -66,6 +74,9 @@ class Task(ABC):
 
     name: ClassVar[str]
     datasets: ClassVar[tuple[str, ...]]
+    # checkpoint-selection policies this task implements; a task listing a best_* policy passes
+    # ``ctx.epoch_end`` to its fit loop (specs.SELECTION_SUPPORT mirrors this for spec validation)
+    selections: ClassVar[tuple[str, ...]] = ("final",)
 
     @abstractmethod
     def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
@@ -87,14 +98,25 @@ class Task(ABC):
         torch.manual_seed(ctx.seed)
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         enable_speed(ctx.device)
+        protocol = ctx.protocol_spec
+        self._check_selection(ctx)
+        if protocol.kind == "finetune":  # stochastic depth only where the backbone trains
+            common.apply_drop_path(ctx.backbone, protocol.drop_path)
+        set_final_norm(ctx.backbone, protocol.final_norm)
         place_models(ctx.device, ctx.backbone)  # heads may probe the backbone (dense channel counts)
         head = self.build_head(ctx.backbone, ctx.spec, ctx.data)
         place_models(ctx.device, ctx.backbone, head)
+        selector = self._selector(ctx, head)
         with device_guard(backbone=ctx.backbone, head=head):
             fit_info = self.fit(ctx, head)
+        ctx.epoch_end = None
+        fit_info["selection"] = protocol.selection
+        fit_info.update(common.protocol_summary(protocol))
+        if selector is not None:
+            fit_info.update(selector.restore())
         with device_guard(backbone=ctx.backbone, head=head):  # re-armed: prediction feeds other batches
             predictions = self.predict(ctx, head)
-        scores = self.score(ctx, predictions)
+        scores, uncertainty = self.score_with_intervals(ctx, predictions)
         main = ctx.spec.metric.main
         return UnitResult(
             scores=scores,
@@ -103,7 +125,53 @@ class Task(ABC):
             predictions=predictions,
             n_samples=dict(fit_info.get("n_samples", {})),
             extra={k: v for k, v in fit_info.items() if k != "n_samples"},
+            uncertainty=uncertainty,
         )
+
+    def score_with_intervals(self, ctx: UnitContext, predictions: list[Path]
+                             ) -> tuple[dict[str, float], dict[str, Any] | None]:
+        """``score`` plus the bootstrap intervals its metric calls offer (seeded by the unit's seed).
+
+        Why here: one place for every task; the metrics resample the arrays they score themselves."""
+        if ctx.bootstrap_resamples < 2:
+            return self.score(ctx, predictions), None
+        config = bootstrap.BootstrapConfig(resamples=ctx.bootstrap_resamples, seed=ctx.seed)
+        with bootstrap.collecting(config) as collector:
+            scores = self.score(ctx, predictions)
+        return scores, collector.summary()
+
+    def _check_selection(self, ctx: UnitContext) -> None:
+        """A spec built in code skips file validation; the same closed table still applies here."""
+        policy = ctx.protocol_spec.selection
+        if policy not in self.selections or policy not in SELECTION_SUPPORT.get(self.name, ("final",)):
+            raise UserError(
+                f"{ctx.spec.key}: protocols.{ctx.protocol}.selection {policy!r} is not supported for task "
+                f"{self.name!r} yet (supported: {', '.join(self.selections)})"
+            )
+
+    def _selector(self, ctx: UnitContext, head: nn.Module) -> common.BestEpoch | None:
+        """For best_* policies: score the reported split after every epoch (predict + the pure metric, as
+        at the end, without intervals) and keep the best weights; visualisations only in the final pass."""
+        if ctx.protocol_spec.selection == "final":
+            return None
+
+        def evaluate() -> float:
+            visualize, ctx.visualize = ctx.visualize, 0
+            try:
+                scores = self.score(ctx, self.predict(ctx, head))
+            finally:
+                ctx.visualize = visualize
+            return float(scores[ctx.spec.metric.main])
+
+        selector = common.BestEpoch([ctx.backbone, head], evaluate, ctx.spec.metric.direction)
+        ctx.epoch_end = selector
+        return selector
+
+
+def set_final_norm(backbone: Backbone, enabled: bool) -> None:
+    """Whether dense heads read block outputs through the backbone's final norm (``multi_level`` reads
+    this flag; it is set per unit, so a later unit on the same backbone object does not inherit it)."""
+    backbone.dense_final_norm = bool(enabled)  # type: ignore[attr-defined]
 
 
 def get_task(name: str) -> Task:

@@ -6,6 +6,8 @@ Why: nine tasks, one way to train a head; a fix to the loop or the optimiser gro
 
 from __future__ import annotations
 
+import copy
+import fnmatch
 import itertools
 import math
 import time
@@ -22,12 +24,15 @@ from torch import nn
 from saip_bench.backbones import Backbone
 from saip_bench.devices import fused_optimizer_ok, to_device
 from saip_bench.errors import DataFormatError
-from saip_bench.specs import Schedule
+from saip_bench.specs import ParamGroups, Protocol, Schedule
 from saip_bench.utils import atomic_torch_save, autocast, console
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FROZEN_KINDS = frozenset({"linear", "frozen"})
+INTERPOLATION = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+# our optimizer names -> timm's (timm's "sgd" is Nesterov; the recipes' SGD is plain momentum 0.9)
+TIMM_OPTIMIZERS = {"adamw": "adamw", "adam": "adam", "sgd": "momentum"}
 
 
 def load_rgb(path: str | Path) -> Image.Image:
@@ -49,10 +54,13 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
-def pil_to_tensor(image: Image.Image, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """PIL RGB -> (3, H, W) float in [0, 1], resized (bilinear) to ``size`` = (height, width)."""
+def pil_to_tensor(
+    image: Image.Image, size: tuple[int, int] | None = None, interpolation: str = "bilinear"
+) -> torch.Tensor:
+    """PIL RGB -> (3, H, W) float in [0, 1], resized to ``size`` = (height, width) with ``interpolation``
+    (a protocol's resize rule: TransReID trains on bicubic resizes and tests on bilinear ones)."""
     if size is not None and (image.height, image.width) != tuple(size):
-        image = image.resize((size[1], size[0]), Image.BILINEAR)
+        image = image.resize((size[1], size[0]), INTERPOLATION[interpolation])
     array = np.asarray(image, dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
@@ -68,12 +76,41 @@ def set_backbone_trainable(backbone: nn.Module, trainable: bool) -> None:
 
 
 def _layer_id(name: str, num_layers: int) -> int:
-    """ViT layer index for layer-wise LR decay: embeddings 0, block i -> i + 1, rest num_layers + 1."""
+    """ViT layer index for layer-wise LR decay: embeddings 0, block i -> i + 1, rest num_layers + 1.
+
+    Why not timm's ``param_groups_layer_decay``: its fine group matcher puts the final norm in the last
+    block's layer, so the last block runs undecayed, one level off the BEiT / mmpose rule (12 + 2 layers)
+    that the pose recipe configures and our CPU protocols were tuned with.
+    """
     if name.startswith(("cls_token", "pos_embed", "patch_embed", "reg_token")):
         return 0
     if name.startswith("blocks."):
         return int(name.split(".")[1]) + 1
     return num_layers + 1
+
+
+def _layer_scales(backbone: Backbone, layer_decay: float) -> dict[str, float]:
+    """LR scale per backbone parameter name: ``decay ** (num_layers + 1 - layer)``. ViTs only, as before:
+    a hybrid's or ConvNet's stages are not the blocks the rule was tuned for."""
+    if backbone.family != "vit":
+        return {}
+    num_layers = len(getattr(backbone.body, "blocks", []))
+    return {name: layer_decay ** (num_layers + 1 - _layer_id(name, num_layers))
+            for name, _ in backbone.body.named_parameters()}
+
+
+def no_decay_kind(name: str, parameter: torch.Tensor) -> str | None:
+    """The ``ParamGroups.no_decay`` category of a parameter, or None when it is an ordinary weight."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf.endswith("bias"):
+        return "bias"
+    if leaf in ("pos_embed",):
+        return "pos_embed"
+    if leaf in ("cls_token", "reg_token", "mask_token", "dist_token"):
+        return "cls_token"
+    if parameter.ndim <= 1:
+        return "norm"
+    return None
 
 
 def param_groups(
@@ -82,54 +119,156 @@ def param_groups(
     weight_decay: float,
     layer_decay: float | None = None,
     backbone_lr_scale: float = 1.0,
+    rules: ParamGroups | None = None,
 ) -> list[dict[str, Any]]:
-    """AdamW groups: no decay on biases/norms/1-D/tokens; optional ViT layer-wise LR decay."""
+    """Optimizer groups per ``rules`` (decay exemptions, bias and pattern LR multipliers) and optional ViT
+    layer-wise LR decay. The default rules exempt biases, norms and tokens, as before."""
+    rules = rules or ParamGroups()
+    exempt = set(rules.no_decay)
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    scales = _layer_scales(backbone, layer_decay) if backbone is not None and layer_decay is not None else {}
 
     def add(parameter: nn.Parameter, name: str, lr_scale: float) -> None:
         if not parameter.requires_grad:
             return
-        no_decay = parameter.ndim <= 1 or name.endswith(("cls_token", "pos_embed", "mask_token"))
-        key = (0.0 if no_decay else weight_decay, lr_scale)
+        kind = no_decay_kind(name, parameter)
+        matched = [mult for pattern, mult in rules.lr_mult.items() if fnmatch.fnmatchcase(name, pattern)]
+        if matched:  # a named module's own factor covers its bias too (IRRA: classifier bias x5, not x10)
+            lr_scale *= math.prod(matched)
+        elif kind == "bias":
+            lr_scale *= rules.bias_lr
+        key = (0.0 if kind in exempt else weight_decay, lr_scale)
         groups.setdefault(key, []).append(parameter)
 
     if backbone is not None:
-        num_layers = len(getattr(backbone.body, "blocks", [])) if backbone.family == "vit" else 0
         for name, parameter in backbone.body.named_parameters():
-            scale = backbone_lr_scale
-            if layer_decay is not None and num_layers:
-                scale *= layer_decay ** (num_layers + 1 - _layer_id(name, num_layers))
-            add(parameter, name, scale)
+            add(parameter, f"backbone.{name}", backbone_lr_scale * scales.get(name, 1.0))
     for name, parameter in head.named_parameters():
-        add(parameter, name, 1.0)
+        add(parameter, f"head.{name}", 1.0)
     return [
         {"params": params, "weight_decay": wd, "lr_scale": scale}
         for (wd, scale), params in sorted(groups.items(), key=lambda item: item[0])
     ]
 
 
+def schedule_param_groups(
+    backbone: Backbone | None, head: nn.Module, schedule: Schedule
+) -> list[dict[str, Any]]:
+    """``param_groups`` with everything the schedule declares (weight decay, layer decay, group rules)."""
+    return param_groups(backbone, head, schedule.weight_decay,
+                        schedule.layer_decay if backbone is not None else None, rules=schedule.groups)
+
+
 def build_optimizer(groups: list[dict[str, Any]], schedule: Schedule) -> torch.optim.Optimizer:
+    """The schedule's optimizer over ``groups`` through timm's factory (eps and betas when declared)."""
+    from timm.optim import create_optimizer_v2
+
     for group in groups:
         group["lr"] = schedule.lr * group.get("lr_scale", 1.0)
-    fused = fused_optimizer_ok(groups) or None  # one kernel per step on a GPU (provenance: speed)
-    if schedule.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=schedule.lr, fused=fused)
-    if schedule.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=schedule.lr, fused=fused)
-    return torch.optim.SGD(groups, lr=schedule.lr, momentum=0.9)
+    extra: dict[str, Any] = {}
+    if schedule.optimizer in ("adam", "adamw"):
+        extra["fused"] = fused_optimizer_ok(groups) or None  # one kernel per step on a GPU (speed)
+        if schedule.eps is not None:
+            extra["eps"] = schedule.eps
+        if schedule.betas is not None:
+            extra["betas"] = tuple(schedule.betas)
+    return create_optimizer_v2(groups, opt=TIMM_OPTIMIZERS[schedule.optimizer], lr=schedule.lr,
+                               weight_decay=schedule.weight_decay, momentum=0.9, **extra)
+
+
+def warmup_steps(schedule: Schedule, steps_per_epoch: int) -> int:
+    """Warm-up length in optimiser steps: ``warmup_steps`` when declared, else ``warmup_epochs``."""
+    if schedule.warmup_steps is not None:
+        return schedule.warmup_steps
+    return round(schedule.warmup_epochs * steps_per_epoch)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: Schedule) -> float:
-    """Multiplier of the base LR at ``step``: linear warm-up, then cosine / step milestones / constant."""
+    """Multiplier of the base LR at ``step``: linear warm-up (from ``warmup_start``), then cosine (down to
+    ``min_lr``; measured after the warm-up unless ``warmup_prefix`` is False) / step milestones / constant."""
     if warmup_steps and step < warmup_steps:
-        return (step + 1) / warmup_steps
+        if schedule.warmup_start is None:
+            return (step + 1) / warmup_steps
+        return schedule.warmup_start + (1.0 - schedule.warmup_start) * step / warmup_steps
     if schedule.scheduler == "cosine":
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        offset = warmup_steps if schedule.warmup_prefix else 0
+        progress = (step - offset) / max(1, total_steps - offset)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return schedule.min_lr + (1.0 - schedule.min_lr) * cosine
     if schedule.scheduler == "step" and schedule.milestones:
         epochs_done = step / max(1, total_steps) * schedule.epochs
         return 0.1 ** sum(epochs_done >= m for m in schedule.milestones)
     return 1.0
+
+
+def apply_drop_path(backbone: Backbone, rate: float) -> bool:
+    """Rebuild the timm body with ``drop_path_rate=rate`` and the same weights, so timm's own rule (rates
+    rising linearly over the blocks) sets every block; returns whether anything changed.
+
+    Why rebuild: the backbone arrives built and loaded by the runner; timm sets stochastic depth only when
+    it creates a model, and a rebuild keeps its per-architecture rule instead of a hand-written copy.
+    """
+    import timm
+
+    if float(backbone.timm_kwargs.get("drop_path_rate", 0.0)) == float(rate):
+        return False
+    kwargs = {**backbone.timm_kwargs, "drop_path_rate": float(rate)}
+    old = backbone.body
+    body = timm.create_model(backbone.timm_name, pretrained=False, **kwargs)
+    body.load_state_dict(old.state_dict(), strict=True)
+    reference = next(old.parameters(), None)
+    if reference is not None:
+        body.to(device=reference.device)
+    body.train(old.training)
+    for new_p, old_p in zip(body.parameters(), old.parameters(), strict=True):
+        new_p.requires_grad_(old_p.requires_grad)
+    backbone.body = body
+    backbone.timm_kwargs = kwargs
+    return True
+
+
+class BestEpoch:
+    """Checkpoint selection by score: after each epoch ``evaluate()`` scores the weights, and the best
+    epoch's state of ``modules`` is kept (on the host) and restored at the end.
+
+    Why: the authors keep the best epoch on the reported split for T2I and PAR (and the best val AP for
+    pose); a policy a record names must be the one that chose the scored weights.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], evaluate: Callable[[], float], direction: str) -> None:
+        self.modules = list(modules)
+        self.evaluate = evaluate
+        self.sign = 1.0 if direction == "max" else -1.0
+        self.best: tuple[int, float, list[dict[str, torch.Tensor]]] | None = None
+        self.evaluated = 0
+
+    def __call__(self, epoch: int) -> None:
+        modes = [(m, m.training) for module in self.modules for m in module.modules()]
+        score = float(self.evaluate())
+        for module, training in modes:  # predict() switched to eval mode; training continues as it was
+            module.training = training
+        self.evaluated += 1
+        if self.best is None or self.sign * score > self.sign * self.best[1]:
+            states = [{k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
+                      for m in self.modules]
+            self.best = (epoch, score, states)
+
+    def restore(self) -> dict[str, Any]:
+        """Load the best epoch's weights back; returns what a record says about the choice."""
+        if self.best is None:
+            return {"selected_epoch": None, "epochs_evaluated": 0}
+        epoch, score, states = self.best
+        for module, state in zip(self.modules, states, strict=True):
+            module.load_state_dict(copy.copy(state))
+        return {"selected_epoch": epoch + 1, "selected_score": score, "epochs_evaluated": self.evaluated}
+
+
+def protocol_summary(protocol: Protocol) -> dict[str, Any]:
+    """The recipe details a task reports beside its scores (plain values, they land in records)."""
+    schedule = protocol.schedule
+    return {"drop_path": protocol.drop_path, "final_norm": protocol.final_norm,
+            "resize_train": protocol.resize.train, "resize_test": protocol.resize.test,
+            "no_decay": list(schedule.groups.no_decay), "bias_lr": schedule.groups.bias_lr}
 
 
 def progress_bar(description: str, total: int, enabled: bool = True) -> Progress:
@@ -152,8 +291,12 @@ def fit_loop(
     description: str = "fit",
     show_progress: bool = True,
     log_every: int = 10,
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """The one supervised loop of all tasks: epochs of ``batches(epoch)``, warm-up + schedule, AMP, clip.
+
+    ``on_epoch_end(epoch)`` runs after every epoch that took a step (also the last, partial one of a
+    step-capped run): checkpoint selection scores the weights there.
 
     ``loss_fn(batch)`` runs the forward pass and returns the scalar loss. ``schedule.max_steps`` caps
     the total number of optimiser steps (CPU protocols). Losses stay on the device and are read (and
@@ -165,7 +308,7 @@ def fit_loop(
     total = epochs * max(1, steps_per_epoch)
     if schedule.max_steps:
         total = min(total, schedule.max_steps)
-    warmup = round(schedule.warmup_epochs * steps_per_epoch)
+    warmup = warmup_steps(schedule, steps_per_epoch)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     losses: list[float] = []
     pending: list[torch.Tensor] = []
@@ -191,6 +334,7 @@ def fit_loop(
         task = progress.add_task(description, total=total, info="")
         for epoch in range(epochs):
             iterator = iter(batches(epoch))
+            epoch_start = step
             while step < total:
                 waited = time.perf_counter()
                 batch = next(iterator, _END)
@@ -212,6 +356,9 @@ def fit_loop(
                 if step % log_every == 0 or step == total:
                     drain(progress, task)
                 step_ends.append(time.perf_counter() - started)
+            if on_epoch_end is not None and step > epoch_start:
+                drain(progress, task)
+                on_epoch_end(epoch)
             if step >= total:
                 break
         drain(progress, task)
@@ -233,12 +380,15 @@ def finetune(
     device: torch.device | str,
     description: str,
     show_progress: bool = True,
+    on_epoch_end: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Full fine-tuning: backbone (with layer-wise LR decay) and head trained together by ``fit_loop``."""
+    """Full fine-tuning: backbone and head trained together by ``fit_loop``, with the schedule's groups
+    (decay exemptions, LR multipliers, layer-wise decay)."""
     model = nn.ModuleDict({"backbone": backbone, "head": head})
-    groups = param_groups(backbone, head, schedule.weight_decay, schedule.layer_decay)
+    groups = schedule_param_groups(backbone, head, schedule)
     return fit_loop(model, batches, step, schedule, build_optimizer(groups, schedule), steps_per_epoch,
-                    amp=amp, device=device, description=description, show_progress=show_progress)
+                    amp=amp, device=device, description=description, show_progress=show_progress,
+                    on_epoch_end=on_epoch_end)
 
 
 def fit_summary(history: dict[str, Any]) -> dict[str, Any]:
@@ -381,16 +531,18 @@ class ImageDataset(torch.utils.data.Dataset):
         paths: Sequence[str],
         size: tuple[int, int],
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        interpolation: str = "bilinear",
     ) -> None:
         self.paths = list(paths)
         self.size = (int(size[0]), int(size[1]))
         self.transform = transform
+        self.interpolation = interpolation
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = pil_to_tensor(load_rgb(self.paths[index]), self.size)
+        image = pil_to_tensor(load_rgb(self.paths[index]), self.size, self.interpolation)
         if self.transform is not None:
             image = self.transform(image)
         return image, index
@@ -404,9 +556,10 @@ def image_loader(
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     batch_sampler: Iterable[list[int]] | None = None,
     shuffle_generator: torch.Generator | None = None,
+    interpolation: str = "bilinear",
 ) -> torch.utils.data.DataLoader:
     """A DataLoader of (images, indices); in order unless a sampler/generator says otherwise."""
-    dataset = ImageDataset(paths, size, transform)
+    dataset = ImageDataset(paths, size, transform, interpolation)
     if batch_sampler is not None:
         return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers)
     return torch.utils.data.DataLoader(
@@ -423,10 +576,11 @@ def image_epoch_batches(
     steps_per_epoch: int,
     num_workers: int,
     device: torch.device | str,
+    interpolation: str = "bilinear",
 ) -> Callable[[int], Iterator[Any]]:
     """Fine-tune batches (images, indices) for ``fit_loop`` from one loader whose workers live across
     epochs (``epoch_batches``); the indices stay on the host, where the label tables they index live."""
-    dataset = ImageDataset(paths, size, transform)
+    dataset = ImageDataset(paths, size, transform, interpolation)
     return epoch_batches(dataset.__getitem__, epoch_indices, steps_per_epoch,
                          torch.utils.data.default_collate, num_workers, device, move=False)
 
@@ -438,6 +592,7 @@ def frozen_features(
     what: str,
     fn: Callable[[torch.Tensor], dict[str, torch.Tensor]],
     batch_size: int = 32,
+    interpolation: str = "bilinear",
 ) -> dict[str, torch.Tensor]:
     """``fn(normalised images)`` over ``records`` in order (eval mode, no augmentation), cached under
     ``ctx.cache_dir`` keyed by dataset, image paths, input size, ``what`` and AMP (so every unit of one
@@ -448,7 +603,7 @@ def frozen_features(
 
     def compute() -> dict[str, torch.Tensor]:
         device = torch.device(ctx.device)
-        loader = image_loader(paths, size, batch_size, ctx.num_workers)
+        loader = image_loader(paths, size, batch_size, ctx.num_workers, interpolation=interpolation)
         return extract(
             lambda batch: fn(normalize(batch[0].to(device))), loader, amp=ctx.amp, device=device
         )
@@ -457,6 +612,8 @@ def frozen_features(
         return compute()
     key = stable_hash(
         {"dataset": ctx.data.name, "version": ctx.data.version, "paths": paths, "size": list(size),
-         "what": what, "amp": bool(ctx.amp)}
+         "what": what, "amp": bool(ctx.amp),
+         # only a non-default rule joins the key, so caches written before resize rules stay valid
+         **({"interpolation": interpolation} if interpolation != "bilinear" else {})}
     )
     return cached(Path(ctx.cache_dir) / f"{ctx.data.name}-{what}-{key}.pt", compute)

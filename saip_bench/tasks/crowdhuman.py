@@ -39,8 +39,8 @@ from saip_bench.tasks.common import (
     load_rgb,
     n_samples,
     normalize,
-    param_groups,
     pil_to_tensor,
+    schedule_param_groups,
     set_backbone_trainable,
 )
 from saip_bench.tasks.dense.features import head_params, input_size, level_channels, multi_level
@@ -207,7 +207,7 @@ class CrowdHumanTask(Task):
                 return head.losses(level_maps, batch_targets)
 
             model: nn.Module = head
-            groups = param_groups(None, head, schedule.weight_decay)
+            groups = schedule_param_groups(None, head, schedule)
         else:
             batches = mirrored_batches(
                 records, lambda r: load_sample(r, head.size), flip_target, head.size[1],
@@ -219,7 +219,7 @@ class CrowdHumanTask(Task):
                 return head.losses(multi_level(ctx.backbone, normalize(images), head.levels), batch_targets)
 
             model = nn.ModuleDict({"backbone": ctx.backbone, "head": head})
-            groups = param_groups(ctx.backbone, head, schedule.weight_decay, schedule.layer_decay)
+            groups = schedule_param_groups(ctx.backbone, head, schedule)
         optimizer = build_optimizer(groups, schedule)
         info = fit_loop(model, batches, loss_fn, schedule, optimizer, steps_per_epoch, ctx.amp, ctx.device,
                         description=f"{ctx.spec.key} {ctx.protocol}", show_progress=ctx.show_progress)

@@ -50,8 +50,8 @@ from saip_bench.tasks.common import (
     load_rgb,
     n_samples,
     normalize,
-    param_groups,
     pil_to_tensor,
+    schedule_param_groups,
     set_backbone_trainable,
 )
 from saip_bench.tasks.dense.features import head_params, input_size, level_channels, multi_level
@@ -251,7 +251,7 @@ class FashionpediaTask(Task):
                 return head.losses(*batch)
 
             model: nn.Module = head
-            groups = param_groups(None, head, schedule.weight_decay)
+            groups = schedule_param_groups(None, head, schedule)
         else:
             batches = mirrored_batches(
                 records, lambda r: load_sample(r, head.size, num_attributes), flip_target, head.size[1],
@@ -263,7 +263,7 @@ class FashionpediaTask(Task):
                 return head.losses(multi_level(ctx.backbone, normalize(images), head.levels), batch_targets)
 
             model = nn.ModuleDict({"backbone": ctx.backbone, "head": head})
-            groups = param_groups(ctx.backbone, head, schedule.weight_decay, schedule.layer_decay)
+            groups = schedule_param_groups(ctx.backbone, head, schedule)
         optimizer = build_optimizer(groups, schedule)
         info = fit_loop(model, batches, loss_fn, schedule, optimizer, steps_per_epoch, ctx.amp, ctx.device,
                         description=f"{ctx.spec.key} {ctx.protocol}", show_progress=ctx.show_progress)

@@ -35,8 +35,8 @@ from saip_bench.tasks.common import (
     load_rgb,
     n_samples,
     normalize,
-    param_groups,
     pil_to_tensor,
+    schedule_param_groups,
     set_backbone_trainable,
 )
 from saip_bench.tasks.dense.features import (
@@ -141,7 +141,7 @@ class SegmentationTask(Task):
                 return self._loss(head.head(maps), target)
 
             model: nn.Module = head
-            groups = param_groups(None, head, schedule.weight_decay)
+            groups = schedule_param_groups(None, head, schedule)
         else:
             flip = bool(protocol_params(ctx.spec, ctx.protocol).get("train_flip", True))
 
@@ -169,7 +169,7 @@ class SegmentationTask(Task):
                 return self._loss(head.logits(ctx.backbone, images), target)
 
             model = nn.ModuleDict({"backbone": ctx.backbone, "head": head})
-            groups = param_groups(ctx.backbone, head, schedule.weight_decay, schedule.layer_decay)
+            groups = schedule_param_groups(ctx.backbone, head, schedule)
         optimizer = build_optimizer(groups, schedule)
         info = fit_loop(model, batches, loss_fn, schedule, optimizer, steps_per_epoch, ctx.amp, ctx.device,
                         description=f"{ctx.spec.key} {ctx.protocol}", show_progress=ctx.show_progress)

@@ -201,6 +201,7 @@ class SinglePersonTask(Task):
 class ReidTask(SinglePersonTask):
     name: ClassVar[str] = "reid"
     datasets: ClassVar[tuple[str, ...]] = ("market1501", "msmt17")
+    selections: ClassVar[tuple[str, ...]] = ("final", "best_test")
 
     def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
         records = common.split_records(data, spec.splits["train"])
@@ -242,10 +243,11 @@ class ReidTask(SinglePersonTask):
         steps_per_epoch = max(1, len(epoch_batches(0)))
         if frozen:
             features = common.frozen_features(
-                ctx, records, size, "cls", lambda x: {"cls": backbone.forward_features(x)["cls"]}
+                ctx, records, size, "cls", lambda x: {"cls": backbone.forward_features(x)["cls"]},
+                interpolation=protocol.resize.test,
             )["cls"].to(device)
             head.train()
-            groups = common.param_groups(None, head, schedule.weight_decay)
+            groups = common.schedule_param_groups(None, head, schedule)
             history = common.fit_loop(
                 head,
                 epoch_batches,
@@ -257,6 +259,7 @@ class ReidTask(SinglePersonTask):
                 device=device,
                 description=f"reid/{ctx.data.name} linear",
                 show_progress=ctx.show_progress,
+                on_epoch_end=ctx.epoch_end,
             )
         else:
             head.train()
@@ -264,7 +267,8 @@ class ReidTask(SinglePersonTask):
             paths = [r["path"] for r in records]
 
             batches = common.image_epoch_batches(
-                paths, size, transform, epoch_batches, steps_per_epoch, ctx.num_workers, device
+                paths, size, transform, epoch_batches, steps_per_epoch, ctx.num_workers, device,
+                interpolation=protocol.resize.train,
             )
 
             def step(batch: Any) -> torch.Tensor:
@@ -274,7 +278,7 @@ class ReidTask(SinglePersonTask):
 
             history = common.finetune(
                 backbone, head, batches, step, schedule, steps_per_epoch, ctx.amp, device,
-                f"reid/{ctx.data.name} finetune", ctx.show_progress,
+                f"reid/{ctx.data.name} finetune", ctx.show_progress, on_epoch_end=ctx.epoch_end,
             )
         return {
             **self.protocol_info(ctx),
@@ -299,12 +303,14 @@ class ReidTask(SinglePersonTask):
         head.to(device).eval()
         if common.is_frozen(ctx.protocol_spec.kind):
             cls = common.frozen_features(
-                ctx, records, size, "cls", lambda x: {"cls": backbone.forward_features(x)["cls"]}
+                ctx, records, size, "cls", lambda x: {"cls": backbone.forward_features(x)["cls"]},
+                interpolation=ctx.protocol_spec.resize.test,
             )["cls"]
             with torch.no_grad():
                 feats = torch.cat([head.test_feature(c.to(device), neck_feat) for c in cls.split(1024)])
         else:
-            loader = common.image_loader([r["path"] for r in records], size, 64, ctx.num_workers)
+            loader = common.image_loader([r["path"] for r in records], size, 64, ctx.num_workers,
+                                         interpolation=ctx.protocol_spec.resize.test)
             feats = common.extract(
                 lambda b: {
                     "f": head.test_feature(

@@ -110,6 +110,7 @@ def retrieval_augmentation(size: tuple[int, int]) -> Any:
 class RetrievalTask(SinglePersonTask):
     name: ClassVar[str] = "t2i_retrieval"
     datasets: ClassVar[tuple[str, ...]] = ("cuhk_pedes", "icfg_pedes")
+    selections: ClassVar[tuple[str, ...]] = ("final", "best_test")
 
     def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
         records = common.split_records(data, spec.splits["train"])
@@ -162,19 +163,21 @@ class RetrievalTask(SinglePersonTask):
 
         if frozen:
             features = common.frozen_features(
-                ctx, records, size, "cls", lambda x: {"cls": backbone.forward_features(x)["cls"]}
+                ctx, records, size, "cls", lambda x: {"cls": backbone.forward_features(x)["cls"]},
+                interpolation=protocol.resize.test,
             )["cls"].to(device)
             history = common.fit_loop(
                 head,
                 shuffled,
                 lambda index: losses(head.encode_image(features[pair_image[index]]), index),
                 schedule,
-                common.build_optimizer(common.param_groups(None, head, schedule.weight_decay), schedule),
+                common.build_optimizer(common.schedule_param_groups(None, head, schedule), schedule),
                 steps_per_epoch,
                 amp=ctx.amp,
                 device=device,
                 description=f"retrieval/{ctx.data.name} linear",
                 show_progress=ctx.show_progress,
+                on_epoch_end=ctx.epoch_end,
             )
         else:
             paths = [records[i]["path"] for i, _ in pairs]
@@ -182,7 +185,7 @@ class RetrievalTask(SinglePersonTask):
 
             batches = common.image_epoch_batches(
                 paths, size, transform, lambda epoch: [b.tolist() for b in shuffled(epoch)], steps_per_epoch,
-                ctx.num_workers, device,
+                ctx.num_workers, device, interpolation=protocol.resize.train,
             )
 
             def step(batch: Any) -> torch.Tensor:
@@ -192,7 +195,7 @@ class RetrievalTask(SinglePersonTask):
 
             history = common.finetune(
                 backbone, head, batches, step, schedule, steps_per_epoch, ctx.amp, device,
-                f"retrieval/{ctx.data.name} finetune", ctx.show_progress,
+                f"retrieval/{ctx.data.name} finetune", ctx.show_progress, on_epoch_end=ctx.epoch_end,
             )
         return {
             **self.protocol_info(ctx),
@@ -215,11 +218,13 @@ class RetrievalTask(SinglePersonTask):
         records = common.limit(all_records, ctx.max_eval_samples, ctx.seed)
         if common.is_frozen(ctx.protocol_spec.kind):
             cls = common.frozen_features(
-                ctx, records, size, "cls", lambda x: {"cls": backbone.forward_features(x)["cls"]}
+                ctx, records, size, "cls", lambda x: {"cls": backbone.forward_features(x)["cls"]},
+                interpolation=ctx.protocol_spec.resize.test,
             )["cls"]
             image_feats = torch.cat([head.encode_image(c.to(device)) for c in cls.split(1024)]).float().cpu()
         else:
-            loader = common.image_loader([r["path"] for r in records], size, 64, ctx.num_workers)
+            loader = common.image_loader([r["path"] for r in records], size, 64, ctx.num_workers,
+                                         interpolation=ctx.protocol_spec.resize.test)
             image_feats = common.extract(
                 lambda b: {
                     "f": head.encode_image(

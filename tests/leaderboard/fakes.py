@@ -5,6 +5,12 @@ from __future__ import annotations
 from saip_bench.specs import ResultRecord
 
 COST = {"params_m": 5.5, "gflops": 1.2, "latency_ms": 4.0, "wall_s": 1.0}
+# Different models cost different amounts: the Pareto plot is drawn only when costs differ.
+METHOD_COST = {
+    "saip": COST,
+    "dino": {"params_m": 5.7, "gflops": 1.3, "latency_ms": 5.0, "wall_s": 1.0},
+    "mae": {"params_m": 6.0, "gflops": 1.1, "latency_ms": 3.0, "wall_s": 1.0},
+}
 
 
 def rec(
@@ -22,8 +28,15 @@ def rec(
     extra: dict | None = None,
     task: str | None = None,
     cost: dict | None = None,
+    half_width: float | None = None,
 ) -> ResultRecord:
+    """A record; ``half_width`` adds a bootstrap interval score ± half_width for every score."""
     scores = {metric: score, **(extra or {})}
+    uncertainty = None
+    if half_width is not None:
+        uncertainty = {"method": "percentile bootstrap", "level": 0.95, "resamples": 1000, "seed": seed,
+                       "unit": "queries", "n_units": 100,
+                       "intervals": {k: [v - half_width, v + half_width] for k, v in scores.items()}}
     return ResultRecord.model_validate(
         {
             "identity": {
@@ -46,11 +59,12 @@ def rec(
             },
             "cost": cost or COST,
             "limited": limited,
+            "uncertainty": uncertainty,
         }
     )
 
 
-def three_methods(seeds=(0,)) -> list[ResultRecord]:
+def three_methods(seeds=(0,), half_width: float | None = None) -> list[ResultRecord]:
     """saip best on market (max), dino best on crowdhuman (min: lower MR is better)."""
     table = {
         "saip": {"market1501": 90.0, "crowdhuman": 50.0, "lip": 40.0},
@@ -73,6 +87,8 @@ def three_methods(seeds=(0,)) -> list[ResultRecord]:
                         metric=metric,
                         planned=seeds,
                         extra={"aux": score / 2},
+                        cost=METHOD_COST[method],
+                        half_width=half_width,
                     )
                 )
     return out

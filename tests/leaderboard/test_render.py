@@ -8,7 +8,7 @@ from tests.leaderboard.fakes import rec, three_methods
 
 
 def test_boards_regenerate_byte_identically(tmp_path):
-    records = three_methods(seeds=(0, 1))
+    records = three_methods(seeds=(0, 1), half_width=1.5)
     first = write_boards(records, tmp_path / "a")
     second = write_boards(list(reversed(records)), tmp_path / "b")  # record order must not matter
     names = sorted(p.relative_to(tmp_path / "a").as_posix() for p in first)
@@ -21,6 +21,8 @@ def test_boards_regenerate_byte_identically(tmp_path):
         "all_metrics.csv",
         "plots/radar_synthetic-fast_vit_tiny.png",
         "plots/pareto_synthetic-fast.png",
+        "plots/radar_synthetic-fast_vit_tiny.svg",
+        "plots/pareto_synthetic-fast.svg",
     } <= set(names)
     for name in names:
         assert filecmp.cmp(tmp_path / "a" / name, tmp_path / "b" / name, shallow=False), name
@@ -103,3 +105,91 @@ def test_radar_never_draws_a_missing_score():
     full, _ = build_boards(three_methods())
     drawn = radar_png(boards[0], "vit_tiny")  # mae (2 datasets) is left out, not drawn at zero
     assert drawn.startswith(b"\x89PNG") and drawn != radar_png(full[0], "vit_tiny")
+
+
+# ------------------------------------------------------------------------------ issue 26: usable boards
+def test_interval_beside_score_and_best_marked_only_when_distinguishable(tmp_path):
+    write_boards(three_methods(half_width=2.0), tmp_path / "narrow", formats=("md",))
+    text = (tmp_path / "narrow" / "leaderboard.md").read_text()
+    line = next(r for r in text.splitlines() if r.startswith("| 1 | saip"))
+    assert "90.00 [88.00, 92.00] ★" in line  # 88..92 vs dino's 78..82: apart
+    assert "best distinguishable from the runner-up on Market" in text
+    write_boards(three_methods(half_width=6.0), tmp_path / "wide", formats=("md",))
+    text = (tmp_path / "wide" / "leaderboard.md").read_text()
+    assert "★" not in text.split("### Summary", 1)[1]  # 84..96 overlaps 74..86: no winner claimed
+    assert "gap inside the 95% intervals on Market" in text
+
+
+def test_seed_count_not_seed_ids_and_mean_std_over_seeds(tmp_path):
+    write_boards(three_methods(seeds=(3, 7), half_width=1.0), tmp_path, formats=("md",))
+    text = (tmp_path / "leaderboard.md").read_text()
+    market = text.split("### Market", 1)[1].split("###", 1)[0]
+    saip = next(r for r in market.splitlines() if "| saip |" in r)
+    assert saip.rstrip().endswith("| 2 |") and "3,7" not in market
+    assert "95.00 ± 2.83 [94.00, 96.00]" in saip  # mean of 90+3, 90+7; interval = mean of per-seed bounds
+
+
+def test_spec_metric_order_and_percent_units(tmp_path):
+    extra = {"mINP": 30.0, "rank10": 95.0, "mAP": 50.0, "rank5": 92.0, "num_queries": 10.0}
+    records = [rec("saip", "market1501", 90.0, task="reid", extra=extra),
+               rec("saip", "lip", 0.4212, task="parsing", metric="mIoU",
+                   extra={"pixel_acc": 0.8, "IoU/hat": 0.1}),
+               rec("saip", "peta", 80.0, task="attributes", metric="mA")]
+    write_boards(records, tmp_path, formats=("md", "html"))
+    text = (tmp_path / "leaderboard.md").read_text()
+    header = next(r for r in text.split("### Market", 1)[1].splitlines() if r.startswith("| rank"))
+    assert header.split(" | ")[5:9] == ["rank5", "rank10", "mAP", "mINP"]  # the spec's order, not a-z
+    assert "num_queries" not in header
+    lip = text.split("### LIP", 1)[1]
+    assert "42.12" in lip and "0.4212" not in lip  # fraction metric shown in percent, fixed decimals
+    assert "IoU/hat" not in lip.split("###", 1)[0]  # per-class: folded into the HTML drill-down only
+    page = (tmp_path / "leaderboard.html").read_text()
+    assert "<details><summary>1 more metrics" in page and "IoU/hat" in page
+    assert '<div class="scroll"><table' in page and 'id="filter"' in page
+
+
+def test_paper_table_hides_empty_rows_and_shows_delta(tmp_path):
+    import pandas as pd
+
+    write_boards([rec("saip", "market1501", 60.0, metric="rank1")], tmp_path, compare="paper",
+                 formats=("md", "csv"))
+    text = (tmp_path / "leaderboard.md").read_text()
+    table = text.split("### Beside the paper", 1)[1]
+    rows = [r for r in table.splitlines() if r.startswith("| vit")]
+    assert len(rows) == 1 and "| -35.20 |" in rows[0]  # 60.0 - 95.2
+    assert "35 paper value(s) with no entry of ours" in table
+    assert len(pd.read_csv(tmp_path / "compare_paper_synthetic-fast.csv")) == 36  # the CSV keeps all
+
+
+def test_radar_axes_fixed_from_zero_to_100_with_paper_polygon():
+    from saip_bench.leaderboard.paper import load_paper
+    from saip_bench.leaderboard.plots import radar_figure, radius
+    from saip_bench.leaderboard.tables import build_boards
+
+    assert radius(50.0, "max") == 0.5 and radius(30.0, "min") == 0.7 and radius(130.0, "max") == 1.0
+    close = [rec(m, d, v, metric=k) for m, v in (("saip", 49.36), ("dino", 48.84))
+             for d, k in (("market1501", "rank1"), ("lip", "mIoU"), ("peta", "mA"))]
+    far = [rec(m, d, v, metric=k) for m, v in (("saip", 90.0), ("dino", 10.0))
+           for d, k in (("market1501", "rank1"), ("lip", "mIoU"), ("peta", "mA"))]
+    figures = [radar_figure(build_boards(r)[0][0], "vit_tiny", load_paper()) for r in (close, far)]
+    for fig in figures:
+        ax = fig.axes[0]
+        assert ax.get_ylim() == (0.0, 1.0)
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["25", "50", "75", "100"]
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert "paper Fig. 1 (SAIP*)" in lines  # vit family: the paper's outer values
+    saip = {line.get_label(): line for line in figures[0].axes[0].get_lines()}["saip"]
+    dino = {line.get_label(): line for line in figures[0].axes[0].get_lines()}["dino"]
+    assert abs(saip.get_ydata()[0] - dino.get_ydata()[0]) < 0.01  # a 0.5-point gap looks like one
+
+
+def test_pareto_only_when_costs_differ_and_names_the_device():
+    from saip_bench.leaderboard.plots import pareto_figure
+    from saip_bench.leaderboard.tables import build_boards
+
+    same = [rec(m, d, v, metric="rank1") for m, v in (("saip", 1.0), ("dino", 2.0))
+            for d in ("market1501", "lip", "peta")]
+    assert pareto_figure(build_boards(same)[0][0]) is None
+    fig = pareto_figure(build_boards(three_methods())[0][0])
+    labels = [ax.get_xlabel() for ax in fig.axes]
+    assert len(labels) == 3 and "device not recorded" in labels[2]

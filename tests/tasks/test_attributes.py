@@ -86,6 +86,10 @@ def test_runs_end_to_end_on_synthetic_world(tmp_path, synth_world, vit, dataset,
     expected = sum(len(ctx.data.splits[s]) for s in train.split("+"))
     assert result.n_samples["train"]["original"] == expected
     assert len(list((ctx.out_dir / "vis").glob("*.png"))) == 2
+    # the paper protocol keeps the best epoch on the test split (scored every epoch), linear the last
+    assert result.extra["selection"] == ("best_test" if protocol == "finetune" else "final")
+    if protocol == "finetune":
+        assert result.extra["epochs_evaluated"] >= 1 and result.extra["selected_epoch"] >= 1
 
 
 def test_linear_protocol_is_deterministic(tmp_path, synth_world, vit):

@@ -106,3 +106,116 @@ def test_epoch_batches_keep_one_loader_and_the_key_order():
     assert collect(0) == expected
     assert seen_epochs[:3] == [0, 1, 2]  # one chained sampler, drawn lazily
     assert collect(2) == expected
+
+
+# --- recipe details (issue 22 item 3) ------------------------------------------------------------------
+
+def _group_of(groups, parameter):
+    return next(g for g in groups if any(p is parameter for p in g["params"]))
+
+
+def test_param_groups_default_rules_exempt_bias_norm_and_tokens():
+    backbone = create_backbone("vit_tiny")
+    groups = common.param_groups(backbone, torch.nn.Linear(192, 3), weight_decay=0.05)
+    body = backbone.body
+    for exempt in (body.blocks[0].attn.qkv.bias, body.blocks[0].norm1.weight, body.pos_embed, body.cls_token):
+        assert _group_of(groups, exempt)["weight_decay"] == 0.0
+    assert _group_of(groups, body.blocks[0].attn.qkv.weight)["weight_decay"] == 0.05
+
+
+def test_param_groups_recipe_rules_reach_the_groups():
+    from saip_bench.specs import ParamGroups
+
+    backbone = create_backbone("vit_tiny")
+    head = torch.nn.ModuleDict({"proj": torch.nn.Linear(192, 8), "classifier": torch.nn.Linear(8, 3)})
+    # TransReID: decay on every parameter, bias LR x2
+    groups = common.param_groups(backbone, head, 1e-4, rules=ParamGroups(no_decay=[], bias_lr=2.0))
+    assert all(g["weight_decay"] == 1e-4 for g in groups)
+    assert _group_of(groups, backbone.body.blocks[3].mlp.fc1.bias)["lr_scale"] == 2.0
+    assert _group_of(groups, backbone.body.blocks[3].mlp.fc1.weight)["lr_scale"] == 1.0
+    # IRRA: bias x2 with no decay, classifier x5 (its bias too, not x10)
+    rules = ParamGroups(no_decay=["bias"], bias_lr=2.0, lr_mult={"head.classifier.*": 5.0})
+    groups = common.param_groups(backbone, head, 4e-5, rules=rules)
+    assert _group_of(groups, head["classifier"].weight)["lr_scale"] == 5.0
+    assert _group_of(groups, head["classifier"].bias)["lr_scale"] == 5.0
+    assert _group_of(groups, head["proj"].bias)["lr_scale"] == 2.0
+    assert _group_of(groups, head["proj"].bias)["weight_decay"] == 0.0
+    assert _group_of(groups, backbone.body.norm.weight)["weight_decay"] == 4e-5  # norms decayed in IRRA
+
+
+def test_build_optimizer_takes_eps_and_plain_sgd_momentum():
+    model = torch.nn.Linear(4, 2)
+    adam = Schedule(epochs=1, batch_size=1, lr=1e-4, optimizer="adam", eps=1e-3)
+    optimizer = common.build_optimizer(common.param_groups(None, model, 0.0), adam)
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["eps"] == 1e-3
+    sgd = Schedule(epochs=1, batch_size=1, lr=1e-2, optimizer="sgd")
+    optimizer = common.build_optimizer(common.param_groups(None, model, 0.0), sgd)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    assert not optimizer.defaults["nesterov"]
+
+
+def test_lr_factor_warmup_start_min_lr_and_prefix():
+    schedule = Schedule(epochs=10, batch_size=1, lr=1.0, warmup_start=0.01, min_lr=0.002, warmup_prefix=False)
+    assert common.lr_factor(0, 100, 20, schedule) == pytest.approx(0.01)
+    assert common.lr_factor(10, 100, 20, schedule) == pytest.approx(0.01 + 0.99 * 0.5)
+    # cosine measured from step 0 (timm warmup_prefix=False): at step 50 it is half-way already
+    assert common.lr_factor(50, 100, 20, schedule) == pytest.approx(0.002 + 0.998 * 0.5)
+    assert common.lr_factor(100, 100, 20, schedule) == pytest.approx(0.002)
+    mmcv = Schedule(epochs=10, batch_size=1, lr=1.0, warmup_steps=500, warmup_start=0.001, scheduler="step")
+    assert common.warmup_steps(mmcv, steps_per_epoch=7) == 500
+    assert common.lr_factor(0, 10_000, 500, mmcv) == pytest.approx(0.001)
+
+
+def test_apply_drop_path_sets_timm_rates_and_keeps_weights():
+    torch.manual_seed(0)
+    backbone = create_backbone("vit_tiny", img_size=(64, 32))
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    assert common.apply_drop_path(backbone, 0.1)
+    blocks = backbone.body.blocks
+    assert isinstance(blocks[0].drop_path1, torch.nn.Identity)  # timm: rate 0 at the first block
+    assert blocks[-1].drop_path1.drop_prob == pytest.approx(0.1)
+    assert blocks[6].drop_path2.drop_prob == pytest.approx(0.1 * 6 / 11)
+    assert backbone.timm_kwargs["drop_path_rate"] == 0.1
+    after = backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not common.apply_drop_path(backbone, 0.1)  # already set: no rebuild
+
+
+def test_resize_rule_bicubic_reaches_the_loader(tmp_path):
+    rng = torch.Generator().manual_seed(0)
+    pixels = (torch.rand(40, 20, 3, generator=rng) * 255).to(torch.uint8).numpy()
+    path = tmp_path / "a.png"
+    Image.fromarray(pixels).save(path)
+    size = (16, 8)
+    expected = common.pil_to_tensor(Image.open(path).convert("RGB").resize((8, 16), Image.BICUBIC))
+    bilinear = common.ImageDataset([str(path)], size)[0][0]
+    bicubic = common.ImageDataset([str(path)], size, interpolation="bicubic")[0][0]
+    assert torch.equal(bicubic, expected) and not torch.equal(bilinear, expected)
+    loader = common.image_loader([str(path)], size, 1, interpolation="bicubic")
+    assert torch.equal(next(iter(loader))[0][0], expected)
+
+
+def test_fit_loop_epoch_hook_and_best_epoch_restores_best_weights():
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    schedule = Schedule(epochs=4, batch_size=1, lr=0.25, optimizer="sgd", scheduler="constant", max_steps=7)
+    optimizer = common.build_optimizer(common.param_groups(None, model, 0.0), schedule)
+
+    def weight() -> float:
+        return float(model.weight.detach())
+
+    selector = common.BestEpoch([model], lambda: -(weight() - 1.5) ** 2, "max")  # best weight: nearest 1.5
+    seen: list[tuple[int, float]] = []
+
+    def hook(epoch):
+        seen.append((epoch, weight()))
+        selector(epoch)
+
+    common.fit_loop(model, lambda epoch: iter([None, None]), lambda _: -model.weight.sum(), schedule,
+                    optimizer, steps_per_epoch=2, amp=False, show_progress=False, on_epoch_end=hook)
+    assert [epoch for epoch, _ in seen] == [0, 1, 2, 3]  # the last, partial epoch (step cap 7) too
+    best_epoch, best_weight = min(seen, key=lambda item: abs(item[1] - 1.5))
+    assert weight() != best_weight  # training walked past the best epoch
+    info = selector.restore()
+    assert weight() == best_weight and info["selected_epoch"] == best_epoch + 1
+    assert info["epochs_evaluated"] == 4

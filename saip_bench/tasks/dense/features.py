@@ -36,8 +36,13 @@ def resolve_levels(backbone: Backbone, levels: int | Sequence[int] | None) -> li
 
 
 def multi_level(backbone: Backbone, images: torch.Tensor, levels: Sequence[int]) -> list[torch.Tensor]:
-    """NCHW maps of the chosen levels (ViT: block outputs; others: stage outputs)."""
-    return backbone.intermediate(images, list(levels))
+    """NCHW maps of the chosen levels (ViT: block outputs; others: stage outputs).
+
+    A ViT whose unit sets ``final_norm`` (``base.set_final_norm``) returns them through its pretrained
+    final LayerNorm, as mmpose's and mmdet's ViTs feed their heads.
+    """
+    norm = backbone.family == "vit" and bool(getattr(backbone, "dense_final_norm", False))
+    return backbone.intermediate(images, list(levels), norm=norm)
 
 
 def level_channels(backbone: Backbone, levels: Sequence[int], size: tuple[int, int]) -> list[int]:
@@ -55,7 +60,8 @@ def backbone_fingerprint(backbone: Backbone) -> str:
     checkpoints must not hand one backbone's features to another)."""
     with torch.no_grad():
         sums = [round(float(p.double().sum()), 6) for p in backbone.parameters()]
-    return f"{backbone.name}-{len(sums)}-{hash(tuple(sums)) & 0xFFFFFFFF:08x}"
+    norm = "-ln" if getattr(backbone, "dense_final_norm", False) else ""  # the maps differ with the norm
+    return f"{backbone.name}-{len(sums)}-{hash(tuple(sums)) & 0xFFFFFFFF:08x}{norm}"
 
 
 def protocol_params(spec: TaskSpec, protocol: str | None) -> dict[str, Any]:

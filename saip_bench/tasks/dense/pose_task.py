@@ -36,7 +36,7 @@ from saip_bench.tasks.common import (
     load_rgb,
     n_samples,
     normalize,
-    param_groups,
+    schedule_param_groups,
     set_backbone_trainable,
 )
 from saip_bench.tasks.dense.features import (
@@ -88,6 +88,7 @@ class TopDownPoseTask(Task):
     """Subclasses set ``layout`` (mmpose meta name) and implement ``result_entry`` / ``evaluate``."""
 
     layout: ClassVar[str]
+    selections: ClassVar[tuple[str, ...]] = ("final", "best_test")  # predict + score is one val pass
 
     # -- hooks ------------------------------------------------------------------------------------
     @abstractmethod
@@ -169,7 +170,7 @@ class TopDownPoseTask(Task):
                 return keypoint_mse(head.head(features, heatmap_hw), target, weights)
 
             model: nn.Module = head
-            groups = param_groups(None, head, schedule.weight_decay)
+            groups = schedule_param_groups(None, head, schedule)
         else:
             pipeline = TopDownPipeline(head.meta, size, settings["codec"], train=True,
                                        augment=settings["train_augment"])
@@ -193,10 +194,11 @@ class TopDownPoseTask(Task):
                 return keypoint_mse(heatmaps, target, weights)
 
             model = nn.ModuleDict({"backbone": ctx.backbone, "head": head})
-            groups = param_groups(ctx.backbone, head, schedule.weight_decay, schedule.layer_decay)
+            groups = schedule_param_groups(ctx.backbone, head, schedule)
         optimizer = build_optimizer(groups, schedule)
         info = fit_loop(model, batches, loss_fn, schedule, optimizer, steps_per_epoch, ctx.amp, ctx.device,
-                        description=f"{ctx.spec.key} {ctx.protocol}", show_progress=ctx.show_progress)
+                        description=f"{ctx.spec.key} {ctx.protocol}", show_progress=ctx.show_progress,
+                        on_epoch_end=ctx.epoch_end)
         eval_records, eval_original = self._eval_records(ctx)
         info["n_samples"] = {"train": n_samples(len(all_records), len(records)),
                              "eval": n_samples(eval_original, len(eval_records))}
