@@ -1,7 +1,7 @@
 """saip-bench: pretraining and benchmarking lightweight human-centric vision models."""
 
-from saip_bench._compat.torchvision_cpu import ensure_torchvision_importable
+from saip_bench._compat import install_torchvision_hook
 
-ensure_torchvision_importable()
+install_torchvision_hook()  # the CPU torchvision fix, applied when torchvision is first imported
 
 __version__ = "0.1.0"

@@ -10,17 +10,21 @@ import random
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from rich.console import Console
+
+if TYPE_CHECKING:  # torch is imported where it is used: `saip-bench --help` does not pay for it
+    import torch
 
 console = Console(stderr=True)
 
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; returns a torch Generator for explicit randomness."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -71,6 +75,8 @@ def atomic_write_json(path: str | Path, data: Any, indent: int | None = 2) -> No
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     path = Path(path)
+    import torch
+
     fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
@@ -91,6 +97,8 @@ def bf16_is_fast(device_type: str) -> bool:
     Why: on a CPU without AVX512-BF16/AMX, oneDNN emulates bf16 and a ViT-Tiny training step at 128x64
     runs ~16x *slower* than fp32 (benchmarks/amp_speed.py); with those units it is 1.3-1.9x faster.
     """
+    import torch
+
     if device_type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if device_type == "cpu":
@@ -110,11 +118,15 @@ def resolve_amp(requested: bool, device: str | torch.device) -> bool:
         return False
     if os.environ.get("SAIP_AMP", "").lower() == "force":
         return True
+    import torch
+
     return bf16_is_fast(torch.device(device).type)
 
 
 def autocast(device: str | torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
     """bf16 autocast on CPU or CUDA; a no-op when disabled. Callers pass ``resolve_amp``'s answer."""
+    import torch
+
     device_type = torch.device(device).type
     if not enabled:
         return contextlib.nullcontext()
@@ -122,6 +134,8 @@ def autocast(device: str | torch.device, enabled: bool = True) -> contextlib.Abs
 
 
 def default_device() -> torch.device:
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -130,6 +144,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
     if n is None:
         yield
         return
+    import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -60,10 +60,11 @@ def nms_cpu(dets: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> t
     return torch.tensor(keep, dtype=torch.long, device=dets.device)
 
 
-def ensure_torchvision_importable() -> bool:
-    """Register the missing operator schemas if needed. Returns True when a patch was applied."""
-    if _STATE["patched"] or "torchvision" in sys.modules:
-        return bool(_STATE["patched"])
+def register_missing_schemas() -> bool:
+    """Before torchvision is imported: define ``torchvision::nms``/``qnms`` (and a CPU ``nms``) if its C
+    extension cannot load. Returns True when it did (the Python ``nms`` must then be re-routed)."""
+    if _STATE["patched"]:
+        return True
     if _extension_loads():
         return False
     library = torch.library.Library("torchvision", "DEF")  # kept alive in _STATE
@@ -72,11 +73,21 @@ def ensure_torchvision_importable() -> bool:
     library.impl("nms", nms_cpu, "CPU")
     _STATE["library"] = library
     _STATE["patched"] = True
-    _route_python_nms_to_cpu_kernel()
     return True
 
 
-def _route_python_nms_to_cpu_kernel() -> None:
+def ensure_torchvision_importable() -> bool:
+    """Register the missing operator schemas if needed and import torchvision now. Returns True when a
+    patch was applied. (``import saip_bench`` instead arranges this for torchvision's first import.)"""
+    if "torchvision" in sys.modules:
+        return bool(_STATE["patched"])
+    if not register_missing_schemas():
+        return False
+    route_python_nms_to_cpu_kernel()
+    return True
+
+
+def route_python_nms_to_cpu_kernel() -> None:
     """torchvision's Python ``nms`` asserts the C extension; point it (and ``batched_nms``) at ours."""
     import torchvision.ops
     import torchvision.ops.boxes as boxes

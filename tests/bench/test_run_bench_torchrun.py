@@ -1,0 +1,32 @@
+"""The documented paper command, with the smoke preset: ``torchrun --nproc_per_node 2 run_bench.py``
+finishes on CPU (gloo), records every planned unit exactly once and builds the boards."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_torchrun_two_processes_run_the_smoke_preset_once_each_and_build_the_boards(tmp_path, synth_world):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "run_bench.py", "--preset", "smoke", "--world", str(synth_world),
+               "--run-dir", str(tmp_path / "run"),
+               "--cache-dir", str(tmp_path / "cache"), "--leaderboard-out", str(tmp_path / "boards"),
+               "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 0, said[-4000:]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "run" / "records").glob("*.json")]
+    identities = {json.dumps(r["identity"], sort_keys=True) for r in records}
+    assert len(records) == 24 and len(identities) == 24  # 12 datasets x {saip, random}, none twice
+    assert {r["provenance"]["launch_world_size"] for r in records} == {2}
+    assert "24 record(s) written, 0 failed" in said and "schedule: 2 ranks" in said
+    assert (tmp_path / "boards" / "leaderboard.html").exists()
+    reports = [json.loads((tmp_path / "run" / "ranks" / f"rank{r}.report.json").read_text()) for r in (0, 1)]
+    assert len(reports[0]["written"]) + len(reports[1]["written"]) == 24
+    assert all(report["written"] for report in reports)
