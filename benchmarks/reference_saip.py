@@ -1,6 +1,7 @@
 """A SAIP step written the way the authors' release computes it, for speed comparisons (same math).
 
-Written from SAIP_METHOD.md §3-4 (not copied): views are built per image (the release builds them per
+Written from docs/method.md#the-saip-objective (not copied): views are built per image (the release builds
+them per
 sample in the data loader with PIL) and collated into one batch per view; every view goes through the
 backbone in its own forward pass (DINO multi-crop style); attention is the unfused softmax(QK^T)V; the
 expert encodes each global view in its own pass; the CSS decoder recomputes the canvas features for each

@@ -1,11 +1,12 @@
-"""Official vocabularies of the native formats (FORMATS.md): one source for readers and the synthetic world.
+"""Official vocabularies of the native formats (docs/formats.md): one source for readers and the synthetic
+world.
 
 Why: the writer and the reader of a format must agree on names and order; two copies drift.
 """
 
 from __future__ import annotations
 
-# COCO person keypoints, in file order (FORMATS.md §7)
+# COCO person keypoints, in file order (docs/formats.md#coco-person-keypoints)
 COCO_KEYPOINTS = (
     "nose",
     "left_eye",
@@ -26,7 +27,7 @@ COCO_KEYPOINTS = (
     "right_ankle",
 )
 
-# PA-100K annotation.mat attribute order (FORMATS.md §5)
+# PA-100K annotation.mat attribute order (docs/formats.md#pa-100k)
 PA100K_ATTRIBUTES = (
     "Female",
     "AgeOver60",
@@ -56,7 +57,8 @@ PA100K_ATTRIBUTES = (
     "boots",
 )
 
-# Rethinking-of-PAR reporting order of PETA's 35 evaluated attributes (label_idx.eval, FORMATS.md §6)
+# Rethinking-of-PAR reporting order of PETA's 35 evaluated attributes (label_idx.eval,
+# docs/formats.md#peta-and-petazs)
 PETA_GROUP_ORDER = (
     10,
     18,
@@ -95,7 +97,7 @@ PETA_GROUP_ORDER = (
     16,
 )
 
-# LIP's 20 classes (FORMATS.md §9)
+# LIP's 20 classes (docs/formats.md#lip)
 LIP_CLASSES = (
     "Background",
     "Hat",
@@ -119,7 +121,7 @@ LIP_CLASSES = (
     "Right-shoe",
 )
 
-# CIHP's 20 classes: as LIP except index 10, Torso-skin (FORMATS.md §10)
+# CIHP's 20 classes: as LIP except index 10, Torso-skin (docs/formats.md#cihp)
 CIHP_CLASSES = (
     "background",
     "hat",

@@ -1,4 +1,5 @@
-"""Pedestrian attribute recognition: mA and instance Acc/Prec/Rec/F1 exactly as FORMATS.md §13.3
+"""Pedestrian attribute recognition: mA and instance Acc/Prec/Rec/F1 exactly as
+docs/formats.md#attribute-recognition-metrics
 (Rethinking-of-PAR ``get_pedestrian_metrics``).
 
 - prediction = ``prob > 0.5`` (strict), on the evaluated attribute columns only (``eval_idx``);

@@ -1,5 +1,5 @@
 """CIHP: semantic parsing (mIoU / pixel acc / mean acc, §13.6, via ``metrics.parsing``) and instance-level
-part AP^r as CIHP_PGN's ``test_inst_part_ap.py`` computes it (FORMATS.md §13.7).
+part AP^r as CIHP_PGN's ``test_inst_part_ap.py`` computes it (docs/formats.md#cihp-instance-part-apr).
 
 AP^r rules (reference reproduced): per part class 1..19, every predicted instance-part mask is a TP at
 threshold t when its *maximum* IoU with any GT instance part of that class in the image is > t (no

@@ -1,4 +1,5 @@
-"""CrowdHuman full-body AP, MR^-2 and JI exactly as CrowdDet's evaluator computes them (FORMATS.md §13.8).
+"""CrowdHuman full-body AP, MR^-2 and JI exactly as CrowdDet's evaluator computes them
+(docs/formats.md#crowdhuman-detection-metrics).
 
 Why re-implemented rather than imported: the reference toolkit is scripts with hard-coded paths and
 multiprocessing; the rules below are reproduced one by one (including the 1e-6 epsilons in the

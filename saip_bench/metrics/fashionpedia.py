@@ -2,7 +2,8 @@
 
 Why a COCOeval subclass: IoUs, area ranges, ``maxDets`` and the ignore flags are pycocotools' own; only
 matching (both IoU >= t_IoU *and* attribute F1 >= t_F1), accumulation over the extra F1 axis and the
-summaries differ (FORMATS.md §13.9). Rules reproduced from the official evaluator, quirks included:
+summaries differ (docs/formats.md#fashionpedia-ap-with-attribute-f1). Rules reproduced from the official
+evaluator, quirks included:
 
 - results load like ``Fashionpedia.loadRes``: if the first result has a ``bbox``, every ``area`` is the
   box area (even for mask evaluation); otherwise the mask area, and ``bbox`` comes from the mask;

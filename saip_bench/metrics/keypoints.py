@@ -2,7 +2,8 @@
 
 Why the reference libraries and not our own OKS: the protocol's details (ignored GTs absorbing detections,
 maxDets 20, 101-point interpolation, area ranges, and for whole-body the per-part ignore rules and the
-body area used for every part) are what make numbers comparable with published ones (FORMATS.md §13.4-13.5).
+body area used for every part) are what make numbers comparable with published ones
+(docs/formats.md#coco-keypoint-ap, #coco-wholebody-ap).
 Scores are fractions in [0, 1] (pycocotools' ``stats``).
 """
 

@@ -1,4 +1,5 @@
-"""Human parsing metrics (LIP, CIHP semantic): mIoU, pixel accuracy, mean class accuracy (FORMATS.md §13.6).
+"""Human parsing metrics (LIP, CIHP semantic): mIoU, pixel accuracy, mean class accuracy
+(docs/formats.md#parsing-miou).
 
 Why one confusion matrix: the official protocol (SCHP ``miou.py``) accumulates pixels over the whole split
 before dividing, so large images weigh more than small ones; per-image means would give other numbers.

@@ -1,4 +1,5 @@
-"""Image ReID: CMC Rank-k, mAP and mINP exactly as FORMATS.md §13.1 (torchreid ``eval_market1501``).
+"""Image ReID: CMC Rank-k, mAP and mINP exactly as docs/formats.md#image-reid-metrics (torchreid
+``eval_market1501``).
 
 Rules, per query q:
 - gallery items with ``pid == -1`` (Market junk) are ignored; items with q's pid *and* q's camera are

@@ -1,4 +1,5 @@
-"""Text-to-image person retrieval: R@1/5/10, mAP, mINP exactly as FORMATS.md §13.2 (IRRA ``rank``).
+"""Text-to-image person retrieval: R@1/5/10, mAP, mINP exactly as
+docs/formats.md#text-to-image-retrieval-metrics (IRRA ``rank``).
 
 Every text query is ranked against every gallery image by descending similarity; a match is an image
 of the same pid. No camera or junk filtering and no skipping: all queries are in every denominator (a

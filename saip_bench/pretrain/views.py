@@ -297,7 +297,7 @@ def upsampled_mask_noise(
 
     Visible cells get noise in [0, 0.5), removed cells in [1, 1.5): keeping the ``k`` lowest keeps the
     visible cells first, breaking ties randomly, as the release's argsort over the upsampled mask does
-    (the keep count need not equal the number of visible cells: SAIP_METHOD.md §4.8.5).
+    (the keep count need not equal the number of visible cells: docs/method.md#masked-token-keep-count).
     """
     up = F.interpolate(keep_mask.unsqueeze(1).float(), size=new_grid, mode="nearest").flatten(1)
     ties = torch.from_numpy(np.stack([rng.random(up.shape[1]).astype(np.float32) for rng in rngs])).to(
@@ -366,7 +366,7 @@ def paste_two(
 # ----------------------------------------------------------------------------------------------- SAIP
 @dataclass(frozen=True)
 class SAIPViewConfig:
-    """View geometry of SAIP (SAIP_METHOD.md §3.3, §4.2); the defaults are the paper's."""
+    """View geometry of SAIP (docs/method.md#views); the defaults are the paper's."""
 
     global_size: tuple[int, int] = (256, 128)
     global_scale: tuple[float, float] = (0.8, 1.0)

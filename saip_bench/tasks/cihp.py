@@ -4,7 +4,8 @@ Semantic part parsing reuses ``tasks.parsing.SegmentationTask`` as is (multi-lev
 left/right swap, frozen feature cache, label-PNG predictions, one-matrix mIoU); CIHP differs only in its
 20 classes (index 10 = Torso-skin) and scenes with several people.
 
-Instance-level part predictions (for AP^r, FORMATS.md §13.7) are *derived* from the semantic map, since the
+Instance-level part predictions (for AP^r, docs/formats.md#cihp-instance-part-apr) are *derived* from the
+semantic map, since the
 head has no instance branch: every 8-connected component of a predicted part class is one predicted
 instance part, scored by its share of the image's pixels (larger parts rank first). This is a documented
 baseline, not a person-instance model: parts of touching people merge, and the ranking ignores confidence.

@@ -3,7 +3,7 @@
 ``read_dataset(name, root, version)`` returns a ``DatasetSplits`` (see ``saip_bench.data.records``);
 ``verify_dataset`` says whether a root is usable and lists every problem; ``resolve_root`` finds a root
 from ``--root`` or ``$SAIP_DATA/<name>`` (never a hard-coded path). Layouts: ``docs/layouts.md``;
-facts: the dataset cards in ``datasets/`` and FORMATS.md.
+facts: the dataset cards in ``datasets/`` and docs/formats.md.
 
 ``DatasetSplits.meta`` per family (besides ``warnings``):
 

@@ -106,7 +106,8 @@ def open_image(path: str | Path) -> Image.Image:
 def load_label(path: str | Path, size: tuple[int, int] | None = None, num_classes: int = 20) -> np.ndarray:
     """A parsing label PNG as an (H, W) uint8 array of raw class ids (255 = ignore).
 
-    Checks the traps of FORMATS.md §14.8: single channel (mode L, or P whose indices are the ids; an RGB
+    Checks the traps in docs/formats.md#label-pngs-lip-and-cihp: single channel (mode L, or P whose indices
+    are the ids; an RGB
     colour visualisation is refused), ids in ``0..num_classes-1`` or 255, and, when ``size`` = (width,
     height) of the image is given, the same size as the image.
     """

@@ -1,4 +1,4 @@
-"""CIHP multi-person parsing (FORMATS.md §10, §14.8): the official ``instance-level_human_parsing``
+"""CIHP multi-person parsing (docs/formats.md#cihp): the official ``instance-level_human_parsing``
 layout, or CIHP_PGN's ``{images, labels, list}`` layout.
 
 Same label convention as LIP (raw ids, 255 = ignore) but class 10 is Torso-skin, not Jumpsuits.

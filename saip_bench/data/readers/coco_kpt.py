@@ -1,4 +1,4 @@
-"""COCO person keypoints and COCO-WholeBody (FORMATS.md §7, §8, §14.7).
+"""COCO person keypoints and COCO-WholeBody (docs/formats.md#coco-person-keypoints, #coco-wholebody).
 
 One record per image listed in the annotation file, with its person annotations. Keypoints stay flat
 ``[x, y, v] * K`` as in the file; WholeBody's 133 points are the concatenation body 17 + foot 6 + face 68

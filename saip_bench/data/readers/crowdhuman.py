@@ -1,4 +1,4 @@
-"""CrowdHuman (FORMATS.md §11, §14.9): ``annotation_{train,val}.odgt``, one JSON object per line.
+"""CrowdHuman (docs/formats.md#crowdhuman): ``annotation_{train,val}.odgt``, one JSON object per line.
 
 IDs contain a comma and map to ``Images/<ID>.jpg``. ``mask`` boxes are ignore regions, not persons; a
 person box with ``extra.ignore`` is ignored too (CrowdDet's rule). Image size is not in the odgt: it

@@ -1,4 +1,4 @@
-"""Fashionpedia (FORMATS.md §12, §14.10): ``instances_attributes_{train,val}2020.json``.
+"""Fashionpedia (docs/formats.md#fashionpedia): ``instances_attributes_{train,val}2020.json``.
 
 Category ids are 0-based (unlike COCO) and kept as in the file. Attribute ids are not contiguous in the
 release (234 -> 281, 284 missing), so they are mapped to 0..A-1 through the file's own ``attributes``

@@ -1,4 +1,4 @@
-"""LIP single-person parsing (FORMATS.md §9, §14.8): official ``TrainVal_*`` layout or SCHP's flat one.
+"""LIP single-person parsing (docs/formats.md#lip): official ``TrainVal_*`` layout or SCHP's flat one.
 
 Records are ``{id, path, label_path}``; labels are single-channel PNGs of raw class ids 0-19 with 255 =
 ignore, opened (and checked against the image size) by ``load_label`` when a task needs them.

@@ -1,4 +1,5 @@
-"""Pedestrian attributes: PA-100K (``annotation.mat``) and PETA / PETAzs (FORMATS.md §5, §6, §14.5-6).
+"""Pedestrian attributes: PA-100K (``annotation.mat``) and PETA / PETAzs (docs/formats.md#pa-100k,
+#peta-and-petazs).
 
 Records are ``{path, labels}`` with labels over *all* stored attributes (uncertain ``2`` -> ``0``, as
 Rethinking_of_PAR does); ``meta['eval_idx']`` says which columns are scored: PA-100K all 26, PETA the

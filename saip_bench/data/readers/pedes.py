@@ -1,4 +1,4 @@
-"""Text-to-image person retrieval: CUHK-PEDES and ICFG-PEDES (FORMATS.md §3, §4, §14.3-4).
+"""Text-to-image person retrieval: CUHK-PEDES and ICFG-PEDES (docs/formats.md#cuhk-pedes, #icfg-pedes).
 
 Both JSONs are lists of ``{split, captions, file_path, id, processed_tokens?}``; ``file_path`` is
 relative to ``imgs/``. IRRA semantics: CUHK-PEDES train pid = ``id - 1``, val/test pid = raw ``id``;

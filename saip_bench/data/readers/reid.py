@@ -1,4 +1,4 @@
-"""Image ReID: Market-1501 and MSMT17 (V1 / V2), FORMATS.md §1, §2 and §14.1-2.
+"""Image ReID: Market-1501 and MSMT17 (V1 / V2), docs/formats.md#market-1501, #msmt17.
 
 Records are ``{path, pid, camid}`` with a 0-based camera. Pids are kept as in the files (train pids are
 not relabelled; tasks relabel). Market ``-1`` junk boxes are dropped from every split (torchreid and

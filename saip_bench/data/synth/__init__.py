@@ -1,7 +1,7 @@
 """The synthetic human world: procedural people written as mini versions of the 12 native datasets.
 
 ``generate_world(out, preset="tiny", seed=0)`` writes ``<out>/<name>/`` for every dataset (layouts in
-``docs/layouts.md``, formats in FORMATS.md) plus ``<out>/pretrain/``; see ``docs/synthetic_world.md``.
+``docs/layouts.md``, formats in docs/formats.md) plus ``<out>/pretrain/``; see ``docs/synthetic_world.md``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Closed vocabularies of the synthetic world: class lists, keypoint names, attribute names, colours.
 
-Names are those of the native files (FORMATS.md), so labels written by the exporters read like the real
+Names are those of the native files (docs/formats.md), so labels written by the exporters read like the real
 ones. Everything the renderer draws maps to these lists through tables here, never ad hoc.
 """
 

@@ -1,6 +1,7 @@
 """The Cross-scale Search (CSS) decoder: find a query person in a multi-person canvas.
 
-A dynamic-kernel mask head (SAIP_METHOD.md §4.5): the query tokens (CLS first) go through self-attention
+A dynamic-kernel mask head (docs/method.md#css-cross-scale-search): the query tokens (CLS first) go through
+self-attention
 blocks and the CLS becomes a kernel token; it cross-attends to the canvas tokens and is projected to a
 dynamic kernel ``k``; a small conv head turns the canvas feature map into mask features ``G``; the mask
 logits are ``k . G`` at every canvas cell. ``canvas_features`` is split out so two queries share ``G``.

@@ -1,7 +1,8 @@
 """EMA ("momentum") teacher of a whole module with a cosine momentum schedule over GLOBAL steps.
 
 Why global: the authors' release indexes its momentum schedule with the within-epoch iteration, so the
-momentum falls back to 0.996 at the start of every epoch (SAIP_METHOD.md §4.8.1). Here the momentum is a
+momentum falls back to 0.996 at the start of every epoch (docs/method.md#momentum-schedule). Here the
+momentum is a
 pure function of (global step, total steps), which also makes resume exact.
 """
 

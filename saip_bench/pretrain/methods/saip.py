@@ -1,4 +1,5 @@
-"""SAIP: scale-aware image pretraining (CSM + CSR + CSS with an EMA expert), SAIP_METHOD.md §3-4.
+"""SAIP: scale-aware image pretraining (CSM + CSR + CSS with an EMA expert),
+docs/method.md#the-saip-objective.
 
 One step, ViT-Tiny at the paper's views (B images):
 
@@ -65,7 +66,7 @@ class ViewSettings(BaseModel):
 
 
 class SAIPConfig(BaseModel):
-    """Defaults are the paper's (SAIP_METHOD.md §3.3, §4)."""
+    """Defaults are the paper's (docs/method.md#optimisation-and-schedule, #the-saip-objective)."""
 
     model_config = ConfigDict(extra="forbid")
     csm: bool = True

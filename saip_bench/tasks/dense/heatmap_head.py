@@ -1,6 +1,7 @@
 """ViTPose-style "classic" heatmap head: deconvolutions (4x4, stride 2, BN, ReLU) then a 1x1 conv to K maps.
 
-Why this head: the paper's pose protocol (SAIP_METHOD.md §2.3) uses two 256-channel deconvolutions on the
+Why this head: the paper's pose protocol (docs/method.md#downstream-fine-tuning-protocols) uses two
+256-channel deconvolutions on the
 last feature map (stride 16 -> stride 4 heatmaps). Backbones whose last map is coarser (stride 32) get
 their heatmaps resized to the codec's size so every family trains against the same targets.
 """

@@ -1,8 +1,8 @@
-"""Tiny dataset roots written by hand in each native format (FORMATS.md), for reader tests.
+"""Tiny dataset roots written by hand in each native format (docs/formats.md), for reader tests.
 
 Each ``build_<name>(root)`` writes a complete minimal root and returns the annotation file that the
 fuzz test corrupts. Real samples from ``shared/realdata`` are used where they exist (PETA.mat, COCO,
-LIP lists, CIHP labels, Fashionpedia); the rest are written here to the letter of FORMATS.md.
+LIP lists, CIHP labels, Fashionpedia); the rest are written here to the letter of docs/formats.md.
 """
 
 from __future__ import annotations

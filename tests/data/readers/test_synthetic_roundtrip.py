@@ -1,7 +1,8 @@
 """The synthetic world (``saip_bench.data.synth``) read back through the same readers as real data.
 
 Every dataset must read, verify as usable (declared synthetic, every file opened), and reproduce the
-format traps of FORMATS.md §14 that the readers handle, so synthetic runs exercise the real code path.
+format traps in docs/formats.md#reader-checklist that the readers handle, so synthetic runs exercise the real
+code path.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Each export parses with the plain libraries and has the native structure of FORMATS.md."""
+"""Each export parses with the plain libraries and has the native structure of docs/formats.md."""
 
 from __future__ import annotations
 
