@@ -8,10 +8,10 @@ What is implemented (checked against the authors' release, tinyvision/SOLIDER ``
   higher-norm cluster is foreground); images whose foreground covers at most ``min_foreground`` of the
   tokens get no labels. Foreground tokens are clustered into ``parts`` (3) groups by k-means, and the
   groups are numbered 1..parts from top to bottom by their mean row (background = 0).
-- **Part-removed view.** For labelled images, one part ``k ~ U{1..parts}`` (one draw per step, as in the
-  release) is blanked out of the global crop (pixels set to the normalisation mean); the student must
-  still predict every token's label on it and on the intact crop (token classifier = a 3-layer DINO-style
-  head with ``parts + 1`` outputs, cross-entropy).
+- **Part-removed view.** For labelled images, one part ``k ~ U{1..parts}`` (drawn per sample here; the
+  release draws one per GPU per step, docs/baselines.md) is blanked out of the global crop (pixels set to
+  the normalisation mean); the student must still predict every token's label on it and on the intact
+  crop (token classifier = a 3-layer DINO-style head with ``parts + 1`` outputs, cross-entropy).
 - **Semantic controller.** Each sample gets lambda in {0, 1} (one-hot ``[lambda, 1 - lambda]``), shared by
   teacher and student; the controller modulates features as ``x * softplus(W l) + B l``; the semantic
   loss of a sample is weighted by its lambda, so lambda = 0 features carry appearance only.
