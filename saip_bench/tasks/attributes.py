@@ -166,6 +166,7 @@ class AttributesTask(SinglePersonTask):
                 description=f"attributes/{ctx.data.name} linear",
                 show_progress=ctx.show_progress,
                 on_epoch_end=ctx.epoch_end,
+                checkpoint=ctx.fit_checkpoint,
             )
         else:
             paths = [r["path"] for r in records]
@@ -184,6 +185,7 @@ class AttributesTask(SinglePersonTask):
             history = common.finetune(
                 backbone, head, batches, step, schedule, steps_per_epoch, ctx.amp, device,
                 f"attributes/{ctx.data.name} finetune", ctx.show_progress, on_epoch_end=ctx.epoch_end,
+                checkpoint=ctx.fit_checkpoint,
             )
         return {
             **self.protocol_info(ctx),

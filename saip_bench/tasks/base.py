@@ -6,6 +6,7 @@ result formats so anyone can re-score them with ``saip-bench metric``.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from saip_bench.devices import device_guard, enable_speed, place_models
 from saip_bench.errors import UserError
 from saip_bench.metrics import bootstrap
 from saip_bench.registry import Registry
-from saip_bench.specs import SELECTION_SUPPORT, TaskSpec
+from saip_bench.specs import SELECTION_SUPPORT, TaskSpec, stable_hash
 from saip_bench.tasks import common
 from saip_bench.utils import resolve_amp
 
@@ -49,6 +50,10 @@ class UnitContext:
     bootstrap_resamples: int = bootstrap.DEFAULT_RESAMPLES  # 0 = no intervals
     # set by ``Task.run`` when the protocol selects a best epoch: tasks pass it to their fit loop
     epoch_end: Callable[[int], None] | None = None
+    # fine-tune checkpoints (issue 19): resume state every N epochs, set by ``Task.run`` for the fit loop
+    checkpoint_every: int = 1
+    fit_checkpoint: common.FitCheckpoint | None = None
+    keep_finetuned: bool = False  # write the final (selected) weights as safetensors + sidecar in out_dir
 
     def __post_init__(self) -> None:
         self.amp = resolve_amp(self.amp, self.device)  # bf16 only where the device runs it natively
@@ -107,16 +112,25 @@ class Task(ABC):
         head = self.build_head(ctx.backbone, ctx.spec, ctx.data)
         place_models(ctx.device, ctx.backbone, head)
         selector = self._selector(ctx, head)
+        checkpoint = ctx.fit_checkpoint = common.FitCheckpoint(
+            ctx.out_dir / common.FIT_STATE, lambda: unit_fingerprint(self.name, ctx), ctx.checkpoint_every,
+            ctx.out_dir / common.FIT_LOG, selector)
         with device_guard(backbone=ctx.backbone, head=head):
             fit_info = self.fit(ctx, head)
         ctx.epoch_end = None
+        ctx.fit_checkpoint = None
+        if checkpoint.resumed_from is not None:
+            fit_info["resumed_from_epoch"] = checkpoint.resumed_from
         fit_info["selection"] = protocol.selection
         fit_info.update(common.protocol_summary(protocol))
         if selector is not None:
             fit_info.update(selector.restore())
+        if ctx.keep_finetuned:
+            fit_info["finetuned"] = save_finetuned(ctx, self.name, head)
         with device_guard(backbone=ctx.backbone, head=head):  # re-armed: prediction feeds other batches
             predictions = self.predict(ctx, head)
         scores, uncertainty = self.score_with_intervals(ctx, predictions)
+        checkpoint.discard()  # scored: the resume state is only disk now (--keep-finetuned kept the weights)
         main = ctx.spec.metric.main
         return UnitResult(
             scores=scores,
@@ -166,6 +180,42 @@ class Task(ABC):
         selector = common.BestEpoch([ctx.backbone, head], evaluate, ctx.spec.metric.direction)
         ctx.epoch_end = selector
         return selector
+
+
+def unit_fingerprint(task: str, ctx: UnitContext) -> str:
+    """What a resume checkpoint must match besides the loop's shape and starting weights: the spec (with
+    every override), protocol, seed, sample limits, AMP and the pretrained backbone's weights."""
+    return stable_hash({"task": task, "spec": ctx.spec.model_dump(mode="json"), "protocol": ctx.protocol,
+                        "seed": ctx.seed, "max_train_samples": ctx.max_train_samples, "amp": str(ctx.amp),
+                        "backbone": getattr(ctx.backbone, "name", type(ctx.backbone).__name__),
+                        "backbone_weights": common.weights_digest(ctx.backbone)})
+
+
+FINETUNED_BACKBONE = "finetuned_backbone.safetensors"
+FINETUNED_HEAD = "finetuned_head.safetensors"
+
+
+def save_finetuned(ctx: UnitContext, task: str, head: nn.Module) -> dict[str, Any]:
+    """``--keep-finetuned``: the scored weights (after any best-epoch restore) in ``ctx.out_dir``: the
+    backbone through the pretraining exporter (safetensors + JSON sidecar, ``load_backbone`` reads it) and
+    the head as a plain safetensors state dict. Returns what the record's provenance names."""
+    from safetensors.torch import save_file
+
+    from saip_bench.pretrain.export import save_backbone
+    from saip_bench.utils import file_sha256, umask_mode
+
+    meta = {"source": "finetuned", "task": task, "spec": ctx.spec.key, "protocol": ctx.protocol,
+            "seed": ctx.seed, "selection": ctx.protocol_spec.selection, "head": FINETUNED_HEAD}
+    backbone_path = save_backbone(ctx.backbone, ctx.out_dir / FINETUNED_BACKBONE, meta)
+    head_path = ctx.out_dir / FINETUNED_HEAD
+    tmp = head_path.with_name(f".{head_path.name}.tmp")
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in head.state_dict().items()}
+    save_file(state, str(tmp), metadata={"format": "saip-bench-head", "task": task, "spec": ctx.spec.key})
+    os.chmod(tmp, umask_mode())
+    tmp.replace(head_path)
+    return {"backbone": str(backbone_path), "backbone_sidecar": str(backbone_path.with_suffix(".json")),
+            "backbone_sha256": file_sha256(backbone_path), "head": str(head_path),
+            "head_sha256": file_sha256(head_path)}
 
 
 def set_final_norm(backbone: Backbone, enabled: bool) -> None:

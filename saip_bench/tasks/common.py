@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import hashlib
 import itertools
+import json
 import math
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -24,8 +27,8 @@ from torch import nn
 from saip_bench.backbones import Backbone
 from saip_bench.devices import fused_optimizer_ok, to_device
 from saip_bench.errors import DataFormatError
-from saip_bench.specs import ParamGroups, Protocol, Schedule
-from saip_bench.utils import atomic_torch_save, autocast, console
+from saip_bench.specs import ParamGroups, Protocol, Schedule, stable_hash
+from saip_bench.utils import atomic_torch_save, atomic_write_text, autocast, console
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -241,6 +244,7 @@ class BestEpoch:
         self.sign = 1.0 if direction == "max" else -1.0
         self.best: tuple[int, float, list[dict[str, torch.Tensor]]] | None = None
         self.evaluated = 0
+        self.last: tuple[int, float] | None = None  # (epoch, score) of the latest evaluation (fit log)
 
     def __call__(self, epoch: int) -> None:
         modes = [(m, m.training) for module in self.modules for m in module.modules()]
@@ -248,10 +252,18 @@ class BestEpoch:
         for module, training in modes:  # predict() switched to eval mode; training continues as it was
             module.training = training
         self.evaluated += 1
+        self.last = (epoch, score)
         if self.best is None or self.sign * score > self.sign * self.best[1]:
             states = [{k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
                       for m in self.modules]
             self.best = (epoch, score, states)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The selection so far, for a fit checkpoint (a resumed unit selects as if never stopped)."""
+        return {"best": self.best, "evaluated": self.evaluated, "last": self.last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.evaluated, self.last = state["best"], int(state["evaluated"]), state["last"]
 
     def restore(self) -> dict[str, Any]:
         """Load the best epoch's weights back; returns what a record says about the choice."""
@@ -279,6 +291,123 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Progress
     )
 
 
+FIT_STATE = "fit_state.pt"  # the resume checkpoint of a unit's fit, in the unit's out_dir
+FIT_LOG = "finetune_log.jsonl"  # one JSON line per epoch, in the unit's out_dir
+FIT_STATE_FORMAT = 1
+
+
+def weights_digest(module: nn.Module) -> str:
+    """A hash of every tensor of ``module.state_dict()`` (names, dtypes, shapes, bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def rng_states(device: torch.device | str) -> dict[str, Any]:
+    """The global generators a step may draw from (dropout, drop path, augmentations in this process)."""
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                              "python": random.getstate()}
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_initialized():  # this device only, never every GPU
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def set_rng_states(states: dict[str, Any], device: torch.device | str) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    device = torch.device(device)
+    if "cuda" in states and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+class FitCheckpoint:
+    """Checkpoint/resume policy of one unit's fit (issue 19, item 4), built by ``Task.run``.
+
+    Every ``every`` epochs (and after the last) ``fit_loop`` writes ``path`` atomically: the trained
+    module(s), optimizer, step, epoch, loss history, the best-epoch selection, the global RNG states and a
+    fingerprint of the unit's settings. A rerun of the unit resumes from it and ends with the same weights,
+    losses and scores as an uninterrupted run (same seed; per-epoch key draws are replayed, see
+    ``epoch_batches``). A checkpoint of other settings is ignored with a message and overwritten. Why:
+    a 210-epoch COCO unit killed at epoch 200 started again from 0. Units of one epoch write no checkpoint.
+    Every epoch also appends one line to ``log_path`` (epoch, step, loss, lr, val score if the selection
+    evaluated it, wall time).
+    """
+
+    def __init__(self, path: Path, unit_fingerprint: Callable[[], str], every: int = 1,
+                 log_path: Path | None = None, selector: BestEpoch | None = None) -> None:
+        if every < 1:
+            raise ValueError(f"checkpoint every {every} epochs: must be >= 1")
+        self.path = Path(path)
+        self.unit_fingerprint = unit_fingerprint
+        self.every = every
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.selector = selector
+        self.resumed_from: int | None = None  # epoch the last fit resumed from (None: from scratch)
+
+    def fingerprint(self, model: nn.Module, description: str, total: int, steps_per_epoch: int) -> str:
+        """Unit settings + this loop's shape + the starting weights: equal only for the same run."""
+        return stable_hash([self.unit_fingerprint(), description, total, steps_per_epoch,
+                            weights_digest(model)])
+
+    def load(self, fingerprint: str) -> dict[str, Any] | None:
+        """The saved state if it belongs to this run; a foreign or unreadable one is ignored (a message)."""
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # written atomically, so this is another file or another torch
+            console.print(f"[yellow]{self.path}: resume checkpoint unreadable ({exc}); "
+                          "training from epoch 0[/]")
+            return None
+        if not isinstance(state, dict) or state.get("format") != FIT_STATE_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            console.print(f"[yellow]{self.path}: field 'format' is {found!r}, expected {FIT_STATE_FORMAT}; "
+                          "resume checkpoint ignored, training from epoch 0[/]")
+            return None
+        if state.get("fingerprint") != fingerprint:
+            found = state.get("fingerprint")
+            console.print(f"[yellow]{self.path}: field 'fingerprint' {found!r} was written by a unit with "
+                          f"other settings (this one: {fingerprint!r}); resume checkpoint ignored, training "
+                          "from epoch 0 (it is overwritten)[/]")
+            return None
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save({"format": FIT_STATE_FORMAT, **state}, self.path)
+
+    def discard(self) -> None:
+        """Drop the resume state once the unit has finished (it holds optimizer moments: 3x the weights)."""
+        self.path.unlink(missing_ok=True)
+
+    def start_log(self, first_epoch: int) -> None:
+        """A fresh log, or on resume the lines of the epochs up to ``first_epoch`` (later ones are redone)."""
+        if self.log_path is None:
+            return
+        kept: list[str] = []
+        if first_epoch and self.log_path.is_file():
+            for line in self.log_path.read_text().splitlines():
+                try:
+                    if json.loads(line)["epoch"] <= first_epoch:
+                        kept.append(line)
+                except (ValueError, KeyError, TypeError):
+                    continue
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.log_path, "".join(f"{line}\n" for line in kept))
+
+    def log(self, entry: dict[str, Any]) -> None:
+        if self.log_path is None:
+            return
+        with open(self.log_path, "a") as handle:
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+            handle.flush()
+
+
 def fit_loop(
     parameters_model: nn.Module,
     batches: Callable[[int], Iterable[Any]],
@@ -292,8 +421,11 @@ def fit_loop(
     show_progress: bool = True,
     log_every: int = 10,
     on_epoch_end: Callable[[int], None] | None = None,
+    checkpoint: FitCheckpoint | None = None,
 ) -> dict[str, Any]:
     """The one supervised loop of all tasks: epochs of ``batches(epoch)``, warm-up + schedule, AMP, clip.
+
+    ``checkpoint`` (``FitCheckpoint``): per-epoch log, resume state every N epochs and resume from it.
 
     ``on_epoch_end(epoch)`` runs after every epoch that took a step (also the last, partial one of a
     step-capped run): checkpoint selection scores the weights there.
@@ -315,7 +447,53 @@ def fit_loop(
     step_waits: list[float] = []
     step_ends: list[float] = []
     step = 0
+    first_epoch = 0
     started = time.perf_counter()
+    # resume state only where the loop runs more than one epoch (CPU protocols of a few steps pay nothing)
+    active = checkpoint is not None and total > max(1, steps_per_epoch)
+    fingerprint = ""
+    if checkpoint is not None and active:
+        fingerprint = checkpoint.fingerprint(parameters_model, description, total, steps_per_epoch)
+        saved = checkpoint.load(fingerprint)
+        if saved is not None:
+            parameters_model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if checkpoint.selector is not None and saved.get("selector") is not None:
+                checkpoint.selector.load_state_dict(saved["selector"])
+            first_epoch, step = int(saved["epoch"]), int(saved["step"])
+            losses = list(saved["losses"])
+            step_waits, step_ends = list(saved["step_waits"]), list(saved["step_ends"])
+            started -= float(saved["elapsed"])
+            if not getattr(batches, "replays_skipped_epochs", False):
+                for skipped in range(first_epoch):  # advance any generator the batches draw from
+                    for _ in batches(skipped):
+                        pass
+            set_rng_states(saved["rng"], device)
+            checkpoint.resumed_from = first_epoch
+            console.print(f"{description}: resuming from epoch {first_epoch} (step {step}) "
+                          f"of {checkpoint.path}")
+    if checkpoint is not None:
+        checkpoint.start_log(first_epoch)
+
+    def epoch_done(epoch: int, epoch_start: int) -> None:
+        """Log the epoch; write the resume state every ``checkpoint.every`` epochs and after the last."""
+        if checkpoint is None:
+            return
+        selector = checkpoint.selector
+        last = selector.last if selector is not None else None
+        val = last[1] if last is not None and last[0] == epoch else None
+        epoch_losses = losses[epoch_start:step]
+        checkpoint.log({"epoch": epoch + 1, "step": step, "loss": float(np.mean(epoch_losses)) if epoch_losses
+                        else None, "lr": optimizer.param_groups[0]["lr"], "val": val,
+                        "wall_s": round(time.perf_counter() - started, 3)})
+        if active and ((epoch + 1) % checkpoint.every == 0 or step >= total):
+            checkpoint.save({
+                "fingerprint": fingerprint, "epoch": epoch + 1, "step": step, "losses": losses,
+                "step_waits": step_waits, "step_ends": step_ends, "elapsed": time.perf_counter() - started,
+                "model": parameters_model.state_dict(), "optimizer": optimizer.state_dict(),
+                "selector": selector.state_dict() if selector is not None else None,
+                "rng": rng_states(device),
+            })
 
     def drain(progress: Progress, task: Any) -> None:
         if not pending:
@@ -332,7 +510,10 @@ def fit_loop(
 
     with progress_bar(description, total, show_progress) as progress:
         task = progress.add_task(description, total=total, info="")
-        for epoch in range(epochs):
+        progress.update(task, completed=len(losses))
+        for epoch in range(first_epoch, epochs):
+            if step >= total:  # resumed after the last epoch (killed while predicting)
+                break
             iterator = iter(batches(epoch))
             epoch_start = step
             while step < total:
@@ -359,6 +540,9 @@ def fit_loop(
             if on_epoch_end is not None and step > epoch_start:
                 drain(progress, task)
                 on_epoch_end(epoch)
+            if checkpoint is not None and step > epoch_start:
+                drain(progress, task)
+                epoch_done(epoch, epoch_start)
             if step >= total:
                 break
         drain(progress, task)
@@ -381,6 +565,7 @@ def finetune(
     description: str,
     show_progress: bool = True,
     on_epoch_end: Callable[[int], None] | None = None,
+    checkpoint: FitCheckpoint | None = None,
 ) -> dict[str, Any]:
     """Full fine-tuning: backbone and head trained together by ``fit_loop``, with the schedule's groups
     (decay exemptions, LR multipliers, layer-wise decay)."""
@@ -388,7 +573,7 @@ def finetune(
     groups = schedule_param_groups(backbone, head, schedule)
     return fit_loop(model, batches, step, schedule, build_optimizer(groups, schedule), steps_per_epoch,
                     amp=amp, device=device, description=description, show_progress=show_progress,
-                    on_epoch_end=on_epoch_end)
+                    on_epoch_end=on_epoch_end, checkpoint=checkpoint)
 
 
 def fit_summary(history: dict[str, Any]) -> dict[str, Any]:
@@ -417,6 +602,7 @@ def worker_batches(
     num_workers: int,
     device: torch.device | str,
     move: bool = True,
+    generator: torch.Generator | None = None,
 ) -> Iterator[Any]:
     """``collate([load(key) ...])`` per batch of keys, built by DataLoader workers (pinned, prefetched) and
     moved to ``device`` (``move=False``: left in pinned host memory for the step to move). Why: decoding,
@@ -425,7 +611,7 @@ def worker_batches(
     device = torch.device(device)
     loader = torch.utils.data.DataLoader(
         KeyedDataset(load), batch_sampler=key_batches, collate_fn=collate, num_workers=num_workers,
-        pin_memory=device.type == "cuda", prefetch_factor=4 if num_workers else None,
+        pin_memory=device.type == "cuda", prefetch_factor=4 if num_workers else None, generator=generator,
     )
     for batch in loader:
         yield to_device(batch, device) if move else batch
@@ -448,16 +634,25 @@ def epoch_batches(
     single worker build the one batch in flight, so extra workers bought nothing (gpu_check, H200).
     """
     state: dict[str, Iterator[Any]] = {}
+    # the loader's base seed, drawn now from the global generator rather than when its iterator starts:
+    # a resumed fit restores the global RNG state before its first batch, and must find it where an
+    # uninterrupted run had it (the draw sequence of a fresh run is unchanged)
+    loader_generator = torch.Generator().manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
 
     def every_epoch(first: int) -> Iterator[list[Any]]:
+        for skipped in range(first):  # a resumed fit: replay the skipped epochs' key draws (no images)
+            for _ in epoch_keys(skipped):
+                pass
         for epoch in itertools.count(first):
             yield from epoch_keys(epoch)
 
     def batches(epoch: int) -> Iterator[Any]:
         if "it" not in state:
-            state["it"] = worker_batches(load, every_epoch(epoch), collate, num_workers, device, move)
+            state["it"] = worker_batches(load, every_epoch(epoch), collate, num_workers, device, move,
+                                         generator=loader_generator)
         return itertools.islice(state["it"], steps_per_epoch)
 
+    batches.replays_skipped_epochs = True  # type: ignore[attr-defined]  # fit_loop need not replay them
     return batches
 
 

@@ -222,7 +222,8 @@ class CrowdHumanTask(Task):
             groups = schedule_param_groups(ctx.backbone, head, schedule)
         optimizer = build_optimizer(groups, schedule)
         info = fit_loop(model, batches, loss_fn, schedule, optimizer, steps_per_epoch, ctx.amp, ctx.device,
-                        description=f"{ctx.spec.key} {ctx.protocol}", show_progress=ctx.show_progress)
+                        description=f"{ctx.spec.key} {ctx.protocol}", show_progress=ctx.show_progress,
+                        checkpoint=ctx.fit_checkpoint)
         eval_records, eval_original = self._records(ctx, "eval")
         info["n_samples"] = {"train": n_samples(original, len(records)),
                              "eval": n_samples(eval_original, len(eval_records))}

@@ -260,6 +260,7 @@ class ReidTask(SinglePersonTask):
                 description=f"reid/{ctx.data.name} linear",
                 show_progress=ctx.show_progress,
                 on_epoch_end=ctx.epoch_end,
+                checkpoint=ctx.fit_checkpoint,
             )
         else:
             head.train()
@@ -279,6 +280,7 @@ class ReidTask(SinglePersonTask):
             history = common.finetune(
                 backbone, head, batches, step, schedule, steps_per_epoch, ctx.amp, device,
                 f"reid/{ctx.data.name} finetune", ctx.show_progress, on_epoch_end=ctx.epoch_end,
+                checkpoint=ctx.fit_checkpoint,
             )
         return {
             **self.protocol_info(ctx),

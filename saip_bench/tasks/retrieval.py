@@ -178,6 +178,7 @@ class RetrievalTask(SinglePersonTask):
                 description=f"retrieval/{ctx.data.name} linear",
                 show_progress=ctx.show_progress,
                 on_epoch_end=ctx.epoch_end,
+                checkpoint=ctx.fit_checkpoint,
             )
         else:
             paths = [records[i]["path"] for i, _ in pairs]
@@ -196,6 +197,7 @@ class RetrievalTask(SinglePersonTask):
             history = common.finetune(
                 backbone, head, batches, step, schedule, steps_per_epoch, ctx.amp, device,
                 f"retrieval/{ctx.data.name} finetune", ctx.show_progress, on_epoch_end=ctx.epoch_end,
+                checkpoint=ctx.fit_checkpoint,
             )
         return {
             **self.protocol_info(ctx),

@@ -198,6 +198,7 @@ class TopDownPoseTask(Task):
         optimizer = build_optimizer(groups, schedule)
         info = fit_loop(model, batches, loss_fn, schedule, optimizer, steps_per_epoch, ctx.amp, ctx.device,
                         description=f"{ctx.spec.key} {ctx.protocol}", show_progress=ctx.show_progress,
+                        checkpoint=ctx.fit_checkpoint,
                         on_epoch_end=ctx.epoch_end)
         eval_records, eval_original = self._eval_records(ctx)
         info["n_samples"] = {"train": n_samples(len(all_records), len(records)),
