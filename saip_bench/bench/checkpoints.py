@@ -54,8 +54,11 @@ class CheckpointInfo:
     path: str  # exported backbone file
     sha256: str  # hash of that file's bytes (differs between processes for equal weights; see weights_hash)
     pretrain_wall_s: float = 0.0
-    source: str = "cache"  # cache | user
+    source: str = "cache"  # cache | user | external
     weights_hash: str = ""  # hash of the tensors (stable for equal weights); "" in markers before issue 27
+    # a published checkpoint (timm, MAE, HAP, PATH, plain PyTorch) converted to ``path``: its file, weights
+    # hash and key-mapping report (issue 24); None for our own exports
+    external: dict[str, Any] | None = None
 
     def provenance(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,9 +95,13 @@ def weights_hash(path: str | Path, length: int = 16) -> str:
                 for name in sorted(handle.keys()):
                     add(name, handle.get_tensor(name))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            from saip_bench.pretrain.external import read_checkpoint, unwrap
+
+            state = read_checkpoint(path)  # weights_only; an MAE/HAP ``args`` Namespace is allowed
             state = state.get("state_dict", state) if isinstance(state, Mapping) else state
-            if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            if isinstance(state, Mapping) and not all(isinstance(v, torch.Tensor) for v in state.values()):
+                state = unwrap(state, path)[0]  # a published checkpoint's wrappers (model, ...)
+            if not isinstance(state, Mapping):
                 raise DataFormatError(path, "a state dict (a mapping of names to tensors)",
                                       type(state).__name__)
             for name in sorted(state):
@@ -216,6 +223,8 @@ class CheckpointCache:
             raise UserError(f"checkpoint {path} for {method}/{backbone} does not exist")
         stat = Path(path).stat()
         memo = f"user:{method}/{backbone}:{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+        if memo not in self._memo and not _is_export(path):
+            self._memo[memo] = self.external_checkpoint(method, backbone, Path(path))
         if memo not in self._memo:  # asked once per unit: hash the file once per run
             content = weights_hash(path)
             self._memo[memo] = CheckpointInfo(method, backbone, "user", -1, None, content,
@@ -223,9 +232,34 @@ class CheckpointCache:
                                               weights_hash=content)
         return self._memo[memo]
 
+    def external_checkpoint(self, method: str, backbone: str, path: Path) -> CheckpointInfo:
+        """A published checkpoint (no sidecar): remapped once into ``<cache>/external/`` as an export,
+        so loaders and feature caches see one format; provenance names the original file and mapping."""
+        from saip_bench.pretrain.export import read_sidecar
+        from saip_bench.pretrain.external import convert_external
+
+        content = weights_hash(path)
+        folder = self.directory / "external" / f"{backbone}__{content}"
+        export = folder / "backbone.safetensors"
+        lock = owner_lock(folder.with_name(folder.name + ".lock"), f"external checkpoint {folder}",
+                          f"converting {path} for {backbone}", wait=default_wait(600.0))
+        with lock:
+            if not (export.is_file() and (folder / "backbone.json").is_file()):
+                convert_external(path, export, backbone)
+        source = dict(read_sidecar(export)["external"], path=str(Path(path).resolve()))
+        return CheckpointInfo(method, backbone, "external", -1, None, f"{backbone}-{content}",
+                              str(export.resolve()), file_sha256(export), 0.0, "external",
+                              weights_hash=content, external=source)
+
     def load(self, info: CheckpointInfo, img_size: tuple[int, int] | None = None) -> Backbone:
         """A fresh backbone from the checkpoint (tasks may fine-tune it in place)."""
         return self.loader(Path(info.path), img_size)
+
+
+def _is_export(path: str | Path) -> bool:
+    from saip_bench.pretrain.external import is_exported
+
+    return is_exported(path)
 
 
 def parse_checkpoint_overrides(items: list[str] | None) -> dict[tuple[str, str], Path]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from saip_bench.errors import SpecError
 from saip_bench.specs import StrictModel, _validate, load_yaml, stable_hash
@@ -32,6 +32,25 @@ class EvalSettings(StrictModel):
     num_workers: int = Field(default=0, ge=0)
 
 
+class ExternalCheckpoint(StrictModel):
+    """A published checkpoint run as a method (issue 24): ``name`` on the boards, its file, its backbone.
+
+    ``checkpoint: null`` = named by the user at run time (``--checkpoint name/backbone=FILE``); until then
+    the plan shows its units as waiting for it. Relative paths are read from the working directory.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    backbone: str
+    checkpoint: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _no_double_underscore(cls, value: str) -> str:
+        if "__" in value:  # "__" separates the parts of unit ids and record file names
+            raise ValueError(f"{value!r}: '__' is reserved (it separates the parts of record names)")
+        return value
+
+
 class BenchPreset(StrictModel):
     """What to run. ``tasks``: ``all`` or ``task/dataset`` keys (``tasks/<task>/<dataset>.yaml``)."""
 
@@ -40,7 +59,9 @@ class BenchPreset(StrictModel):
     data: Literal["synthetic", "real"] = "synthetic"
     synth_preset: str = "default"
     synth_seed: int = 0
-    methods: list[str] = Field(min_length=1)
+    methods: list[str] = Field(default_factory=list)
+    # published checkpoints evaluated beside the methods (timm, MAE, HAP, PATH, plain PyTorch)
+    external: list[ExternalCheckpoint] = Field(default_factory=list)
     backbones: list[str] = Field(min_length=1)
     tasks: Literal["all"] | list[str] = "all"
     protocol: ProtocolChoice = "fast"
@@ -66,9 +87,28 @@ class BenchPreset(StrictModel):
                 raise ValueError("duplicate task/dataset entries")
         return value
 
+    @model_validator(mode="after")
+    def _methods_or_external(self) -> BenchPreset:
+        if not self.methods and not self.external:
+            raise ValueError("give at least one of methods or external")
+        pairs = [(e.name, e.backbone) for e in self.external]
+        if len(set(pairs)) != len(pairs):
+            raise ValueError(f"duplicate external name/backbone entries in {pairs}")
+        clash = sorted({e.name for e in self.external} & set(self.methods))
+        if clash:
+            raise ValueError(f"{clash} named both as a method and as an external checkpoint")
+        return self
+
+    def external_checkpoints(self) -> dict[tuple[str, str], Path | None]:
+        """``(name, backbone) -> file`` (None: to be given with ``--checkpoint name/backbone=FILE``)."""
+        return {(e.name, e.backbone): Path(e.checkpoint) if e.checkpoint else None for e in self.external}
+
     @property
     def hash(self) -> str:
-        return stable_hash(self)
+        data = self.model_dump(mode="json")
+        if not data["external"]:  # presets without external checkpoints keep their hash from before
+            del data["external"]
+        return stable_hash(data)
 
 
 def available_presets() -> list[str]:

@@ -32,10 +32,14 @@ def build_method(
     overrides: dict[str, Any] | None = None,
     method_overrides: dict[str, Any] | None = None,
     data_dir: str | Path | None = None,
+    init: str | Path | None = None,
 ) -> tuple[PretrainMethod, Any]:
     """Instantiate ``method`` on a fresh ``backbone`` with the preset's configs (checks support first).
 
     With ``data_dir``, the method first derives what it needs from the data (``prepare_config``).
+    ``init``: start from a published checkpoint (timm, MAE, HAP, PATH, plain PyTorch; remapped by
+    ``saip_bench.pretrain.external``), loaded before the method copies the backbone (EMA teachers);
+    its source is kept as ``method.init_source`` for the export's sidecar.
     """
     import_submodules("saip_bench.pretrain.methods")
     method_cls = METHODS.get(method)
@@ -52,7 +56,26 @@ def build_method(
     reason = method_cls.unsupported_reason(net, method_cfg)
     if reason:
         raise UserError(reason)
-    return method_cls(net, method_cfg), train_cfg
+    source = _load_init(net, init) if init is not None else None
+    method_obj = method_cls(net, method_cfg)
+    method_obj.init_source = source  # type: ignore[assignment]
+    return method_obj, train_cfg
+
+
+def _load_init(net: Any, init: str | Path) -> dict[str, Any]:
+    """Load ``--init`` weights into ``net``; what the sidecar records of them (file, hash, mapping)."""
+    from saip_bench.bench.checkpoints import weights_hash
+    from saip_bench.pretrain.external import is_exported, load_external_into
+
+    if is_exported(init):  # one of our exports: same architecture, same names
+        from saip_bench.pretrain.export import load_backbone
+
+        source = load_backbone(init, img_size=tuple(net.img_size))
+        net.body.load_state_dict(source.body.state_dict())
+        mapping: dict[str, Any] = {"layout": "saip"}
+    else:
+        mapping = load_external_into(net, init).as_dict()
+    return {"path": str(Path(init).resolve()), "weights_hash": weights_hash(init), "mapping": mapping}
 
 
 def pretrain(
@@ -73,6 +96,7 @@ def pretrain(
     resume_from: str | Path | None = None,
     allow_config_change: bool = False,
     backgrounds: str | Path | None = None,
+    init: str | Path | None = None,
 ) -> Path:
     """Pretrain and export; returns ``<out_dir>/backbone.safetensors`` (+ ``backbone.json`` sidecar).
 
@@ -84,6 +108,7 @@ def pretrain(
     ``resume_from`` (+ ``allow_config_change``) continues another checkpoint, see ``Trainer``.
     ``backgrounds``: SAIP's canvas backgrounds (a folder, ``"pool"``, or None: ``<data>/backgrounds/`` if
     it has images, else the pool's own images); the source used is written to the export's sidecar.
+    ``init``: a published checkpoint the backbone starts from (``build_method``), named in the sidecar.
     """
     result, trainer = run_training(
         method,
@@ -103,11 +128,14 @@ def pretrain(
         resume_from=resume_from,
         allow_config_change=allow_config_change,
         backgrounds=backgrounds,
+        init=init,
     )
     path = Path(out_dir) / BACKBONE_FILE
     if trainer.dist.is_main:
         # resumes from another checkpoint (resume_from), with any config change: where the weights came from
         lineage = {"lineage": trainer.lineage} if trainer.lineage else {}
+        source = getattr(trainer.method, "init_source", None)  # --init: the published weights started from
+        init = {"init": source} if source else {}
         save_backbone(
             trainer.method.export_backbone(),
             path,
@@ -126,6 +154,7 @@ def pretrain(
                 "final_losses": {k: v for k, v in result.last.items() if k.startswith("loss")},
                 "data": trainer.data_provenance(),
                 **lineage,
+                **init,
             },
         )
     if trainer.dist.enabled:
@@ -152,6 +181,7 @@ def run_training(
     resume_from: str | Path | None = None,
     allow_config_change: bool = False,
     backgrounds: str | Path | None = None,
+    init: str | Path | None = None,
 ) -> tuple[TrainResult, Trainer]:
     overrides = dict(overrides or {})
     if steps is not None:
@@ -161,7 +191,7 @@ def run_training(
     dist_info, dev = init_distributed(torch.device(device) if device is not None else None)
     seed_everything(seed + dist_info.rank)
     method_obj, train_cfg = build_method(
-        method, backbone, preset, overrides, method_overrides, data_dir=data_dir
+        method, backbone, preset, overrides, method_overrides, data_dir=data_dir, init=init
     )
     trainer = Trainer(
         method_obj,

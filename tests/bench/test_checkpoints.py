@@ -132,3 +132,30 @@ def test_provenance_names_equal_weights_equally_across_processes(tmp_path):
     cache = CheckpointCache(tmp_path / "cache")
     infos = [cache.user_checkpoint("saip", "vit_tiny", p) for p in paths]
     assert len({i.weights_hash for i in infos}) == 1 and len({i.key for i in infos}) == 1
+
+
+def test_a_published_checkpoint_is_converted_once_and_named_in_provenance(tmp_path):
+    """Issue 24: an MAE release (``model`` + decoder + ``args`` Namespace) given as a user checkpoint."""
+    import argparse
+    from pathlib import Path
+
+    import timm
+    import torch
+
+    from saip_bench.bench.checkpoints import CheckpointCache, default_loader, weights_hash
+
+    torch.manual_seed(5)
+    state = timm.create_model("vit_tiny_patch16_224", pretrained=False).state_dict()
+    path = tmp_path / "mae_pretrain_vit_tiny.pth"
+    torch.save({"model": {**state, "decoder_pred.weight": torch.zeros(768, 128),
+                          "mask_token": torch.zeros(1, 1, 192)}, "args": argparse.Namespace(a=1)}, path)
+    cache = CheckpointCache(tmp_path / "cache")
+    info = cache.user_checkpoint("mae_release", "vit_tiny", path)
+    assert info.source == "external" and info.external["path"] == str(path.resolve())
+    assert info.external["weights_hash"] == info.weights_hash == weights_hash(path)
+    assert "decoder_pred.weight" in info.external["mapping"]["dropped"]
+    backbone = default_loader(Path(info.path), (256, 128))
+    key = "blocks.5.mlp.fc1.weight"
+    assert torch.equal(backbone.body.state_dict()[key], state[key])
+    again = CheckpointCache(tmp_path / "cache").user_checkpoint("mae_release", "vit_tiny", path)
+    assert again.path == info.path and again.key == info.key

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from saip_bench.bench.presets import available_presets, load_bench_preset
@@ -32,3 +34,25 @@ def test_preset_hash_changes_with_content():
     a = load_bench_preset("default")
     b = a.model_copy(update={"seeds": [0, 1]})
     assert a.hash != b.hash
+
+
+def test_external_checkpoints_are_methods_and_the_paper_supervised_is_one():
+    """Issue 24: the paper's "Supervised" is an ImageNet checkpoint named by the user, per backbone."""
+    paper = load_bench_preset("paper")
+    assert "supervised" not in paper.methods
+    assert paper.external_checkpoints() == {("supervised", b): None for b in paper.backbones}
+
+
+def test_external_entries_are_validated(tmp_path):
+    path = tmp_path / "ext.yaml"
+    head = "name: ext\nmethods: [saip]\nbackbones: [vit_tiny]\nexternal:\n"
+    path.write_text(head + "  - {name: saip, backbone: vit_tiny, checkpoint: a.pth}\n")
+    with pytest.raises(SpecError, match="both as a method and as an external checkpoint"):
+        load_bench_preset(path)
+    path.write_text(head + "  - {name: 'a__b', backbone: vit_tiny}\n")
+    with pytest.raises(SpecError, match="external.0.name"):
+        load_bench_preset(path)
+    path.write_text("name: ext\nbackbones: [vit_tiny]\nexternal: [{name: deit, backbone: vit_tiny, "
+                    "checkpoint: deit.pth}]\n")
+    only = load_bench_preset(path)
+    assert only.methods == [] and only.external_checkpoints() == {("deit", "vit_tiny"): Path("deit.pth")}

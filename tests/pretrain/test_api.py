@@ -114,3 +114,50 @@ def test_method_overrides_merge_into_the_preset_not_replace_it():
     overrides = {"views": {"colour": {"jitter_p": 0.0}}}
     method, _ = build_method("saip", "vit_tiny", "quick", method_overrides=overrides)
     assert method.view_cfg.global_size == (128, 64) and method.view_cfg.global1_aug.jitter_p == 0.0
+
+
+# ------------------------------------------------------------------ issue 24 item 4: --init FILE
+def _deit_file(tmp_path):
+    """An ImageNet-style DeiT-Tiny checkpoint as its release stores it: {"model": timm names + head}."""
+    import timm
+    import torch
+
+    torch.manual_seed(7)
+    state = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=1000).state_dict()
+    path = tmp_path / "deit_tiny_patch16_224.pth"
+    torch.save({"model": state}, path)
+    return path, state
+
+
+def test_init_starts_the_method_from_the_published_weights_before_the_first_step(tmp_path):
+    import torch
+
+    from saip_bench.pretrain.api import build_method
+
+    path, state = _deit_file(tmp_path)
+    method, _ = build_method("dino", "vit_tiny", "quick", init=path)
+    loaded = method.backbone.body.state_dict()
+    same = [k for k in loaded if k != "pos_embed" and torch.equal(loaded[k], state[k])]
+    assert len(same) == len(loaded) - 1  # every tensor but the resampled position embedding
+    assert method.init_source["mapping"]["layout"] == "plain" and method.init_source["weights_hash"]
+    fresh, _ = build_method("dino", "vit_tiny", "quick")
+    assert not torch.equal(fresh.backbone.body.state_dict()["blocks.0.attn.qkv.weight"],
+                           state["blocks.0.attn.qkv.weight"])
+
+
+def test_init_is_named_in_the_export_sidecar(pretrain_root, tmp_path):
+    path, _ = _deit_file(tmp_path)
+    export = pretrain("mae", "vit_tiny", "quick", pretrain_root, tmp_path / "out", steps=1, progress=False,
+                      overrides=TINY, init=path)
+    meta = json.loads(export.with_suffix(".json").read_text())
+    assert meta["init"]["path"] == str(path.resolve()) and "head.weight" in meta["init"]["mapping"]["dropped"]
+
+
+def test_cli_init_reaches_the_trainer(tmp_path, monkeypatch):
+    import saip_bench.pretrain.api as api
+
+    seen = {}
+    monkeypatch.setattr(api, "pretrain", lambda *a, **kw: seen.update(kw) or tmp_path / "b.safetensors")
+    code = main(["pretrain", "--method", "mae", "--backbone", "vit_tiny", "--data", str(tmp_path),
+                 "--out", str(tmp_path / "o"), "--init", str(tmp_path / "deit.pth")])
+    assert code == 0 and seen["init"] == tmp_path / "deit.pth"
