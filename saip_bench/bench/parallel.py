@@ -66,6 +66,8 @@ def worker_argv(config: BenchConfig, preset_arg: str) -> list[str]:
             argv += [flag, *map(str, values)]
     if config.device:
         argv += ["--device", config.device]
+    if config.cfg_options:
+        argv += ["--cfg-options", *config.cfg_options]
     return argv
 
 

@@ -27,11 +27,20 @@ class Unit:
     dataset: str
     protocol: str
     seed: int
+    variant: str = ""  # hash of the --cfg-options applied to the unit's spec ("": the spec as is)
+
+    @property
+    def record_protocol(self) -> str:
+        """The protocol as records name it: ``finetune+cfg-<hash>`` when overrides changed the spec, so
+        an overridden result never shares a record file, a resume decision or a board cell with the
+        spec's own (saip_bench/overrides.py)."""
+        return f"{self.protocol}+cfg-{self.variant}" if self.variant else self.protocol
 
     @property
     def uid(self) -> str:
         """File-name-safe id; also the record's file stem."""
-        parts = (self.method, self.backbone, self.task, self.dataset, self.protocol, f"seed{self.seed}")
+        protocol = self.record_protocol
+        parts = (self.method, self.backbone, self.task, self.dataset, protocol, f"seed{self.seed}")
         return "__".join(parts)
 
     @property
@@ -39,7 +48,10 @@ class Unit:
         return f"{self.task}/{self.dataset}"
 
     def identity(self) -> dict[str, object]:
-        return asdict(self)
+        identity = asdict(self)
+        del identity["variant"]
+        identity["protocol"] = self.record_protocol
+        return identity
 
 
 def select_protocol(spec: TaskSpec, choice: str) -> str:
@@ -86,6 +98,13 @@ def plan_units(preset: BenchPreset, specs: Mapping[str, TaskSpec]) -> list[Unit]
         Unit(method, backbone, spec.task, spec.dataset, select_protocol(spec, preset.protocol), seed)
         for method in preset.methods
         for backbone in preset.backbones
+        for seed in preset.seeds
+        for spec in select_specs(preset, specs)
+    ]
+    units += [  # published checkpoints listed as methods (issue 24): one backbone each
+        Unit(entry.name, entry.backbone, spec.task, spec.dataset, select_protocol(spec, preset.protocol),
+             seed)
+        for entry in preset.external
         for seed in preset.seeds
         for spec in select_specs(preset, specs)
     ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,8 @@ class BenchConfig:
     dataset_roots: dict[str, Path] = field(default_factory=dict)  # explicit per-dataset roots win
     world: Path | None = None  # an existing synthetic world used as is (never regenerated)
     loader_workers: int | None = None  # DataLoader num_workers per unit (None: the preset's eval.num_workers)
+    cfg_options: Sequence[str] = ()  # --cfg-options [task/dataset:]key.path=value (saip_bench/overrides.py)
+    keep_finetuned: bool = False  # --keep-finetuned: each unit's final weights in its folder (tasks/base.py)
 
 
 @dataclass
@@ -156,16 +158,38 @@ class BenchRunner:
         self.store = RecordStore(Path(config.run_dir) / "records")
         self.cache = CheckpointCache(Path(config.cache_dir) / "checkpoints", pretrainer=self.hooks.pretrainer,
                                      loader=self.hooks.backbone_loader, is_writer=self.dist.is_main)
-        self.cache.overrides = dict(config.checkpoints)
+        # published checkpoints of the preset (``external:``, issue 24); --checkpoint entries win
+        self.external = self.preset.external_checkpoints()
+        self.cache.overrides = {**{k: v for k, v in self.external.items() if v is not None},
+                                **config.checkpoints}
         self._world: Path | None = None
         self._fingerprints: dict[str, str] = {}
         self._datasets: dict[tuple[str, str | None], DatasetSplits] = {}
         self._backbone_costs: dict[tuple[str, tuple[int, int]], dict[str, float]] = {}
+        self.cfg_applied: dict[str, list[str]] = {}  # spec key -> canonical overrides applied to it
+        if config.cfg_options:
+            self._apply_cfg_options()
+
+    def _apply_cfg_options(self) -> None:
+        """Apply ``--cfg-options`` to the specs of the plan and validate them now: a bad key or value
+        stops the run before any world, checkpoint or unit is built."""
+        from saip_bench.bench.plan import select_specs
+        from saip_bench.overrides import apply_to_specs, parse_overrides
+
+        specs = self.hooks.resolved_specs()
+        plan = [spec.key for spec in select_specs(self.preset, specs)]
+        overridden, self.cfg_applied = apply_to_specs(specs, parse_overrides(self.config.cfg_options), plan)
+        self.hooks = replace(self.hooks, specs=overridden)
 
     # ----------------------------------------------------------------------------------- planning
     def units(self, sharded: bool = True) -> list[Unit]:
         config = self.config
         units = plan_units(self.preset, self.hooks.resolved_specs())
+        if self.cfg_applied:  # overridden specs: their units get their own identity (Unit.variant)
+            from saip_bench.overrides import variant
+
+            units = [replace(u, variant=variant(self.cfg_applied[u.spec_key]))
+                     if u.spec_key in self.cfg_applied else u for u in units]
         units = filter_units(units, config.methods, config.backbones, config.tasks, config.seeds)
         return shard_units(units, *config.shard) if sharded else units
 
@@ -267,7 +291,13 @@ class BenchRunner:
         existence only, so showing a plan never generates the world or hashes data."""
         planned = []
         for unit in self.units(sharded):
-            reason = self.hooks.unsupported(unit.method, unit.backbone)
+            pair = (unit.method, unit.backbone)
+            if pair in self.external:  # a published checkpoint: no pretraining method to support it
+                reason = None if pair in self.cache.overrides else (
+                    f"waiting for its checkpoint: give --checkpoint {unit.method}/{unit.backbone}=FILE "
+                    "(a timm / PyTorch / MAE / HAP / PATH checkpoint)")
+            else:
+                reason = self.hooks.unsupported(unit.method, unit.backbone)
             if reason:
                 planned.append(PlannedUnit(unit, "unsupported", reason))
                 continue
@@ -446,6 +476,7 @@ class BenchRunner:
             amp=self.eval_amp, num_workers=self.loader_workers, max_train_samples=limit,
             max_eval_samples=limit, cache_dir=Path(self.config.cache_dir) / "features" / info.key,
             show_progress=self.config.show_progress and self.dist.is_main, visualize=self.config.visualize,
+            keep_finetuned=self.config.keep_finetuned,
         )
         seed_everything(unit.seed)
         with CostMeter(self.device) as meter:
@@ -490,7 +521,9 @@ class BenchRunner:
             "bench_preset": {"name": self.preset.name, "hash": self.preset.hash},
             "limit": self.config.limit,
             "predictions": [str(p) for p in result.predictions],
+            **({"finetuned": result.extra["finetuned"]} if "finetuned" in result.extra else {}),
             "task_details": task_details(result.extra),
+            "cfg_options": self.cfg_applied.get(unit.spec_key, []),  # as applied (canonical key=JSON)
         }
         return ResultRecord(
             identity=unit.identity(),
@@ -553,6 +586,9 @@ def plan_table(planned: Sequence[PlannedUnit], preset: BenchPreset, config: Benc
              f"{','.join(map(str, seeds))}{shard}{limit}): {counts['run']} to run, {counts['done']} done, "
              f"{counts['stale-kept']} stale kept, {counts['unsupported']} unsupported")
     caption = "· to run  ✓ done  ~ stale kept (--overwrite never)  - unsupported; one glyph per seed"
+    waiting = dict.fromkeys(f"{p.unit.method}/{p.unit.backbone}: {p.reason}" for p in planned
+                            if p.status == "unsupported" and p.reason.startswith("waiting"))
+    caption += "".join(f"\n{line}" for line in waiting)  # external entries whose file is to be named
     table = Table(title=title, caption=caption)
     if len(entries) <= 8:  # rows: datasets, columns: method/backbone
         table.add_column("dataset (protocol)", no_wrap=True)

@@ -86,6 +86,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | N
         "--loader-workers", type=int, default=None, metavar="N",
         help="DataLoader num_workers of every unit (default: the bench preset's eval.num_workers)",
     )
+    add_cfg_options_argument(parser, scoped=True)
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing unit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     parser.add_argument(
@@ -98,10 +99,34 @@ def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | N
         default=1,
         help="single-threaded worker processes on this machine (CPU); pretraining then units run in parallel",
     )
+    add_keep_finetuned_argument(parser)
     parser.add_argument(
         "--pretrain-only",
         action="store_true",
         help="only build the checkpoints the plan needs (--shard splits checkpoints, not units)",
+    )
+
+
+def add_keep_finetuned_argument(parser: argparse.ArgumentParser) -> None:
+    """``--keep-finetuned`` of ``bench``, ``run_bench.py`` and ``eval`` (issue 19)."""
+    parser.add_argument(
+        "--keep-finetuned", action="store_true",
+        help="keep each unit's final (selected) weights in its units/<uid>/ folder: "
+        "finetuned_backbone.safetensors + .json sidecar and finetuned_head.safetensors, named in the "
+        "record's provenance.finetuned",
+    )
+
+
+def add_cfg_options_argument(parser: argparse.ArgumentParser, scoped: bool) -> None:
+    """``--cfg-options`` of ``bench``, ``run_bench.py`` (scoped) and ``eval`` (saip_bench/overrides.py)."""
+    scope = "[TASK/DATASET:]" if scoped else ""
+    parser.add_argument(
+        "--cfg-options", nargs="+", action="extend", default=None, metavar=f"{scope}KEY=VALUE",
+        help="override spec settings, validated against the schema, recorded in provenance and in the "
+        "record's protocol (finetune+cfg-<hash>), e.g. protocols.finetune.schedule.lr=1e-4 "
+        "input_size=[256,128]"
+        + ("; a TASK/DATASET: prefix limits one to that spec, else it applies to every spec of the plan "
+           "with that key" if scoped else ""),
     )
 
 
@@ -120,6 +145,7 @@ def config_from_args(args: argparse.Namespace):
     from saip_bench.bench.presets import load_bench_preset
     from saip_bench.bench.runner import BenchConfig
     from saip_bench.bench.store import OverwritePolicy
+    from saip_bench.overrides import parse_overrides
 
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
@@ -128,6 +154,8 @@ def config_from_args(args: argparse.Namespace):
     if args.loader_workers is not None and args.loader_workers < 0:
         raise UserError("--loader-workers must be 0 or more")
     preset = load_bench_preset(args.preset)
+    cfg_options = tuple(args.cfg_options or ())
+    parse_overrides(cfg_options)  # syntax now; keys and types when the runner applies them to the specs
     return BenchConfig(
         preset=preset,
         run_dir=args.run_dir or Path("runs") / preset.name,
@@ -145,8 +173,10 @@ def config_from_args(args: argparse.Namespace):
         seeds=args.seeds,
         device=args.device,
         loader_workers=args.loader_workers,
+        cfg_options=cfg_options,
         fail_fast=args.fail_fast,
         show_progress=not args.no_progress,
+        keep_finetuned=args.keep_finetuned,
     )
 
 

@@ -27,7 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--method", help="pretraining method (pretrained on demand and cached; 'random' = init)"
     )
     source.add_argument(
-        "--checkpoint", type=Path, help="an exported backbone (.safetensors with its sidecar)"
+        "--checkpoint", "--init", type=Path,
+        help="an exported backbone (.safetensors with its sidecar), or a published checkpoint: timm, "
+        "safetensors, plain PyTorch, MAE/HAP/PATH releases (keys remapped; --backbone picks the backbone, "
+        "default: the one it fits)",
+    )
+    parser.add_argument(
+        "--name", default=None,
+        help="method name of a published --checkpoint in records and boards (default: the file's stem)",
     )
     parser.add_argument(
         "--backbone", default=None, help="backbone name (default: from the checkpoint, else vit_tiny)"
@@ -68,6 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--loader-workers", type=int, default=0, metavar="N",
                         help="DataLoader num_workers (0: load in the training process)")
     parser.add_argument("--json", action="store_true", help="print the record as JSON")
+    from saip_bench.commands.bench import add_cfg_options_argument
+
+    add_cfg_options_argument(parser, scoped=False)
+    from saip_bench.commands.bench import add_keep_finetuned_argument
+
+    add_keep_finetuned_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -120,10 +133,15 @@ def run(args: argparse.Namespace) -> int:
     overrides = {}
     if args.checkpoint is not None:
         from saip_bench.pretrain.export import read_sidecar
+        from saip_bench.pretrain.external import external_method_name, guess_backbone, is_exported
 
-        meta = read_sidecar(args.checkpoint)
-        backbone = backbone or meta.get("arch")
-        method = str(meta.get("method") or "checkpoint")
+        if is_exported(args.checkpoint):
+            meta = read_sidecar(args.checkpoint)
+            backbone = backbone or meta.get("arch")
+            method = str(args.name or meta.get("method") or "checkpoint")
+        else:  # a published checkpoint (issue 24): remapped into the backbone by the checkpoint cache
+            backbone = backbone or guess_backbone(args.checkpoint)
+            method = args.name or external_method_name(args.checkpoint)
         overrides[(method, backbone)] = args.checkpoint
     backbone = backbone or "vit_tiny"
     pretrain_data = args.pretrain_data or world_pretrain
@@ -154,9 +172,11 @@ def run(args: argparse.Namespace) -> int:
         overwrite=OverwritePolicy.ALWAYS,
         device=args.device,
         loader_workers=args.loader_workers,
+        cfg_options=tuple(args.cfg_options or ()),  # applied to the unit's spec, validated by the runner
         fail_fast=True,
         visualize=args.visualize,
         dataset_roots={args.dataset: root},
+        keep_finetuned=args.keep_finetuned,
     )
     runner = BenchRunner(config)
     check_labels(runner, args.task, args.dataset)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +46,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="backgrounds of SAIP's multi-person canvas: a folder of images, or 'pool' (default: "
         "<data>/backgrounds/ when it has images, else the pool's own images, as the authors suggest)",
     )
+    parser.add_argument(
+        "--init", type=Path, default=None, metavar="FILE",
+        help="start from a published checkpoint: timm, safetensors, plain PyTorch, or an MAE/HAP/PATH "
+        "release (keys remapped; the mapping report goes to the sidecar), e.g. an ImageNet DeiT-Tiny",
+    )
     parser.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--set", dest="train_set", action="append", default=[], metavar="KEY=JSON",
         help="override a trainer setting of the preset, e.g. --set lr=1e-3 (repeatable)",
+    )
+    parser.add_argument(
+        "--cfg-options", dest="train_set", action="extend", nargs="+", metavar="KEY=VALUE",
+        help="override trainer settings of the preset (as --set, which stays an alias), e.g. "
+        "--cfg-options lr=1e-3 num_workers=4; validated before any data is read and recorded in the "
+        "checkpoint's config (resume compares it)",
     )
     parser.add_argument(
         "--method-set", action="append", default=[], metavar="DOTTED.KEY=JSON",
@@ -62,26 +72,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_settings(items: list[str], flag: str) -> dict[str, Any]:
-    """``["a.b=1", "c=true"]`` -> ``{"a": {"b": 1}, "c": True}``; values are JSON, bare words strings."""
-    from saip_bench.errors import UserError
+    """``["a.b=1", "c=true"]`` -> ``{"a": {"b": 1}, "c": True}``; values are JSON, else YAML (``1e-4``,
+    ``[1, 2]``), bare words strings: the one parser of ``--cfg-options`` (saip_bench/overrides.py)."""
+    from saip_bench.overrides import nested, parse_overrides
 
-    settings: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"{flag} {item!r}: expected KEY=VALUE")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        *parents, leaf = key.split(".")
-        node = settings
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"{flag} {item!r}: {part!r} is set both as a value and as a group")
-        node[leaf] = value
-    return settings
+    return nested(parse_overrides(items, flag, scoped=False), flag)
+
+
+def check_train_overrides(method: str, preset: str, overrides: dict[str, Any] | None) -> None:
+    """``--set``/``--cfg-options`` against the trainer schema before any data is read or model built: an
+    unknown key or a wrong type is one line naming the key and the preset file."""
+    from pydantic import ValidationError
+
+    from saip_bench.errors import SpecError, UserError
+    from saip_bench.overrides import describe_errors
+    from saip_bench.pretrain.trainer import PRESET_DIR, TrainConfig, load_preset
+
+    if not overrides:
+        return
+    try:
+        load_preset(method, preset, overrides)
+    except SpecError as exc:
+        if not isinstance(exc.__cause__, ValidationError):
+            raise
+        where = f"{PRESET_DIR / '_trainer.yaml'} (preset {preset!r}, method {method!r})"
+        known = dict.fromkeys(TrainConfig.model_fields)  # listed with an unknown key
+        raise UserError(f"--cfg-options/--set: {where}: {describe_errors(exc.__cause__, known)}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--resume and --overwrite contradict each other: give one")
     if args.allow_config_change and args.resume_from is None:
         raise UserError("--allow-config-change needs --resume-from CKPT (the checkpoint to continue)")
+    check_train_overrides(args.method, args.preset, parse_settings(args.train_set, "--set") or None)
     path = pretrain(
         args.method,
         args.backbone,
@@ -112,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         resume_from=args.resume_from,
         allow_config_change=args.allow_config_change,
         backgrounds=args.backgrounds,
+        init=args.init,
     )
     print(path)
     return 0

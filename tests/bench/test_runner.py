@@ -243,3 +243,68 @@ def test_records_name_the_spec_folders(env):
     run_bench(config(tmp), hooks)
     sources = load_records([tmp / "run"])[0].provenance["specs"]
     assert sources["origin"] in ("checkout", "package") and sources["user"] is None
+
+
+# ------------------------------------------------------------------ issue 24 item 5: external checkpoints
+def _published_vit_tiny(path):
+    """A timm-style ViT-Tiny training checkpoint (``state_dict`` + ``module.``), as released files are."""
+    import timm
+    import torch
+
+    torch.manual_seed(3)
+    state = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=1000).state_dict()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 300}, path)
+    return path
+
+
+class WeightsTask(FakeTask):
+    """FakeTask scored from any backbone's first parameter (the fake one reads a ``conv``)."""
+
+    def run(self, ctx):
+        import torch
+
+        total = float(next(ctx.backbone.parameters()).detach().sum())
+        ctx.backbone.body.conv = torch.nn.Conv2d(1, 1, 1)  # FakeTask's scoring hook
+        torch.nn.init.constant_(ctx.backbone.body.conv.weight, total)
+        return super().run(ctx)
+
+
+def test_preset_external_checkpoint_is_a_method_on_the_board(env):
+    from saip_bench.bench.checkpoints import default_loader
+    from saip_bench.leaderboard.tables import build_boards
+
+    hooks, pretrainer, tmp = env
+    published = _published_vit_tiny(tmp / "deit_tiny.pth")
+    preset = BenchPreset.model_validate({
+        "name": "ext", "methods": ["saip"], "backbones": ["tiny"], "seeds": [0], "synth_preset": "tiny",
+        "tasks": ["reid/market1501"],
+        "external": [{"name": "deit", "backbone": "vit_tiny", "checkpoint": str(published)}],
+    })
+    hooks.get_task = lambda name: WeightsTask()
+    hooks.backbone_loader = lambda path, size: (
+        default_loader(path, size) if path.suffix == ".safetensors" else fake_loader(path, size))
+    report = run_bench(BenchConfig(preset=preset, run_dir=tmp / "run", cache_dir=tmp / "cache",
+                                   show_progress=False), hooks)
+    assert report.ok and len(report.written) == 2 and pretrainer.calls == [("saip", "tiny", 0)]
+    records = {r.identity.method: r for r in load_records([tmp / "run"])}
+    external = records["deit"].provenance["pretrain"]
+    assert external["source"] == "external" and external["external"]["path"] == str(published.resolve())
+    assert external["external"]["mapping"]["prefixes"] == ["module."] and external["weights_hash"]
+    boards, _ = build_boards(list(records.values()))
+    assert {"deit", "saip"} <= set(boards[0].summary["method"])
+
+
+def test_external_entry_without_a_file_waits_for_checkpoint_in_the_plan(env, tmp_path):
+    hooks, _, tmp = env
+    preset = BenchPreset.model_validate({
+        "name": "ext", "methods": ["saip"], "backbones": ["tiny"], "seeds": [0], "tasks": ["reid/market1501"],
+        "external": [{"name": "supervised", "backbone": "vit_tiny", "checkpoint": None}],
+    })
+    waiting = BenchRunner(BenchConfig(preset=preset, run_dir=tmp / "run"), hooks).plan(resolve_inputs=False)
+    status = {p.unit.method: (p.status, p.reason) for p in waiting}
+    assert status["supervised"][0] == "unsupported"
+    assert "--checkpoint supervised/vit_tiny=FILE" in status["supervised"][1]
+    given = BenchConfig(preset=preset, run_dir=tmp / "run",
+                        checkpoints={("supervised", "vit_tiny"): tmp_path / "deit.pth"})
+    planned = BenchRunner(given, hooks).plan(resolve_inputs=False)
+    assert {p.unit.method: p.status for p in planned}["supervised"] == "run"

@@ -77,3 +77,42 @@ def test_bad_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
     assert main(["bench", *argv, "--dry-run", "--run-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("saip-bench: error:") and message in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ issue 25 item 3: --cfg-options
+def test_cfg_options_reach_the_config_and_the_parallel_workers(tmp_path):
+    from saip_bench.bench.parallel import worker_argv
+
+    items = ["reid/market1501:protocols.finetune.schedule.lr=1e-4", "input_size=[256,128]"]
+    config = parse("--cfg-options", *items, "--cfg-options", "protocols.fast.schedule.epochs=2")
+    assert config.cfg_options == (*items, "protocols.fast.schedule.epochs=2")
+    argv = worker_argv(config, "default")
+    assert argv[argv.index("--cfg-options") + 1:][:3] == list(config.cfg_options)
+
+
+def test_a_scoped_cfg_option_changes_one_dataset_of_the_plan(tmp_path, capsys):
+    assert main(["bench", "--preset", "default", "--dry-run", "--json", "--run-dir", str(tmp_path / "r"),
+                 "--cache-dir", str(tmp_path / "c"), "--methods", "saip",
+                 "--cfg-options", "reid/market1501:input_size=[256,128]"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    changed = {p["dataset"] for p in plan if "+cfg-" in p["protocol"]}
+    assert changed == {"market1501"} and len(plan) == len(all_task_specs())
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        ("reid/market1501:protocols.finetune.schedule.lrr=1", "protocols.finetune.schedule.lrr: unknown key"),
+        ("reid/market1501:protocols.finetune.schedule.epochs=many", "Input should be a valid number"),
+        ("protocols.finetune.schedul.lr=1", "unknown key 'protocols.finetune.schedul.lr'"),
+    ],
+)
+def test_a_bad_cfg_option_is_an_error_naming_key_and_spec_before_any_work(option, message, tmp_path, capsys):
+    import run_bench
+
+    code = run_bench.main(["--preset", "default", "--dry-run", "--run-dir", str(tmp_path / "r"),
+                           "--cache-dir", str(tmp_path / "c"), "--cfg-options", option])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("run_bench.py: error: --cfg-options") and message in err
+    assert ".yaml" in err and "Traceback" not in err and not (tmp_path / "c").exists()

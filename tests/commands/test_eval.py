@@ -144,3 +144,74 @@ def test_a_wrong_size_gt_label_is_blamed_before_any_training(tmp_path, monkeypat
     image = root / "TrainVal_images" / "val_images" / "114317_456748.jpg"
     assert err == (f"saip-bench: error: {label}: expected a label PNG of its image's size 20x30 (width x "
                    f"height, {image}), found 20x24")
+
+
+# ------------------------------------------------------------------ issue 25 item 3: --cfg-options
+EVAL = ["eval", "--method", "saip", "--backbone", "tiny", "--task", "reid", "--dataset", "market1501",
+        "--protocol", "linear"]
+
+
+def test_eval_cfg_options_change_the_spec_and_are_recorded(fake_hooks, tmp_path, capsys):
+    make_world(tmp_path / "world")
+    argv = [*EVAL, "--data-root", str(tmp_path / "world"), "--out", str(tmp_path / "run"), "--cache-dir",
+            str(tmp_path / "cache"), "--json", "--cfg-options", "protocols.linear.schedule.lr=1e-4",
+            "input_size=[64,32]"]
+    assert main(argv) == 0
+    record = json.loads(capsys.readouterr().out)
+    applied = ["protocols.linear.schedule.lr=0.0001", "input_size=[64,32]"]
+    assert record["provenance"]["cfg_options"] == applied
+    assert record["identity"]["protocol"].startswith("linear+cfg-")
+    assert fake_hooks["config"].cfg_options == ("protocols.linear.schedule.lr=1e-4", "input_size=[64,32]")
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [("protocols.linear.schedule.lrr=1", "protocols.linear.schedule.lrr: unknown key"),
+     ("protocols.nope.schedule.lr=1", "unknown key 'protocols.nope.schedule.lr'"),
+     ("input_size=big", "input_size: Input should be a valid")],
+)
+def test_eval_bad_cfg_option_names_key_and_spec_file(fake_hooks, tmp_path, capsys, option, message):
+    make_world(tmp_path / "world")
+    argv = [*EVAL, "--data-root", str(tmp_path / "world"), "--out", str(tmp_path / "run"), "--cache-dir",
+            str(tmp_path / "cache"), "--cfg-options", option]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "market1501.yaml" in err and not (tmp_path / "run" / "records").exists()
+
+
+# ------------------------------------------------------------------ issue 24 item 5: eval --checkpoint FILE
+def test_eval_a_published_checkpoint_end_to_end(synth_world, tmp_path, capsys):
+    """A DeiT-Tiny release ({"model": timm names + 1000-class head}) scored on the tiny world, no sidecar."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    state = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=1000).state_dict()
+    path = tmp_path / "deit_tiny_patch16_224.pth"
+    torch.save({"model": state}, path)
+    code = main(["eval", "--checkpoint", str(path), "--task", "reid", "--dataset", "market1501",
+                 "--protocol", "linear", "--data-root", str(synth_world), "--out", str(tmp_path / "run"),
+                 "--cache-dir", str(tmp_path / "cache"), "--limit", "8", "--json"])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["identity"]["method"] == "deit_tiny_patch16_224"
+    assert record["identity"]["backbone"] == "vit_tiny"  # the backbone the file fits
+    pretrain = record["provenance"]["pretrain"]
+    assert pretrain["source"] == "external" and pretrain["external"]["path"] == str(path.resolve())
+    assert pretrain["external"]["mapping"]["missing"] == [] and "rank1" in record["scores"]
+
+
+def test_eval_refuses_a_checkpoint_of_another_architecture_listing_keys(synth_world, tmp_path, capsys):
+    import timm
+    import torch
+
+    state = timm.create_model("vit_tiny_patch16_224", pretrained=False).state_dict()
+    state["blocks.0.attn.qkv.weight"] = torch.zeros(48, 16)
+    path = tmp_path / "other.pth"
+    torch.save(state, path)
+    code = main(["eval", "--checkpoint", str(path), "--backbone", "vit_tiny", "--task", "reid",
+                 "--dataset", "market1501", "--protocol", "linear", "--data-root", str(synth_world),
+                 "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--limit", "8"])
+    err = capsys.readouterr().err
+    assert code == 2 and str(path) in err
+    assert "blocks.0.attn.qkv.weight: checkpoint (48, 16) vs vit_tiny (576, 192)" in err

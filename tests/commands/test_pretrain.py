@@ -67,3 +67,25 @@ def test_contradictory_resume_flags_are_one_line_errors(captured, capsys, extra,
     assert main([*BASE, *extra]) == 2 and not captured
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ issue 25 item 3: --cfg-options
+def test_cfg_options_is_the_same_override_as_set(captured):
+    from saip_bench.cli import main
+
+    assert main([*BASE, "--cfg-options", "lr=1e-3", "num_workers=2", "--set", "weight_decay=0.1"]) == 0
+    assert captured[-1]["overrides"] == {"lr": 1e-3, "num_workers": 2, "weight_decay": 0.1}
+    assert main([*BASE, "--set", "lr=1e-4"]) == 0 and captured[-1]["overrides"] == {"lr": 1e-4}  # alias kept
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [("lrr=1", "lrr: unknown key (known here:"), ("num_workers=-1", "num_workers: Input should be greater"),
+     ("lr=fast", "lr: Input should be a valid number")],
+)
+def test_a_bad_pretrain_override_names_key_and_preset_file_before_training(captured, capsys, item, message):
+    from saip_bench.cli import main
+
+    assert main([*BASE, "--cfg-options", item]) == 2 and not captured
+    err = capsys.readouterr().err
+    assert message in err and "_trainer.yaml" in err and len(err.strip().splitlines()) == 1
