@@ -46,3 +46,27 @@ def run_ranks(fn: Callable[..., None], args: tuple = (), nprocs: int = 2, timeou
                 process.join(5)
             pytest.fail(f"ranks {stuck} still running after {timeout_s:.0f} s (a collective or a thread pool "
                         "deadlock); killed")
+
+
+def race(target: Callable[..., None], args: tuple = (), count: int = 2, timeout_s: float = 60.0) -> list[int]:
+    """Start ``count`` forked processes of ``target(*args, go)`` that begin together when ``go`` is set
+    (a multiprocessing Event, the last argument), wait for them, and return their pids; a child that
+    fails or is still running after ``timeout_s`` fails the test. Why: the concurrency tests (two runs
+    on one cache, world or run folder) need both processes to reach the contested lock at once."""
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")  # the children keep the test's monkeypatches
+    go = fork.Event()
+    children = [fork.Process(target=target, args=(*args, go)) for _ in range(count)]
+    for child in children:
+        child.start()
+    go.set()
+    for child in children:
+        child.join(timeout_s)
+    for child in children:
+        if child.is_alive():
+            child.kill()
+    codes = [child.exitcode for child in children]
+    if codes != [0] * count:
+        pytest.fail(f"racing processes ended with exit codes {codes} (None: killed after {timeout_s:.0f} s)")
+    return [int(child.pid) for child in children]

@@ -1,6 +1,7 @@
 """Checkpoint cache keys: everything that makes two pretrainings differ."""
 
 from saip_bench.bench.checkpoints import checkpoint_key
+from tests.ranks import race
 
 
 def test_checkpoint_key_separates_bf16_and_fp32_pretraining():
@@ -48,30 +49,20 @@ def _ensure_in_child(cache_dir, out, go) -> None:
 
 def test_a_second_process_waits_for_the_pretraining_and_is_told_whom_it_waits_for(tmp_path):
     import json
-    import multiprocessing as mp
     import socket
 
-    fork = mp.get_context("fork")
-    go = fork.Event()
-    args = (tmp_path / "cache", tmp_path, go)
-    children = [fork.Process(target=_ensure_in_child, args=args) for _ in range(2)]
-    for child in children:
-        child.start()
-    go.set()
-    for child in children:
-        child.join(60)
-    assert [c.exitcode for c in children] == [0, 0]
+    pids = race(_ensure_in_child, (tmp_path / "cache", tmp_path))
     calls = (tmp_path / "pretrain-calls.txt").read_text().split()
     assert len(calls) == 1  # pretrained once
     owner = int(calls[0])
     seen = json.loads((tmp_path / "lock-seen.json").read_text())  # the lock names its owner
     assert seen["pid"] == owner and seen["host"] == socket.gethostname()
     assert seen["purpose"] == "pretraining saip/tiny seed 0"
-    waiter = next(c.pid for c in children if c.pid != owner)
+    waiter = next(pid for pid in pids if pid != owner)
     messages = (tmp_path / f"messages-{waiter}.txt").read_text()
     assert f"waiting for checkpoint cache entry {tmp_path / 'cache'}" in messages
     assert f"is in use by pid {owner} on host {socket.gethostname()}" in messages
-    infos = [json.loads((tmp_path / f"info-{c.pid}.json").read_text()) for c in children]
+    infos = [json.loads((tmp_path / f"info-{pid}.json").read_text()) for pid in pids]
     assert infos[0] == infos[1] and infos[0]["weights_hash"]
 
 

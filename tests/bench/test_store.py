@@ -11,6 +11,7 @@ from saip_bench.bench.plan import Unit
 from saip_bench.bench.store import OverwritePolicy, RecordStore, UnitStatus, load_records, needs_run
 from saip_bench.errors import SpecError
 from saip_bench.specs import load_record
+from tests.ranks import race
 
 UNIT = Unit("saip", "vit_tiny", "reid", "market1501", "linear", 0)
 
@@ -178,17 +179,7 @@ def _bench_in_child(tmp, go) -> None:
 
 def test_two_benchmarks_on_one_run_folder_compute_each_unit_once(tmp_path):
     """Both processes plan all 12 units at once; the per-unit claims split them (was: most ran twice)."""
-    import multiprocessing as mp
-
-    fork = mp.get_context("fork")
-    go = fork.Event()
-    children = [fork.Process(target=_bench_in_child, args=(tmp_path, go)) for _ in range(2)]
-    for child in children:
-        child.start()
-    go.set()
-    for child in children:
-        child.join(60)
-    assert [c.exitcode for c in children] == [0, 0]
+    race(_bench_in_child, (tmp_path,))
     runs = (tmp_path / "task-runs.txt").read_text().split()
     assert len(runs) == 12 and len(set(runs)) == 12, sorted(runs)
     assert len(load_records([tmp_path / "run"])) == 12

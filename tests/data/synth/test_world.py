@@ -10,6 +10,7 @@ import pytest
 from saip_bench.data.synth import DATASETS, EXPORTERS, code_version, generate_world
 from saip_bench.data.synth.presets import PRESETS, get_preset
 from saip_bench.errors import UserError
+from tests.ranks import race
 
 SMALL = ["icfg_pedes", "pa100k", "peta", "coco_wholebody", "crowdhuman", "lip"]
 
@@ -76,7 +77,7 @@ def test_unknown_names_are_user_errors(tmp_path: Path) -> None:
     assert get_preset("default").pa100k[0] > PRESETS["tiny"].pa100k[0]
 
 
-def _generate_in_child(out: Path, go, log: Path) -> None:
+def _generate_in_child(out: Path, log: Path, go) -> None:
     import os
     import time
 
@@ -95,7 +96,6 @@ def _generate_in_child(out: Path, go, log: Path) -> None:
 
 def test_two_processes_on_one_fresh_world_generate_it_once(tmp_path: Path, monkeypatch) -> None:
     """Issue 27: the second generator died with a raw FileExistsError or wrote every dataset again."""
-    import multiprocessing as mp
     import os
     import time
 
@@ -108,16 +108,8 @@ def test_two_processes_on_one_fresh_world_generate_it_once(tmp_path: Path, monke
         time.sleep(1.0)
 
     monkeypatch.setitem(EXPORTERS, "pa100k", slow_export)
-    fork = mp.get_context("fork")  # the children inherit the patched exporter
-    go = fork.Event()
     log = tmp_path / "messages.txt"
-    children = [fork.Process(target=_generate_in_child, args=(tmp_path / "w", go, log)) for _ in range(2)]
-    for child in children:
-        child.start()
-    go.set()
-    for child in children:
-        child.join(60)
-    assert [c.exitcode for c in children] == [0, 0]
+    race(_generate_in_child, (tmp_path / "w", log))  # forked: the children inherit the patched exporter
     assert len(calls.read_text().split()) == 1
     owner = int(calls.read_text())
     assert f"waiting for synthetic world {tmp_path / 'w'} is in use by pid {owner}" in log.read_text()
