@@ -178,33 +178,82 @@ class CheckpointCache:
         # taking it hung the first pretraining: the holder waited in DDP for ranks blocked on the lock.
         group = _process_group_size() > 1
         leader = not group or torch.distributed.get_rank() == 0
-        lock = owner_lock(
-            folder.with_name(folder.name + ".lock"), f"checkpoint cache entry {folder}",
-            f"pretraining {method}/{backbone} seed {seed}", wait=default_wait(PRETRAIN_WAIT_S),
-            hint="it is being pretrained; wait, or use another --cache-dir",
-        ) if leader else contextlib.nullcontext()
-        with lock:
-            found = [self._with_weights_hash(self.lookup(method, backbone, preset, seed, key), folder)
-                     if leader else None]
+        with contextlib.ExitStack() as held:
+            found: tuple[CheckpointInfo | None, str | None] = (None, None)
+            error: Exception | None = None
+            if leader:
+                try:
+                    held.enter_context(owner_lock(
+                        folder.with_name(folder.name + ".lock"), f"checkpoint cache entry {folder}",
+                        f"pretraining {method}/{backbone} seed {seed}", wait=default_wait(PRETRAIN_WAIT_S),
+                        hint="it is being pretrained; wait, or use another --cache-dir"))
+                    cached = self.lookup(method, backbone, preset, seed, key)
+                    found = (self._with_weights_hash(cached, folder), None)
+                except Exception as exc:  # busy lock, unreadable marker: every rank must hear of it
+                    if not group:
+                        raise
+                    error, found = exc, (None, f"{type(exc).__name__}: {exc}")
             if group:
-                torch.distributed.broadcast_object_list(found, src=0)
+                box = [found]
+                torch.distributed.broadcast_object_list(box, src=0)
+                found = box[0]
+                if found[1] is not None:  # remembered: a later lone call on one rank must not broadcast
+                    self._failed[key] = found[1]
+                    raise error or TrainingError(f"pretraining {method}/{backbone}: rank 0 could not "
+                                                 f"open the cache entry {folder}: {found[1]}")
             info = found[0]
             if info is None:
-                start = time.perf_counter()
-                try:
-                    export = self.pretrainer(method=method, backbone=backbone, preset=preset,
-                                             data_dir=data_dir, out_dir=folder, seed=seed, steps=steps)
-                except Exception as exc:
-                    self._failed[key] = f"{type(exc).__name__}: {exc}"
-                    raise
+                info = self._pretrain(key, folder, leader, group, method=method, backbone=backbone,
+                                      preset=preset, data_dir=data_dir, seed=seed, steps=steps)
+        self._memo[key] = info
+        return info
+
+    def _pretrain(self, key: str, folder: Path, leader: bool, group: bool, *, method: str, backbone: str,
+                  preset: str, data_dir: Path | None, seed: int, steps: int | None) -> CheckpointInfo:
+        """Train, then describe the export (rank 0 hashes it; the marker once all went well). Under a group
+        every rank leaves through one all-gather, failed or not: a rank that raised on its own while the
+        others went on to the next collective hung the run (seen in CI), so a failure on any rank is
+        raised on every rank, with the failing rank's message, and remembered like a local one."""
+        start = time.perf_counter()
+        info: CheckpointInfo | None = None
+        failure: str | None = None
+        error: Exception | None = None
+        try:
+            export = self.pretrainer(method=method, backbone=backbone, preset=preset, data_dir=data_dir,
+                                     out_dir=folder, seed=seed, steps=steps)
+            if leader:
                 info = CheckpointInfo(method, backbone, preset, seed, steps, key, str(Path(export).resolve()),
                                       file_sha256(export), round(time.perf_counter() - start, 3),
                                       weights_hash=weights_hash(export))
-                if self.is_writer:
-                    atomic_write_json(folder / MARKER, asdict(info))
-                if group:
-                    torch.distributed.barrier()  # the marker exists before any rank moves on
-        self._memo[key] = info
+        except Exception as exc:
+            error, failure = exc, f"{type(exc).__name__}: {exc}"
+        if group:
+            outcomes: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(outcomes, (info, failure))
+            info = outcomes[0][0]
+            failed = [(rank, why) for rank, (_, why) in enumerate(outcomes) if why is not None]
+            if failed and error is None:
+                rank, why = failed[0]
+                failure = f"{why} (on rank {rank})"
+                error = TrainingError(f"pretraining {method}/{backbone} failed on rank {rank}: {why}")
+        if error is not None:
+            self._failed[key] = failure or str(error)
+            raise error
+        assert info is not None
+        unwritten: str | None = None
+        if leader and self.is_writer:  # only once every rank finished well: a rerun trusts the marker
+            try:
+                atomic_write_json(folder / MARKER, asdict(info))
+            except OSError as exc:
+                unwritten = f"{type(exc).__name__}: {exc}"
+        if group:  # the marker exists (or every rank knows it does not) before any rank moves on
+            box = [unwritten]
+            torch.distributed.broadcast_object_list(box, src=0)
+            unwritten = box[0]
+        if unwritten is not None:
+            self._failed[key] = unwritten
+            raise TrainingError(f"pretraining {method}/{backbone}: could not write {folder / MARKER}: "
+                                f"{unwritten}")
         return info
 
     def _with_weights_hash(self, info: CheckpointInfo | None, folder: Path) -> CheckpointInfo | None:

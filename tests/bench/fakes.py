@@ -61,11 +61,17 @@ class FakePretrainer:
         self.calls: list[tuple[str, str, int]] = []
 
     def __call__(self, *, method, backbone, preset, data_dir, out_dir, seed, steps) -> Path:
+        """As the real trainer under torchrun: every rank takes part, rank 0 alone writes the export (both
+        ranks writing one file at once made the other's hash read a half-written file: a CI hang)."""
         self.calls.append((method, backbone, seed))
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "backbone.pt"
-        offset = sum(map(ord, method))
-        torch.save(tiny_backbone(seed + offset).body.state_dict(), path)
+        group = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if not group or torch.distributed.get_rank() == 0:
+            offset = sum(map(ord, method))
+            torch.save(tiny_backbone(seed + offset).body.state_dict(), path)
+        if group:
+            torch.distributed.barrier()
         return path
 
 
