@@ -13,6 +13,7 @@ from saip_bench.backbones.base import Backbone, StageInfo
 from saip_bench.data.records import DatasetSplits
 from saip_bench.specs import TaskSpec
 from saip_bench.tasks.base import Task, UnitContext, UnitResult
+from saip_bench.utils import atomic_write_text
 
 
 def make_spec(task: str, dataset: str, main: str = "score", direction: str = "max") -> TaskSpec:
@@ -115,11 +116,13 @@ class FakeTask(Task):
 
 
 def fake_world(out: Path, preset: str, seed: int) -> Path:
+    """Safe when two processes build it at once, as the real generator is (the race tests do that):
+    ``exist_ok`` and atomic files, so neither sees a half-made world nor trips over the other's folder."""
     for name in [*(s.dataset for s in FAKE_SPECS.values()), "pretrain"]:
-        if (out / name).exists():
+        if (out / name / "ann.json").exists():
             continue  # cached, like the real world (keyed by content)
-        (out / name).mkdir(parents=True)
-        (out / name / "ann.json").write_text(f'{{"name": "{name}", "seed": {seed}}}')
+        (out / name).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / name / "ann.json", f'{{"name": "{name}", "seed": {seed}}}')
     return out
 
 
