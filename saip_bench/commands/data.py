@@ -1,5 +1,6 @@
-"""``saip-bench data synth`` (write the synthetic world), ``saip-bench data verify`` (check a root) and
-``saip-bench data index`` (build the memory-mapped index of a pretraining pool)."""
+"""``saip-bench data synth`` (write the synthetic world), ``saip-bench data verify`` (check a root),
+``saip-bench data index`` (build the memory-mapped index of a pretraining pool) and ``saip-bench data
+keypoints`` (pseudo-label a pool for HAP with a kept pose model)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("--workers", type=int, default=None, help="header-reading processes (default: CPUs)")
     index.add_argument("--json", action="store_true", help="print one JSON object")
     index.set_defaults(func=run_index)
+
+    keypoints = sub.add_parser(
+        "keypoints",
+        help="pseudo-label every pool image with a kept pose model: POOL/keypoints.json, what HAP reads",
+    )
+    keypoints.add_argument("pool", type=Path, help="pretraining root (images/ or train/): person crops")
+    keypoints.add_argument("--checkpoint", type=Path, required=True,
+                           help="a COCO keypoints unit's --keep-finetuned weights (finetuned_backbone"
+                                ".safetensors or its folder)")
+    keypoints.add_argument("--batch-size", type=int, default=64)
+    keypoints.add_argument("--workers", type=int, default=4, help="DataLoader workers decoding and cropping")
+    keypoints.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, ...")
+    keypoints.add_argument("--min-score", type=float, default=0.0,
+                           help="keypoints scoring at or below this are written as unusable (v = 0)")
+    keypoints.add_argument("--overwrite", action="store_true",
+                           help="replace a keypoints.json made otherwise (kept until the new one is done)")
+    keypoints.add_argument("--restart", action="store_true",
+                           help="discard partial results of an earlier labelling instead of continuing them")
+    keypoints.add_argument("--no-progress", action="store_true")
+    keypoints.set_defaults(func=run_keypoints)
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -98,4 +119,13 @@ def run_index(args: argparse.Namespace) -> int:
         for key, value in report.items():
             if key != "unreadable_first" or value:
                 print(f"{key:>16}: {value}")
+    return 0
+
+
+def run_keypoints(args: argparse.Namespace) -> int:
+    from saip_bench.pretrain.pseudo_keypoints import label_pool
+
+    label_pool(args.pool, args.checkpoint, batch_size=args.batch_size, workers=args.workers,
+               device=args.device, min_score=args.min_score, overwrite=args.overwrite, restart=args.restart,
+               progress=not args.no_progress)
     return 0

@@ -20,7 +20,6 @@ folder given with ``--backgrounds DIR``. docs/pretraining.md compares the choice
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from torch.utils.data import Dataset, Sampler
 
 from saip_bench.data.pool_index import IMAGE_SUFFIXES, PoolIndex, load_index
 from saip_bench.errors import DataFormatError
+from saip_bench.pretrain.keypoint_file import NUM_KEYPOINTS, keypoints_path, read_keypoints
 
 __all__ = [
     "IMAGE_SUFFIXES", "MAX_BAD_IMAGES", "MAX_UNREADABLE_FRACTION", "PretrainDataset", "PretrainFolder",
@@ -149,17 +149,9 @@ class PretrainFolder:
     @property
     def keypoints(self) -> dict[str, list[list[float]]] | None:
         """``keypoints.json``, read when first asked for (a million-entry dict only for methods using it)."""
-        keypoint_file = self.root / "keypoints.json"
+        keypoint_file = keypoints_path(self.root)
         if self._keypoints is None and keypoint_file.is_file():
-            try:
-                keypoints = json.loads(keypoint_file.read_text())
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(
-                    keypoint_file, "JSON {relative path: [[x, y, v] * 17]}", str(exc)
-                ) from exc
-            if not isinstance(keypoints, dict):
-                raise DataFormatError(keypoint_file, "a JSON object", type(keypoints).__name__)
-            self._keypoints = keypoints
+            self._keypoints, _provenance = read_keypoints(keypoint_file)  # the one reader (keypoint_file.py)
         return self._keypoints
 
 
@@ -201,7 +193,8 @@ class PretrainDataset(Dataset):
         if with_keypoints:
             if folder.keypoints is None:
                 raise DataFormatError(
-                    folder.root / "keypoints.json", "keypoints for every image", "missing file"
+                    keypoints_path(folder.root), "keypoints for every image (saip-bench data keypoints)",
+                    "missing file",
                 )
             self._keypoint_array = self._keypoints_array()
 
@@ -230,7 +223,7 @@ class PretrainDataset(Dataset):
         table = folder.keypoints
         assert table is not None
         sizes = folder.image_sizes
-        out = np.zeros((len(folder.images), 17, 3), np.float32)
+        out = np.zeros((len(folder.images), NUM_KEYPOINTS, 3), np.float32)
         prefix = f"{folder.index.image_dir}/" if folder.index.image_dir else ""
         for i, number in enumerate(folder.index.train.tolist()):
             rel = folder.index.rel(number)
@@ -238,7 +231,7 @@ class PretrainDataset(Dataset):
             raw = next((table[c] for c in candidates if c in table), None)
             if raw is None:
                 continue
-            points = np.asarray(raw, np.float32).reshape(-1, 3)[:17]
+            points = np.asarray(raw, np.float32).reshape(NUM_KEYPOINTS, 3)  # checked by read_keypoints
             height, width = (int(v) for v in sizes[i])
             points[:, 0] *= self.source_size[1] / width
             points[:, 1] *= self.source_size[0] / height

@@ -79,6 +79,15 @@ class PoseModel(nn.Module):
         return multi_level(backbone, normalize(images), self.levels)[0]
 
 
+def pose_description(spec: TaskSpec, protocol: str, meta: PoseMeta, levels: list[int]) -> dict[str, Any]:
+    """The prediction settings of a pose unit as plain JSON (kept beside fine-tuned weights)."""
+    settings = TopDownPoseTask.settings(spec, protocol)
+    return {"spec": spec.key, "protocol": protocol, "layout": meta.name, "num_keypoints": meta.num_keypoints,
+            "input_size": list(settings["input_size"]), "codec": json.loads(json.dumps(settings["codec"])),
+            "flip_test": settings["flip_test"], "levels": [int(i) for i in levels],
+            "final_norm": bool(spec.protocols[protocol].final_norm)}
+
+
 @lru_cache(maxsize=16)
 def _image_array(path: str) -> np.ndarray:
     return np.asarray(load_rgb(path))
@@ -123,6 +132,11 @@ class TopDownPoseTask(Task):
             "nms_threshold": float(params.get("nms_threshold", 0.9)),
             "keypoint_score_threshold": float(params.get("keypoint_score_threshold", 0.2)),
         }
+
+    def finetuned_meta(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
+        """``--keep-finetuned``: how to predict with the kept weights (``saip-bench data keypoints``)."""
+        assert isinstance(head, PoseModel)
+        return {"pose": pose_description(ctx.spec, ctx.protocol, head.meta, head.levels)}
 
     def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
         protocol = getattr(self, "_protocol", spec.default_protocol)
