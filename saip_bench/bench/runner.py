@@ -297,7 +297,7 @@ class BenchRunner:
                     f"waiting for its checkpoint: give --checkpoint {unit.method}/{unit.backbone}=FILE "
                     "(a timm / PyTorch / MAE / HAP / PATH checkpoint)")
             else:
-                reason = self.hooks.unsupported(unit.method, unit.backbone)
+                reason = self.hooks.unsupported(unit.method, unit.backbone) or self.waiting_for_inputs(unit)
             if reason:
                 planned.append(PlannedUnit(unit, "unsupported", reason))
                 continue
@@ -310,6 +310,16 @@ class BenchRunner:
             else:
                 planned.append(PlannedUnit(unit, "run", status.value))
         return planned
+
+    def waiting_for_inputs(self, unit: Unit) -> str | None:
+        """A method whose pretraining input the pool lacks (HAP without ``keypoints.json``): its units wait
+        in the plan with the command that makes the input, instead of failing when pretraining starts."""
+        root = self.config.pretrain_data  # the synthetic world always has keypoints (and is not made here)
+        if root is None or (unit.method, unit.backbone) in self.cache.overrides:
+            return None
+        from saip_bench.pretrain.pseudo_keypoints import waiting_for_keypoints
+
+        return waiting_for_keypoints(unit.method, root)
 
     # ----------------------------------------------------------------------------------- running
     def pretrain_only(self) -> list[CheckpointInfo]:

@@ -308,3 +308,39 @@ def test_external_entry_without_a_file_waits_for_checkpoint_in_the_plan(env, tmp
                         checkpoints={("supervised", "vit_tiny"): tmp_path / "deit.pth"})
     planned = BenchRunner(given, hooks).plan(resolve_inputs=False)
     assert {p.unit.method: p.status for p in planned}["supervised"] == "run"
+
+
+def test_hap_waits_for_keypoints_in_the_plan_with_the_command(env, tmp_path, capsys):
+    """Issue 24, item 3: a real pool without keypoints.json: HAP's units wait (not fail at pretraining),
+    the plan names the command that makes them; with the file, or with a given HAP checkpoint, they run."""
+    from saip_bench.cli import main
+
+    hooks, _, tmp = env
+    pool = tmp / "pool"
+    (pool / "images" / "0001").mkdir(parents=True)
+    preset = BenchPreset.model_validate({
+        "name": "kp", "methods": ["saip", "hap"], "backbones": ["tiny"], "seeds": [0],
+        "tasks": ["reid/market1501"], "data": "real"})
+    plan = BenchRunner(BenchConfig(preset=preset, run_dir=tmp / "run", pretrain_data=pool),
+                       hooks).plan(resolve_inputs=False)
+    status = {p.unit.method: (p.status, p.reason) for p in plan}
+    assert status["saip"] == ("run", "missing")
+    assert status["hap"][0] == "unsupported" and status["hap"][1].startswith("waiting for keypoints")
+    assert f"`saip-bench data keypoints {pool} --checkpoint POSE_MODEL`" in status["hap"][1]
+    given = BenchConfig(preset=preset, run_dir=tmp / "run", pretrain_data=pool,
+                        checkpoints={("hap", "tiny"): tmp / "hap.safetensors"})
+    planned = BenchRunner(given, hooks).plan(resolve_inputs=False)
+    assert {p.unit.method: p.status for p in planned}["hap"] == "run"
+    (pool / "keypoints.json").write_text("{}")
+    plan = BenchRunner(BenchConfig(preset=preset, run_dir=tmp / "run", pretrain_data=pool),
+                       hooks).plan(resolve_inputs=False)
+    assert {p.unit.method: p.status for p in plan}["hap"] == "run"
+    # the paper preset's dry run, as a user sees it
+    (pool / "keypoints.json").unlink()
+    argv = ["bench", "--preset", "paper", "--dry-run", "--json", "--pretrain-data", str(pool),
+            "--data-root", str(tmp / "data"), "--run-dir", str(tmp / "run2"), "--methods", "hap",
+            "--backbones", "vit_tiny", "--tasks", "pose/coco"]
+    assert main(argv) == 0
+    (unit, *_) = json.loads(capsys.readouterr().out)
+    assert unit["method"] == "hap" and unit["status"] == "unsupported"
+    assert "saip-bench data keypoints" in unit["reason"]
