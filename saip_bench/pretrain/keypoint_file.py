@@ -14,14 +14,17 @@ read the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from saip_bench.errors import DataFormatError
-from saip_bench.utils import atomic_write_bytes
+from saip_bench.utils import umask_mode
 
 KEYPOINTS_FILE = "keypoints.json"
 PROVENANCE_KEY = "_provenance"
@@ -84,17 +87,32 @@ def read_provenance(path: str | Path) -> dict[str, Any] | None:
 
 
 def write_keypoints(
-    path: str | Path, table: Mapping[str, Sequence[Sequence[float]]], provenance: Mapping[str, Any]
+    path: str | Path,
+    entries: Mapping[str, Sequence[Sequence[float]]] | Iterable[tuple[str, Sequence[Sequence[float]]]],
+    provenance: Mapping[str, Any],
 ) -> None:
-    """Write the file atomically (temp file + rename): provenance first, then the images in ``table``'s
-    order, compact. Same inputs, same bytes."""
+    """Write the file atomically (a temp file beside it, fsync, rename): provenance first, then the images
+    in the order given, compact. ``entries`` may be a generator: a million images are streamed to disk,
+    never held as one string. Same inputs, same bytes; on any error nothing replaces an existing file."""
     path = Path(path)
-    parts = ["{", json.dumps(PROVENANCE_KEY), ":", json.dumps(dict(provenance), sort_keys=True,
-                                                                 separators=(",", ":"))]
-    for key, value in table.items():
-        if key == PROVENANCE_KEY:
-            raise DataFormatError(path, "image paths as keys", f"the reserved key {key!r}")
-        check_entry(path, key, [list(p) for p in value] if not isinstance(value, list) else value)
-        parts += [",", json.dumps(key), ":", json.dumps(value, separators=(",", ":"))]
-    parts.append("}\n")
-    atomic_write_bytes(path, "".join(parts).encode())
+    items = entries.items() if isinstance(entries, Mapping) else entries
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, umask_mode())
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("{" + json.dumps(PROVENANCE_KEY) + ":"
+                         + json.dumps(dict(provenance), sort_keys=True, separators=(",", ":")))
+            for key, value in items:
+                if key == PROVENANCE_KEY:
+                    raise DataFormatError(path, "image paths as keys", f"the reserved key {key!r}")
+                value = [list(p) for p in value]
+                check_entry(path, key, value)
+                handle.write("," + json.dumps(key) + ":" + json.dumps(value, separators=(",", ":")))
+            handle.write("}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

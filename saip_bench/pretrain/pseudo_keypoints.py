@@ -28,7 +28,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -406,32 +406,34 @@ def _label_chunks(index: Any, backbone: Any, model: Any, pose: dict[str, Any], d
 
 def _merge(pool: Path, work: Path, state: dict[str, Any], chunks_total: int, chunk_file: Any,
            target: Path, n: int) -> Path:
-    """All chunks -> the keypoints file (pool order), with provenance; then the partial results go."""
+    """All chunks -> the keypoints file (pool order), with provenance; then the partial results go.
+
+    Two passes over the chunk files: the provenance (with the unreadable images) comes first in the file,
+    and the images are then streamed, so a million of them are never held in memory at once."""
     from saip_bench.utils import console
 
-    table: dict[str, list[list[float]]] = {}
-    unreadable: list[str] = []
-    for chunk in range(chunks_total):
-        path = chunk_file(chunk)
-        try:
-            rows = json.loads(path.read_text())["entries"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise DataFormatError(path, "a complete chunk of keypoints (rerun to redo it)", str(exc)) from exc
-        for rel, entry in rows:
-            if isinstance(entry, dict):
-                unreadable.append(f"{rel}: {entry.get('unreadable')}")
-            else:
-                table[rel] = entry
+    def rows() -> Iterator[tuple[str, Any]]:
+        for chunk in range(chunks_total):
+            path = chunk_file(chunk)
+            try:
+                entries = json.loads(path.read_text())["entries"]
+            except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DataFormatError(path, "a complete chunk of keypoints (--restart redoes all)",
+                                      str(exc)) from exc
+            yield from ((str(rel), entry) for rel, entry in entries)
+
+    unreadable = [f"{rel}: {entry.get('unreadable')}" for rel, entry in rows() if isinstance(entry, dict)]
     limit = max(10, MAX_UNREADABLE_FRACTION * n)
     if len(unreadable) > limit:
         raise DataFormatError(pool, f"at most {MAX_UNREADABLE_FRACTION:.0%} unreadable images",
                               f"{len(unreadable)} of {n} (first: {'; '.join(unreadable[:3])})")
-    provenance = {**_identity_of(state), "date": state["started"], "images_labelled": len(table),
+    provenance = {**_identity_of(state), "date": state["started"], "images_labelled": n - len(unreadable),
                   "unreadable": len(unreadable), "unreadable_first": unreadable[:10],
                   "made_by": "saip-bench data keypoints"}
-    write_keypoints(target, table, provenance)
+    labelled = ((rel, entry) for rel, entry in rows() if not isinstance(entry, dict))
+    write_keypoints(target, labelled, provenance)
     shutil.rmtree(work, ignore_errors=True)
-    message = f"wrote {target}: {len(table)} images"
+    message = f"wrote {target}: {n - len(unreadable)} images"
     if unreadable:
         message += f", {len(unreadable)} unreadable skipped (first: {unreadable[0]})"
     console.print(message, highlight=False, soft_wrap=True)

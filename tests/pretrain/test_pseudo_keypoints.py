@@ -122,6 +122,26 @@ def test_loader_workers_give_the_same_file(synth_world, kept_pose, tmp_path):
     assert (alone / "keypoints.json").read_bytes() == (workers / "keypoints.json").read_bytes()
 
 
+def test_an_unreadable_image_is_skipped_and_counted(synth_world, kept_pose, tmp_path, monkeypatch, capsys):
+    import saip_bench.tasks.common as common
+    from saip_bench.errors import DataFormatError
+
+    pool = make_pool(synth_world, tmp_path / "pool", images=5)
+    bad = sorted((pool / "images").rglob("*.jpg"))[2]
+    real_load = common.load_rgb
+
+    def load(path):
+        if Path(path) == bad:  # the header was readable when indexed; the pixels are not
+            raise DataFormatError(path, "a readable image", "OSError: truncated")
+        return real_load(path)
+
+    monkeypatch.setattr(common, "load_rgb", load)
+    label_pool(pool, kept_pose, device="cpu", progress=False)
+    table, provenance = read_keypoints(pool / "keypoints.json")
+    assert len(table) == 4 and provenance["unreadable"] == 1 and provenance["images_labelled"] == 4
+    assert bad.name in provenance["unreadable_first"][0] and "1 unreadable skipped" in capsys.readouterr().err
+
+
 def test_partial_results_of_another_checkpoint_or_pool_are_named(synth_world, kept_pose, tmp_path):
     from saip_bench.errors import UserError
 
