@@ -60,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="replace a keypoints.json made otherwise (kept until the new one is done)")
     keypoints.add_argument("--restart", action="store_true",
                            help="discard partial results of an earlier labelling instead of continuing them")
+    keypoints.add_argument("--no-amp", action="store_true",
+                           help="fp32 (default: bf16 where the device runs it natively)")
     keypoints.add_argument("--no-progress", action="store_true")
     keypoints.set_defaults(func=run_keypoints)
 
@@ -127,5 +129,5 @@ def run_keypoints(args: argparse.Namespace) -> int:
 
     label_pool(args.pool, args.checkpoint, batch_size=args.batch_size, workers=args.workers,
                device=args.device, min_score=args.min_score, overwrite=args.overwrite, restart=args.restart,
-               progress=not args.no_progress)
+               progress=not args.no_progress, amp=not args.no_amp)
     return 0

@@ -142,6 +142,21 @@ def test_an_unreadable_image_is_skipped_and_counted(synth_world, kept_pose, tmp_
     assert bad.name in provenance["unreadable_first"][0] and "1 unreadable skipped" in capsys.readouterr().err
 
 
+def test_a_kept_model_without_pose_settings_falls_back_to_its_spec_file(synth_world, kept_pose, tmp_path):
+    pool, older = make_pool(synth_world, tmp_path / "pool", images=2), tmp_path / "older"
+    shutil.copytree(kept_pose, older)
+    side = json.loads((older / "finetuned_backbone.json").read_text())
+    del side["pose"]  # as --keep-finetuned wrote it before the sidecar recorded the pose settings
+    (older / "finetuned_backbone.json").write_text(json.dumps(side))
+    argv = ["data", "keypoints", str(pool), "--checkpoint", str(older / "finetuned_backbone.safetensors"),
+            "--device", "cpu", "--workers", "0", "--no-progress", "--no-amp"]
+    assert main(argv) == 0
+    provenance = read_provenance(pool / "keypoints.json")
+    assert provenance["pose"]["from"].startswith("tasks/pose/coco.yaml")
+    assert provenance["pose"]["input_size"] == [128, 96]  # the spec's frozen protocol, not the unit's 64x48
+    assert provenance["settings"]["amp"] is False
+
+
 def test_partial_results_of_another_checkpoint_or_pool_are_named(synth_world, kept_pose, tmp_path):
     from saip_bench.errors import UserError
 
