@@ -322,7 +322,11 @@ def label_pool(
     if restart and work.exists():
         shutil.rmtree(work)
     if state_path.is_file():
-        state = json.loads(state_path.read_text())
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataFormatError(state_path, "the state of a partial labelling (--restart discards it)",
+                                  str(exc)) from exc
         diffs = _differences(_identity_of(state), identity)
         if diffs:
             done = len(list(work.glob("chunk-*.json")))
@@ -342,6 +346,8 @@ def label_pool(
         console.print(f"keypoints of {pool}: continuing, {chunks_total - len(todo)} of {chunks_total} chunks "
                       "already done", highlight=False, soft_wrap=True)
     if todo:
+        console.print(f"pseudo-labelling {n} images of {pool} with {ckpt.backbone_path} on {the_device}"
+                      f"{' (bf16)' if amp else ''}", highlight=False, soft_wrap=True)
         _label_chunks(index, backbone, model, pose, the_device, amp, todo, chunk_size, batch_size, workers,
                       min_score, chunk_file, progress, n)
     return _merge(pool, work, state, chunks_total, chunk_file, target, n)
