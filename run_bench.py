@@ -40,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-leaderboard", action="store_true", help="only run units, build no boards")
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
+    from saip_bench import logs, logsinks
+
+    logs.add_verbosity_arguments(parser)
     args = parser.parse_args(argv)
     if args.workers == 1 and "--workers" not in (argv if argv is not None else sys.argv[1:]):
         args.workers = default_workers(args)
     if args.cache_dir == Path(".cache"):
         args.cache_dir = REPO / ".cache"
     try:
+        logs.set_verbosity(args.verbose, args.quiet)
+        logsinks.set_default_loggers(args.logger)  # checked when parsed; None: jsonl
         config = config_from_args(args)
         if args.run_dir is None:
             config.run_dir = REPO / "runs" / config.preset.name

@@ -10,6 +10,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from saip_bench import logs, logsinks
 from saip_bench.errors import SaipBenchError
 
 # Each module defines ``register(subparsers)``; its parser sets ``func(args) -> int``.
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
+    logs.add_verbosity_arguments(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -46,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built in this checkout
             raise
         module.register(subparsers)
+    for subparser in subparsers.choices.values():  # `saip-bench bench -q` as well as `saip-bench -q bench`
+        logs.add_verbosity_arguments(subparser, suppress=True)
     return parser
 
 
@@ -56,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
+        logs.set_verbosity(args.verbose, args.quiet)
+        logsinks.set_default_loggers(getattr(args, "logger", None))  # checked when parsed; None: jsonl
         return int(args.func(args) or 0)
     except SaipBenchError as exc:
         if args.traceback:

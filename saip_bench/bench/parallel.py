@@ -24,6 +24,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from saip_bench import logs, logsinks
 from saip_bench.bench.runner import BenchConfig, BenchRunner, plan_table
 from saip_bench.errors import UserError
 from saip_bench.locks import owner_lock, worker_command
@@ -68,6 +69,9 @@ def worker_argv(config: BenchConfig, preset_arg: str) -> list[str]:
         argv += ["--device", config.device]
     if config.cfg_options:
         argv += ["--cfg-options", *config.cfg_options]
+    if logsinks.default_loggers() != logsinks.DEFAULT_LOGGERS:  # this process's --logger
+        argv += ["--logger", ",".join(logsinks.default_loggers())]
+    argv += logs.verbosity_flags()  # this process's -v/-q
     return argv
 
 

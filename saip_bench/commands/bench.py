@@ -100,6 +100,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | N
         help="single-threaded worker processes on this machine (CPU); pretraining then units run in parallel",
     )
     add_keep_finetuned_argument(parser)
+    from saip_bench.logsinks import add_logger_argument
+
+    add_logger_argument(parser)
     parser.add_argument(
         "--pretrain-only",
         action="store_true",

@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true")
+    from saip_bench.logsinks import add_logger_argument
+
+    add_logger_argument(parser)
     parser.add_argument(
         "--set", dest="train_set", action="append", default=[], metavar="KEY=JSON",
         help="override a trainer setting of the preset, e.g. --set lr=1e-3 (repeatable)",

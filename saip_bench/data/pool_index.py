@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import os
 import tempfile
 import time
@@ -39,6 +40,8 @@ from typing import Any, overload
 import numpy as np
 
 from saip_bench.errors import DataFormatError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # data_fingerprint hashes these by content whatever their size; of the other files a fixed sample
@@ -447,8 +450,6 @@ def build_index(
     if target is None:
         raise DataFormatError(targets[0].parent, "a writable folder for the pool index", "read-only")
 
-    from saip_bench.utils import console
-
     bar = _Progress(progress)
     with bar:
         bar.status(f"listing {root}")
@@ -522,15 +523,11 @@ def build_index(
     }
     _write_index(target, meta, arrays)
     if progress:
-        console.print(
-            f"pool index: {len(train)} images, {len(backgrounds)} backgrounds, {len(identities)} identities "
-            f"in {meta['build_seconds']:.1f} s -> {target}", highlight=False, soft_wrap=True,
-        )
+        log.info("pool index: %d images, %d backgrounds, %d identities in %.1f s -> %s", len(train),
+                 len(backgrounds), len(identities), meta["build_seconds"], target)
     if unreadable:  # reported whatever the progress setting: these images will not be trained on
-        console.print(
-            f"pool index of {root}: {len(unreadable)} unreadable image(s) skipped "
-            f"(first: {', '.join(unreadable[:3])})", highlight=False, soft_wrap=True,
-        )
+        log.warning("pool index of %s: %d unreadable image(s) skipped (first: %s)", root, len(unreadable),
+                    ", ".join(unreadable[:3]))
     return PoolIndex.open(target, root)
 
 
@@ -648,8 +645,6 @@ def load_index(
 
 
 def _load_or_build(root: Path, rebuild: bool, progress: bool, flat: bool, workers: int | None) -> PoolIndex:
-    from saip_bench.utils import console
-
     if not flat and pool_image_dir(root) is None:
         raise DataFormatError(
             root, "a pretraining root with an images/ folder (docs/layouts.md)",
@@ -677,9 +672,9 @@ def _load_or_build(root: Path, rebuild: bool, progress: bool, flat: bool, worker
             return index
         reason = reason or f"the pool changed since it was indexed: {stale}"
     if reason is not None:  # a rebuild is never silent
-        console.print(f"pool index of {root}: {reason}; rebuilding it", highlight=False, soft_wrap=True)
+        log.info("pool index of %s: %s; rebuilding it", root, reason)
     elif progress:
-        console.print(f"pool index of {root}: none yet; building it (once)", highlight=False, soft_wrap=True)
+        log.info("pool index of %s: none yet; building it (once)", root)
     return build_index(root, progress=progress, flat=flat, workers=workers)
 
 

@@ -35,7 +35,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from torch.utils.data import DataLoader
 from saip_bench.backbones import Backbone
 from saip_bench.devices import enable_speed, fused_optimizer_ok
 from saip_bench.errors import SpecError, TrainingError, UserError
+from saip_bench.logsinks import RunLog, resolve_loggers
 from saip_bench.pretrain.base import PretrainMethod
 from saip_bench.pretrain.data import (
     PretrainDataset,
@@ -282,12 +283,14 @@ class Trainer:
         allow_config_change: bool = False,
         overwrite_also: tuple[str, ...] = (),
         backgrounds: str | Path | None = None,
+        loggers: Sequence[str] | None = None,
     ) -> None:
         """``resume``: insist on a checkpoint in ``out_dir`` (one is continued anyway when it is there);
         ``overwrite``: delete the folder's checkpoints, log, failure report and ``overwrite_also`` (names
         in ``out_dir``) and start afresh; ``resume_from``: continue this checkpoint file instead, under
         another configuration only with ``allow_config_change``; ``backgrounds``: the canvas backgrounds
-        (``PretrainDataset``: default ``<data>/backgrounds/`` or else the pool's own images)."""
+        (``PretrainDataset``: default ``<data>/backgrounds/`` or else the pool's own images); ``loggers``:
+        where the logged scalars go (``saip_bench.logsinks``; default: the process's ``--logger``)."""
         if overwrite and resume:
             raise UserError("--resume and --overwrite contradict each other: give one")
         if resume_from is not None and resume:
@@ -296,6 +299,7 @@ class Trainer:
             raise UserError("--allow-config-change needs --resume-from CKPT (the checkpoint to continue)")
         if resume_from is not None and not Path(resume_from).is_file():
             raise UserError(f"--resume-from: no checkpoint at {resume_from}")
+        self.loggers = resolve_loggers(loggers)
         self.overwrite = overwrite
         self.resume_from = Path(resume_from) if resume_from is not None else None
         self.allow_config_change = allow_config_change
@@ -678,7 +682,7 @@ class Trainer:
         progress_ctx = self._progress() if self.progress else contextlib.nullcontext(None)
         last: dict[str, float] = dict(self.history[-1]) if self.history else {}
         bad_std_steps = 0
-        with progress_ctx as bar:
+        with progress_ctx as bar, self._run_log() as run_log:
             task = bar.add_task("pretrain", total=self.total_steps, completed=self.step) if bar else None
             while self.step < self.total_steps:
                 tic = time.perf_counter()
@@ -689,8 +693,12 @@ class Trainer:
                 last = logs
                 if self.dist.is_main and (self.step % self.config.log_every == 0):
                     self.history.append(logs)
-                    with log_path.open("a") as handle:
-                        handle.write(json.dumps(logs, sort_keys=True) + "\n")
+                    if run_log.jsonl:
+                        with log_path.open("a") as handle:
+                            handle.write(json.dumps(logs, sort_keys=True) + "\n")
+                    wait_share = logs["time/data_wait_s"] / max(elapsed, 1e-9)  # the input pipeline's share
+                    terms = {k: v for k, v in logs.items() if k != "step"}
+                    run_log.scalars({**terms, "time/data_wait_share": wait_share}, self.step)
                 if bar is not None:
                     bar.update(task, completed=self.step, description=self._describe(logs))
                 std = logs.get("stat/embedding_std")
@@ -722,6 +730,15 @@ class Trainer:
                 if self.stop_after is not None and self.step - start_step >= self.stop_after:
                     raise KeyboardInterrupt(f"stop_after={self.stop_after}")
         return TrainResult(self.step, self.total_steps, last, self.checkpoint_path, self.history)
+
+    def _run_log(self) -> RunLog:
+        """This run's scalar sinks (rank 0 only), starting where ``_start`` put the step."""
+        run_log = RunLog(self.out_dir, self.loggers, name=f"pretrain/{self.method_name}",
+                         config={**self.config.model_dump(mode="json"), "seed": self.seed,
+                                 "method": self.method_name, "world_size": self.dist.world_size},
+                         enabled=self.dist.is_main)
+        run_log.start(self.step)
+        return run_log
 
     def _train_step(self, batches: Iterator[dict[str, torch.Tensor]]) -> tuple[dict[str, float], int]:
         cfg = self.config
