@@ -212,13 +212,9 @@ class AttributesTask(SinglePersonTask):
             )["pooled"]
             logits = torch.cat([head(f.to(device)).float().cpu() for f in feats.split(1024)])
         else:
-            loader = common.image_loader([r["path"] for r in records], size, 64, ctx.num_workers,
-                                         interpolation=interpolation)
-            logits = common.extract(
+            logits = common.sharded_extract(  # gathered over the ranks of a data-parallel unit
                 lambda b: {"logits": head(pooled(backbone, common.normalize(b[0].to(device)), pool))},
-                loader,
-                amp=ctx.amp,
-                device=device,
+                [r["path"] for r in records], size, ctx, interpolation=interpolation,
             )["logits"]
         names = list(
             ctx.data.meta.get("attribute_names") or [f"attr{i}" for i in range(len(records[0]["labels"]))]

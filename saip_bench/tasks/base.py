@@ -7,6 +7,8 @@ result formats so anyone can re-score them with ``saip-bench metric``.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from saip_bench.errors import UserError
 from saip_bench.metrics import bootstrap
 from saip_bench.registry import Registry
 from saip_bench.specs import SELECTION_SUPPORT, TaskSpec, stable_hash
-from saip_bench.tasks import common
+from saip_bench.tasks import common, parallel
 from saip_bench.utils import resolve_amp
 
 TASKS: Registry[type[Task]] = Registry("task")
@@ -54,6 +56,10 @@ class UnitContext:
     checkpoint_every: int = 1
     fit_checkpoint: common.FitCheckpoint | None = None
     keep_finetuned: bool = False  # write the final (selected) weights as safetensors + sidecar in out_dir
+    # issue 19, item 2: fit this unit data-parallel over the initialised process group (every rank calls
+    # ``Task.run`` on the same unit); per_rank_batch caps the per-rank batch (the rest is accumulation)
+    data_parallel: bool = False
+    per_rank_batch: int | None = None
 
     def __post_init__(self) -> None:
         self.amp = resolve_amp(self.amp, self.device)  # bf16 only where the device runs it natively
@@ -82,6 +88,9 @@ class Task(ABC):
     # checkpoint-selection policies this task implements; a task listing a best_* policy passes
     # ``ctx.epoch_end`` to its fit loop (specs.SELECTION_SUPPORT mirrors this for spec validation)
     selections: ClassVar[tuple[str, ...]] = ("final",)
+    # data-parallel units: True when ``predict`` shards its images over the ranks and gathers the features
+    # (``common.sharded_extract``), so every rank calls it; otherwise rank 0 predicts and scores alone
+    shards_predict: ClassVar[bool] = False
 
     @abstractmethod
     def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
@@ -100,6 +109,15 @@ class Task(ABC):
         """Pure metric call on the prediction files and the ground truth."""
 
     def run(self, ctx: UnitContext) -> UnitResult:
+        dp = data_parallel_plan(ctx)  # None: today's single-process fit
+        with parallel.active(dp):
+            result = self._run(ctx, dp)
+        result.extra.update(dp.summary() if dp is not None else {
+            "world_size": 1, "per_rank_batch": ctx.protocol_spec.schedule.batch_size, "accumulation": 1,
+            "effective_batch": ctx.protocol_spec.schedule.batch_size})
+        return result
+
+    def _run(self, ctx: UnitContext, dp: parallel.DataParallel | None) -> UnitResult:
         torch.manual_seed(ctx.seed)
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         enable_speed(ctx.device)
@@ -111,6 +129,10 @@ class Task(ABC):
         place_models(ctx.device, ctx.backbone)  # heads may probe the backbone (dense channel counts)
         head = self.build_head(ctx.backbone, ctx.spec, ctx.data)
         place_models(ctx.device, ctx.backbone, head)
+        if dp is not None and dp.distributed and dp.rank > 0:
+            # each rank its own augmentation / dropout draws (DDP gives every rank rank 0's weights);
+            # rank 0 keeps a single process's stream
+            torch.manual_seed(ctx.seed + parallel.RANK_SEED_STRIDE * dp.rank)
         selector = self._selector(ctx, head)
         checkpoint = ctx.fit_checkpoint = common.FitCheckpoint(
             ctx.out_dir / common.FIT_STATE, lambda: unit_fingerprint(self.name, ctx), ctx.checkpoint_every,
@@ -126,11 +148,13 @@ class Task(ABC):
         if selector is not None:
             fit_info.update(selector.restore())
         if ctx.keep_finetuned:
-            fit_info["finetuned"] = save_finetuned(ctx, self.name, head, self.finetuned_meta(ctx, head))
+            fit_info["finetuned"] = parallel.on_rank0(
+                lambda: save_finetuned(ctx, self.name, head),
+                "writing the fine-tuned weights", dp)
         with device_guard(backbone=ctx.backbone, head=head):  # re-armed: prediction feeds other batches
-            predictions = self.predict(ctx, head)
-        scores, uncertainty = self.score_with_intervals(ctx, predictions)
-        checkpoint.discard()  # scored: the resume state is only disk now (--keep-finetuned kept the weights)
+            predictions, scores, uncertainty = self.predict_and_score(ctx, head, dp, intervals=True)
+        if dp is None or dp.is_writer:
+            checkpoint.discard()  # scored: the resume state is only disk now (--keep-finetuned kept it)
         main = ctx.spec.metric.main
         return UnitResult(
             scores=scores,
@@ -142,10 +166,33 @@ class Task(ABC):
             uncertainty=uncertainty,
         )
 
-    def finetuned_meta(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
-        """Extra sidecar fields of ``--keep-finetuned`` weights: what a later user of the weights needs to
-        predict as this unit did (the pose tasks add their input size, codec and levels)."""
-        return {}
+    def predict_and_score(self, ctx: UnitContext, head: nn.Module, dp: parallel.DataParallel | None,
+                          intervals: bool) -> tuple[list[Path], dict[str, float], dict[str, Any] | None]:
+        """Predictions (files) and their scores. In a data-parallel unit only rank 0 writes the files and
+        scores them; the other ranks receive its scores (the same on every rank, so a best-epoch choice
+        agrees), and a task that ``shards_predict`` has every rank extract its share first."""
+
+        def score(predictions: list[Path]) -> tuple[dict[str, float], dict[str, Any] | None]:
+            if intervals:
+                return self.score_with_intervals(ctx, predictions)
+            return self.score(ctx, predictions), None
+
+        if dp is None or not dp.distributed:
+            predictions = self.predict(ctx, head)
+            return (predictions, *score(predictions))
+        if not self.shards_predict:
+            return parallel.on_rank0(lambda: (lambda p: (p, *score(p)))(self.predict(ctx, head)),
+                                     f"{ctx.spec.key}: prediction and scoring", dp)
+        out_dir = ctx.out_dir
+        scratch = None if dp.is_writer else Path(tempfile.mkdtemp(prefix=f"saip-rank{dp.rank}-"))
+        try:  # a rank other than 0 writes its copy of the files to a scratch folder, deleted below
+            ctx.out_dir = scratch or out_dir
+            predictions = parallel.agreed(lambda: self.predict(ctx, head), f"{ctx.spec.key}: prediction", dp)
+        finally:
+            ctx.out_dir = out_dir
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return parallel.on_rank0(lambda: (predictions, *score(predictions)), f"{ctx.spec.key}: scoring", dp)
 
     def score_with_intervals(self, ctx: UnitContext, predictions: list[Path]
                              ) -> tuple[dict[str, float], dict[str, Any] | None]:
@@ -177,7 +224,7 @@ class Task(ABC):
         def evaluate() -> float:
             visualize, ctx.visualize = ctx.visualize, 0
             try:
-                scores = self.score(ctx, self.predict(ctx, head))
+                _, scores, _ = self.predict_and_score(ctx, head, parallel.current(), intervals=False)
             finally:
                 ctx.visualize = visualize
             return float(scores[ctx.spec.metric.main])
@@ -185,6 +232,22 @@ class Task(ABC):
         selector = common.BestEpoch([ctx.backbone, head], evaluate, ctx.spec.metric.direction)
         ctx.epoch_end = selector
         return selector
+
+
+def data_parallel_plan(ctx: UnitContext) -> parallel.DataParallel | None:
+    """The unit's batch split: over the process group when ``ctx.data_parallel`` (and a group of more than
+    one rank is initialised), with accumulation when ``ctx.per_rank_batch`` caps the per-rank batch; None
+    when neither applies. A split that cannot hold the spec's batch is a ``UserError`` naming it."""
+    world, rank = parallel.world_of_group() if ctx.data_parallel else (1, 0)
+    if world == 1 and ctx.per_rank_batch is None:
+        return None
+    protocol = ctx.protocol_spec
+    if protocol.kind != "finetune":
+        raise UserError(f"{ctx.spec.key}: protocol {ctx.protocol!r} is {protocol.kind!r}; data-parallel "
+                        "fine-tuning and gradient accumulation are for finetune protocols (a frozen protocol "
+                        "trains its head on cached features in one process)")
+    return parallel.plan(protocol.schedule.batch_size, world, rank, ctx.per_rank_batch,
+                         f"{ctx.spec.key}: protocols.{ctx.protocol}.schedule.batch_size")
 
 
 def unit_fingerprint(task: str, ctx: UnitContext) -> str:
@@ -200,8 +263,7 @@ FINETUNED_BACKBONE = "finetuned_backbone.safetensors"
 FINETUNED_HEAD = "finetuned_head.safetensors"
 
 
-def save_finetuned(ctx: UnitContext, task: str, head: nn.Module,
-                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def save_finetuned(ctx: UnitContext, task: str, head: nn.Module) -> dict[str, Any]:
     """``--keep-finetuned``: the scored weights (after any best-epoch restore) in ``ctx.out_dir``: the
     backbone through the pretraining exporter (safetensors + JSON sidecar, ``load_backbone`` reads it) and
     the head as a plain safetensors state dict. Returns what the record's provenance names."""
@@ -211,8 +273,7 @@ def save_finetuned(ctx: UnitContext, task: str, head: nn.Module,
     from saip_bench.utils import file_sha256, umask_mode
 
     meta = {"source": "finetuned", "task": task, "spec": ctx.spec.key, "protocol": ctx.protocol,
-            "seed": ctx.seed, "selection": ctx.protocol_spec.selection, "head": FINETUNED_HEAD,
-            **(extra or {})}
+            "seed": ctx.seed, "selection": ctx.protocol_spec.selection, "head": FINETUNED_HEAD}
     backbone_path = save_backbone(ctx.backbone, ctx.out_dir / FINETUNED_BACKBONE, meta)
     head_path = ctx.out_dir / FINETUNED_HEAD
     tmp = head_path.with_name(f".{head_path.name}.tmp")

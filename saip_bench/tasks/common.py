@@ -6,6 +6,7 @@ Why: nine tasks, one way to train a head; a fix to the loop or the optimiser gro
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import hashlib
@@ -26,8 +27,9 @@ from torch import nn
 
 from saip_bench.backbones import Backbone
 from saip_bench.devices import fused_optimizer_ok, to_device
-from saip_bench.errors import DataFormatError
+from saip_bench.errors import DataFormatError, UserError
 from saip_bench.specs import ParamGroups, Protocol, Schedule, stable_hash
+from saip_bench.tasks import parallel
 from saip_bench.utils import atomic_torch_save, atomic_write_text, autocast, console
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -435,7 +437,22 @@ def fit_loop(
     checked for NaN/inf) every ``log_every`` steps, so a GPU is not stopped by a host sync each step.
     Returns the loss history and the input-pipeline timing: ``data_wait_s`` (time blocked on the next
     batch), ``step_waits`` and ``step_ends`` (per step, seconds since the loop started).
+
+    Under a data-parallel plan (``parallel.current()``, set by ``Task.run``) each optimiser step takes
+    ``accumulation`` micro-batches of this rank's share (the batches must come from ``epoch_batches``,
+    which shards them); across ranks the gradients are all-reduced by DDP (``parallel.wrap``), each
+    micro-step's outcome and mean loss are gathered first (a rank that failed to load or forward stops
+    every rank before the all-reduce), and only rank 0 writes the log and the resume state.
     """
+    dp = parallel.current()
+    accumulation = dp.accumulation if dp is not None else 1
+    distributed = dp is not None and dp.distributed
+    writer = dp is None or dp.is_writer
+    if dp is not None and getattr(batches, "data_parallel", None) is not dp:
+        raise UserError(f"{description}: this fit builds its batches by hand, so they cannot be split over "
+                        f"ranks or accumulation steps ({dp.world} ranks x {dp.accumulation}); data-parallel "
+                        "fine-tuning needs batches from common.epoch_batches")
+    show_progress = show_progress and writer
     epochs = max(1, math.ceil(schedule.epochs))
     total = epochs * max(1, steps_per_epoch)
     if schedule.max_steps:
@@ -468,16 +485,23 @@ def fit_loop(
                 for skipped in range(first_epoch):  # advance any generator the batches draw from
                     for _ in batches(skipped):
                         pass
-            set_rng_states(saved["rng"], device)
+            set_rng_states(saved["rng"], device)  # rank 0's states on every rank under data parallelism
             checkpoint.resumed_from = first_epoch
-            console.print(f"{description}: resuming from epoch {first_epoch} (step {step}) "
-                          f"of {checkpoint.path}")
-    if checkpoint is not None:
+            if writer:
+                console.print(f"{description}: resuming from epoch {first_epoch} (step {step}) "
+                              f"of {checkpoint.path}")
+        parallel.same_on_every_rank(first_epoch, f"{description}: the resume epoch read from "
+                                    f"{checkpoint.path}", dp)
+    if checkpoint is not None and writer:
         checkpoint.start_log(first_epoch)
+    forward: Callable[[Any], torch.Tensor] = loss_fn
+    if distributed:
+        assert dp is not None
+        forward = parallel.wrap(parameters_model, loss_fn, device, dp)
 
     def epoch_done(epoch: int, epoch_start: int) -> None:
         """Log the epoch; write the resume state every ``checkpoint.every`` epochs and after the last."""
-        if checkpoint is None:
+        if checkpoint is None or not writer:
             return
         selector = checkpoint.selector
         last = selector.last if selector is not None else None
@@ -494,6 +518,42 @@ def fit_loop(
                 "selector": selector.state_dict() if selector is not None else None,
                 "rng": rng_states(device),
             })
+
+    def micro_steps(iterator: Iterator[Any], waited: float) -> torch.Tensor | None:
+        """Forward and backward of one optimiser step's ``accumulation`` micro-batches; returns the
+        step's loss (mean over micro-batches and ranks), None when the epoch's batches ran out."""
+        step_loss: torch.Tensor | None = None
+        for micro in range(accumulation):
+            last = micro == accumulation - 1
+            # DDP all-reduces on the last micro-batch's backward only (accumulated gradients before it)
+            sync = forward.no_sync() if distributed and not last else contextlib.nullcontext()  # type: ignore[attr-defined]
+            with sync:
+                loss: torch.Tensor | None = None
+                error: Exception | None = None
+                try:
+                    batch = next(iterator, _END)  # the same on every rank: keys are drawn alike
+                    if batch is _END:
+                        return None
+                    if micro == 0:
+                        step_waits.append(time.perf_counter() - waited)
+                    with autocast(device, enabled=amp):
+                        loss = forward(batch)
+                except Exception as exc:
+                    if not distributed:
+                        raise
+                    error = exc
+                if distributed:
+                    assert dp is not None
+                    logged = parallel.step_outcome(error is not None, loss, dp, description, step)
+                    if error is not None:
+                        raise error
+                assert loss is not None
+                (loss / accumulation if accumulation > 1 else loss).backward()
+                if not distributed:
+                    logged = loss.detach()
+            logged = logged / accumulation if accumulation > 1 else logged
+            step_loss = logged if step_loss is None else step_loss + logged
+        return step_loss
 
     def drain(progress: Progress, task: Any) -> None:
         if not pending:
@@ -518,34 +578,33 @@ def fit_loop(
             epoch_start = step
             while step < total:
                 waited = time.perf_counter()
-                batch = next(iterator, _END)
-                if batch is _END:
-                    break
-                step_waits.append(time.perf_counter() - waited)
                 factor = lr_factor(step, total, warmup, schedule)
                 for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base * factor
-                with autocast(device, enabled=amp):
-                    loss = loss_fn(batch)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                step_loss = micro_steps(iterator, waited)
+                if step_loss is None:  # the epoch ran out (before or within an accumulation)
+                    break
                 if schedule.grad_clip:
                     torch.nn.utils.clip_grad_norm_(parameters_model.parameters(), schedule.grad_clip)
                 optimizer.step()
-                pending.append(loss.detach())
+                pending.append(step_loss)
                 step += 1
                 if step % log_every == 0 or step == total:
                     drain(progress, task)
                 step_ends.append(time.perf_counter() - started)
             if on_epoch_end is not None and step > epoch_start:
                 drain(progress, task)
+                parallel.sync_buffers(parameters_model, dp)
                 on_epoch_end(epoch)
             if checkpoint is not None and step > epoch_start:
                 drain(progress, task)
-                epoch_done(epoch, epoch_start)
+                parallel.agreed(lambda e=epoch, s=epoch_start: epoch_done(e, s),
+                                f"{description}: writing the log and resume state of epoch {epoch + 1}", dp)
             if step >= total:
                 break
         drain(progress, task)
+    parallel.sync_buffers(parameters_model, dp)
     return {"steps": step, "losses": losses, "fit_seconds": time.perf_counter() - started,
             "data_wait_s": float(sum(step_waits)), "step_waits": step_waits, "step_ends": step_ends}
 
@@ -629,11 +688,21 @@ def epoch_batches(
     """``batches(epoch)`` for ``fit_loop`` from ONE loader whose workers live across epochs.
 
     ``epoch_keys(e)`` gives epoch e's ``steps_per_epoch`` key batches (its shuffle and flips, drawn in
-    the main process in the same order as a single process would). Why one loader: a dataset of few
+    the main process in the same order as a single process would; under a data-parallel plan each key
+    batch becomes this rank's micro-batches, ``DataParallel.micro_batches``). Why one loader: a dataset of few
     batches per epoch (a batch of 512 pose crops) otherwise restarts its workers every epoch and has a
     single worker build the one batch in flight, so extra workers bought nothing (gpu_check, H200).
     """
     state: dict[str, Iterator[Any]] = {}
+    dp = parallel.current()
+    if dp is not None:  # data-parallel: this rank's micro-batches of every global key batch (same draws)
+        draw_keys = epoch_keys
+
+        def epoch_keys(epoch: int) -> Iterator[list[Any]]:
+            for keys in draw_keys(epoch):
+                yield from dp.micro_batches(list(keys))
+
+        steps_per_epoch *= dp.accumulation
     # the loader's base seed, drawn now from the global generator rather than when its iterator starts:
     # a resumed fit restores the global RNG state before its first batch, and must find it where an
     # uninterrupted run had it (the draw sequence of a fresh run is unchanged)
@@ -653,6 +722,7 @@ def epoch_batches(
         return itertools.islice(state["it"], steps_per_epoch)
 
     batches.replays_skipped_epochs = True  # type: ignore[attr-defined]  # fit_loop need not replay them
+    batches.data_parallel = dp  # type: ignore[attr-defined]  # fit_loop checks the batches are sharded
     return batches
 
 
@@ -671,6 +741,34 @@ def extract(
         for key, value in result.items():
             outputs.setdefault(key, []).append(value.float().cpu())
     return {key: torch.cat(values) for key, values in outputs.items()}
+
+
+def sharded_extract(
+    fn: Callable[[Any], dict[str, torch.Tensor]],
+    paths: Sequence[str],
+    size: tuple[int, int],
+    ctx: Any,
+    batch_size: int = 64,
+    interpolation: str = "bilinear",
+) -> dict[str, torch.Tensor]:
+    """``extract(fn, image_loader(paths, ...))`` in order; under a data-parallel plan each rank extracts
+    its contiguous share and the shares are gathered (every rank gets every row, in the order of
+    ``paths``), so the predictions and their score equal a single process's on the same weights."""
+    dp = parallel.current()
+    if dp is None or not dp.distributed:
+        loader = image_loader(paths, size, batch_size, ctx.num_workers, interpolation=interpolation)
+        return extract(fn, loader, amp=ctx.amp, device=ctx.device)
+    start, stop = dp.shard_range(len(paths))
+
+    def local() -> dict[str, torch.Tensor]:
+        if start == stop:
+            return {}
+        loader = image_loader(paths[start:stop], size, batch_size, ctx.num_workers,
+                              interpolation=interpolation)
+        return extract(fn, loader, amp=ctx.amp, device=ctx.device)
+
+    mine = parallel.agreed(local, f"feature extraction of {len(paths)} images", dp)
+    return parallel.gather_rows(mine, dp)
 
 
 def cached(path: Path, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -173,6 +173,7 @@ class SinglePersonTask(Task):
     """What the three single-person tasks share: protocol-aware head params, samples bookkeeping."""
 
     protocol: Any = None
+    shards_predict: ClassVar[bool] = True  # features by common.sharded_extract, gathered over ranks
 
     def run(self, ctx: UnitContext) -> UnitResult:
         """Remember the protocol (``build_head`` has no context), then the generic run; evaluation
@@ -311,17 +312,13 @@ class ReidTask(SinglePersonTask):
             with torch.no_grad():
                 feats = torch.cat([head.test_feature(c.to(device), neck_feat) for c in cls.split(1024)])
         else:
-            loader = common.image_loader([r["path"] for r in records], size, 64, ctx.num_workers,
-                                         interpolation=ctx.protocol_spec.resize.test)
-            feats = common.extract(
+            feats = common.sharded_extract(  # gathered over the ranks of a data-parallel unit
                 lambda b: {
                     "f": head.test_feature(
                         backbone.forward_features(common.normalize(b[0].to(device)))["cls"], neck_feat
                     )
                 },
-                loader,
-                amp=ctx.amp,
-                device=device,
+                [r["path"] for r in records], size, ctx, interpolation=ctx.protocol_spec.resize.test,
             )["f"]
         return F.normalize(feats.float().cpu(), dim=1)
 

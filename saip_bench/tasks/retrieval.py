@@ -225,17 +225,13 @@ class RetrievalTask(SinglePersonTask):
             )["cls"]
             image_feats = torch.cat([head.encode_image(c.to(device)) for c in cls.split(1024)]).float().cpu()
         else:
-            loader = common.image_loader([r["path"] for r in records], size, 64, ctx.num_workers,
-                                         interpolation=ctx.protocol_spec.resize.test)
-            image_feats = common.extract(
+            image_feats = common.sharded_extract(  # gathered over the ranks of a data-parallel unit
                 lambda b: {
                     "f": head.encode_image(
                         backbone.forward_features(common.normalize(b[0].to(device)))["cls"]
                     )
                 },
-                loader,
-                amp=ctx.amp,
-                device=device,
+                [r["path"] for r in records], size, ctx, interpolation=ctx.protocol_spec.resize.test,
             )["f"]
         pairs = caption_pairs(records)
         tokens = head.tokenizer([caption for _, caption in pairs])

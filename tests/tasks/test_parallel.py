@@ -1,0 +1,205 @@
+"""Data-parallel fine-tuning (issue 19, item 2): the batch split rule, the micro-batch sharding, and one
+fine-tune unit of each task family on 2 gloo ranks against one process with the same effective batch.
+
+The comparison: the 2-rank run (per-rank batch B/2, no accumulation) against one process with per-rank
+batch B/2 and accumulation 2. Both see the same micro-batches (the same keys, cut the same way), so the
+gradient of every step is the same mean over the same samples; only the order of float additions differs
+(the all-reduce sums two rank gradients, the single process accumulates them), which is why losses agree
+to 1e-4 relative rather than bit for bit. The random draws that come from each process's own generator
+(augmentations, drop path, dropout) are switched off here: under data parallelism rank 1 draws from its
+own stream, so a run with them matches a single process in distribution only. Parsing's BatchNorm keeps
+running statistics from rank 0's micro-batches only (CPU has no SyncBatchNorm), one process from both:
+its score gets a looser bound (see the test).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+
+from saip_bench.backbones import create_backbone
+from saip_bench.data.readers import read_dataset
+from saip_bench.errors import UserError
+from saip_bench.specs import get_task_spec
+from saip_bench.tasks import attributes, common, parallel, reid, retrieval
+from saip_bench.tasks.base import UnitContext, data_parallel_plan, get_task
+from saip_bench.utils import seed_everything
+from tests.ranks import free_port, run_ranks
+from tests.tasks.test_fit_resume import market_like  # noqa: F401  (fixture)
+from tests.tasks.test_parsing import make_lip_like
+from tests.tasks.test_retrieval import pedes_like  # noqa: F401  (fixture)
+
+# -- the split rule ---------------------------------------------------------------------------------------
+
+
+def test_plan_splits_the_spec_batch_exactly():
+    dp = parallel.plan(64, world=4, rank=1)
+    assert (dp.per_rank_batch, dp.accumulation, dp.effective_batch) == (16, 1, 64)
+    capped = parallel.plan(64, world=4, rank=1, per_rank_batch=8)
+    assert (capped.per_rank_batch, capped.accumulation, capped.effective_batch) == (8, 2, 64)
+    assert capped.summary() == {"world_size": 4, "per_rank_batch": 8, "accumulation": 2,
+                                "effective_batch": 64}
+
+
+def test_a_split_that_cannot_hold_the_batch_names_the_spec_and_numbers():
+    with pytest.raises(UserError, match=r"reid/market1501.*batch_size 64 cannot be split evenly over 3 rank"):
+        parallel.plan(64, world=3, what="reid/market1501: protocols.finetune.schedule.batch_size")
+    with pytest.raises(UserError, match=r"batch_size 64 cannot be held by 3 per rank x 2 ranks.*1, 2, 4, 8"):
+        parallel.plan(64, world=2, per_rank_batch=3)
+
+
+def test_micro_batches_of_all_ranks_cover_each_global_batch_once_in_order():
+    keys = list(range(12))
+    plans = [parallel.plan(12, world=2, rank=r, per_rank_batch=3) for r in (0, 1)]
+    micro = {r: plans[r].micro_batches(keys) for r in (0, 1)}
+    assert micro[0] == [[0, 1, 2], [6, 7, 8]] and micro[1] == [[3, 4, 5], [9, 10, 11]]
+    short = plans[0].micro_batches(list(range(5)))  # a clamped batch: cut as evenly as possible
+    assert sum(len(m) for r in (0, 1) for m in plans[r].micro_batches(list(range(5)))) == 5 and all(short)
+    with pytest.raises(UserError, match="a batch of 3 samples cannot feed 2 ranks x 2 accumulation"):
+        plans[0].micro_batches([0, 1, 2])
+
+
+def test_frozen_protocols_are_not_data_parallel(tmp_path):
+    spec = get_task_spec("reid", "market1501")
+    ctx = UnitContext(spec=spec, protocol="linear", backbone=None, data=None, out_dir=tmp_path,  # type: ignore[arg-type]
+                      per_rank_batch=8, amp=False)
+    with pytest.raises(UserError, match="'linear'.*finetune protocols"):
+        data_parallel_plan(ctx)
+
+
+def test_accumulation_equals_the_full_batch_in_one_process(tmp_path, market_like):  # noqa: F811
+    """Per-rank batch 8 x accumulation 2 = batch 16 in one process: the same optimiser steps as without
+    the cap, and the record says how the batch was split."""
+    result = run_family("reid", market_like, tmp_path / "acc", per_rank_batch=8)
+    assert (result.extra["world_size"], result.extra["per_rank_batch"], result.extra["accumulation"],
+            result.extra["effective_batch"]) == (1, 8, 2, 16)
+    assert result.extra["steps"] == 2
+
+
+# -- one unit per family on 2 ranks ---------------------------------------------------------------------
+
+
+def spec_for(family: str):
+    """A tiny fine-tune of 2 steps with the process-local random draws off (see the module docstring)."""
+    task, dataset = {"reid": ("reid", "market1501"), "attributes": ("attributes", "pa100k"),
+                     "retrieval": ("t2i_retrieval", "cuhk_pedes"), "parsing": ("parsing", "lip"),
+                     "detection": ("detection", "crowdhuman")}[family]
+    spec = get_task_spec(task, dataset).model_copy(deep=True)
+    protocol = spec.protocols["finetune"]
+    protocol.drop_path = 0.0
+    protocol.schedule.max_steps = 2
+    protocol.schedule.batch_size = {"reid": 16, "parsing": 4, "detection": 2}.get(family, 8)
+    params = protocol.params
+    if family == "reid":
+        protocol.selection = "best_test"  # the per-epoch evaluation runs under data parallelism too
+        params["input_size"] = [64, 32]
+    elif family in ("attributes", "retrieval"):
+        params["input_size"] = [64, 32]
+        if family == "retrieval":
+            params["head"] = {"text_encoder": {"type": "scratch", "max_length": 16, "width": 32, "layers": 1,
+                                               "heads": 2}}
+    elif family == "parsing":
+        params["input_size"] = [64, 48]
+        params.setdefault("head", {}).update({"channels": 16, "dropout": 0.0})
+        params["train_flip"] = False
+    else:
+        params["input_size"] = [96, 128]
+        params.setdefault("head", {})["channels"] = 16
+    return task, spec
+
+
+def losses_of(result, out: Path) -> list[float]:
+    """The final step's loss and every epoch's mean loss (the unit's fine-tune log)."""
+    epochs = [json.loads(line)["loss"] for line in (out / common.FIT_LOG).read_text().splitlines()]
+    final = result.extra["final_loss"] if "final_loss" in result.extra else result.extra["losses"][-1]
+    return [final, *epochs]
+
+
+def run_family(family: str, data, out: Path, **overrides):
+    task, spec = spec_for(family)
+    size = tuple(spec.protocols["finetune"].params["input_size"])
+    seed_everything(0)
+    backbone = create_backbone("vit_tiny", size)
+    ctx = UnitContext(spec=spec, protocol="finetune", backbone=backbone, data=data, out_dir=out,
+                      show_progress=False, amp=False, bootstrap_resamples=0,
+                      max_eval_samples=3 if family == "detection" else None, **overrides)
+    return get_task(task).run(ctx)
+
+
+def _rank(rank: int, port: int, tmp: str, datasets: dict) -> None:
+    import os
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    results = {}
+    for family, data in datasets.items():
+        result = run_family(family, data, Path(tmp) / family, data_parallel=True)
+        results[family] = {"scores": result.scores, "losses": losses_of(result, Path(tmp) / family),
+                           "split": {k: result.extra[k] for k in ("world_size", "per_rank_batch",
+                                                                   "accumulation", "effective_batch")},
+                           "predictions": [str(p) for p in result.predictions]}
+    # a world size that cannot hold the spec's batch: the same clear error on every rank, no hang
+    task, spec = spec_for("reid")
+    spec.protocols["finetune"].schedule.batch_size = 15
+    try:
+        run_family_spec(task, spec, datasets["reid"], Path(tmp) / "bad")
+    except UserError as exc:
+        results["bad_batch"] = str(exc)
+    # a rank that cannot read its share of the images: every rank stops the unit, none hangs
+    if rank == 1:
+        def broken(path):
+            raise common.DataFormatError(path, "an image file", "nothing at that path")
+
+        common.load_rgb = broken  # this forked process only
+    try:
+        run_family("attributes", datasets["attributes"], Path(tmp) / "broken", data_parallel=True)
+    except Exception as exc:  # rank 1 its own error, rank 0 the fault naming rank 1
+        results["broken"] = f"{type(exc).__name__}: {exc}"
+    Path(tmp, f"rank{rank}.json").write_text(json.dumps(results))
+    dist.destroy_process_group()
+
+
+def run_family_spec(task, spec, data, out):
+    seed_everything(0)
+    ctx = UnitContext(spec=spec, protocol="finetune", backbone=create_backbone("vit_tiny", (64, 32)),
+                      data=data, out_dir=out, show_progress=False, amp=False, data_parallel=True)
+    return get_task(task).run(ctx)
+
+
+def test_data_parallel_units_match_one_process_with_the_same_effective_batch(
+        tmp_path, monkeypatch, synth_world, market_like, pedes_like):  # noqa: F811
+    for module, name in ((reid, "reid_augmentation"), (attributes, "attribute_augmentation"),
+                         (retrieval, "retrieval_augmentation")):
+        monkeypatch.setattr(module, name, lambda size: None)  # inherited by the forked ranks
+    spec_a, spec_d = get_task_spec("attributes", "pa100k"), get_task_spec("detection", "crowdhuman")
+    datasets = {
+        "reid": market_like,
+        "attributes": read_dataset("pa100k", synth_world / "pa100k", spec_a.dataset_version),
+        "retrieval": pedes_like,
+        "parsing": make_lip_like(tmp_path / "lip", n_train=8, n_val=3),
+        "detection": read_dataset("crowdhuman", synth_world / "crowdhuman", spec_d.dataset_version),
+    }
+    run_ranks(_rank, args=(free_port(), str(tmp_path / "ddp"), datasets), timeout_s=400)
+    ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for family, data in datasets.items():
+        batch = spec_for(family)[1].protocols["finetune"].schedule.batch_size
+        single = run_family(family, data, tmp_path / "single" / family, per_rank_batch=batch // 2)
+        ddp = ranks[0][family]
+        assert ddp["split"] == {"world_size": 2, "per_rank_batch": batch // 2, "accumulation": 1,
+                                "effective_batch": batch}, family
+        assert single.extra["accumulation"] == 2 and single.extra["effective_batch"] == batch
+        reference = losses_of(single, tmp_path / "single" / family)
+        assert ddp["losses"] == pytest.approx(reference, rel=1e-4), family
+        assert ranks[1][family]["scores"] == ddp["scores"], family  # rank 0's scores reach every rank
+        bound = 0.05 if family == "parsing" else 1e-4  # parsing: BN running stats (module docstring)
+        for key, value in single.scores.items():
+            assert ddp["scores"][key] == pytest.approx(value, rel=bound, abs=bound), (family, key)
+        assert all(Path(p).is_file() for p in ddp["predictions"]), family  # written by rank 0
+    for rank in ranks:
+        assert "batch_size 15 cannot be split evenly over 2 ranks" in rank["bad_batch"]
+        assert "reid/market1501" in rank["bad_batch"]
+    assert ranks[1]["broken"].startswith("DataFormatError")
+    assert "DataParallelFault" in ranks[0]["broken"] and "rank 1" in ranks[0]["broken"]
