@@ -149,7 +149,7 @@ class Task(ABC):
             fit_info.update(selector.restore())
         if ctx.keep_finetuned:
             fit_info["finetuned"] = parallel.on_rank0(
-                lambda: save_finetuned(ctx, self.name, head),
+                lambda: save_finetuned(ctx, self.name, head, self.finetuned_meta(ctx, head)),
                 "writing the fine-tuned weights", dp)
         with device_guard(backbone=ctx.backbone, head=head):  # re-armed: prediction feeds other batches
             predictions, scores, uncertainty = self.predict_and_score(ctx, head, dp, intervals=True)
@@ -165,6 +165,11 @@ class Task(ABC):
             extra={k: v for k, v in fit_info.items() if k != "n_samples"},
             uncertainty=uncertainty,
         )
+
+    def finetuned_meta(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
+        """Extra sidecar fields of ``--keep-finetuned`` weights: what a later user of the weights needs to
+        predict as this unit did (the pose tasks add their input size, codec and levels)."""
+        return {}
 
     def predict_and_score(self, ctx: UnitContext, head: nn.Module, dp: parallel.DataParallel | None,
                           intervals: bool) -> tuple[list[Path], dict[str, float], dict[str, Any] | None]:
@@ -263,7 +268,8 @@ FINETUNED_BACKBONE = "finetuned_backbone.safetensors"
 FINETUNED_HEAD = "finetuned_head.safetensors"
 
 
-def save_finetuned(ctx: UnitContext, task: str, head: nn.Module) -> dict[str, Any]:
+def save_finetuned(ctx: UnitContext, task: str, head: nn.Module,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """``--keep-finetuned``: the scored weights (after any best-epoch restore) in ``ctx.out_dir``: the
     backbone through the pretraining exporter (safetensors + JSON sidecar, ``load_backbone`` reads it) and
     the head as a plain safetensors state dict. Returns what the record's provenance names."""
@@ -273,7 +279,8 @@ def save_finetuned(ctx: UnitContext, task: str, head: nn.Module) -> dict[str, An
     from saip_bench.utils import file_sha256, umask_mode
 
     meta = {"source": "finetuned", "task": task, "spec": ctx.spec.key, "protocol": ctx.protocol,
-            "seed": ctx.seed, "selection": ctx.protocol_spec.selection, "head": FINETUNED_HEAD}
+            "seed": ctx.seed, "selection": ctx.protocol_spec.selection, "head": FINETUNED_HEAD,
+            **(extra or {})}
     backbone_path = save_backbone(ctx.backbone, ctx.out_dir / FINETUNED_BACKBONE, meta)
     head_path = ctx.out_dir / FINETUNED_HEAD
     tmp = head_path.with_name(f".{head_path.name}.tmp")
