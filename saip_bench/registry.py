@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import difflib
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 from saip_bench.errors import UserError
 
 T = TypeVar("T")
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a known name is close to ``name``, else ``""``: one spelling of the
+    hint for every unknown name (registries, specs, presets, plan filters)."""
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class Registry(Generic[T]):
@@ -39,7 +47,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if name not in self._items:
             known = ", ".join(sorted(self._items)) or "(none)"
-            raise UserError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+            raise UserError(f"unknown {self.kind} {name!r}{did_you_mean(name, self._items)}; "
+                            f"known {self.kind}s: {known}")
         return self._items[name]
 
     def meta(self, name: str) -> dict[str, Any]:

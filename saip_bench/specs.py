@@ -498,9 +498,13 @@ def task_spec_path(task: str, dataset: str, root: Path | None = None) -> Path:
     """The file ``get_task_spec`` reads (a ``SAIP_SPECS`` override wins over the built-in spec)."""
     path, folders = _find("tasks", f"{task}/{dataset}.yaml", root)
     if path is None:
-        known = ", ".join(all_task_specs(root)) or "(none)"
+        from saip_bench.registry import did_you_mean
+
+        pairs = list(all_task_specs(root))
+        known = ", ".join(pairs) or "(none)"
         where = " or ".join(str(f) for f in folders)
-        raise SpecError(f"no spec {task}/{dataset}.yaml in {where}; known task/dataset pairs: {known}")
+        hint = did_you_mean(f"{task}/{dataset}", pairs)
+        raise SpecError(f"no spec {task}/{dataset}.yaml in {where}{hint}; known task/dataset pairs: {known}")
     return path
 
 

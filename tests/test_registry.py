@@ -1,7 +1,7 @@
 import pytest
 
 from saip_bench.errors import UserError
-from saip_bench.registry import Registry
+from saip_bench.registry import Registry, did_you_mean
 
 
 def test_register_get_and_decorator():
@@ -32,3 +32,12 @@ def test_unknown_name_lists_known():
     reg.register("beta", 2)
     with pytest.raises(UserError, match=r"unknown widget 'gamma'; known widgets: alpha, beta"):
         reg.get("gamma")
+
+
+def test_unknown_name_suggests_the_closest():
+    reg: Registry = Registry("widget")
+    reg.register("alpha", 1)
+    reg.register("beta", 2)
+    with pytest.raises(UserError, match=r"unknown widget 'alpah' \(did you mean 'alpha'\?\); known widgets"):
+        reg.get("alpah")
+    assert did_you_mean("zzzz", ["alpha", "beta"]) == ""

@@ -125,10 +125,12 @@ def default_pretrainer(*, method: str, backbone: str, preset: str, data_dir: Pat
                        seed: int, steps: int | None) -> Path:
     """The project's one trainer (``saip_bench.pretrain.api.pretrain``); an interrupted pretraining
     left its trainer checkpoint in the cache folder, and is continued from it."""
-    from saip_bench.pretrain.api import pretrain
+    from saip_bench.pretrain.api import export_untrained, needs_training_data, pretrain
     from saip_bench.pretrain.trainer import CHECKPOINT_NAME
 
     if data_dir is None:
+        if not needs_training_data(method):  # random init: the seeded backbone, no pool needed
+            return export_untrained(method, backbone, preset, out_dir, seed=seed)
         raise UserError(f"pretraining {method}/{backbone} needs pretraining images (--pretrain-data)")
     resume = (Path(out_dir) / "checkpoints" / CHECKPOINT_NAME).is_file()
     return Path(pretrain(method, backbone, preset, data_dir, out_dir, seed=seed, steps=steps, resume=resume))

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 from saip_bench.bench.presets import BenchPreset
 from saip_bench.errors import SpecError, UserError
+from saip_bench.registry import did_you_mean
 from saip_bench.specs import DATASET_NAMES, TaskSpec
 
 FAST_KINDS = ("linear", "frozen")
@@ -126,7 +127,9 @@ def filter_units(
             known = {getattr(u, attr) for u in selected}
             unknown = [w for w in wanted if w not in known]
             if unknown:
-                raise UserError(f"{label}(s) {unknown} are not in the plan; the plan has {sorted(known)}")
+                hints = "".join(did_you_mean(str(w), map(str, known)) for w in unknown)
+                raise UserError(f"{label}(s) {unknown} are not in the plan{hints}; "
+                                f"the plan has {sorted(known)}")
             selected = [u for u in selected if getattr(u, attr) in set(wanted)]
     if tasks:
         def keep(u: Unit) -> bool:
@@ -134,7 +137,10 @@ def filter_units(
 
         unmatched = [t for t in tasks if not any(t in (u.task, u.dataset, u.spec_key) for u in selected)]
         if unmatched:
-            raise UserError(f"task filter(s) {unmatched} match no unit of the plan")
+            names = {n for u in selected for n in (u.task, u.dataset, u.spec_key)}
+            hints = "".join(did_you_mean(t, names) for t in unmatched)
+            raise UserError(f"task filter(s) {unmatched} match no unit of the plan{hints}; the plan has "
+                            f"{sorted({u.spec_key for u in selected})}")
         selected = [u for u in selected if keep(u)]
     return selected
 

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from saip_bench.errors import SpecError
+from saip_bench.registry import did_you_mean
 from saip_bench.specs import StrictModel, _validate, load_yaml, stable_hash
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -122,7 +123,9 @@ def load_bench_preset(name_or_path: str | Path) -> BenchPreset:
         path = PRESET_DIR / f"{name_or_path}.yaml"
         if not path.exists():
             raise SpecError(
-                f"unknown bench preset {str(name_or_path)!r}; known: {', '.join(available_presets())} "
+                f"unknown bench preset {str(name_or_path)!r}"
+                f"{did_you_mean(str(name_or_path), available_presets())}; "
+                f"known: {', '.join(available_presets())} "
                 "(or pass a path to a YAML file)"
             )
     preset: BenchPreset = _validate(BenchPreset, load_yaml(path), path)

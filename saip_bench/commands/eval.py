@@ -49,8 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--data-root",
         type=Path,
-        required=True,
-        help="the dataset folder, or a folder with <dataset>/ inside (e.g. a synthetic world)",
+        default=None,
+        help="the dataset folder, or a folder with <dataset>/ inside (e.g. a synthetic world); "
+        "default: $SAIP_DATA, as for `saip-bench data verify`",
     )
     parser.add_argument(
         "--pretrain-data",
@@ -121,12 +122,43 @@ def check_labels(runner: BenchRunner, task: str, dataset: str) -> None:
     check_label_sizes(get_reader(dataset), data, sorted(set(spec.splits.values())))
 
 
+def check_names(args: argparse.Namespace) -> None:
+    """Every name given is known, with a did-you-mean, before any data is read: a typo in --method or
+    --task used to surface as a missing-pretraining-data error."""
+    from saip_bench.backbones import BACKBONES
+    from saip_bench.discovery import import_submodules
+    from saip_bench.pretrain.base import METHODS
+    from saip_bench.specs import task_spec_path
+
+    task_spec_path(args.task, args.dataset)  # SpecError naming the closest task/dataset pair
+    if args.method is not None:
+        import_submodules("saip_bench.pretrain.methods")
+        METHODS.get(args.method)
+    if args.backbone is not None:
+        BACKBONES.get(args.backbone)
+
+
+def resolve_data_root(args: argparse.Namespace) -> Path:
+    """``--data-root``, else ``$SAIP_DATA`` (one data root for every command)."""
+    import os
+
+    from saip_bench.data.readers import DATA_ENV
+
+    if args.data_root is not None:
+        return Path(args.data_root)
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV])
+    raise UserError(f"eval needs data: give --data-root DIR or set ${DATA_ENV}")
+
+
 def run(args: argparse.Namespace) -> int:
     from saip_bench.bench.presets import BenchPreset
     from saip_bench.bench.runner import BenchConfig, BenchRunner
     from saip_bench.bench.store import OverwritePolicy
     from saip_bench.utils import console
 
+    check_names(args)
+    args.data_root = resolve_data_root(args)
     root, world_pretrain, source, world_info = _roots(args.data_root, args.dataset)
     backbone = args.backbone
     method = args.method
@@ -145,7 +177,9 @@ def run(args: argparse.Namespace) -> int:
         overrides[(method, backbone)] = args.checkpoint
     backbone = backbone or "vit_tiny"
     pretrain_data = args.pretrain_data or world_pretrain
-    if args.checkpoint is None and method != "random" and pretrain_data is None:
+    from saip_bench.pretrain.api import needs_training_data
+
+    if args.checkpoint is None and pretrain_data is None and needs_training_data(method):
         raise UserError(
             "--method needs pretraining images: give --pretrain-data (or a --data-root world with pretrain/)"
         )

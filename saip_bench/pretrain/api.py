@@ -212,3 +212,30 @@ def run_training(
         backgrounds=backgrounds,
     )
     return trainer.fit(), trainer
+
+
+def needs_training_data(method: str) -> bool:
+    """Whether ``method`` learns from pretraining images (``random`` does not: its export is the seeded
+    initial backbone, so it needs no ``--pretrain-data``)."""
+    import_submodules("saip_bench.pretrain.methods")
+    return bool(getattr(METHODS.get(method), "requires_training", True))
+
+
+def export_untrained(method: str, backbone: str, preset: str, out_dir: str | Path, seed: int = 0) -> Path:
+    """The export of a method that does not train, without a pool: the same seeded weights as the trainer
+    path (same ``seed_everything`` before the backbone is built), a sidecar saying no data was read."""
+    if needs_training_data(method):
+        raise UserError(f"method {method!r} trains on pretraining images; give --pretrain-data")
+    seed_everything(seed)
+    method_obj, train_cfg = build_method(method, backbone, preset, data_dir=None)
+    path = Path(out_dir) / BACKBONE_FILE
+    group = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not group or torch.distributed.get_rank() == 0:
+        save_backbone(method_obj.export_backbone(), path, {
+            "method": method, "preset": preset, "seed": seed, "step": 0, "total_steps": 0,
+            "train_config": train_cfg.model_dump(mode="json"), "data": None,
+            "hyperparameters": method_obj.hyperparameters(), "world_size": 1,
+        })
+    if group:
+        torch.distributed.barrier()  # the export exists before any rank reads it
+    return path

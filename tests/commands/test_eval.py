@@ -9,7 +9,7 @@ from tests.bench.fakes import FAKE_SPECS, FakePretrainer, FakeTask, fake_loader,
 
 
 @pytest.fixture
-def fake_hooks(monkeypatch):
+def fake_hooks(monkeypatch, tiny_backbone_name):
     """Route the real command through the runner with fake task / pretraining (no model training)."""
     original = runner_module.BenchRunner.__init__
     seen = {}
@@ -28,6 +28,15 @@ def fake_hooks(monkeypatch):
 
     monkeypatch.setattr(runner_module.BenchRunner, "__init__", init)
     return seen
+
+
+@pytest.fixture
+def tiny_backbone_name(monkeypatch):
+    """The fakes' backbone ``tiny`` passes eval's early name check (it is loaded by ``fake_loader``)."""
+    from saip_bench.backbones import BACKBONES
+
+    monkeypatch.setitem(BACKBONES._items, "tiny", fake_loader)
+    monkeypatch.setitem(BACKBONES._meta, "tiny", {})
 
 
 def make_world(root):
@@ -110,7 +119,8 @@ def test_method_without_pretraining_images_is_a_user_error(tmp_path, capsys):
     assert "--pretrain-data" in capsys.readouterr().err
 
 
-def test_a_wrong_size_gt_label_is_blamed_before_any_training(tmp_path, monkeypatch, capsys):
+def test_a_wrong_size_gt_label_is_blamed_before_any_training(tmp_path, monkeypatch, capsys,
+                                                             tiny_backbone_name):
     """Issue 27: a wrong-size LIP val label ran the whole unit, then blamed our prediction PNG."""
     import numpy as np
 
@@ -215,3 +225,30 @@ def test_eval_refuses_a_checkpoint_of_another_architecture_listing_keys(synth_wo
     err = capsys.readouterr().err
     assert code == 2 and str(path) in err
     assert "blocks.0.attn.qkv.weight: checkpoint (48, 16) vs vit_tiny (576, 192)" in err
+
+
+@pytest.mark.parametrize(("flag", "value", "hint"), [
+    ("--method", "saipp", "unknown method 'saipp' (did you mean 'saip'?)"),
+    ("--backbone", "vit_tinyy", "unknown backbone 'vit_tinyy' (did you mean 'vit_tiny'?)"),
+    ("--dataset", "market", "(did you mean 'reid/market1501'?)"),
+])
+def test_a_misspelt_name_is_named_with_a_hint_before_any_work(tmp_path, capsys, flag, value, hint):
+    """Checked before the data root or the pretraining images (a typo used to read as missing data)."""
+    args = {"--method": "saip", "--backbone": "vit_tiny", "--dataset": "market1501", flag: value}
+    argv = ["eval", "--task", "reid", "--data-root", str(tmp_path / "absent")]
+    for key, val in args.items():
+        argv += [key, val]
+    assert main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert hint in err and "does not exist" not in err and "--pretrain-data" not in err
+
+
+def test_the_data_root_defaults_to_saip_data(fake_hooks, tmp_path, capsys, monkeypatch):
+    argv = ["eval", "--method", "saip", "--backbone", "tiny", "--task", "reid", "--dataset", "market1501",
+            "--protocol", "linear", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
+    monkeypatch.delenv("SAIP_DATA", raising=False)
+    assert main(argv) == 2 and "--data-root DIR or set $SAIP_DATA" in capsys.readouterr().err
+    make_world(tmp_path / "world")
+    monkeypatch.setenv("SAIP_DATA", str(tmp_path / "world"))
+    assert main(argv) == 0
+    assert fake_hooks["config"].dataset_roots == {"market1501": tmp_path / "world" / "market1501"}

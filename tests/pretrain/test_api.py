@@ -161,3 +161,25 @@ def test_cli_init_reaches_the_trainer(tmp_path, monkeypatch):
     code = main(["pretrain", "--method", "mae", "--backbone", "vit_tiny", "--data", str(tmp_path),
                  "--out", str(tmp_path / "o"), "--init", str(tmp_path / "deit.pth")])
     assert code == 0 and seen["init"] == tmp_path / "deit.pth"
+
+
+def test_random_init_exports_without_a_pool_the_same_weights_as_the_trainer(pretrain_root, tmp_path):
+    """``eval --method random`` on real data needs no --pretrain-data: the seeded backbone, bit-identical
+    to what the trainer path exports for the same seed."""
+    import pytest
+    from safetensors.torch import load_file
+
+    from saip_bench.errors import UserError
+    from saip_bench.pretrain.api import export_untrained, needs_training_data
+
+    trained = pretrain("random", "vit_tiny", "quick", pretrain_root, tmp_path / "trainer", seed=3,
+                       progress=False)
+    untrained = export_untrained("random", "vit_tiny", "quick", tmp_path / "none", seed=3)
+    a, b = load_file(str(trained)), load_file(str(untrained))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert json.loads(untrained.with_suffix(".json").read_text())["data"] is None
+    other = export_untrained("random", "vit_tiny", "quick", tmp_path / "seed4", seed=4)
+    assert not all(a[k].equal(load_file(str(other))[k]) for k in a)
+    assert not needs_training_data("random") and needs_training_data("mae")
+    with pytest.raises(UserError, match="--pretrain-data"):
+        export_untrained("mae", "vit_tiny", "quick", tmp_path / "mae", seed=0)
