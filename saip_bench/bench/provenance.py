@@ -11,6 +11,7 @@ import hashlib
 import importlib.metadata
 import platform
 import subprocess
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -66,7 +67,8 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def data_fingerprint(root: str | Path, sample: int = FINGERPRINT_SAMPLE) -> str:
+def data_fingerprint(root: str | Path, sample: int = FINGERPRINT_SAMPLE,
+                     exclude: Collection[str] = ()) -> str:
     """Content fingerprint of a dataset folder (16 hex chars), in seconds even for COCO or LUPerson.
 
     The listing of every file (relative path and size) is hashed; annotation files (any size) are hashed by
@@ -79,14 +81,18 @@ def data_fingerprint(root: str | Path, sample: int = FINGERPRINT_SAMPLE) -> str:
     A pretraining pool with an up-to-date pool index (``saip-bench data index``) is fingerprinted from it:
     the index's listing plus the same content sample, without walking or ``stat``-ing the pool. The value is
     the same as the walk's, so a checkpoint key does not depend on whether the index existed yet.
+
+    ``exclude``: relative paths left out, as if absent (a pool's ``keypoints.json``, which only HAP reads:
+    making it must not invalidate every other method's checkpoints).
     """
     root = Path(root)
     if not root.exists():
         return "missing"
     index = fresh_index(root)
     if index is not None:
-        return index.fingerprint(sample)
+        return index.fingerprint(sample, exclude)
     rels, _dirs = walk_files(root)
+    rels = [rel for rel in rels if rel not in exclude]
     sampled = fingerprint_sample(rels, sample)
     digest = hashlib.sha256()
     for relative in rels:

@@ -32,7 +32,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, overload
@@ -322,10 +322,11 @@ class PoolIndex:
         )
 
     # -- fingerprint
-    def fingerprint(self, sample: int = FINGERPRINT_SAMPLE) -> str:
+    def fingerprint(self, sample: int = FINGERPRINT_SAMPLE, exclude: Collection[str] = ()) -> str:
         """``data_fingerprint`` of the pool from the index: the listing (paths and sizes, as the index holds
         them) plus the content of annotation files and of a fixed sample of others, read now. Equal to the
-        walk-based fingerprint of the same folder by construction."""
+        walk-based fingerprint of the same folder by construction; ``exclude``d paths count as absent (they
+        are annotation files, never in the content sample, so the sample is unchanged)."""
         rels = self.files.tolist()
         sizes = self._arrays["files_size"].tolist()
         if sample == FINGERPRINT_SAMPLE:
@@ -339,6 +340,8 @@ class PoolIndex:
         digest = hashlib.sha256()
         pending: list[bytes] = []
         for i, (rel, size) in enumerate(zip(rels, sizes, strict=True)):
+            if rel in exclude:
+                continue
             pending.append(f"{rel}\0{size}\0".encode())
             if i in content:
                 digest.update(b"".join(pending))

@@ -188,3 +188,18 @@ def test_cli_data_index(tmp_path, capsys):
     assert report["fingerprint"] == data_fingerprint(root)
     assert main(["data", "index", str(tmp_path / "nope")]) == 2
     assert "images/" in capsys.readouterr().err
+
+
+def test_an_excluded_annotation_counts_as_absent_with_and_without_the_index(tmp_path):
+    """A pool's keypoints.json (only HAP reads it) is left out of the other methods' fingerprint: writing
+    it gives the same value as before, from the walk and from the index alike."""
+    root = make_pool(tmp_path / "pool")
+    before = data_fingerprint(root)
+    (root / "keypoints.json").write_text(json.dumps({"images/0000/0000_0.jpg": [[1, 2, 2]] * 17}))
+    assert fresh_index(root) is None  # no index yet: the walk
+    assert data_fingerprint(root, exclude=("keypoints.json",)) == before
+    assert data_fingerprint(root) != before  # without the exclusion it is a changed pool
+    load_index(root, progress=False)
+    assert fresh_index(root) is not None  # now from the index, same values
+    assert data_fingerprint(root, exclude=("keypoints.json",)) == before
+    assert data_fingerprint(root) == walk_fingerprint(root)
