@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from saip_bench import logsinks
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
 from saip_bench.devices import device_guard, enable_speed, place_models
@@ -56,6 +57,8 @@ class UnitContext:
     checkpoint_every: int = 1
     fit_checkpoint: common.FitCheckpoint | None = None
     keep_finetuned: bool = False  # write the final (selected) weights as safetensors + sidecar in out_dir
+    loggers: tuple[str, ...] | None = None  # the fit's scalar sinks (logsinks.py); None: the --logger default
+    run_log: logsinks.RunLog | None = None  # set by ``Task.run`` while the unit runs
     # issue 19, item 2: fit this unit data-parallel over the initialised process group (every rank calls
     # ``Task.run`` on the same unit); per_rank_batch caps the per-rank batch (the rest is accumulation)
     data_parallel: bool = False
@@ -110,12 +113,22 @@ class Task(ABC):
 
     def run(self, ctx: UnitContext) -> UnitResult:
         dp = data_parallel_plan(ctx)  # None: today's single-process fit
-        with parallel.active(dp):
+        with parallel.active(dp), self._run_log(ctx, dp) as ctx.run_log:  # closed on failure too
             result = self._run(ctx, dp)
+            ctx.run_log.summary({f"final/{name}": value for name, value in result.scores.items()})
+        ctx.run_log = None
         result.extra.update(dp.summary() if dp is not None else {
             "world_size": 1, "per_rank_batch": ctx.protocol_spec.schedule.batch_size, "accumulation": 1,
             "effective_batch": ctx.protocol_spec.schedule.batch_size})
         return result
+
+    def _run_log(self, ctx: UnitContext, dp: parallel.DataParallel | None) -> logsinks.RunLog:
+        """The unit's ``--logger`` sinks, in its folder beside finetune_log.jsonl, written by the process
+        that writes that log (rank 0 of a data-parallel unit)."""
+        config = {"task": self.name, "spec": ctx.spec.key, "protocol": ctx.protocol, "seed": ctx.seed,
+                  "backbone": getattr(ctx.backbone, "name", type(ctx.backbone).__name__)}
+        return logsinks.RunLog(ctx.out_dir, ctx.loggers, name=ctx.out_dir.name, config=config,
+                               enabled=dp is None or dp.is_writer)
 
     def _run(self, ctx: UnitContext, dp: parallel.DataParallel | None) -> UnitResult:
         torch.manual_seed(ctx.seed)
@@ -136,7 +149,8 @@ class Task(ABC):
         selector = self._selector(ctx, head)
         checkpoint = ctx.fit_checkpoint = common.FitCheckpoint(
             ctx.out_dir / common.FIT_STATE, lambda: unit_fingerprint(self.name, ctx), ctx.checkpoint_every,
-            ctx.out_dir / common.FIT_LOG, selector)
+            ctx.out_dir / common.FIT_LOG if ctx.run_log is None or ctx.run_log.jsonl else None, selector,
+            ctx.run_log, ctx.spec.metric.main)
         with device_guard(backbone=ctx.backbone, head=head):
             fit_info = self.fit(ctx, head)
         ctx.epoch_end = None

@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import itertools
 import json
+import logging
 import math
 import random
 import time
@@ -28,10 +29,12 @@ from torch import nn
 from saip_bench.backbones import Backbone
 from saip_bench.devices import fused_optimizer_ok, to_device
 from saip_bench.errors import DataFormatError, UserError
+from saip_bench.logsinks import RunLog
 from saip_bench.specs import ParamGroups, Protocol, Schedule, stable_hash
 from saip_bench.tasks import parallel
 from saip_bench.utils import atomic_torch_save, atomic_write_text, autocast, console
 
+log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FROZEN_KINDS = frozenset({"linear", "frozen"})
@@ -337,11 +340,14 @@ class FitCheckpoint:
     ``epoch_batches``). A checkpoint of other settings is ignored with a message and overwritten. Why:
     a 210-epoch COCO unit killed at epoch 200 started again from 0. Units of one epoch write no checkpoint.
     Every epoch also appends one line to ``log_path`` (epoch, step, loss, lr, val score if the selection
-    evaluated it, wall time).
+    evaluated it, wall time). ``run_log`` (``--logger``, saip_bench/logsinks.py) gets the same numbers
+    per epoch (``epoch/*``, ``val/<metric>``) and per step (``train/loss``, ``train/lr``, samples/s,
+    data-wait share) as the loop reads its losses back.
     """
 
     def __init__(self, path: Path, unit_fingerprint: Callable[[], str], every: int = 1,
-                 log_path: Path | None = None, selector: BestEpoch | None = None) -> None:
+                 log_path: Path | None = None, selector: BestEpoch | None = None,
+                 run_log: RunLog | None = None, metric: str = "score") -> None:
         if every < 1:
             raise ValueError(f"checkpoint every {every} epochs: must be >= 1")
         self.path = Path(path)
@@ -350,6 +356,8 @@ class FitCheckpoint:
         self.log_path = Path(log_path) if log_path is not None else None
         self.selector = selector
         self.resumed_from: int | None = None  # epoch the last fit resumed from (None: from scratch)
+        self.run_log, self.metric = run_log, metric
+        self._mark = time.perf_counter()  # when the last step scalars were logged
 
     def fingerprint(self, model: nn.Module, description: str, total: int, steps_per_epoch: int) -> str:
         """Unit settings + this loop's shape + the starting weights: equal only for the same run."""
@@ -363,19 +371,18 @@ class FitCheckpoint:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=False)
         except Exception as exc:  # written atomically, so this is another file or another torch
-            console.print(f"[yellow]{self.path}: resume checkpoint unreadable ({exc}); "
-                          "training from epoch 0[/]")
+            log.warning("%s: resume checkpoint unreadable (%s); training from epoch 0", self.path, exc)
             return None
         if not isinstance(state, dict) or state.get("format") != FIT_STATE_FORMAT:
             found = state.get("format") if isinstance(state, dict) else type(state).__name__
-            console.print(f"[yellow]{self.path}: field 'format' is {found!r}, expected {FIT_STATE_FORMAT}; "
-                          "resume checkpoint ignored, training from epoch 0[/]")
+            log.warning("%s: field 'format' is %r, expected %s; resume checkpoint ignored, training from "
+                        "epoch 0", self.path, found, FIT_STATE_FORMAT)
             return None
         if state.get("fingerprint") != fingerprint:
             found = state.get("fingerprint")
-            console.print(f"[yellow]{self.path}: field 'fingerprint' {found!r} was written by a unit with "
-                          f"other settings (this one: {fingerprint!r}); resume checkpoint ignored, training "
-                          "from epoch 0 (it is overwritten)[/]")
+            log.warning("%s: field 'fingerprint' %r was written by a unit with other settings (this one: "
+                        "%r); resume checkpoint ignored, training from epoch 0 (it is overwritten)",
+                        self.path, found, fingerprint)
             return None
         return state
 
@@ -387,8 +394,11 @@ class FitCheckpoint:
         """Drop the resume state once the unit has finished (it holds optimizer moments: 3x the weights)."""
         self.path.unlink(missing_ok=True)
 
-    def start_log(self, first_epoch: int) -> None:
+    def start_log(self, first_epoch: int, step: int = 0) -> None:
         """A fresh log, or on resume the lines of the epochs up to ``first_epoch`` (later ones are redone)."""
+        self._mark = time.perf_counter()
+        if self.run_log is not None:
+            self.run_log.start(step)
         if self.log_path is None:
             return
         kept: list[str] = []
@@ -403,11 +413,29 @@ class FitCheckpoint:
         atomic_write_text(self.log_path, "".join(f"{line}\n" for line in kept))
 
     def log(self, entry: dict[str, Any]) -> None:
+        if self.run_log is not None:
+            self.run_log.scalars({"epoch/loss": entry["loss"], "epoch/lr": entry["lr"],
+                                  f"val/{self.metric}": entry["val"], "epoch/wall_s": entry["wall_s"]},
+                                 entry["step"])
         if self.log_path is None:
             return
         with open(self.log_path, "a") as handle:
             handle.write(json.dumps(entry, sort_keys=True) + "\n")
             handle.flush()
+
+    def log_steps(self, first: int, losses: Sequence[float], lr: float, batch: int, waited: float) -> None:
+        """Steps ``first+1..`` just read back: each loss, and for the window since the last call the lr,
+        samples/s (nominal: steps x the schedule's ``batch``) and the share of wall time spent waiting
+        for batches (``waited``: the window's seconds blocked on the loader)."""
+        if self.run_log is None:
+            return
+        for offset, value in enumerate(losses):
+            self.run_log.scalars({"train/loss": value}, first + offset + 1)
+        now, then = time.perf_counter(), self._mark
+        self._mark = now
+        wall = max(now - then, 1e-9)
+        self.run_log.scalars({"train/lr": lr, "train/samples_per_s": len(losses) * batch / wall,
+                              "train/data_wait_share": min(1.0, waited / wall)}, first + len(losses))
 
 
 def fit_loop(
@@ -493,7 +521,7 @@ def fit_loop(
         parallel.same_on_every_rank(first_epoch, f"{description}: the resume epoch read from "
                                     f"{checkpoint.path}", dp)
     if checkpoint is not None and writer:
-        checkpoint.start_log(first_epoch)
+        checkpoint.start_log(first_epoch, step)
     forward: Callable[[Any], torch.Tensor] = loss_fn
     if distributed:
         assert dp is not None
@@ -560,12 +588,16 @@ def fit_loop(
             return
         values = torch.stack(pending).float().cpu().tolist()
         pending.clear()
+        first = len(losses)
         for offset, value in enumerate(values):
             if not math.isfinite(value):
                 raise FloatingPointError(
                     f"{description}: non-finite loss at step {len(losses) + offset} (read every {log_every})"
                 )
         losses.extend(values)
+        if checkpoint is not None and writer:  # the --logger sinks (logsinks.py)
+            checkpoint.log_steps(first, values, optimizer.param_groups[0]["lr"], schedule.batch_size,
+                                 sum(step_waits[first:first + len(values)]))
         progress.update(task, completed=len(losses), info=f"loss {losses[-1]:.4f}")
 
     with progress_bar(description, total, show_progress) as progress:
