@@ -121,7 +121,7 @@ class RunLog:
 
     ``start(step)`` once the run knows where it starts, ``scalars(values, step)`` at each log point,
     ``summary(values)`` for final scores, ``close()`` at the end (also on failure: a context manager).
-    Writers open lazily, so a run that logs nothing leaves no event file.
+    Writers open at ``start`` (or at the first scalars), so a run that trains nothing leaves no event file.
     """
 
     def __init__(self, folder: str | Path, loggers: Sequence[str] | None = None, *, name: str,
@@ -144,8 +144,11 @@ class RunLog:
 
     def start(self, step: int = 0) -> None:
         """The run starts after ``step`` completed steps: 0 replaces the folder's event files, a resumed
-        run purges the events after ``step``."""
+        run purges the events after ``step``. Opens the writers now, so a sink that cannot start (e.g. W&B
+        online without a login) fails before the first training step, not after it."""
         self.start_step = self.last_step = int(step)
+        if not self._opened:
+            self._open()
 
     def _open(self) -> None:
         self._opened = True
