@@ -20,6 +20,7 @@ folder given with ``--backgrounds DIR``. docs/pretraining.md compares the choice
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,6 +34,8 @@ from torch.utils.data import Dataset, Sampler
 from saip_bench.data.pool_index import IMAGE_SUFFIXES, PoolIndex, load_index
 from saip_bench.errors import DataFormatError
 from saip_bench.pretrain.keypoint_file import NUM_KEYPOINTS, keypoints_path, read_keypoints
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_SUFFIXES", "MAX_BAD_IMAGES", "MAX_UNREADABLE_FRACTION", "PretrainDataset", "PretrainFolder",
@@ -257,12 +260,8 @@ class PretrainDataset(Dataset):
                 return current, _load_rgb(images[current], self.source_size)
             except DataFormatError as exc:
                 self.bad_images += 1
-                from saip_bench.utils import console
-
-                console.print(
-                    f"skipping unreadable image ({self.bad_images} so far in this loader process): {exc}",
-                    highlight=False, soft_wrap=True,
-                )
+                log.warning("skipping unreadable image (%d so far in this loader process): %s",
+                            self.bad_images, exc)
                 if self.bad_images > self.max_bad_images:
                     raise DataFormatError(
                         self.folder.image_dir,

@@ -516,8 +516,8 @@ def fit_loop(
             set_rng_states(saved["rng"], device)  # rank 0's states on every rank under data parallelism
             checkpoint.resumed_from = first_epoch
             if writer:
-                console.print(f"{description}: resuming from epoch {first_epoch} (step {step}) "
-                              f"of {checkpoint.path}")
+                log.info("%s: resuming from epoch %d (step %d) of %s", description, first_epoch, step,
+                         checkpoint.path)
         parallel.same_on_every_rank(first_epoch, f"{description}: the resume epoch read from "
                                     f"{checkpoint.path}", dp)
     if checkpoint is not None and writer:
