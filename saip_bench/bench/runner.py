@@ -24,18 +24,21 @@ from saip_bench.bench.plan import FAST_KINDS, Unit, filter_units, plan_units, sh
 from saip_bench.bench.presets import BenchPreset
 from saip_bench.bench.provenance import code_revision, data_fingerprint, device_description, package_versions
 from saip_bench.bench.schedule import (
+    DATA_PARALLEL,
     DistInfo,
     DistributedFault,
     RankBoard,
     agree_on_failure,
     spread,
     stop_message_on_signal,
+    unit_mode,
 )
 from saip_bench.bench.store import OverwritePolicy, RecordStore, UnitStatus, needs_run
 from saip_bench.data.records import DatasetSplits
 from saip_bench.devices import speed_settings
 from saip_bench.errors import UserError
 from saip_bench.specs import ResultRecord, TaskSpec, spec_sources, stable_hash
+from saip_bench.tasks import parallel
 from saip_bench.tasks.base import Task, UnitContext, UnitResult
 from saip_bench.utils import atomic_write_text, bf16_is_fast, console, resolve_amp, seed_everything
 
@@ -129,6 +132,8 @@ class BenchConfig:
     loader_workers: int | None = None  # DataLoader num_workers per unit (None: the preset's eval.num_workers)
     cfg_options: Sequence[str] = ()  # --cfg-options [task/dataset:]key.path=value (saip_bench/overrides.py)
     keep_finetuned: bool = False  # --keep-finetuned: each unit's final weights in its folder (tasks/base.py)
+    unit_parallel: str = "auto"  # under torchrun: auto | spread | data (bench/schedule.py, ``unit_mode``)
+    per_rank_batch: int | None = None  # fine-tunes: cap per rank, the rest gradient accumulation
 
 
 @dataclass
@@ -401,14 +406,18 @@ class BenchRunner:
         board.start()
         restore = stop_message_on_signal(board)
         try:
-            mine = self._shared_phase(todo, board)
+            self._shared_phase(todo, board)
+            together = [unit for unit in todo if self.unit_mode(unit) == DATA_PARALLEL]
+            rest = [unit for unit in todo if unit not in together]
             if self.dist.is_main:
                 world = self.dist.world_size
-                shares = [len(spread(todo, DistInfo(r, world))) for r in range(world)]
-                console.print(f"schedule: {self.dist.world_size} ranks; units spread one per process "
-                              f"(rank r runs units r, r+{self.dist.world_size}, ...): "
+                shares = [len(spread(rest, DistInfo(r, world))) for r in range(world)]
+                console.print(f"schedule: {world} ranks (--unit-parallel {self.config.unit_parallel}); "
+                              f"{len(together)} unit(s) data-parallel over all ranks, one after another; "
+                              f"{len(rest)} spread one per process (rank r runs units r, r+{world}, ...): "
                               + ", ".join(f"rank {r}: {n}" for r, n in enumerate(shares)))
-            self._run_units(mine, report, board)
+            self._run_together(together, report, board)
+            self._run_units(spread(rest, self.dist), report, board)
             board.finish([str(p) for p in report.written], report.failed)
             if self.dist.is_main:
                 every = board.gather(lambda ranks, units: console.print(
@@ -419,11 +428,36 @@ class BenchRunner:
             board.stop()
             restore()
 
-    def _shared_phase(self, todo: list[Unit], board: RankBoard) -> list[Unit]:
+    def unit_mode(self, unit: Unit) -> str:
+        """Spread or data-parallel under torchrun (the rule: ``schedule.unit_mode``)."""
+        schedule_ = self.hooks.resolved_specs()[unit.spec_key].protocols[unit.protocol]
+        return unit_mode(schedule_.kind, schedule_.schedule.batch_size, schedule_.schedule.max_steps,
+                         self.dist.world_size, self.device.type == "cuda", self.config.unit_parallel)
+
+    def _run_together(self, units: list[Unit], report: BenchReport, board: RankBoard) -> None:
+        """Data-parallel units: every rank runs each one, in plan order, so their collectives pair up.
+        A failure reaches every rank (the task's agreement, tasks/parallel.py) and is reported once."""
+        for unit in units:
+            board.set_unit(f"unit {unit.uid} (data-parallel)")
+            try:
+                path = self.run_unit(unit, data_parallel=True)
+                if path is not None and self.dist.is_main:  # the record rank 0 wrote, listed once
+                    report.written.append(path)
+            except (KeyboardInterrupt, SystemExit, DistributedFault):
+                raise
+            except Exception as exc:
+                report.failed[unit.uid] = f"{type(exc).__name__}: {exc}"
+                if self.dist.is_main:
+                    self._log_failure(unit)
+                    console.print(f"[red]unit {unit.uid} failed[/]: {report.failed[unit.uid]}")
+                if self.config.fail_fast:
+                    raise
+
+    def _shared_phase(self, todo: list[Unit], board: RankBoard) -> None:
         """Every checkpoint the units need, each pretrained once by all ranks together (DDP), in the same
         order on every rank so the collectives pair up; the ranks agree on each outcome (a failure on
         some ranks only stops the run: see ``agree_on_failure``). Then every fingerprint a unit asks for,
-        while all ranks are here (rank 0 reads, the others receive). Returns this rank's share."""
+        while all ranks are here (rank 0 reads, the others receive)."""
         needed: dict[str, Unit] = {}
         for unit in todo:
             needed.setdefault(self.checkpoint_key(unit), unit)
@@ -444,7 +478,6 @@ class BenchRunner:
         board.set_unit("the data fingerprints")
         for unit in todo:
             self.fingerprint(unit.dataset, self.dataset_root(unit.dataset))
-        return spread(todo, self.dist)
 
     def _log_failure(self, unit: Unit) -> None:
         failure = Path(self.config.run_dir) / "failures" / f"{unit.uid}.txt"  # by the rank that ran it
@@ -463,38 +496,51 @@ class BenchRunner:
         return self.cache.ensure(unit.method, unit.backbone, settings.preset, self.pretrain_seed(unit),
                                  settings.steps, root, self.fingerprint("pretrain", root), self.bf16_native)
 
-    def run_unit(self, unit: Unit, stage: Callable[[str], None] = lambda text: None) -> Path | None:
-        """Run one unit and write its record (rank 0); returns the record path."""
+    def run_unit(self, unit: Unit, stage: Callable[[str], None] = lambda text: None,
+                 data_parallel: bool = False) -> Path | None:
+        """Run one unit and write its record; returns the record path. ``data_parallel``: every rank
+        calls this for the same unit (``_run_together``); rank 0 claims it and writes the record, and
+        each step that may fail on one rank only ends in an agreement, so no rank waits alone."""
         spec = self.hooks.resolved_specs()[unit.spec_key]
-        busy = self.store.claim(unit)  # issue 27, one owner per unit: None = ours (store.py, locks.py)
+        ranks = parallel.Ranks(self.dist.world_size, self.dist.rank) if data_parallel else None
+        # issue 27, one owner per unit: None = ours (store.py, locks.py)
+        busy = parallel.on_rank0(lambda: self.store.claim(unit), f"claiming unit {unit.uid}", ranks)
         if busy is not None:
             console.print(f"[yellow]unit {unit.uid} skipped[/]: {busy}")
             return None
         stage("pretrained checkpoint")
-        info = self.checkpoint(unit)
-        stage("data")
-        data = self.dataset(spec)
-        stage("task")
-        backbone = self.cache.load(info, load_size(unit.backbone, tuple(spec.input_size)))
-        size_key = (unit.backbone, tuple(spec.input_size))  # architecture cost: same for every method
-        if size_key not in self._backbone_costs:
-            self._backbone_costs[size_key] = backbone_cost(backbone, tuple(spec.input_size), self.device)
+        info = self.checkpoint(unit)  # every rank alike: the cache agrees on its outcome itself
+
+        def load() -> tuple[DatasetSplits, Any, tuple[str, tuple[int, ...]]]:
+            stage("data")
+            data = self.dataset(spec)
+            stage("task")
+            backbone = self.cache.load(info, load_size(unit.backbone, tuple(spec.input_size)))
+            size_key = (unit.backbone, tuple(spec.input_size))  # architecture cost: same for every method
+            if size_key not in self._backbone_costs:
+                self._backbone_costs[size_key] = backbone_cost(backbone, tuple(spec.input_size), self.device)
+            return data, backbone, size_key
+
+        data, backbone, size_key = parallel.agreed(load, f"unit {unit.uid}: data and backbone", ranks)
         limit = self.config.limit
+        finetune = spec.protocols[unit.protocol].kind == "finetune"
         ctx = UnitContext(
             spec=spec, protocol=unit.protocol, backbone=backbone, data=data,
             out_dir=Path(self.config.run_dir) / "units" / unit.uid, seed=unit.seed, device=self.device,
             amp=self.eval_amp, num_workers=self.loader_workers, max_train_samples=limit,
             max_eval_samples=limit, cache_dir=Path(self.config.cache_dir) / "features" / info.key,
             show_progress=self.config.show_progress and self.dist.is_main, visualize=self.config.visualize,
-            keep_finetuned=self.config.keep_finetuned,
+            keep_finetuned=self.config.keep_finetuned, data_parallel=data_parallel,
+            per_rank_batch=self.config.per_rank_batch if finetune else None,
         )
         seed_everything(unit.seed)
         with CostMeter(self.device) as meter:
             result = self.hooks.task(unit.task).run(ctx)
         stage("record")
-        record = self.build_record(unit, spec, info, result, {**meter.cost, **self._backbone_costs[size_key]})
-        # one process ran this unit (under torchrun too: units are spread over ranks), so it writes
-        return self.store.write(record)
+        cost = {**meter.cost, **self._backbone_costs[size_key]}
+        # one writer: the process that ran a spread unit, rank 0 of a data-parallel one
+        return parallel.on_rank0(lambda: self.store.write(self.build_record(unit, spec, info, result, cost)),
+                                 f"unit {unit.uid}: writing its record", ranks)
 
     def build_record(self, unit: Unit, spec: TaskSpec, info: CheckpointInfo, result: UnitResult,
                      cost: dict[str, float]) -> ResultRecord:
@@ -519,9 +565,12 @@ class BenchRunner:
             "packages": package_versions(),
             "seeds": {"eval": unit.seed, "pretrain": self.pretrain_seed(unit),
                       "planned": list(self.config.seeds or self.preset.seeds)},
-            "world_size": 1,  # processes that trained this unit (torchrun spreads units, one per rank)
+            # processes that trained this unit together (1 for a spread unit), and the batch split
+            "world_size": int(result.extra.get("world_size", 1)),
             "launch_world_size": self.dist.world_size,
             "batch_size": batch,
+            "per_rank_batch": int(result.extra.get("per_rank_batch", batch)),
+            "accumulation": int(result.extra.get("accumulation", 1)),
             "effective_batch": effective_batch,
             "device": device_description(self.device),
             "amp": self.eval_amp,

@@ -2,17 +2,30 @@
 
 The rule (docs/benchmark.md, "Under torchrun"): with W ranks the bench first pretrains every checkpoint
 the plan needs, each once, with DDP over all ranks (all ranks together, in plan order, so collectives pair
-up); then rank r runs units r, r + W, r + 2W, ... of the remaining plan, one whole unit per process.
-Fine-tuning has no data-parallel path yet, so spreading units is always the choice that keeps every GPU
-busy. Unit execution (``BenchRunner.run_unit``) knows nothing of ranks.
+up); then each unit is either run data-parallel by all ranks together, or spread: rank r runs units
+r, r + W, r + 2W, ... of the spread ones, one whole unit per process (``unit_mode``, the rule below).
+The data-parallel units run first, one after another in plan order on every rank (their collectives
+pair up), then each rank its spread share. Unit execution (``BenchRunner.run_unit``) knows nothing of
+ranks beyond the ``data_parallel`` flag it passes to the task (tasks/parallel.py splits the batch).
+
+Spread or data-parallel (``unit_mode``, ``--unit-parallel auto``): a unit runs data-parallel over all W
+ranks when it is a fine-tune (frozen/linear protocols train a head on cached features: seconds), on
+GPUs, long (no ``max_steps`` cap below ``LONG_STEPS``: the CPU protocols are short), and its spec batch
+splits over the ranks with at least ``MIN_PER_RANK_BATCH`` samples per GPU (fewer leave a GPU idle
+between all-reduces); every other unit is spread. ``--unit-parallel spread`` spreads everything (the
+behaviour before data-parallel fine-tuning); ``data`` runs every fine-tune data-parallel (CPU tests,
+``saip-bench eval`` of one long unit), and its batch must then split (a clear error otherwise).
 
 Faults end cleanly:
 - every collective has a timeout (``$SAIP_DIST_TIMEOUT_S``, default 1800 s), so a rank stuck in one
   raises instead of waiting for ever;
 - after each shared pretraining the ranks agree on its outcome; when some failed and others did not, the
   run stops on every rank with one message naming the ranks (their collectives could no longer pair up);
-- after the shared phase there is no collective at all: ranks finish at different times (a 210-epoch
-  COCO unit beside a linear probe), and a collective would time out. Each rank writes a heartbeat file
+- a data-parallel unit agrees on every step that may fail on one rank (tasks/parallel.py: ``agreed``,
+  ``on_rank0``, the per-micro-step outcome), so a failure fails the unit on every rank, never a hang;
+- after the shared phase and the data-parallel units there is no collective at all: ranks finish their
+  spread units at different times (a 210-epoch COCO unit beside a linear probe), and a collective
+  would time out. Each rank writes a heartbeat file
   (``<run>/ranks/rank<r>.json``: unit, pid, host, beat time) and, at the end, its report; rank 0 waits
   for the reports, and stops with the rank and unit named when a heartbeat goes stale (the rank died
   without its launcher noticing, e.g. launched by hand);
@@ -112,6 +125,27 @@ class DistInfo:
     def barrier(self) -> None:
         if self.group:
             torch.distributed.barrier()
+
+
+SPREAD = "spread"
+DATA_PARALLEL = "data-parallel"
+UNIT_PARALLEL_CHOICES = ("auto", "spread", "data")
+MIN_PER_RANK_BATCH = 16  # below this per GPU a step is too short to hide the gradient all-reduce
+LONG_STEPS = 1000  # a max_steps cap below this marks a short (CPU / smoke) protocol
+
+
+def unit_mode(kind: str, batch_size: int, max_steps: int | None, world: int, on_gpu: bool,
+              policy: str = "auto") -> str:
+    """``DATA_PARALLEL`` or ``SPREAD`` for one unit of protocol ``kind`` (the rule: module docstring)."""
+    if policy not in UNIT_PARALLEL_CHOICES:
+        raise UserError(f"--unit-parallel {policy!r}: expected one of {', '.join(UNIT_PARALLEL_CHOICES)}")
+    if world <= 1 or kind != "finetune" or policy == "spread":
+        return SPREAD
+    if policy == "data":
+        return DATA_PARALLEL
+    long = max_steps is None or max_steps >= LONG_STEPS
+    fills = batch_size % world == 0 and batch_size // world >= MIN_PER_RANK_BATCH
+    return DATA_PARALLEL if on_gpu and long and fills else SPREAD
 
 
 def spread(units: Sequence[T], dist: DistInfo) -> list[T]:

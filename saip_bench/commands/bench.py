@@ -100,6 +100,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | N
         help="single-threaded worker processes on this machine (CPU); pretraining then units run in parallel",
     )
     add_keep_finetuned_argument(parser)
+    add_parallel_arguments(parser)
     from saip_bench.logsinks import add_logger_argument
 
     add_logger_argument(parser)
@@ -117,6 +118,23 @@ def add_keep_finetuned_argument(parser: argparse.ArgumentParser) -> None:
         help="keep each unit's final (selected) weights in its units/<uid>/ folder: "
         "finetuned_backbone.safetensors + .json sidecar and finetuned_head.safetensors, named in the "
         "record's provenance.finetuned",
+    )
+
+
+def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--unit-parallel`` and ``--per-rank-batch`` of ``bench``, ``run_bench.py`` and ``eval`` (issue 19)."""
+    from saip_bench.bench.schedule import UNIT_PARALLEL_CHOICES
+
+    parser.add_argument(
+        "--unit-parallel", choices=UNIT_PARALLEL_CHOICES, default="auto",
+        help="under torchrun, per unit: auto = data-parallel over all ranks for long GPU fine-tunes whose "
+        "batch fills every GPU, else one whole unit per rank (docs/benchmark.md, 'Under torchrun'); "
+        "spread = always one unit per rank; data = every fine-tune data-parallel",
+    )
+    parser.add_argument(
+        "--per-rank-batch", type=int, default=None, metavar="N",
+        help="fine-tunes: at most N samples per rank and step; the spec's batch is kept by gradient "
+        "accumulation (N x ranks x accumulation = the spec's batch_size, else an error)",
     )
 
 
@@ -180,6 +198,8 @@ def config_from_args(args: argparse.Namespace):
         fail_fast=args.fail_fast,
         show_progress=not args.no_progress,
         keep_finetuned=args.keep_finetuned,
+        unit_parallel=args.unit_parallel,
+        per_rank_batch=args.per_rank_batch,
     )
 
 

@@ -82,6 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from saip_bench.commands.bench import add_keep_finetuned_argument
 
     add_keep_finetuned_argument(parser)
+    from saip_bench.commands.bench import add_parallel_arguments
+
+    add_parallel_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -211,10 +214,14 @@ def run(args: argparse.Namespace) -> int:
         visualize=args.visualize,
         dataset_roots={args.dataset: root},
         keep_finetuned=args.keep_finetuned,
+        unit_parallel=args.unit_parallel,
+        per_rank_batch=args.per_rank_batch,
     )
     runner = BenchRunner(config)
     check_labels(runner, args.task, args.dataset)
     report = runner.run()
+    if not runner.dist.is_main:  # under torchrun rank 0 writes the record and prints it
+        return 1 if report.failed else 0
     if not report.written:
         return 1
     record = json.loads(report.written[0].read_text())

@@ -266,7 +266,7 @@ def data_parallel_plan(ctx: UnitContext) -> parallel.DataParallel | None:
                         "fine-tuning and gradient accumulation are for finetune protocols (a frozen protocol "
                         "trains its head on cached features in one process)")
     return parallel.plan(protocol.schedule.batch_size, world, rank, ctx.per_rank_batch,
-                         f"{ctx.spec.key}: protocols.{ctx.protocol}.schedule.batch_size")
+                         f"{ctx.spec.key}: protocols.{ctx.protocol}.schedule")
 
 
 def unit_fingerprint(task: str, ctx: UnitContext) -> str:

@@ -40,14 +40,11 @@ class DataParallelFault(RuntimeError):
 
 
 @dataclass(frozen=True)
-class DataParallel:
-    """How one unit's spec batch is split: ``world`` ranks x ``per_rank_batch`` x ``accumulation``."""
+class Ranks:
+    """The ranks that take part in one unit together (what ``agreed`` and ``on_rank0`` need)."""
 
     world: int
     rank: int
-    per_rank_batch: int
-    accumulation: int
-    spec_batch: int
 
     @property
     def distributed(self) -> bool:
@@ -57,6 +54,15 @@ class DataParallel:
     def is_writer(self) -> bool:
         """Only rank 0 writes prediction files, resume state, logs and records."""
         return self.rank == 0
+
+
+@dataclass(frozen=True)
+class DataParallel(Ranks):
+    """How one unit's spec batch is split: ``world`` ranks x ``per_rank_batch`` x ``accumulation``."""
+
+    per_rank_batch: int
+    accumulation: int
+    spec_batch: int
 
     @property
     def effective_batch(self) -> int:
@@ -132,7 +138,7 @@ def world_of_group() -> tuple[int, int]:
 # --- agreement: every rank reaches the same collectives, then all raise together ----------------------
 
 
-def agreed(fn: Callable[[], T], what: str, dp: DataParallel | None) -> T:
+def agreed(fn: Callable[[], T], what: str, dp: Ranks | None) -> T:
     """``fn()`` on every rank, then one all-gather of the outcomes: if any rank failed, every rank raises
     (the failing rank its own exception, the others a ``DataParallelFault`` naming it and its message)."""
     if dp is None or not dp.distributed:
@@ -150,7 +156,7 @@ def agreed(fn: Callable[[], T], what: str, dp: DataParallel | None) -> T:
     return value
 
 
-def same_on_every_rank(value: Any, what: str, dp: DataParallel | None) -> None:
+def same_on_every_rank(value: Any, what: str, dp: Ranks | None) -> None:
     """Stop every rank when ``value`` (read by each rank, e.g. the resume epoch from a shared file)
     differs between ranks: they would train different steps and their collectives would not pair up."""
     if dp is None or not dp.distributed:
@@ -162,7 +168,7 @@ def same_on_every_rank(value: Any, what: str, dp: DataParallel | None) -> None:
                                 + ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values)))
 
 
-def on_rank0(fn: Callable[[], T], what: str, dp: DataParallel | None) -> T:
+def on_rank0(fn: Callable[[], T], what: str, dp: Ranks | None) -> T:
     """``fn()`` on rank 0 only (writing files, scoring them), its value or failure broadcast to all."""
     if dp is None or not dp.distributed:
         return fn()

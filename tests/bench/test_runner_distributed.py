@@ -44,3 +44,48 @@ def test_two_ranks_split_the_units_and_share_the_pretraining(tmp_path):
     assert len(records) == 12 and len({r.identity.model_dump_json() for r in records}) == 12
     assert {r.provenance["world_size"] for r in records} == {1}
     assert {r.provenance["launch_world_size"] for r in records} == {2}
+
+
+class TogetherTask(FakeTask):
+    """A fake fine-tune that, when run data-parallel, meets the other rank in a collective (so the test
+    hangs, and fails by timeout, unless both ranks run the unit together) and reports the split."""
+
+    def run(self, ctx):
+        import torch
+
+        result = super().run(ctx)
+        if ctx.data_parallel:
+            total = torch.ones(1)
+            dist.all_reduce(total)  # both ranks are inside this unit at once
+            result.extra.update({"world_size": int(total.item()), "per_rank_batch": 4, "accumulation": 1,
+                                 "effective_batch": 8})
+        return result
+
+
+def _together_rank(rank: int, port: int, tmp: str) -> None:
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    FakeTask.calls, FakeTask.fail_on = [], {"pa100k"}  # one data-parallel unit fails on both ranks
+    hooks = BenchHooks(specs=FAKE_SPECS, get_task=lambda name: TogetherTask(), read_dataset=fake_read,
+                       generate_world=fake_world, pretrainer=FakePretrainer(), backbone_loader=fake_loader,
+                       method_unsupported=lambda m, b: None)
+    preset = PRESET.model_copy(update={"protocol": "finetune"})
+    config = BenchConfig(preset=preset, run_dir=f"{tmp}/run", cache_dir=f"{tmp}/cache", show_progress=False,
+                         unit_parallel="data")
+    report = run_bench(config, hooks)
+    with open(f"{tmp}/rank{rank}.json", "w") as handle:
+        json.dump({"units": FakeTask.calls, "written": len(report.written), "failed": sorted(report.failed)},
+                  handle)
+    dist.destroy_process_group()
+
+
+def test_data_parallel_units_run_on_every_rank_together_and_are_recorded_once(tmp_path, capsys):
+    run_ranks(_together_rank, args=(free_port(), str(tmp_path)), timeout_s=120)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert sorted(ranks[0]["units"]) == sorted(ranks[1]["units"])  # every unit on both ranks
+    assert len(ranks[0]["units"]) == 12  # --unit-parallel data: all 12 finetune units together
+    assert ranks[0]["written"] == 8 and len(ranks[0]["failed"]) == 4  # 4 pa100k units failed everywhere
+    assert ranks[1]["failed"] == ranks[0]["failed"]
+    records = load_records([tmp_path / "run"])
+    assert len(records) == 8 and {r.provenance["world_size"] for r in records} == {2}
+    assert {(r.provenance["per_rank_batch"], r.provenance["effective_batch"]) for r in records} == {(4, 8)}

@@ -200,3 +200,20 @@ def test_torchrun_failed_units_on_one_rank_do_not_stop_the_others(tmp_path):
     assert proc.returncode == 1 and "SIGTERM" not in said, said[-3000:]
     assert "8 record(s) written, 4 failed" in said
     assert len(list((tmp_path / "run" / "records").glob("*.json"))) == 8
+
+
+def test_unit_mode_rule():
+    from saip_bench.bench.schedule import DATA_PARALLEL, SPREAD, unit_mode
+
+    long_gpu = {"kind": "finetune", "batch_size": 64, "max_steps": None, "world": 4, "on_gpu": True}
+    assert unit_mode(**long_gpu) == DATA_PARALLEL  # 16 per GPU, uncapped fine-tune
+    assert unit_mode(**{**long_gpu, "batch_size": 32}) == SPREAD  # 8 per GPU: too few to fill one
+    assert unit_mode(**{**long_gpu, "batch_size": 66}) == SPREAD  # does not split over 4 ranks
+    assert unit_mode(**{**long_gpu, "max_steps": 20}) == SPREAD  # a short CPU protocol
+    assert unit_mode(**{**long_gpu, "on_gpu": False}) == SPREAD
+    assert unit_mode(**{**long_gpu, "kind": "linear"}) == SPREAD  # frozen heads: cached features
+    assert unit_mode(**{**long_gpu, "world": 1}) == SPREAD
+    assert unit_mode(**{**long_gpu, "on_gpu": False}, policy="data") == DATA_PARALLEL
+    assert unit_mode(**long_gpu, policy="spread") == SPREAD
+    with pytest.raises(UserError, match="--unit-parallel 'both'"):
+        unit_mode(**long_gpu, policy="both")
