@@ -513,7 +513,10 @@ def fit_loop(
                 for skipped in range(first_epoch):  # advance any generator the batches draw from
                     for _ in batches(skipped):
                         pass
-            set_rng_states(saved["rng"], device)  # rank 0's states on every rank under data parallelism
+            # each rank its own generators (a data-parallel unit saved every rank's; older files rank 0's)
+            rank_states = saved.get("rng_ranks") or [saved["rng"]]
+            rank = dp.rank if dp is not None else 0
+            set_rng_states(rank_states[rank] if rank < len(rank_states) else saved["rng"], device)
             checkpoint.resumed_from = first_epoch
             if writer:
                 log.info("%s: resuming from epoch %d (step %d) of %s", description, first_epoch, step,
@@ -527,7 +530,11 @@ def fit_loop(
         assert dp is not None
         forward = parallel.wrap(parameters_model, loss_fn, device, dp)
 
-    def epoch_done(epoch: int, epoch_start: int) -> None:
+    def saves(epoch: int) -> bool:
+        """Whether the resume state is written after ``epoch`` (the same answer on every rank)."""
+        return active and checkpoint is not None and ((epoch + 1) % checkpoint.every == 0 or step >= total)
+
+    def epoch_done(epoch: int, epoch_start: int, rank_states: list[Any] | None) -> None:
         """Log the epoch; write the resume state every ``checkpoint.every`` epochs and after the last."""
         if checkpoint is None or not writer:
             return
@@ -538,13 +545,14 @@ def fit_loop(
         checkpoint.log({"epoch": epoch + 1, "step": step, "loss": float(np.mean(epoch_losses)) if epoch_losses
                         else None, "lr": optimizer.param_groups[0]["lr"], "val": val,
                         "wall_s": round(time.perf_counter() - started, 3)})
-        if active and ((epoch + 1) % checkpoint.every == 0 or step >= total):
+        if saves(epoch):
             checkpoint.save({
                 "fingerprint": fingerprint, "epoch": epoch + 1, "step": step, "losses": losses,
                 "step_waits": step_waits, "step_ends": step_ends, "elapsed": time.perf_counter() - started,
                 "model": parameters_model.state_dict(), "optimizer": optimizer.state_dict(),
                 "selector": selector.state_dict() if selector is not None else None,
                 "rng": rng_states(device),
+                **({"rng_ranks": rank_states} if rank_states is not None else {}),
             })
 
     def micro_steps(iterator: Iterator[Any], waited: float) -> torch.Tensor | None:
@@ -572,7 +580,7 @@ def fit_loop(
                     error = exc
                 if distributed:
                     assert dp is not None
-                    logged = parallel.step_outcome(error is not None, loss, dp, description, step)
+                    logged = parallel.step_outcome(error is not None, loss, dp, description, step, device)
                     if error is not None:
                         raise error
                 assert loss is not None
@@ -631,7 +639,10 @@ def fit_loop(
                 on_epoch_end(epoch)
             if checkpoint is not None and step > epoch_start:
                 drain(progress, task)
-                parallel.agreed(lambda e=epoch, s=epoch_start: epoch_done(e, s),
+                # every rank's generators, so a resumed data-parallel unit draws as if never stopped
+                states = parallel.gather_objects(rng_states(device), dp) if distributed and saves(epoch) \
+                    else None
+                parallel.agreed(lambda e=epoch, s=epoch_start, r=states: epoch_done(e, s, r),
                                 f"{description}: writing the log and resume state of epoch {epoch + 1}", dp)
             if step >= total:
                 break

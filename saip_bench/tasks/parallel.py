@@ -198,11 +198,11 @@ def _raise_if_failed(outcomes: list[str | None], what: str, own: BaseException |
 
 
 def step_outcome(failed: bool, loss: torch.Tensor | None, dp: DataParallel, description: str,
-                 step: int) -> torch.Tensor:
+                 step: int, device: torch.device | str) -> torch.Tensor:
     """One all-gather per micro-step of [failed, loss]: every rank learns whether a rank failed to load
     or forward its micro-batch (then all stop before the gradient all-reduce, which would hang) and the
     mean loss over ranks (what a single process would log for the whole batch). Returns that mean."""
-    device = loss.device if loss is not None else torch.device("cpu")
+    # on the unit's device on every rank, a failed one too (NCCL gathers GPU tensors only)
     mine = torch.tensor([float(failed), 0.0 if loss is None else float(loss.detach().float())],
                         device=device)
     every = [torch.zeros_like(mine) for _ in range(dp.world)]
@@ -254,6 +254,15 @@ def sync_buffers(model: nn.Module, dp: DataParallel | None) -> None:
         return
     for buffer in model.buffers():
         torch.distributed.broadcast(buffer, src=0)
+
+
+def gather_objects(value: Any, dp: Ranks | None) -> list[Any]:
+    """Every rank's ``value`` (picklable), in rank order, on every rank."""
+    if dp is None or not dp.distributed:
+        return [value]
+    values: list[Any] = [None] * dp.world
+    torch.distributed.all_gather_object(values, value)
+    return values
 
 
 def gather_rows(local: dict[str, torch.Tensor], dp: DataParallel | None) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 
 from saip_bench.backbones import create_backbone
@@ -203,3 +204,70 @@ def test_data_parallel_units_match_one_process_with_the_same_effective_batch(
         assert "reid/market1501" in rank["bad_batch"]
     assert ranks[1]["broken"].startswith("DataFormatError")
     assert "DataParallelFault" in ranks[0]["broken"] and "rank 1" in ranks[0]["broken"]
+
+
+# -- exact resume of a data-parallel fit (every rank's generators in the resume state) -------------------
+
+
+class Interrupted(Exception):
+    """Stands for the kill of the run after the resume state of epoch 1."""
+
+
+def toy_dp_fit(rank: int, out: Path):
+    """3 epochs x 2 steps of a dropout MLP on 2 ranks (batch 8 = 2 x 4); dropout draws from each rank's
+    own generator, as in ``Task.run``."""
+    from torch import nn
+
+    from saip_bench.specs import Schedule
+
+    seed_everything(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 1))
+    torch.manual_seed(parallel.RANK_SEED_STRIDE * rank)
+    data = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
+    schedule = Schedule(epochs=3, batch_size=8, lr=0.05, optimizer="adamw")
+    with parallel.active(parallel.plan(8, world=2, rank=rank)):
+        def epoch_keys(epoch):
+            order = torch.randperm(16, generator=torch.Generator().manual_seed(epoch)).tolist()
+            return [order[:8], order[8:]]
+
+        batches = common.epoch_batches(lambda key: data[key], epoch_keys, 2, torch.stack, 0, "cpu")
+        optimizer = common.build_optimizer(common.schedule_param_groups(None, model, schedule), schedule)
+        checkpoint = common.FitCheckpoint(out / common.FIT_STATE, lambda: "toy", 1, out / common.FIT_LOG)
+        history = common.fit_loop(model, batches, lambda x: model(x).pow(2).mean(), schedule, optimizer, 2,
+                                  amp=False, show_progress=False, checkpoint=checkpoint)
+    return history, [p.detach().flatten().tolist() for p in model.parameters()], checkpoint.resumed_from
+
+
+def _resume_rank(rank: int, port: int, tmp: str) -> None:
+    import os
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    reference, ref_weights, _ = toy_dp_fit(rank, Path(tmp) / "ref")
+    save = common.FitCheckpoint.save
+
+    def save_then_die(self, state):
+        save(self, state)
+        if state["epoch"] == 1:
+            raise Interrupted("killed after epoch 1")
+
+    common.FitCheckpoint.save = save_then_die  # rank 0 writes the resume state; this forked process only
+    stopped = ""
+    try:
+        toy_dp_fit(rank, Path(tmp) / "run")
+    except (Interrupted, parallel.DataParallelFault) as exc:  # rank 0 its own, rank 1 the fault
+        stopped = type(exc).__name__
+    common.FitCheckpoint.save = save
+    resumed, weights, resumed_from = toy_dp_fit(rank, Path(tmp) / "run")
+    Path(tmp, f"rank{rank}.json").write_text(json.dumps({
+        "stopped": stopped, "resumed_from": resumed_from, "weights": weights,
+        "same_losses": resumed["losses"] == reference["losses"], "same_weights": weights == ref_weights}))
+    dist.destroy_process_group()
+
+
+def test_a_data_parallel_fit_resumes_exactly_on_every_rank(tmp_path):
+    run_ranks(_resume_rank, args=(free_port(), str(tmp_path)), timeout_s=120)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["stopped"] for r in ranks] == ["Interrupted", "DataParallelFault"]
+    assert all(r["resumed_from"] == 1 and r["same_losses"] and r["same_weights"] for r in ranks), ranks
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # DDP kept the ranks' weights equal
