@@ -121,15 +121,17 @@ def add_keep_finetuned_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--unit-parallel`` and ``--per-rank-batch`` of ``bench``, ``run_bench.py`` and ``eval`` (issue 19)."""
+def add_parallel_arguments(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """``--unit-parallel`` and ``--per-rank-batch`` of ``bench``, ``run_bench.py`` and ``eval`` (issue 19;
+    ``eval`` defaults to ``data``: its one unit spread would leave every rank but one idle)."""
     from saip_bench.bench.schedule import UNIT_PARALLEL_CHOICES
 
     parser.add_argument(
-        "--unit-parallel", choices=UNIT_PARALLEL_CHOICES, default="auto",
+        "--unit-parallel", choices=UNIT_PARALLEL_CHOICES, default=default,
         help="under torchrun, per unit: auto = data-parallel over all ranks for long GPU fine-tunes whose "
         "batch fills every GPU, else one whole unit per rank (docs/benchmark.md, 'Under torchrun'); "
-        "spread = always one unit per rank; data = every fine-tune data-parallel",
+        "spread = always one unit per rank; data = every fine-tune data-parallel "
+        f"(default here: {default})",
     )
     parser.add_argument(
         "--per-rank-batch", type=int, default=None, metavar="N",

@@ -84,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_keep_finetuned_argument(parser)
     from saip_bench.commands.bench import add_parallel_arguments
 
-    add_parallel_arguments(parser)
+    add_parallel_arguments(parser, default="data")
     parser.set_defaults(func=run)
 
 
