@@ -184,6 +184,9 @@ def test_data_parallel_units_match_one_process_with_the_same_effective_batch(
         "detection": read_dataset("crowdhuman", synth_world / "crowdhuman", spec_d.dataset_version),
     }
     run_ranks(_rank, args=(free_port(), str(tmp_path / "ddp"), datasets), timeout_s=400)
+    import tempfile
+
+    assert not list(Path(tempfile.gettempdir()).glob("saip-rank1-*"))  # rank 1's scratch copies are gone
     ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
     for family, data in datasets.items():
         batch = spec_for(family)[1].protocols["finetune"].schedule.batch_size
