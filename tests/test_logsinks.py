@@ -62,6 +62,7 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
 @pytest.mark.parametrize("command", [
     ["bench", "--dry-run"],
+    ["eval", "--method", "random", "--task", "reid", "--dataset", "market1501", "--data-root", "nowhere"],
     ["pretrain", "--method", "saip", "--backbone", "vit_tiny", "--data", "nowhere", "--out", "nowhere"],
 ])
 def test_cli_rejects_an_unknown_logger_before_any_work(command, capsys, tmp_path, monkeypatch):

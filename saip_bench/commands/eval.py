@@ -85,6 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from saip_bench.commands.bench import add_parallel_arguments
 
     add_parallel_arguments(parser, default="data")
+    from saip_bench.logsinks import add_logger_argument
+
+    add_logger_argument(parser)
     parser.set_defaults(func=run)
 
 
