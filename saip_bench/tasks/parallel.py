@@ -265,6 +265,15 @@ def gather_objects(value: Any, dp: Ranks | None) -> list[Any]:
     return values
 
 
+def gather_to_first(value: Any, dp: Ranks | None) -> list[Any] | None:
+    """Every rank's ``value`` in rank order on rank 0 (None on the others): what rank 0 alone writes."""
+    if dp is None or not dp.distributed:
+        return [value]
+    values: list[Any] | None = [None] * dp.world if dp.rank == 0 else None
+    torch.distributed.gather_object(value, values, dst=0)
+    return values
+
+
 def gather_rows(local: dict[str, torch.Tensor], dp: DataParallel | None) -> dict[str, torch.Tensor]:
     """Every rank's rows (contiguous shards in rank order) concatenated on every rank: the outputs one
     process computes over all items, in the same order (ranks with no items send nothing)."""

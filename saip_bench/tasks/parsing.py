@@ -9,6 +9,7 @@ label PNGs (mode L, raw class ids) at the original image size, named like the GT
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +24,7 @@ from saip_bench.data.records import DatasetSplits
 from saip_bench.errors import DataFormatError, SpecError
 from saip_bench.metrics.parsing import IGNORE_INDEX, evaluate_pairs, read_label_png
 from saip_bench.specs import TaskSpec, stable_hash
+from saip_bench.tasks import parallel
 from saip_bench.tasks.base import TASKS, Task, UnitContext
 from saip_bench.tasks.common import (
     build_optimizer,
@@ -223,6 +225,9 @@ class SegmentationTask(Task):
 
     @torch.no_grad()
     def predict(self, ctx: UnitContext, head: nn.Module) -> list[Path]:
+        """One label PNG per evaluation image. In a data-parallel unit of a task that ``shards_predict``
+        each rank predicts its contiguous share, 16 images a round, and rank 0 receives and writes every
+        round's maps (the same files, bytes and order as one process)."""
         assert isinstance(head, ParsingModel)
         records, _ = self._eval_records(ctx)
         size = input_size(ctx.spec, ctx.protocol)
@@ -231,29 +236,49 @@ class SegmentationTask(Task):
         head.eval()
         out_dir = ctx.out_dir / "predictions"
         out_dir.mkdir(parents=True, exist_ok=True)
-        written: list[Path] = []
+        dp = parallel.current()
+        ranks = dp if dp is not None and dp.distributed and self.shards_predict else None
+        first, stop = ranks.shard_range(len(records)) if ranks is not None else (0, len(records))
         batch = 16
-        for start in range(0, len(records), batch):
-            chunk = records[start:start + batch]
-            originals = [load_rgb(r["path"]) for r in chunk]
+        world = ranks.world if ranks is not None else 1
+        rounds = math.ceil(math.ceil(len(records) / world) / batch)  # no share is longer: same on every rank
+
+        def label_maps(start: int) -> list[tuple[int, np.ndarray]]:
+            indices = range(start, min(stop, start + batch))
+            originals = [load_rgb(records[i]["path"]) for i in indices]
+            if not originals:
+                return []
             images = torch.stack([pil_to_tensor(im, size) for im in originals]).to(ctx.device)
             with autocast(ctx.device, enabled=ctx.amp):
                 logits = head.logits(ctx.backbone, images).float()
                 if flip_test:
                     mirrored = head.logits(ctx.backbone, images.flip(-1)).float()
                     logits = (logits + flip_logits(mirrored, head.flip_pairs)) / 2
-            for record, original, logit in zip(chunk, originals, logits, strict=True):
+            maps = []
+            for index, original, logit in zip(indices, originals, logits, strict=True):
                 full = F.interpolate(logit[None], size=(original.height, original.width), mode="bilinear",
                                      align_corners=False)
-                labels = full[0].argmax(0).to(torch.uint8).cpu().numpy()
+                maps.append((index, full[0].argmax(0).to(torch.uint8).cpu().numpy()))
+            return maps
+
+        def write(maps: list[tuple[int, np.ndarray]]) -> None:
+            for index, labels in maps:
+                record = records[index]
                 path = out_dir / self._prediction_name(record)
                 Image.fromarray(labels, mode="L").save(path)
-                written.append(path)
-                if len(written) <= ctx.visualize:
+                if index < ctx.visualize:
                     gt = read_label_png(record["label_path"]) if record.get("label_path") else None
-                    save_part_map(original, labels, gt, len(head.class_names),
+                    save_part_map(load_rgb(record["path"]), labels, gt, len(head.class_names),
                                   ctx.out_dir / "vis" / f"{path.stem}.png")
-        return written
+
+        for round_ in range(rounds):
+            start = first + round_ * batch
+            mine = parallel.agreed(lambda s=start: label_maps(s), f"{ctx.spec.key}: prediction", ranks)
+            every = parallel.gather_to_first(mine, ranks)
+            # rank 0 writes; the agreement after it keeps a write failure from leaving the others waiting
+            maps = [m for share in every for m in share] if every is not None else []
+            parallel.agreed(lambda m=maps: write(m), f"{ctx.spec.key}: writing predictions", ranks)
+        return [out_dir / self._prediction_name(record) for record in records]
 
     @staticmethod
     def _prediction_name(record: dict[str, Any]) -> str:
@@ -274,3 +299,4 @@ class ParsingTask(SegmentationTask):
 
     name: ClassVar[str] = "parsing"
     datasets: ClassVar[tuple[str, ...]] = ("lip",)
+    shards_predict: ClassVar[bool] = True  # label maps predicted in shards, written by rank 0 (predict)
