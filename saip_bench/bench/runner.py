@@ -255,15 +255,48 @@ class BenchRunner:
         return self.preset.eval.num_workers if chosen is None else chosen
 
     def fingerprint(self, name: str, root: Path | None) -> str:
+        """The data fingerprint of ``root``; for the pretraining pool without its ``keypoints.json`` (only
+        HAP reads it, and ``pool_fingerprint`` adds it to HAP's key: making keypoints must not make every
+        other method's checkpoint stale)."""
         if root is None:
             return "none"
         if name not in self._fingerprints:
-            # once per run: rank 0 reads, the others receive it (every rank reaches this call)
-            value = [data_fingerprint(root) if self.dist.is_main else None]
-            if self.dist.world_size > 1 and torch.distributed.is_initialized():
-                torch.distributed.broadcast_object_list(value, src=0)
-            self._fingerprints[name] = str(value[0])
+            from saip_bench.pretrain.keypoint_file import KEYPOINTS_FILE
+
+            exclude = (KEYPOINTS_FILE,) if name == "pretrain" else ()
+            self._fingerprints[name] = self._on_rank0(lambda: data_fingerprint(root, exclude=exclude))
         return self._fingerprints[name]
+
+    def _on_rank0(self, compute: Callable[[], str]) -> str:
+        """Rank 0 computes, the others receive it (every rank reaches this call)."""
+        value = [compute() if self.dist.is_main else None]
+        if self.dist.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.broadcast_object_list(value, src=0)
+        return str(value[0])
+
+    def pool_fingerprint(self, method: str, root: Path | None) -> str:
+        """What ``method``'s checkpoint key knows of the pool: its fingerprint, plus the content of
+        ``keypoints.json`` for a method that reads it (HAP)."""
+        base = self.fingerprint("pretrain", root)
+        if root is None or not self._needs_keypoints(method):
+            return base
+        from saip_bench.pretrain.keypoint_file import keypoints_path
+        from saip_bench.utils import file_sha256
+
+        key = "pretrain-keypoints"
+        if key not in self._fingerprints:
+            path = keypoints_path(root)
+            self._fingerprints[key] = self._on_rank0(
+                lambda: file_sha256(path)[:16] if path.is_file() else "missing")
+        return f"{base}+keypoints-{self._fingerprints[key]}"
+
+    @staticmethod
+    def _needs_keypoints(method: str) -> bool:
+        from saip_bench.discovery import import_submodules
+        from saip_bench.pretrain.base import METHODS
+
+        import_submodules("saip_bench.pretrain.methods")
+        return method in METHODS and bool(getattr(METHODS.get(method), "needs_keypoints", False))
 
     def pretrain_seed(self, unit: Unit) -> int:
         seed = self.preset.pretrain.seed
@@ -277,7 +310,7 @@ class BenchRunner:
         root = self.pretrain_root()
         settings = self.preset.pretrain
         return checkpoint_key(unit.method, unit.backbone, settings.preset, self.pretrain_seed(unit),
-                              settings.steps, self.fingerprint("pretrain", root), self.bf16_native)
+                              settings.steps, self.pool_fingerprint(unit.method, root), self.bf16_native)
 
     def unit_key(self, unit: Unit) -> str:
         """Hash of every input that defines a unit's result; resume compares records against it."""
@@ -493,8 +526,9 @@ class BenchRunner:
     def checkpoint(self, unit: Unit) -> CheckpointInfo:
         root = self.pretrain_root()
         settings = self.preset.pretrain
+        pool = self.pool_fingerprint(unit.method, root)
         return self.cache.ensure(unit.method, unit.backbone, settings.preset, self.pretrain_seed(unit),
-                                 settings.steps, root, self.fingerprint("pretrain", root), self.bf16_native)
+                                 settings.steps, root, pool, self.bf16_native)
 
     def run_unit(self, unit: Unit, stage: Callable[[str], None] = lambda text: None,
                  data_parallel: bool = False) -> Path | None:
@@ -560,7 +594,7 @@ class BenchRunner:
                 "synth_preset": self.preset.synth_preset if self.preset.data == "synthetic" else None,
                 "version": result.extra.get("dataset_version", spec.dataset_version),
                 "fingerprint": self.fingerprint(unit.dataset, self.dataset_root(unit.dataset)),
-                "pretrain_fingerprint": self.fingerprint("pretrain", self.pretrain_root()),
+                "pretrain_fingerprint": self.pool_fingerprint(unit.method, self.pretrain_root()),
             },
             "packages": package_versions(),
             "seeds": {"eval": unit.seed, "pretrain": self.pretrain_seed(unit),

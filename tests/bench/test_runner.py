@@ -344,3 +344,28 @@ def test_hap_waits_for_keypoints_in_the_plan_with_the_command(env, tmp_path, cap
     (unit, *_) = json.loads(capsys.readouterr().out)
     assert unit["method"] == "hap" and unit["status"] == "unsupported"
     assert "saip-bench data keypoints" in unit["reason"]
+
+
+def test_making_keypoints_leaves_every_other_methods_checkpoint_key_alone(env):
+    """keypoints.json is HAP's input only: writing it (after SAIP and the rest were pretrained on the pool)
+    changes HAP's checkpoint key and nobody else's; a changed keypoints file changes HAP's again."""
+    hooks, _, tmp = env
+    pool = tmp / "pool"
+    (pool / "images" / "0001").mkdir(parents=True)
+    (pool / "images" / "0001" / "a.jpg").write_bytes(b"x" * 10)
+    preset = BenchPreset.model_validate({
+        "name": "kp", "methods": ["saip", "mae", "hap"], "backbones": ["tiny"], "seeds": [0],
+        "tasks": ["reid/market1501"], "data": "real"})
+
+    def keys() -> dict[str, str]:
+        runner = BenchRunner(BenchConfig(preset=preset, run_dir=tmp / "run", pretrain_data=pool), hooks)
+        units = {p.unit.method: p.unit for p in runner.plan(resolve_inputs=False)}
+        return {method: runner.checkpoint_key(unit) for method, unit in units.items()}
+
+    before = keys()
+    (pool / "keypoints.json").write_text('{"images/0001/a.jpg": []}')
+    after = keys()
+    assert after["saip"] == before["saip"] and after["mae"] == before["mae"]
+    assert after["hap"] != before["hap"]
+    (pool / "keypoints.json").write_text('{"images/0001/a.jpg": [ ]}')
+    assert keys()["hap"] != after["hap"]
