@@ -246,6 +246,10 @@ def test_keep_finetuned_flag_reaches_the_unit_and_the_record_names_the_weights(t
 
     monkeypatch.setattr(runner_module.BenchRunner, "__init__", init)
     monkeypatch.setattr(FakeTask, "run", run)
+    from saip_bench.backbones import BACKBONES
+
+    monkeypatch.setitem(BACKBONES._items, "tiny", fake_loader)  # the fakes' backbone passes eval's name check
+    monkeypatch.setitem(BACKBONES._meta, "tiny", {})
     make_world(tmp_path / "world")
     argv = ["eval", "--method", "saip", "--backbone", "tiny", "--task", "reid", "--dataset", "market1501",
             "--protocol", "linear", "--data-root", str(tmp_path / "world"), "--out", str(tmp_path / "run"),
