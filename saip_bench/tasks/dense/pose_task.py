@@ -24,6 +24,7 @@ from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
 from saip_bench.errors import UserError
 from saip_bench.specs import TaskSpec, stable_hash
+from saip_bench.tasks import parallel
 from saip_bench.tasks.base import Task, UnitContext
 from saip_bench.tasks.common import (
     build_optimizer,
@@ -97,6 +98,7 @@ class TopDownPoseTask(Task):
     """Subclasses set ``layout`` (mmpose meta name) and implement ``result_entry`` / ``evaluate``."""
 
     layout: ClassVar[str]
+    shards_predict: ClassVar[bool] = True  # instances decoded in shards and gathered (predict)
     selections: ClassVar[tuple[str, ...]] = ("final", "best_test")  # predict + score is one val pass
 
     # -- hooks ------------------------------------------------------------------------------------
@@ -284,22 +286,33 @@ class TopDownPoseTask(Task):
         heatmap_hw = (size[0] // 4, size[1] // 4)
         ctx.backbone.eval()
         head.eval()
-        predictions: list[dict[str, Any]] = []
-        for start in range(0, len(instances), 32):
-            chunk = instances[start:start + 32]
-            crops = [pipeline(inst, _image_array(inst["path"])) for inst in chunk]
-            images = torch.stack([c["image"] for c in crops]).to(ctx.device)
-            with autocast(ctx.device, enabled=ctx.amp):
-                heatmaps = head.head(head.feature(ctx.backbone, images), heatmap_hw).float()
-                if settings["flip_test"]:
-                    mirrored = head.head(head.feature(ctx.backbone, images.flip(-1)), heatmap_hw).float()
-                    heatmaps = (heatmaps + flip_back(mirrored, head.meta.flip_indices, shift)) / 2
-            for inst, crop, maps in zip(chunk, crops, heatmaps.cpu().numpy(), strict=True):
-                points, scores = decode_to_image(codec, maps, crop["center"], crop["scale"], size)
-                score = rescore(scores, inst["bbox_score"], settings["keypoint_score_threshold"])
-                triples = np.concatenate([points, scores[:, None]], axis=1)
-                predictions.append({"image_id": inst["image_id"], "score": score, "_points": triples,
-                                    "_area": float(np.prod(crop["scale"])), "_bbox": inst["bbox"]})
+        # a data-parallel unit: each rank decodes its contiguous share of the instances, and every rank
+        # gathers all of them in order, so the NMS and the results file are a single process's
+        dp = parallel.current()
+        ranks = dp if dp is not None and dp.distributed and self.shards_predict else None
+        first, stop = ranks.shard_range(len(instances)) if ranks is not None else (0, len(instances))
+
+        def predict_share() -> list[dict[str, Any]]:
+            share: list[dict[str, Any]] = []
+            for start in range(first, stop, 32):
+                chunk = instances[start:min(start + 32, stop)]
+                crops = [pipeline(inst, _image_array(inst["path"])) for inst in chunk]
+                images = torch.stack([c["image"] for c in crops]).to(ctx.device)
+                with autocast(ctx.device, enabled=ctx.amp):
+                    heatmaps = head.head(head.feature(ctx.backbone, images), heatmap_hw).float()
+                    if settings["flip_test"]:
+                        mirrored = head.head(head.feature(ctx.backbone, images.flip(-1)), heatmap_hw).float()
+                        heatmaps = (heatmaps + flip_back(mirrored, head.meta.flip_indices, shift)) / 2
+                for inst, crop, maps in zip(chunk, crops, heatmaps.cpu().numpy(), strict=True):
+                    points, scores = decode_to_image(codec, maps, crop["center"], crop["scale"], size)
+                    score = rescore(scores, inst["bbox_score"], settings["keypoint_score_threshold"])
+                    triples = np.concatenate([points, scores[:, None]], axis=1)
+                    share.append({"image_id": inst["image_id"], "score": score, "_points": triples,
+                                  "_area": float(np.prod(crop["scale"])), "_bbox": inst["bbox"]})
+            return share
+
+        mine = parallel.agreed(predict_share, f"{ctx.spec.key}: pose prediction", ranks)
+        predictions = [p for share in parallel.gather_objects(mine, ranks) for p in share]
         kept = oks_nms_per_image(predictions, head.meta.sigmas, settings["nms_threshold"])
         results = [self.result_entry(p["image_id"], p["_points"], p["score"]) for p in kept]
         out_dir = ctx.out_dir / "predictions"
