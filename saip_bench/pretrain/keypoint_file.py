@@ -14,17 +14,14 @@ read the same way.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from saip_bench.errors import DataFormatError
-from saip_bench.utils import umask_mode
+from saip_bench.utils import atomic_open
 
 KEYPOINTS_FILE = "keypoints.json"
 PROVENANCE_KEY = "_provenance"
@@ -96,23 +93,13 @@ def write_keypoints(
     never held as one string. Same inputs, same bytes; on any error nothing replaces an existing file."""
     path = Path(path)
     items = entries.items() if isinstance(entries, Mapping) else entries
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, umask_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("{" + json.dumps(PROVENANCE_KEY) + ":"
-                         + json.dumps(dict(provenance), sort_keys=True, separators=(",", ":")))
-            for key, value in items:
-                if key == PROVENANCE_KEY:
-                    raise DataFormatError(path, "image paths as keys", f"the reserved key {key!r}")
-                value = [list(p) for p in value]
-                check_entry(path, key, value)
-                handle.write("," + json.dumps(key) + ":" + json.dumps(value, separators=(",", ":")))
-            handle.write("}\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write("{" + json.dumps(PROVENANCE_KEY) + ":"
+                     + json.dumps(dict(provenance), sort_keys=True, separators=(",", ":")))
+        for key, value in items:
+            if key == PROVENANCE_KEY:
+                raise DataFormatError(path, "image paths as keys", f"the reserved key {key!r}")
+            value = [list(p) for p in value]
+            check_entry(path, key, value)
+            handle.write("," + json.dumps(key) + ":" + json.dumps(value, separators=(",", ":")))
+        handle.write("}\n")
