@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import saip_bench  # noqa: E402, F401  (torchvision shim before timm)
 
-PRETRAIN_METHODS = ("saip", "supervised", "mae", "dino", "hap", "solider", "mocov3")
+PRETRAIN_METHODS = ("saip", "supervised_ids", "mae", "dino", "hap", "solider", "mocov3")
 CPU_SIZED_PROTOCOLS = ("finetune_cpu", "frozen", "linear")
 
 

@@ -45,7 +45,7 @@ def measure(method_name: str, backbone_name: str, preset: str, batch: int, steps
     reason = cls.unsupported_reason(backbone, config)
     if reason:
         return {"method": method_name, "backbone": backbone_name, "skipped": reason}
-    if method_name == "supervised":
+    if method_name == "supervised_ids":
         config = {**config, "num_classes": 1000}
     method = cls(backbone, config).to(device)
     method.train()
@@ -100,7 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--methods", default="supervised,mae,dino,hap,solider,mocov3,random,saip")
+    parser.add_argument("--methods", default="supervised_ids,mae,dino,hap,solider,mocov3,random,saip")
     parser.add_argument("--backbone", default="vit_tiny", help="comma-separated backbone names")
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--batch", type=int, default=16)

@@ -13,7 +13,7 @@ Protocol overrides keep the spec's head, losses and metric and change only the b
 ``--finetune-size`` it runs at the input size of the spec's fast protocol).
 
     python benchmarks/pretrained_vs_random.py --world /tmp/pvr_world --world-preset default \
-        --pretrain supervised:1500:lr=1.5e-3 --pretrain saip:1500:lr=1e-3 \
+        --pretrain supervised_ids:1500:lr=1.5e-3 --pretrain saip:1500:lr=1e-3 \
         --unit reid:market1501:linear --unit attributes:pa100k:linear --seeds 0,1,2 \
         --json benchmarks/results/pretrained_vs_random.json
 """

@@ -39,7 +39,8 @@ AXIS_LABELS = {
 # The paper's Fig. 1 legend colours; other methods cycle through a fixed palette.
 METHOD_STYLE = {
     "saip": ("#d62728", "-"),
-    "supervised": ("#17becf", "--"),
+    "supervised": ("#17becf", "--"),  # the paper preset's ImageNet checkpoint (external)
+    "supervised_ids": ("#9edae5", "--"),  # the folder-label method
     "mae": ("#2ca02c", "-"),
     "hap": ("#e377c2", "-"),
     "dino": ("#1f77b4", "-"),

@@ -56,3 +56,18 @@ def test_external_entries_are_validated(tmp_path):
                     "checkpoint: deit.pth}]\n")
     only = load_bench_preset(path)
     assert only.methods == [] and only.external_checkpoints() == {("deit", "vit_tiny"): Path("deit.pth")}
+
+
+def test_the_folder_label_method_never_shares_a_name_with_the_papers_supervised_checkpoint():
+    """Issue 24, item 4: the paper's "Supervised" is an ImageNet checkpoint (external entry ``supervised``);
+    the folder-label method is the clearly named variant ``supervised_ids``, so no board column mixes them."""
+    from saip_bench.bench.presets import available_presets
+    from saip_bench.discovery import import_submodules
+    from saip_bench.pretrain.base import METHODS
+
+    import_submodules("saip_bench.pretrain.methods")
+    assert "supervised" not in METHODS and "supervised_ids" in METHODS
+    for name in available_presets():
+        preset = load_bench_preset(name)
+        assert not set(preset.methods) & {entry.name for entry in preset.external}, name
+    assert "supervised_ids" in load_bench_preset("default").methods

@@ -26,7 +26,7 @@ def finite_positive(value: object) -> bool:
 def test_gpu_check_quick_on_cpu(synth_world, tmp_path):
     assert (synth_world / "pretrain").is_dir()
     out = tmp_path / "gpu_check"
-    command = [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--methods", "supervised",
+    command = [sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--methods", "supervised_ids",
                "--no-reference", "--datasets", "market1501", "peta", "--world", str(synth_world),
                "--out", str(out), "--sections", "tests,pretrain,finetune"]
     proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -40,7 +40,7 @@ def test_gpu_check_quick_on_cpu(synth_world, tmp_path):
         assert tests["status"] == "skipped"  # every CUDA test skipped: nothing was checked, and it says so
 
     pretrain = report["pretrain"]
-    assert [r["case"] for r in pretrain] == ["supervised"]
+    assert [r["case"] for r in pretrain] == ["supervised_ids"]
     for row in pretrain:
         assert row["status"] == "ok", row
         assert finite_positive(row["images_per_s"]) and finite_positive(row["ms_per_step"]), row

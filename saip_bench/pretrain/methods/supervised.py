@@ -1,4 +1,10 @@
-"""Supervised pretraining: identity classification on a labelled image folder.
+"""Supervised pretraining on folder labels (``supervised_ids``): identity classification of a labelled
+image folder.
+
+Not the paper's "Supervised" baseline, which is an ImageNet-supervised checkpoint: the ``paper`` preset
+lists that as an external entry named ``supervised`` (``--checkpoint supervised/vit_tiny=FILE``). This
+method has its own name so the two never share a board column; on the synthetic world it is the CPU-size
+supervised stand-in of the ``default`` preset.
 
 The pretraining folder's ``images/<identity>/*.jpg`` sub-folders are the classes (ids dense from 0 in
 sorted folder order, the loader's ``label``), which is any ImageFolder-style labelled set for users and the
@@ -53,11 +59,12 @@ def count_identities(data_dir: str | Path) -> int:
     return len(folder.identities)
 
 
-@METHODS.register("supervised", paper="classification pretraining (SAIP Fig. 1 'Supervised')")
+@METHODS.register("supervised_ids", paper="identity classification of the pool's sub-folders (a stand-in for "
+                  "SAIP Fig. 1 'Supervised', an ImageNet checkpoint: external entry `supervised`)")
 class Supervised(PretrainMethod):
     """Supervised: identity classification (linear head, label smoothing) on a labelled image folder."""
 
-    name: ClassVar[str] = "supervised"
+    name: ClassVar[str] = "supervised_ids"
     needs_labels: ClassVar[bool] = True
     config_keys: ClassVar[frozenset[str]] = frozenset({*SUPERVISED_DEFAULTS, "colour"})
 
@@ -73,21 +80,22 @@ class Supervised(PretrainMethod):
         num_classes = self.config["num_classes"]
         if not num_classes or int(num_classes) < 2:
             raise SpecError(
-                "supervised needs num_classes >= 2 (the number of identity folders; "
+                "supervised_ids needs num_classes >= 2 (the number of identity folders; "
                 "Supervised.prepare_config(config, data_dir) fills it)"
             )
         if not 0.0 <= float(self.config["label_smoothing"]) < 1.0:
-            raise SpecError("supervised label_smoothing must be in [0, 1)")
+            raise SpecError("supervised_ids label_smoothing must be in [0, 1)")
         size = self.config["view_size"] or backbone.img_size
         self.view_size = (int(size[0]), int(size[1]))
-        self.colour = method_colour_augments("supervised", self.config, {"view": SUPERVISED_COLOUR})["view"]
+        colour = method_colour_augments("supervised_ids", self.config, {"view": SUPERVISED_COLOUR})
+        self.colour = colour["view"]
         self.classifier = nn.Linear(backbone.num_features, int(num_classes))
         nn.init.trunc_normal_(self.classifier.weight, std=0.01)
         nn.init.zeros_(self.classifier.bias)
 
     def make_views(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, Any]:
         if "label" not in batch:
-            raise SpecError("supervised needs identity labels in the batch (images/<identity>/ folders)")
+            raise SpecError("supervised_ids needs identity labels in the batch (images/<identity>/ folders)")
         rngs = batch_rngs(batch, generator)
         cfg = self.config
         crop = crop_views(batch["image"], rngs, self.view_size, cfg["crop_scale"], cfg["crop_ratio"])

@@ -99,7 +99,7 @@ def train_losses(
     """
     from saip_bench.pretrain import api
 
-    if name == "supervised":
+    if name == "supervised_ids":
         from saip_bench.pretrain.methods.supervised import Supervised
 
         config = Supervised.prepare_config(config, data_root)

@@ -8,7 +8,7 @@ from saip_bench.discovery import import_submodules
 from saip_bench.pretrain.base import METHODS
 
 BASELINES = {
-    "supervised": "convnet, hybrid, vit",
+    "supervised_ids": "convnet, hybrid, vit",
     "mae": "vit",
     "dino": "convnet, hybrid, vit",
     "hap": "vit",
@@ -21,7 +21,7 @@ BASELINES = {
 def test_every_baseline_is_registered_with_honest_flags() -> None:
     import_submodules("saip_bench.pretrain.methods")
     assert set(BASELINES) <= set(METHODS.names())
-    assert METHODS.get("hap").needs_keypoints and METHODS.get("supervised").needs_labels
+    assert METHODS.get("hap").needs_keypoints and METHODS.get("supervised_ids").needs_labels
     assert not any(METHODS.get(m).needs_backgrounds for m in BASELINES)
 
 
@@ -35,19 +35,19 @@ def test_list_methods_shows_the_families(capsys: pytest.CaptureFixture[str], mon
         assert families in rows[method], rows.get(method)
 
 
-@pytest.mark.parametrize("name", ["supervised", "mae", "dino", "hap", "solider", "mocov3", "random"])
+@pytest.mark.parametrize("name", ["supervised_ids", "mae", "dino", "hap", "solider", "mocov3", "random"])
 def test_unknown_config_key_is_refused_by_name(name: str) -> None:
     """A typo in a preset or override (``mask_raito``) is a SpecError naming the key, not a silent default."""
     from saip_bench.errors import SpecError
     from tests.pretrain.methods.conftest import build_method
 
-    extra = {"num_classes": 4} if name == "supervised" else {}  # filled from the data folder in a run
+    extra = {"num_classes": 4} if name == "supervised_ids" else {}  # filled from the data folder in a run
     build_method(name, **extra)  # every quick preset uses only known keys
     with pytest.raises(SpecError, match=f"method '{name}': unknown config key.*mask_raito"):
         build_method(name, mask_raito=0.5, **extra)
 
 
-@pytest.mark.parametrize("name", ["supervised", "mae", "dino", "hap", "solider", "mocov3", "random"])
+@pytest.mark.parametrize("name", ["supervised_ids", "mae", "dino", "hap", "solider", "mocov3", "random"])
 def test_every_preset_uses_only_known_config_keys(name: str) -> None:
     import yaml
 

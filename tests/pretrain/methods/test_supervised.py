@@ -28,11 +28,11 @@ def test_classes_come_from_the_identity_folders(people_root, tmp_path) -> None:
 
 def test_missing_num_classes_is_a_clear_error() -> None:
     with pytest.raises(SpecError, match="num_classes"):
-        build_method("supervised")
+        build_method("supervised_ids")
 
 
 def test_uniform_logits_give_log_classes() -> None:
-    method = build_method("supervised", num_classes=5)
+    method = build_method("supervised_ids", num_classes=5)
     with torch.no_grad():
         method.classifier.weight.zero_()
         method.classifier.bias.zero_()
@@ -44,9 +44,9 @@ def test_uniform_logits_give_log_classes() -> None:
 def test_colour_override_switches_the_photometric_ops_off() -> None:
     """With jitter and grayscale off the view is the crop itself: the colour-ablation switch really acts."""
     batch = fake_batch(4)
-    plain = build_method("supervised", num_classes=2, crop_scale=[1.0, 1.0], crop_ratio=[0.5, 0.5],
+    plain = build_method("supervised_ids", num_classes=2, crop_scale=[1.0, 1.0], crop_ratio=[0.5, 0.5],
                          colour={"jitter_p": 0.0, "grayscale_p": 0.0})
-    jittered = build_method("supervised", num_classes=2, crop_scale=[1.0, 1.0], crop_ratio=[0.5, 0.5],
+    jittered = build_method("supervised_ids", num_classes=2, crop_scale=[1.0, 1.0], crop_ratio=[0.5, 0.5],
                             colour={"jitter_p": 1.0, "grayscale_p": 0.0})
     views = {name: method.make_views(batch, torch.Generator().manual_seed(0))["image"]
              for name, method in (("plain", plain), ("jittered", jittered))}
@@ -59,11 +59,11 @@ def test_colour_override_switches_the_photometric_ops_off() -> None:
 
 def test_unknown_colour_field_is_refused() -> None:
     with pytest.raises(SpecError, match="unknown colour field"):
-        build_method("supervised", num_classes=2, colour={"hue_p": 0.5})
+        build_method("supervised_ids", num_classes=2, colour={"hue_p": 0.5})
 
 
 def test_out_of_range_labels_are_refused() -> None:
-    method = build_method("supervised", num_classes=2)
+    method = build_method("supervised_ids", num_classes=2)
     batch = fake_batch(2)
     batch["label"] = torch.tensor([0, 3])
     with pytest.raises(SpecError, match="num_classes"):
@@ -72,7 +72,7 @@ def test_out_of_range_labels_are_refused() -> None:
 
 @pytest.mark.parametrize("backbone", ["tinyvit_5m", "starnet_s3"])
 def test_hybrid_and_convnet_backbones(backbone: str) -> None:
-    method = build_method("supervised", backbone_name=backbone, num_classes=3)
+    method = build_method("supervised_ids", backbone_name=backbone, num_classes=3)
     out = method(method.make_views(fake_batch(2), torch.Generator().manual_seed(0)))
     out["loss"].backward()
     assert math.isfinite(float(out["loss"].detach()))
@@ -80,7 +80,7 @@ def test_hybrid_and_convnet_backbones(backbone: str) -> None:
 
 def test_few_steps_through_the_trainer_reduce_the_loss(people_root, tmp_path) -> None:
     losses, method = train_losses(
-        "supervised", people_root, tmp_path, steps=10, batch_size=8, img_size=(64, 32), lr=1e-3
+        "supervised_ids", people_root, tmp_path, steps=10, batch_size=8, img_size=(64, 32), lr=1e-3
     )
     assert decreased(losses), losses
     assert method.hyperparameters()["num_classes"] == 4
@@ -89,7 +89,7 @@ def test_few_steps_through_the_trainer_reduce_the_loss(people_root, tmp_path) ->
 def test_cli_supervised_reads_the_classes_from_the_folder(people_root, tmp_path) -> None:
     from saip_bench.cli import main
 
-    args = ["pretrain", "--method", "supervised", "--backbone", "vit_tiny", "--data", str(people_root),
+    args = ["pretrain", "--method", "supervised_ids", "--backbone", "vit_tiny", "--data", str(people_root),
             "--out", str(tmp_path), "--steps", "1", "--no-progress",
             "--method-set", 'colour={"jitter_p": 0, "grayscale_p": 0}', "--set", "lr=2e-4"]
     assert main(args) == 0
