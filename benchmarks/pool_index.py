@@ -6,6 +6,11 @@ Creates a synthetic pool of N tiny JPEGs (8x16 px, ``images/<id>/<file>.jpg``, 2
 - ``index``: ``saip-bench data index`` time (rebuild), and the fingerprint time (walk vs index);
 - ``startup``: ``run_training(method, vit_tiny, quick, steps=1, num_workers=2)`` wall time from process
   start to the end of the first optimiser step, cold (no index: the build is included) and warm;
+- ``loader``: images/s of the pretraining DataLoader with SAIP's ``paper`` preset (source 256x128 and a
+  256x256 background per sample, batch 64, ``--loader-workers`` workers) on a separate pool of
+  ``--loader-files`` person-crop-sized JPEGs (128x64 to 256x128, smooth colour fields: decode costs like
+  a photo's, not like noise's), after 3 warm-up batches; the loader only (the views are built on the
+  training device, docs/pretraining.md);
 - ``memory``: a DataLoader with 2 workers over the pool (``PretrainFolder.scan`` -> ``PretrainDataset``),
   after 20 batches: peak RSS (VmHWM) of the main process and of each worker, and each worker's private
   (USS: pages it no longer shares with the main process) memory, at N/10 and N files; each worker runs a
@@ -64,6 +69,27 @@ def make_pool(root: Path, files: int, per_id: int = 20) -> Path:
     return root
 
 
+def make_crop_pool(root: Path, files: int) -> Path:
+    """``files`` JPEGs of person-crop size (128x64 to 256x128), smooth colour fields, 20 per identity."""
+    marker = root / ".generated"
+    if marker.exists() and marker.read_text() == str(files):
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:256, 0:128].astype(np.float32)
+    for i in range(files):
+        h = int(rng.integers(128, 257))
+        w = h // 2
+        base = rng.uniform(0, 255, size=(1, 1, 3)).astype(np.float32)
+        slope = rng.uniform(-0.6, 0.6, size=(1, 1, 3)).astype(np.float32)
+        array = np.clip(base + slope * (yy[:h, :w, None] + xx[:h, :w, None]), 0, 255).astype(np.uint8)
+        folder = root / "images" / f"{i // 20:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(folder / f"{i:07d}.jpg", quality=90)
+    marker.write_text(str(files))
+    return root
+
+
 def run_child(code: str, pythonpath: Path | None) -> dict:
     """Run ``code`` in a fresh interpreter (clean memory, imports counted); it prints one JSON line."""
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
@@ -107,6 +133,30 @@ result, trainer = run_training({method!r}, "vit_tiny", "quick", {root!r}, {out!r
                                overrides={{"num_workers": 2, "checkpoint_every": 1000}})
 print(json.dumps({{"first_step_s": round(time.perf_counter() - T0, 2), "step": result.step,
                   "loss": round(result.last["loss"], 4)}}))
+"""
+
+LOADER = """
+import json, time
+from torch.utils.data import DataLoader
+from saip_bench.pretrain.data import PretrainDataset, PretrainFolder, ResumableBatchSampler, collate
+from saip_bench.pretrain.trainer import load_preset
+
+train, _ = load_preset("saip", "paper")
+folder = PretrainFolder.scan({root!r}, progress=False)
+dataset = PretrainDataset(folder, train.source_size, 0, with_backgrounds=True,
+                          background_size=train.background_size)
+sampler = ResumableBatchSampler(len(dataset), train.batch_size, seed=0, total=10_000)
+loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers={workers})
+iterator = iter(loader)
+for _ in range(3):
+    next(iterator)
+tic, images = time.perf_counter(), 0
+for _ in range({batches}):
+    images += next(iterator)["image"].shape[0]
+seconds = time.perf_counter() - tic
+print(json.dumps({{"images_per_s": round(images / seconds, 1), "images": images, "workers": {workers},
+                  "batch": train.batch_size, "source_size": list(train.source_size),
+                  "background_size": list(train.background_size)}}))
 """
 
 MEMORY = """
@@ -154,7 +204,10 @@ def main() -> None:
     parser.add_argument("--pool", type=Path, default=None, help="default /tmp/saip_pool_<files>")
     parser.add_argument("--code", type=Path, default=None, help="another checkout to measure (before)")
     parser.add_argument("--method", default="mae", help="pretraining method of the start-up figure")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["index", "startup", "memory"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["index", "startup", "loader", "memory"])
+    parser.add_argument("--loader-files", type=int, default=2000, help="crop-sized JPEGs of the loader pool")
+    parser.add_argument("--loader-workers", type=int, default=2)
+    parser.add_argument("--loader-batches", type=int, default=20)
     parser.add_argument(
         "--pairs", type=int, default=0,
         help="only this: N back-to-back start-ups (warm index) of --code and of this checkout, alternating",
@@ -205,6 +258,11 @@ def main() -> None:
                              run_child(saip, args.code)))
         else:
             rows.append((f"start-up to first step, {args.method}", run_child(code, args.code)))
+    if "loader" not in args.skip:
+        crops = make_crop_pool(Path(f"/tmp/saip_crops_{args.loader_files}"), args.loader_files)
+        code = LOADER.format(root=str(crops), workers=args.loader_workers, batches=args.loader_batches)
+        rows.append((f"loader images/s, saip paper views, {args.loader_workers} workers, "
+                     f"{args.loader_files} crop-sized files", run_child(code, args.code)))
     if "memory" not in args.skip:
         for root in (small_pool, pool):
             count = small if root == small_pool else args.files
