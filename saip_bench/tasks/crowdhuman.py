@@ -30,6 +30,7 @@ from saip_bench.data.records import DatasetSplits
 from saip_bench.devices import to_device
 from saip_bench.metrics import crowdhuman as crowd_metric
 from saip_bench.specs import TaskSpec
+from saip_bench.tasks import parallel
 from saip_bench.tasks.base import TASKS, Task, UnitContext
 from saip_bench.tasks.common import (
     build_optimizer,
@@ -161,6 +162,7 @@ def flip_target(target: dict[str, torch.Tensor], width: int) -> dict[str, torch.
 class CrowdHumanTask(Task):
     name: ClassVar[str] = "detection"
     datasets: ClassVar[tuple[str, ...]] = ("crowdhuman",)
+    shards_predict: ClassVar[bool] = True  # images detected in shards, lines gathered (predict)
 
     def run(self, ctx: UnitContext):
         self._protocol = ctx.protocol
@@ -240,24 +242,38 @@ class CrowdHumanTask(Task):
         records, _ = self._records(ctx, "eval")
         ctx.backbone.eval()
         head.eval()
-        lines = []
-        for start in range(0, len(records), 8):
-            chunk = records[start:start + 8]
-            originals = [load_rgb(r["path"]) for r in chunk]
-            images = torch.stack([pil_to_tensor(im, head.size) for im in originals]).to(ctx.device)
-            with autocast(ctx.device, enabled=ctx.amp):
-                maps = multi_level(ctx.backbone, normalize(images), head.levels)
-            detections = head.detect([m.float() for m in maps])
-            for record, image, found in zip(chunk, originals, detections, strict=True):
-                boxes = scale_boxes(found["boxes"].float().cpu(), head.size, (image.height, image.width))
-                scores = found["scores"].tolist()
-                dtboxes = [{"box": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                            "score": round(s, 5), "tag": 1}
-                           for (x1, y1, x2, y2), s in zip(boxes.tolist(), scores, strict=True)]
-                lines.append({"ID": record["id"], "height": image.height, "width": image.width,
-                              "dtboxes": dtboxes})
-                if len(lines) <= ctx.visualize:
-                    draw_boxes(image, record, dtboxes, ctx.out_dir / "vis" / f"{len(lines):04d}.png")
+        # a data-parallel unit: each rank detects in its contiguous share of the images and every rank
+        # gathers the lines in order (rank 0 writes them; Task.predict_and_score)
+        dp = parallel.current()
+        ranks = dp if dp is not None and dp.distributed and self.shards_predict else None
+        first, stop = ranks.shard_range(len(records)) if ranks is not None else (0, len(records))
+
+        def detect_share() -> list[dict[str, Any]]:
+            lines = []
+            for start in range(first, stop, 8):
+                chunk = records[start:min(start + 8, stop)]
+                originals = [load_rgb(r["path"]) for r in chunk]
+                images = torch.stack([pil_to_tensor(im, head.size) for im in originals]).to(ctx.device)
+                with autocast(ctx.device, enabled=ctx.amp):
+                    maps = multi_level(ctx.backbone, normalize(images), head.levels)
+                detections = head.detect([m.float() for m in maps])
+                for offset, (record, image, found) in enumerate(
+                        zip(chunk, originals, detections, strict=True)):
+                    hw = (image.height, image.width)
+                    boxes = scale_boxes(found["boxes"].float().cpu(), head.size, hw)
+                    scores = found["scores"].tolist()
+                    dtboxes = [{"box": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                                "score": round(s, 5), "tag": 1}
+                               for (x1, y1, x2, y2), s in zip(boxes.tolist(), scores, strict=True)]
+                    lines.append({"ID": record["id"], "height": image.height, "width": image.width,
+                                  "dtboxes": dtboxes})
+                    if start + offset < ctx.visualize:
+                        vis = ctx.out_dir / "vis" / f"{start + offset + 1:04d}.png"
+                        draw_boxes(image, record, dtboxes, vis)
+            return lines
+
+        mine = parallel.agreed(detect_share, f"{ctx.spec.key}: detection", ranks)
+        lines = [line for share in parallel.gather_objects(mine, ranks) for line in share]
         path = ctx.out_dir / "predictions" / "results.odgt"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
