@@ -47,8 +47,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import torch
-
 from saip_bench.errors import UserError
 from saip_bench.utils import atomic_write_json
 
@@ -102,10 +100,14 @@ class DistInfo:
 
     @property
     def group(self) -> bool:
+        import torch
+
         return self.world_size > 1 and torch.distributed.is_initialized()
 
     def init(self) -> None:
         """Join the process group (NCCL on GPUs, gloo on CPUs) with a bounded collective timeout."""
+        import torch
+
         if self.world_size <= 1 or torch.distributed.is_initialized():
             return
         missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
@@ -123,6 +125,8 @@ class DistInfo:
                             f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}: {exc}") from exc
 
     def barrier(self) -> None:
+        import torch
+
         if self.group:
             torch.distributed.barrier()
 
@@ -155,6 +159,8 @@ def spread(units: Sequence[T], dist: DistInfo) -> list[T]:
 
 def broadcast(value: T, dist: DistInfo) -> T:
     """Rank 0's ``value`` on every rank."""
+    import torch
+
     if not dist.group:
         return value
     box = [value]
@@ -168,6 +174,8 @@ def agree_on_failure(failed: bool, what: str, dist: DistInfo) -> bool:
     Why: a shared pretraining runs collectives; a rank that failed alone (an out-of-memory on one GPU)
     left the others inside a collective it will never join, and whatever follows would pair up wrongly.
     """
+    import torch
+
     if not dist.group:
         return failed
     flags = torch.tensor([int(failed)], dtype=torch.int64)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
 
 from saip_bench.errors import DataFormatError
 from saip_bench.metrics import bootstrap
@@ -54,6 +53,8 @@ def _validated(
         raise DataFormatError(source, "at least one sample and one attribute", f"shape {probs.shape}")
     probs = check_finite(probs.astype(np.float64), source, "probs")
     if logits:
+        from scipy.special import expit  # here: scipy costs ~0.2 s at import (CLI start-up)
+
         probs = expit(probs)
     else:
         check_range(probs, 0.0, 1.0, source, "probs", " (sigmoid outputs; pass --logits for raw logits)")

@@ -25,15 +25,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from saip_bench.errors import DataFormatError, UserError
 from saip_bench.metrics import bootstrap
 from saip_bench.metrics.base import MetricCommand, load_prediction_npz, register_metric_command
 from saip_bench.metrics.checks import check_finite, check_ids, check_range
+
+if TYPE_CHECKING:
+    import torch
 
 JUNK_PID = -1
 RANKS = (1, 5, 10)
@@ -111,6 +113,8 @@ def as_id_vector(name: str, values: Any, length: int, source: str) -> np.ndarray
 
 def as_float_matrix(name: str, array: Any, source: str) -> torch.Tensor:
     """A 2-D float32/float64 tensor of finite values (NaN or +-inf name the first offending index)."""
+    import torch  # here, not at import: `saip-bench --help` lists every metric command without torch
+
     array = np.asarray(array)
     if array.ndim != 2 or array.dtype.kind != "f":
         raise DataFormatError(source, f"{name} as a 2-D float array", f"{array.dtype} shape {array.shape}")
@@ -210,6 +214,8 @@ def evaluate_reid_features(
     """Same metrics from features, ranked by cosine similarity (the order of Euclidean distance on
     L2-normalised features, as torchreid with ``normalize_feature``), computed per chunk of queries:
     the (Q, G) matrix never exists as a whole."""
+    import torch
+
     q = as_float_matrix("q_feats", q_feats, source)
     g = as_float_matrix("g_feats", g_feats, source)
     limit = float(np.finfo(np.float32).max)

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from saip_bench.errors import DataFormatError, UserError
 from saip_bench.metrics import bootstrap
@@ -28,6 +27,9 @@ from saip_bench.metrics.reid import (
     positive_ranks,
     rank_summary,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 RANKS = (1, 5, 10)
 
@@ -79,6 +81,8 @@ def evaluate_retrieval_file(path: str | Path) -> dict[str, float]:
 
 def cosine_similarity(text_feats: torch.Tensor, image_feats: torch.Tensor) -> torch.Tensor:
     """IRRA's similarity: L2-normalised text features times L2-normalised image features."""
+    import torch  # here, not at import: `saip-bench --help` lists every metric command without torch
+
     text = torch.nn.functional.normalize(text_feats.float(), dim=1)
     image = torch.nn.functional.normalize(image_feats.float(), dim=1)
     return text @ image.t()
