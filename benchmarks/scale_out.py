@@ -56,7 +56,7 @@ def main() -> int:
         results = {}
         for procs in (1, args.procs):
             tag = f"p{procs}"
-            own = ["--world", str(world), "--run-dir", str(work / tag / "run"),
+            own = ["--world", str(world), "--out", str(work / tag / "run"),
                    "--cache-dir", str(work / tag)]
             if procs == 1:
                 command = [sys.executable, *common, *own, "--workers", "1"]

@@ -39,7 +39,7 @@ def worker_argv(config: BenchConfig, preset_arg: str) -> list[str]:
     argv = [
         "--preset",
         preset_arg,
-        "--run-dir",
+        "--out",
         str(config.run_dir),
         "--cache-dir",
         str(config.cache_dir),
@@ -117,7 +117,7 @@ def run_parallel(config: BenchConfig, preset_arg: str, workers: int) -> bool:
         raise UserError("--workers splits the plan itself; do not combine it with --shard")
     run_dir = Path(config.run_dir)
     with owner_lock(run_dir / RUN_LOCK, f"run folder {run_dir}", f"saip-bench --workers {workers}",
-                    hint="wait for it to finish, or give another --run-dir"):
+                    hint="wait for it to finish, or give another --out"):
         return _run_parallel_locked(config, preset_arg, workers)
 
 

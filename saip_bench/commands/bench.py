@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from saip_bench.commands import add_hidden_alias
 from saip_bench.errors import UserError
 
 DEFAULT_CACHE = Path(".cache")
@@ -21,8 +22,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | N
         help=f"bench preset name ({', '.join(available_presets())}) or a YAML path",
     )
     parser.add_argument(
-        "--run-dir", type=Path, default=None, help="run folder holding records/ (default runs/<preset>)"
+        "--out", dest="run_dir", type=Path, default=None,
+        help="run folder holding records/ (default runs/<preset>)",
     )
+    add_hidden_alias(parser, "--run-dir", "run_dir", type=Path)
     parser.add_argument(
         "--cache-dir",
         type=Path,

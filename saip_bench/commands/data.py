@@ -8,6 +8,8 @@ import argparse
 import json
 from pathlib import Path
 
+from saip_bench.commands import add_hidden_alias
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("data", help="generate the synthetic world or verify a dataset")
@@ -24,7 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     verify = sub.add_parser("verify", help="check a dataset root against its card; exit 0 if usable")
     verify.add_argument("name", help="dataset name (see `saip-bench list datasets`)")
-    verify.add_argument("--root", type=Path, default=None, help="dataset root (default $SAIP_DATA/<name>)")
+    verify.add_argument("--data-root", dest="root", type=Path, default=None,
+                        help="the dataset folder, or a folder with <name>/ inside "
+                        "(default $SAIP_DATA/<name>)")
+    add_hidden_alias(verify, "--root", "root", type=Path)
     verify.add_argument("--version", default=None, help="force a version instead of detecting it")
     verify.add_argument("--full", action="store_true", help="open every file, not a sample")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
@@ -79,7 +84,10 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     from saip_bench.data.readers import resolve_root, verify_dataset
 
-    root = resolve_root(args.name, args.root)
+    root = args.root
+    if root is not None and (Path(root) / args.name).is_dir():  # a data root holding <name>/, as for eval
+        root = Path(root) / args.name
+    root = resolve_root(args.name, root)
     report = verify_dataset(args.name, root, version=args.version, full=args.full)
     if args.json:
         print(json.dumps(report.to_json(), sort_keys=True))

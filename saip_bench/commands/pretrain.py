@@ -1,10 +1,12 @@
-"""``saip-bench pretrain --method M --backbone B --preset P --data DIR --out DIR``."""
+"""``saip-bench pretrain --method M --backbone B --preset P --pretrain-data DIR --out DIR``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any
+
+from saip_bench.commands import add_hidden_alias
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", required=True, help="see `saip-bench list methods`")
     parser.add_argument("--backbone", required=True, help="see `saip-bench list backbones`")
     parser.add_argument("--preset", default="quick", help="quick (CPU, ~1 min) | paper (GPUs, §3.3)")
-    parser.add_argument("--data", type=Path, required=True, help="pretraining root (images/, backgrounds/)")
+    parser.add_argument("--pretrain-data", dest="data", type=Path, default=None,
+                        help="pretraining root (images/, backgrounds/), as for bench and eval (required)")
+    add_hidden_alias(parser, "--data", "data", type=Path)
     parser.add_argument(
         "--out", type=Path, required=True,
         help="output folder (checkpoints, log, export); a compatible checkpoint there is continued",
@@ -107,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     from saip_bench.errors import UserError
     from saip_bench.pretrain.api import pretrain
 
+    if args.data is None:
+        raise UserError("pretrain needs images: give --pretrain-data DIR (the pool: images/, optional "
+                        "backgrounds/; docs/layouts.md)")
     if args.steps is not None and args.steps < 1:
         raise UserError("--steps must be >= 1")
     if args.overwrite and args.resume:

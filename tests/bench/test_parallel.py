@@ -94,7 +94,7 @@ def test_a_second_workers_run_on_one_run_folder_stops_with_one_line(tmp_path, mo
     message = str(caught.value)
     host = os.uname().nodename
     assert f"run folder {tmp_path / 'run'} is in use by pid {child.pid} on host {host}" in message
-    assert "give another --run-dir" in message and "\n" not in message
+    assert "give another --out" in message and "\n" not in message
 
 
 PARENT = """

@@ -2,7 +2,7 @@
 
 ``read_dataset(name, root, version)`` returns a ``DatasetSplits`` (see ``saip_bench.data.records``);
 ``verify_dataset`` says whether a root is usable and lists every problem; ``resolve_root`` finds a root
-from ``--root`` or ``$SAIP_DATA/<name>`` (never a hard-coded path). Layouts: ``docs/layouts.md``;
+from ``--data-root`` or ``$SAIP_DATA/<name>`` (never a hard-coded path). Layouts: ``docs/layouts.md``;
 facts: the dataset cards in ``datasets/`` and docs/formats.md.
 
 ``DatasetSplits.meta`` per family (besides ``warnings``):
@@ -79,7 +79,7 @@ def resolve_root(name: str, root: Path | str | None = None) -> Path:
         base = os.environ.get(DATA_ENV)
         if not base:
             raise UserError(
-                f"no root for dataset {name!r}: pass --root DIR (the folder holding the dataset) or set "
+                f"no root for dataset {name!r}: pass --data-root DIR (the folder holding the dataset) or set "
                 f"${DATA_ENV} so that ${DATA_ENV}/{name} is that folder"
             )
         root = Path(base) / name

@@ -20,7 +20,7 @@ def test_every_dataset_has_a_reader_and_a_card_naming_it():
 
 def test_resolve_root_explicit_env_and_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("SAIP_DATA", raising=False)
-    with pytest.raises(UserError, match="--root DIR.*SAIP_DATA"):
+    with pytest.raises(UserError, match="--data-root DIR.*SAIP_DATA"):
         resolve_root("lip", None)
     (tmp_path / "lip").mkdir()
     monkeypatch.setenv("SAIP_DATA", str(tmp_path))
