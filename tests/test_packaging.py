@@ -103,7 +103,8 @@ def test_user_specs_add_and_override(tmp_path, monkeypatch):
 
 
 def test_unknown_spec_names_the_folders():
-    with pytest.raises(SpecError, match=r"no spec reid/lip.yaml in .*tasks; known task/dataset pairs: "):
+    with pytest.raises(SpecError, match=r"no spec reid/lip.yaml in .*tasks \(did you mean 'parsing/lip'\?\); "
+                                        r"known task/dataset pairs: "):
         get_task_spec("reid", "lip")
 
 
