@@ -457,6 +457,10 @@ class BenchRunner:
                     "waiting for " + ", ".join(f"rank {r} ({units[r]})" for r in ranks)))
                 report.written = [Path(p) for r in every for p in r["written"]]
                 report.failed = {uid: why for r in every for uid, why in r["failed"].items()}
+                if report.failed:  # this rank will exit non-zero: let the others leave first
+                    board.wait_for_leavers()
+            else:
+                board.leave()
         finally:
             board.stop()
             restore()

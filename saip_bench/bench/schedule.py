@@ -55,6 +55,8 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 1800.0
 HEARTBEAT_EVERY_S = 15.0
 STALE_AFTER_S = 300.0  # a heartbeat this old (no beat for 20 periods) means the rank is gone
+LEAVE_WAIT_S = 60.0  # rank 0 exiting non-zero waits this long at most for the others to leave
+LEAVE_GRACE_S = 2.0  # then this long for their interpreters to end (process-group teardown included)
 
 
 def collective_timeout_s() -> float:
@@ -252,6 +254,30 @@ class RankBoard:
         self.beat()
         atomic_write_json(self.report_path(self.dist.rank),
                           {"token": self.token, "written": written, "failed": failed})
+
+    def left_path(self, rank: int) -> Path:
+        return self.folder / f"rank{rank}.left.json"
+
+    def leave(self) -> None:
+        """A rank other than 0, done with everything it does in this launch: say so (``wait_for_leavers``)."""
+        atomic_write_json(self.left_path(self.dist.rank), {"token": self.token, "rank": self.dist.rank})
+
+    def wait_for_leavers(self, timeout_s: float = LEAVE_WAIT_S, grace_s: float = LEAVE_GRACE_S,
+                         poll_s: float = 0.2) -> list[int]:
+        """Rank 0, about to exit non-zero: wait until every other rank has left (at most ``timeout_s``),
+        then ``grace_s`` for their interpreters to end. Why: torchrun stops the ranks still alive when one
+        exits non-zero, so a rank that had finished its units but not yet exited was killed by SIGTERM and
+        reported as a second failure (seen in a CI run). Returns the ranks that never said they left."""
+        deadline = time.monotonic() + timeout_s
+        others = [rank for rank in range(self.dist.world_size) if rank != self.dist.rank]
+        while True:
+            missing = [rank for rank in others if self._read(self.left_path(rank)) is None]
+            if not missing or time.monotonic() >= deadline:
+                break
+            time.sleep(poll_s)
+        if others:
+            time.sleep(grace_s)
+        return missing
 
     def _read(self, path: Path) -> dict[str, Any] | None:
         try:

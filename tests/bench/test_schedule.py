@@ -217,3 +217,14 @@ def test_unit_mode_rule():
     assert unit_mode(**long_gpu, policy="spread") == SPREAD
     with pytest.raises(UserError, match="--unit-parallel 'both'"):
         unit_mode(**long_gpu, policy="both")
+
+
+def test_rank0_exiting_non_zero_waits_for_the_others_to_leave_then_stops_waiting(tmp_path):
+    """The ranks that left are not waited for; one that never says so is named after the bounded wait, and
+    a marker of an earlier launch (another token) does not count."""
+    boards = [RankBoard(tmp_path, DistInfo(rank, 3), token="now") for rank in range(3)]
+    boards[1].leave()
+    RankBoard(tmp_path, DistInfo(2, 3), token="earlier launch").leave()
+    assert boards[0].wait_for_leavers(timeout_s=0.3, grace_s=0.0, poll_s=0.05) == [2]
+    boards[2].leave()
+    assert boards[0].wait_for_leavers(timeout_s=5.0, grace_s=0.0) == []
