@@ -26,18 +26,14 @@ def test_duplicate_name_raises():
         reg.register("a", 2)
 
 
-def test_unknown_name_lists_known():
+@pytest.mark.parametrize(("name", "message"), [
+    ("gamma", r"unknown widget 'gamma'; known widgets: alpha, beta"),  # nothing close: no hint
+    ("alpah", r"unknown widget 'alpah' \(did you mean 'alpha'\?\); known widgets: alpha, beta"),
+])
+def test_unknown_name_lists_known_and_suggests_the_closest(name, message):
     reg: Registry = Registry("widget")
     reg.register("alpha", 1)
     reg.register("beta", 2)
-    with pytest.raises(UserError, match=r"unknown widget 'gamma'; known widgets: alpha, beta"):
-        reg.get("gamma")
-
-
-def test_unknown_name_suggests_the_closest():
-    reg: Registry = Registry("widget")
-    reg.register("alpha", 1)
-    reg.register("beta", 2)
-    with pytest.raises(UserError, match=r"unknown widget 'alpah' \(did you mean 'alpha'\?\); known widgets"):
-        reg.get("alpah")
+    with pytest.raises(UserError, match=message):
+        reg.get(name)
     assert did_you_mean("zzzz", ["alpha", "beta"]) == ""

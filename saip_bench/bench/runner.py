@@ -29,6 +29,7 @@ from saip_bench.bench.schedule import (
     DistributedFault,
     RankBoard,
     agree_on_failure,
+    broadcast,
     spread,
     stop_message_on_signal,
     unit_mode,
@@ -269,10 +270,7 @@ class BenchRunner:
 
     def _on_rank0(self, compute: Callable[[], str]) -> str:
         """Rank 0 computes, the others receive it (every rank reaches this call)."""
-        value = [compute() if self.dist.is_main else None]
-        if self.dist.world_size > 1 and torch.distributed.is_initialized():
-            torch.distributed.broadcast_object_list(value, src=0)
-        return str(value[0])
+        return str(broadcast(compute() if self.dist.is_main else None, self.dist))
 
     def pool_fingerprint(self, method: str, root: Path | None) -> str:
         """What ``method``'s checkpoint key knows of the pool: its fingerprint, plus the content of
