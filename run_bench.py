@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """The main job: ``python run_bench.py`` runs the embedded default benchmark end to end.
 
-With no arguments: generate (or reuse) the synthetic world under ``.cache/world``, pretrain SAIP and the
-baselines of the ``default`` bench preset with the CPU ``quick`` pretraining preset (cached), evaluate all 12
-datasets with the fast protocol, and write the boards (Markdown, CSV, HTML, plots) to
+With no arguments: generate (or reuse) the synthetic world in the cache (``saip-bench cache path``), pretrain
+SAIP and the baselines of the ``default`` bench preset with the CPU ``quick`` pretraining preset (cached),
+evaluate all 12 datasets with the fast protocol, and write the boards (Markdown, CSV, HTML, plots) to
 ``leaderboards/generated/``. Rerunning resumes: finished units are skipped.
 
 The paper protocol on real data (GPUs; works under ``torchrun``, only rank 0 writes)::
@@ -46,8 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers == 1 and "--workers" not in (argv if argv is not None else sys.argv[1:]):
         args.workers = default_workers(args)
-    if args.cache_dir == Path(".cache"):
-        args.cache_dir = REPO / ".cache"
     try:
         logs.set_verbosity(args.verbose, args.quiet)
         logsinks.set_default_loggers(args.logger)  # checked when parsed; None: jsonl

@@ -15,6 +15,21 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests never read or fill the user's cache (``saip_bench.cachedir``): a command a test runs without
+    ``--cache-dir`` gets a throwaway one, as do its subprocesses (they inherit the variable)."""
+    import tempfile
+
+    os.environ["SAIP_CACHE_DIR"] = config._saip_cache = tempfile.mkdtemp(prefix="saip-test-cache-")  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    if getattr(config, "_saip_cache", None):
+        shutil.rmtree(config._saip_cache, ignore_errors=True)  # type: ignore[attr-defined]
+
+
 def realdata_root() -> Path:
     return Path(os.environ.get("SAIP_REALDATA", REPO.parent / "shared" / "realdata"))
 

@@ -1,7 +1,8 @@
 """Pretrained-checkpoint cache shared by every unit (and every shard) that needs the same backbone.
 
 Why: pretraining dominates the cost of a benchmark; a checkpoint is keyed by everything that defines
-it (method, backbone, pretraining preset, steps, seed, pretraining-data fingerprint) and is built once,
+it (method, backbone, pretraining preset and its resolved settings, the pretraining code, steps, seed,
+pretraining-data fingerprint) and is built once,
 under an owner lock (``saip_bench.locks``: pid and host in the lock file) so concurrent shards or runs
 on a shared disk wait instead of training it twice, and are told whom they wait for.
 
@@ -14,6 +15,7 @@ header's metadata order is not fixed).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import time
@@ -25,7 +27,7 @@ from typing import Any, Protocol
 import torch
 
 from saip_bench.backbones import Backbone
-from saip_bench.errors import DataFormatError, TrainingError, UserError
+from saip_bench.errors import DataFormatError, SaipBenchError, TrainingError, UserError
 from saip_bench.locks import default_wait, owner_lock
 from saip_bench.specs import stable_hash
 from saip_bench.utils import atomic_write_json, file_sha256
@@ -69,7 +71,39 @@ def checkpoint_key(method: str, backbone: str, preset: str, seed: int, steps: in
     """``bf16_native``: whether the pretraining device runs bf16 autocast natively, i.e. whether a preset's
     ``amp: true`` is honoured there (``resolve_amp``); a bf16 and an fp32 run of one preset differ."""
     return stable_hash({"method": method, "backbone": backbone, "preset": preset, "seed": seed,
-                        "steps": steps, "data": data_fingerprint, "bf16_native": bool(bf16_native)})
+                        "steps": steps, "data": data_fingerprint, "bf16_native": bool(bf16_native),
+                        "recipe": pretraining_fingerprint(method, preset)})
+
+
+PRETRAINING_CODE = ("pretrain", "backbones")  # sub-packages whose source defines what a pretraining produces
+
+
+@functools.cache
+def pretraining_code_version() -> str:
+    """Hash of the source of the code that pretrains and builds backbones (as the synthetic world's
+    ``code_version``): the cache is shared by every checkout of a user, so a checkout whose trainer differs
+    must train its own checkpoint instead of reusing another's."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for name in PRETRAINING_CODE:
+        for path in sorted((package / name).rglob("*.py")):
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@functools.cache
+def pretraining_fingerprint(method: str, preset: str) -> str:
+    """What a checkpoint's name does not say: the preset as resolved for ``method`` (trainer and method
+    settings; an edited preset file retrains) and the pretraining code's version."""
+    from saip_bench.pretrain.trainer import load_preset
+
+    try:
+        train, method_settings = load_preset(method, preset)
+        settings: Any = {"train": train.model_dump(mode="json"), "method": method_settings}
+    except SaipBenchError:  # a preset the trainer does not know (a test's fake pretrainer): its name alone
+        settings = None
+    return stable_hash({"settings": settings, "code": pretraining_code_version()})
 
 
 def weights_hash(path: str | Path, length: int = 16) -> str:

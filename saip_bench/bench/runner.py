@@ -35,6 +35,7 @@ from saip_bench.bench.schedule import (
     unit_mode,
 )
 from saip_bench.bench.store import OverwritePolicy, RecordStore, UnitStatus, needs_run
+from saip_bench.cachedir import default_cache_dir
 from saip_bench.data.records import DatasetSplits
 from saip_bench.devices import speed_settings
 from saip_bench.errors import UserError
@@ -113,7 +114,7 @@ def default_method_unsupported(method: str, backbone: str) -> str | None:
 class BenchConfig:
     preset: BenchPreset
     run_dir: Path
-    cache_dir: Path = Path(".cache")
+    cache_dir: Path = field(default_factory=default_cache_dir)
     data_root: Path | None = None  # real data: <data_root>/<dataset>; synthetic: where the world lives
     pretrain_data: Path | None = None  # real pretraining images (ImageFolder-like)
     checkpoints: dict[tuple[str, str], Path] = field(default_factory=dict)

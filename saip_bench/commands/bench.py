@@ -6,10 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from saip_bench.cachedir import default_cache_dir
 from saip_bench.commands import add_hidden_alias
 from saip_bench.errors import UserError
-
-DEFAULT_CACHE = Path(".cache")
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | None = "default") -> None:
@@ -29,8 +28,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | N
     parser.add_argument(
         "--cache-dir",
         type=Path,
-        default=DEFAULT_CACHE,
-        help="shared cache: synthetic world, pretrained checkpoints, feature caches",
+        default=None,
+        help="cache of the synthetic world, pretrained checkpoints and feature caches "
+        "(default: $SAIP_CACHE_DIR, else the user cache folder, ~/.cache/saip-bench on Linux)",
     )
     parser.add_argument(
         "--data-root",
@@ -185,7 +185,7 @@ def config_from_args(args: argparse.Namespace):
     return BenchConfig(
         preset=preset,
         run_dir=args.run_dir or Path("runs") / preset.name,
-        cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir or default_cache_dir(),
         data_root=args.data_root,
         pretrain_data=args.pretrain_data,
         world=args.world,

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from saip_bench.cachedir import default_cache_dir
 from saip_bench.errors import UserError
 
 if TYPE_CHECKING:
@@ -71,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("runs") / "eval", help="run folder (records/, units/)"
     )
-    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="default: $SAIP_CACHE_DIR, else the user cache folder (~/.cache/saip-bench)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--loader-workers", type=int, default=0, metavar="N",
                         help="DataLoader num_workers (0: load in the training process)")
@@ -205,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     config = BenchConfig(
         preset=preset,
         run_dir=args.out,
-        cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir or default_cache_dir(),
         pretrain_data=pretrain_data,
         checkpoints=overrides,
         limit=args.limit,

@@ -71,11 +71,10 @@ class IndexDamaged(Exception):
 
 # --------------------------------------------------------------------------------------------- helpers
 def cache_dir() -> Path:
-    """Where indexes of read-only pools go: ``$SAIP_CACHE_DIR`` or ``$XDG_CACHE_HOME/saip-bench``."""
-    if os.environ.get("SAIP_CACHE_DIR"):
-        return Path(os.environ["SAIP_CACHE_DIR"]) / "pool-index"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "saip-bench" / "pool-index"
+    """Where indexes of read-only pools go: ``pool-index/`` of the saip-bench cache (``cachedir``)."""
+    from saip_bench.cachedir import default_cache_dir
+
+    return default_cache_dir() / "pool-index"
 
 
 def index_locations(root: Path) -> list[Path]:
