@@ -14,6 +14,9 @@ often unit ``i`` is drawn in resample ``b``, so every statistic is a weighted ve
 - **attributes**: per-sample TP/TN/positive/negative indicators (label-based mA) and per-sample
   instance ratios (Acc/Prec/Rec, F1 from the averaged Prec and Rec);
 - **confusion** (LIP, CIHP semantic): per-image confusion matrices summed with the counts;
+- **CIHP AP^r**: per part class, each prediction's image and its hit/miss at every IoU threshold in the
+  metric's score order, and the GT parts per image; VOC AP re-computed with the drawn images' entries
+  weighted by their counts;
 - **COCO AP** (keypoints, WholeBody, Fashionpedia): the official evaluator's own per-image matches
   (``evalImgs`` after ``evaluate()``) are accumulated again with each image's detections counted
   ``counts[i]`` times — exactly pycocotools' ``accumulate`` on a list holding each drawn image
@@ -301,6 +304,54 @@ def jaccard_statistic(ratios: np.ndarray, counted: np.ndarray) -> Statistic:
         with np.errstate(invalid="ignore", divide="ignore"):
             per_tau = (counts @ ratios) / (counts @ counted)
         return {"JI": np.nanmax(np.where(np.isnan(per_tau), -np.inf, per_tau), axis=1)}
+
+    return statistic
+
+
+@dataclass
+class PartClass:
+    """One CIHP part class's predictions over all images, in the metric's score order."""
+
+    image: np.ndarray  # (P,) image index of each prediction
+    hits: np.ndarray  # (P, T) 1.0 where the prediction's best IoU with a GT part passes threshold t
+    gt: np.ndarray  # (n,) GT instance parts of this class per image
+
+
+def part_ap_statistic(classes: list[PartClass], thresholds: tuple[float, ...]) -> Statistic:
+    """CIHP AP^r (fractions): per class VOC AP with the precision envelope at each IoU threshold, then the
+    mean over classes with a GT part in the resample; ``APr@t``, ``APr50`` and ``APr_vol`` (mean over t).
+
+    A drawn image's predictions count ``counts[i]`` times: the same as repeating them in the ranked list
+    (repeated hits raise precision step by step, repeated misses leave recall where it was, so the
+    envelope's area is unchanged)."""
+    half = list(thresholds).index(0.5) if 0.5 in thresholds else None
+    eps = np.finfo(np.float64).eps
+
+    def one(counts: np.ndarray) -> np.ndarray:
+        per_class = []
+        for part in classes:
+            positives = float(counts @ part.gt)
+            if positives == 0:
+                continue  # no GT part of this class drawn: left out of the class mean, as in the metric
+            w = counts[part.image].astype(np.float64)
+            tp = np.cumsum(part.hits.T * w, axis=1)  # (T, P)
+            fp = np.cumsum((1.0 - part.hits.T) * w, axis=1)
+            recall = np.concatenate([np.zeros((len(thresholds), 1)), tp / positives,
+                                     np.ones((len(thresholds), 1))], axis=1)
+            precision = np.concatenate([np.zeros((len(thresholds), 1)), tp / np.maximum(tp + fp, eps),
+                                        np.zeros((len(thresholds), 1))], axis=1)
+            envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+            per_class.append(np.sum(np.diff(recall, axis=1) * envelope[:, 1:], axis=1))
+        if not per_class:
+            return np.full(len(thresholds), np.nan)
+        return np.mean(per_class, axis=0)
+
+    def statistic(counts: np.ndarray) -> dict[str, np.ndarray]:
+        rows = np.array([one(row) for row in counts]).reshape(-1, len(thresholds))
+        out = {f"APr@{t:.1f}": rows[:, k] for k, t in enumerate(thresholds)}
+        out["APr50"] = rows[:, half] if half is not None else np.full(len(rows), np.nan)
+        out["APr_vol"] = rows.mean(axis=1)
+        return out
 
     return statistic
 

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from saip_bench.errors import DataFormatError, UserError
+from saip_bench.metrics import bootstrap
 from saip_bench.metrics.base import MetricCommand, register_metric_command
 from saip_bench.metrics.checks import read_text_lines
 from saip_bench.metrics.parsing import IMAGE_ERRORS, evaluate_pairs, match_by_name
@@ -134,21 +135,30 @@ def instance_ap(
     thresholds: Sequence[float] = IOU_THRESHOLDS,
     num_classes: int = NUM_CLASSES,
 ) -> dict[str, float]:
-    """AP^r from per-image (gt_map, gt value->class, pred_map, [(value, class, score)])."""
+    """AP^r from per-image (gt_map, gt value->class, pred_map, [(value, class, score)]).
+
+    Inside ``bootstrap.collecting`` the AP^r keys also get a bootstrap interval over images, from the
+    same per-prediction hits (``bootstrap.part_ap_statistic``)."""
     per_class = np.full((num_classes - 1, len(thresholds)), np.nan)
+    collect = bootstrap.active()
+    parts: list[bootstrap.PartClass] = []  # only filled for intervals
     for cls in range(1, num_classes):
         num_gt = 0
+        gt_per_image = np.zeros(len(images))
+        owners: list[int] = []  # per prediction: its image's index
         scores: list[float] = []
         hits: list[np.ndarray] = []  # per prediction: max IoU > t for each t
-        for gt_map, gt_classes, pred_map, preds in images:
+        for index, (gt_map, gt_classes, pred_map, preds) in enumerate(images):
             gt_masks = [gt_map == v for v in sorted(gt_classes) if gt_classes[v] == cls]
             gt_masks = [m for m in gt_masks if m.any()]
             num_gt += len(gt_masks)
+            gt_per_image[index] = len(gt_masks)
             pred_items = [(pred_map == v, s) for v, c, s in preds if c == cls]
             pred_items = [(m, s) for m, s in pred_items if m.any()]
             if not pred_items:
                 continue
             scores.extend(s for _, s in pred_items)
+            owners.extend(index for _ in pred_items)
             if not gt_masks:
                 hits.extend(np.zeros(len(thresholds), dtype=bool) for _ in pred_items)
                 continue
@@ -163,12 +173,17 @@ def instance_ap(
             continue
         order = np.argsort(scores)[::-1]
         hit_matrix = np.asarray(hits, dtype=np.float64).reshape(len(scores), len(thresholds))[order]
+        if collect:
+            parts.append(bootstrap.PartClass(np.asarray(owners, dtype=np.int64)[order], hit_matrix,
+                                             gt_per_image))
         for k in range(len(thresholds)):
             tp = np.cumsum(hit_matrix[:, k])
             fp = np.cumsum(1 - hit_matrix[:, k])
             recall = tp / float(num_gt)
             precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
             per_class[cls - 1, k] = _voc_ap(recall, precision)
+    if collect and parts:
+        bootstrap.offer("images", len(images), bootstrap.part_ap_statistic(parts, tuple(thresholds)))
     with_gt = ~np.isnan(per_class[:, 0])
     out: dict[str, float] = {"num_classes_with_gt": float(with_gt.sum())}
     if not with_gt.any():

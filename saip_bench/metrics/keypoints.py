@@ -276,7 +276,8 @@ def wholebody_ap(
 ) -> dict[str, float]:
     """Six xtcocotools COCOeval runs (body, foot, face, left hand, right hand, whole body), ``use_area``.
 
-    Keys ``<part>/<stat>``; ``wholebody/AP`` is the headline number.
+    Keys ``<part>/<stat>``; ``wholebody/AP`` is the headline number. Inside ``bootstrap.collecting``
+    each part's AP (``body/AP`` ... ``wholebody/AP``) gets a bootstrap interval over images.
     """
     from xtcocotools.coco import COCO
     from xtcocotools.cocoeval import COCOeval
@@ -300,8 +301,8 @@ def wholebody_ap(
         evaluator = COCOeval(gt, dt, f"keypoints_{part}", np.array(sigmas), use_area=True)
         evaluator.params.useSegm = None
         evaluator.params.imgIds = ids
-        main = "wholebody/AP" if part == "wholebody" else None  # one interval: the headline number
-        for stat, value in _summarize(evaluator, main).items():
+        # every part's AP gets its interval: the same images resampled, from this evaluator's matches
+        for stat, value in _summarize(evaluator, f"{part}/AP").items():
             scores[f"{part}/{stat}"] = value
     return scores
 

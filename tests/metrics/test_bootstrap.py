@@ -313,8 +313,9 @@ def test_wholebody_interval_from_the_xtcocotools_evaluator(tmp_path):
     for index, item in enumerate(results):
         item["score"] = 0.3 + 0.1 * index  # distinct scores: no ties
     scores, collector = collected(wholebody_ap, gt_file, results)
-    assert set(collector.intervals) == {"wholebody/AP"}  # one interval: the headline number
-    assert_covers(scores, collector.intervals, ("wholebody/AP",))
+    part_keys = [f"{part}/AP" for part in ("body", "foot", "face", "lefthand", "righthand", "wholebody")]
+    assert set(collector.intervals) == set(part_keys)  # every part's AP, not only the headline
+    assert_covers(scores, collector.intervals, part_keys)
     from xtcocotools.coco import COCO
     from xtcocotools.cocoeval import COCOeval
 
@@ -333,3 +334,53 @@ def test_wholebody_interval_from_the_xtcocotools_evaluator(tmp_path):
 
     expected = direct(6, official_resampled_ap(evaluator, summarize))
     np.testing.assert_allclose(collector.intervals["wholebody/AP"], expected, atol=1e-12)
+    with contextlib.redirect_stdout(io.StringIO()):  # a part (foot): its own sigmas, its own matches
+        foot = COCOeval(gt, gt.loadRes(copy.deepcopy(results)), "keypoints_foot", WHOLEBODY_SIGMAS[17:23],
+                        use_area=True)
+        foot.params.useSegm = None
+        foot.evaluate()
+    expected = direct(6, official_resampled_ap(foot, summarize))
+    np.testing.assert_allclose(collector.intervals["foot/AP"], expected, atol=1e-12)
+    again = collected(wholebody_ap, gt_file, results)[1]
+    assert again.intervals == collector.intervals  # deterministic per seed
+
+
+# ------------------------------------------------------------------------------ CIHP AP^r
+def cihp_case(num_images: int = 7, seed: int = 4) -> list:
+    """Images with a few GT parts of classes 2 and 5 and jittered predicted masks (distinct scores)."""
+    rng = np.random.default_rng(seed)
+    images = []
+    scores = iter(rng.permutation(200) / 200 + 0.001)  # distinct: no ties in the ranking
+    for _ in range(num_images):
+        gt = np.zeros((24, 24), dtype=np.int64)
+        pred = np.zeros_like(gt)
+        classes, preds = {}, []
+        for value, cls in ((1, 2), (2, 5), (3, 2)):
+            if rng.random() < 0.2:
+                continue  # some images lack a part
+            y, x = rng.integers(0, 16, 2)
+            gt[y:y + 6, x:x + 6] = value
+            classes[value] = cls
+            dy, dx = rng.integers(-2, 3, 2)
+            pred_value = len(preds) + 1
+            pred[max(0, y + dy):y + dy + 6, max(0, x + dx):x + dx + 6] = pred_value
+            preds.append((pred_value, cls if rng.random() < 0.85 else 9, float(next(scores))))
+        images.append((gt, classes, pred, preds))
+    return images
+
+
+def test_cihp_apr_matches_direct_resampling():
+    from saip_bench.metrics.cihp import instance_ap
+
+    images = cihp_case()
+    scores, collector = collected(instance_ap, images)
+    keys = ["APr50", "APr_vol", "APr@0.1", "APr@0.9"]
+    assert_covers(scores, collector.intervals, keys)
+    for key in keys:
+        expected = direct(len(images), lambda drawn, key=key: instance_ap([images[i] for i in drawn])[key])
+        np.testing.assert_allclose(collector.intervals[key], expected, atol=1e-12)
+    assert collector.intervals["APr_vol"][0] < collector.intervals["APr_vol"][1]
+    assert collected(instance_ap, images)[1].intervals == collector.intervals  # deterministic per seed
+    other = collected(instance_ap, images, config=bootstrap.BootstrapConfig(24, seed=4))[1]
+    assert other.intervals != collector.intervals
+    assert instance_ap(images) == scores  # collecting changes no score
