@@ -28,6 +28,7 @@ import ctypes
 import errno
 import fcntl
 import json
+import logging
 import os
 import signal
 import socket
@@ -112,9 +113,8 @@ def default_wait(seconds: float) -> float:
 
 
 def _console_notify(message: str) -> None:
-    from saip_bench.utils import console
-
-    console.print(message, highlight=False)
+    """Whom we wait for: a warning (``-qq`` hides it), since the run is held up."""
+    logging.getLogger(__name__).warning(message)
 
 
 # lock files held by this process: path -> [pid, fd, depth] (re-entrant; a forked child holds none)

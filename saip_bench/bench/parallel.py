@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import subprocess
 import time
@@ -29,6 +30,8 @@ from saip_bench.bench.runner import BenchConfig, BenchRunner, plan_table
 from saip_bench.errors import UserError
 from saip_bench.locks import owner_lock, worker_command
 from saip_bench.utils import console
+
+log = logging.getLogger(__name__)
 
 RUN_LOCK = ".owner.lock"  # in the run folder
 WORKER_MODULE = "saip_bench.cli"
@@ -125,16 +128,17 @@ def _run_parallel_locked(config: BenchConfig, preset_arg: str, workers: int) -> 
     threads = max(1, (os.cpu_count() or 1) // workers)
     runner = BenchRunner(config)
     planned = runner.plan()  # generates the world (once, here) and shows what will run
-    console.print(plan_table(planned, config.preset, config))
+    if log.isEnabledFor(logging.INFO):  # -q hides the plan
+        console.print(plan_table(planned, config.preset, config))
     todo = [p for p in planned if p.status == "run"]
     if not todo:
-        console.print("[green]nothing to run: every unit of the plan has a matching record[/]")
+        log.info("nothing to run: every unit of the plan has a matching record")
         return True
     if config.preset.data == "synthetic":  # workers use the world generated here, as is
         config = dataclasses.replace(config, world=runner.world_root())
     base = worker_argv(config, preset_arg)
     logs = Path(config.run_dir) / "logs"
-    console.print(f"{workers} worker processes x {threads} thread(s); logs under {logs}")
+    log.info(f"{workers} worker processes x {threads} thread(s); logs under {logs}")
     shards = range(1, workers + 1)
     start = time.perf_counter()
     failed = _run_workers(
@@ -143,8 +147,8 @@ def _run_parallel_locked(config: BenchConfig, preset_arg: str, workers: int) -> 
         threads,
     )
     if failed:  # the units of a missing checkpoint fail on their own (logged); the others still run
-        console.print(f"[red]some pretraining failed[/]; see {', '.join(map(str, failed))}")
-    console.print(f"pretraining phase done in {time.perf_counter() - start:.0f} s")
+        log.error(f"some pretraining failed; see {', '.join(map(str, failed))}")
+    log.info(f"pretraining phase done in {time.perf_counter() - start:.0f} s")
     paths = {runner.store.path(p.unit) for p in todo}
     before = {p: p.stat().st_mtime_ns if p.exists() else None for p in paths}
 
@@ -161,7 +165,5 @@ def _run_parallel_locked(config: BenchConfig, preset_arg: str, workers: int) -> 
             lambda: progress.update(task, completed=finished()),
         )
     if failed:
-        console.print(
-            f"[red]some units failed[/]; see {', '.join(map(str, failed))} and {config.run_dir}/failures"
-        )
+        log.error(f"some units failed; see {', '.join(map(str, failed))} and {config.run_dir}/failures")
     return not failed

@@ -8,6 +8,7 @@ alone writes records and checkpoints' markers.
 
 from __future__ import annotations
 
+import logging
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,8 @@ from saip_bench.specs import ResultRecord, TaskSpec, spec_sources, stable_hash
 from saip_bench.tasks import parallel
 from saip_bench.tasks.base import Task, UnitContext, UnitResult
 from saip_bench.utils import atomic_write_text, bf16_is_fast, console, resolve_amp, seed_everything
+
+log = logging.getLogger(__name__)
 
 STATUS_GLYPH = {"run": "[yellow]·[/]", "done": "[green]✓[/]", "stale-kept": "[magenta]~[/]",
                 "unsupported": "[dim]-[/]"}
@@ -371,7 +374,7 @@ class BenchRunner:
         infos = []
         for unit in mine:
             seed = self.pretrain_seed(unit)
-            console.print(f"pretraining checkpoint for {unit.method}/{unit.backbone} (seed {seed})")
+            log.info(f"pretraining checkpoint for {unit.method}/{unit.backbone} (seed {seed})")
             infos.append(self.checkpoint(unit))
         return infos
 
@@ -390,19 +393,19 @@ class BenchRunner:
         self.check_roots()
         planned = self.plan()
         report = BenchReport(planned)
-        if self.dist.is_main:
+        if self.dist.is_main and log.isEnabledFor(logging.INFO):  # -q hides the plan
             console.print(plan_table(planned, self.preset, self.config))
         todo = [p.unit for p in planned if p.status == "run"]
         if not todo:
-            console.print("[green]nothing to run: every unit of the plan has a matching record[/]")
+            log.info("nothing to run: every unit of the plan has a matching record")
             return report
         if self.dist.world_size == 1:
             self._run_units(todo, report)
         else:
             self._run_distributed(todo, report)
         if self.dist.is_main:
-            console.print(f"[bold]{len(report.written)} record(s) written, {len(report.failed)} failed[/] "
-                          f"-> {self.store.directory}")
+            log.info(f"{len(report.written)} record(s) written, {len(report.failed)} failed "
+                     f"-> {self.store.directory}")
         return report
 
     def _run_units(self, todo: list[Unit], report: BenchReport, board: RankBoard | None = None) -> None:
@@ -426,7 +429,7 @@ class BenchRunner:
                     self._log_failure(unit)
                     if self.config.fail_fast:
                         raise
-                    console.print(f"[red]unit {unit.uid} failed[/]: {report.failed[unit.uid]}")
+                    log.error(f"unit {unit.uid} failed: {report.failed[unit.uid]}")
                 finally:
                     progress.remove_task(stage)
                     progress.advance(overall)
@@ -444,15 +447,15 @@ class BenchRunner:
             if self.dist.is_main:
                 world = self.dist.world_size
                 shares = [len(spread(rest, DistInfo(r, world))) for r in range(world)]
-                console.print(f"schedule: {world} ranks (--unit-parallel {self.config.unit_parallel}); "
-                              f"{len(together)} unit(s) data-parallel over all ranks, one after another; "
-                              f"{len(rest)} spread one per process (rank r runs units r, r+{world}, ...): "
-                              + ", ".join(f"rank {r}: {n}" for r, n in enumerate(shares)))
+                log.info(f"schedule: {world} ranks (--unit-parallel {self.config.unit_parallel}); "
+                         f"{len(together)} unit(s) data-parallel over all ranks, one after another; "
+                         f"{len(rest)} spread one per process (rank r runs units r, r+{world}, ...): "
+                         + ", ".join(f"rank {r}: {n}" for r, n in enumerate(shares)))
             self._run_together(together, report, board)
             self._run_units(spread(rest, self.dist), report, board)
             board.finish([str(p) for p in report.written], report.failed)
             if self.dist.is_main:
-                every = board.gather(lambda ranks, units: console.print(
+                every = board.gather(lambda ranks, units: log.info(
                     "waiting for " + ", ".join(f"rank {r} ({units[r]})" for r in ranks)))
                 report.written = [Path(p) for r in every for p in r["written"]]
                 report.failed = {uid: why for r in every for uid, why in r["failed"].items()}
@@ -485,7 +488,7 @@ class BenchRunner:
                 report.failed[unit.uid] = f"{type(exc).__name__}: {exc}"
                 if self.dist.is_main:
                     self._log_failure(unit)
-                    console.print(f"[red]unit {unit.uid} failed[/]: {report.failed[unit.uid]}")
+                    log.error(f"unit {unit.uid} failed: {report.failed[unit.uid]}")
                 if self.config.fail_fast:
                     raise
 
@@ -509,8 +512,7 @@ class BenchRunner:
             except Exception as exc:  # remembered by the cache: its units fail with this reason, once
                 error = exc
             if agree_on_failure(error is not None, f"pretraining {unit.method}/{unit.backbone}", self.dist):
-                console.print(f"[red]rank {self.dist.rank}: pretraining {unit.method}/{unit.backbone} "
-                              f"failed[/]: {error}")
+                log.error(f"rank {self.dist.rank}: pretraining {unit.method}/{unit.backbone} failed: {error}")
         board.set_unit("the data fingerprints")
         for unit in todo:
             self.fingerprint(unit.dataset, self.dataset_root(unit.dataset))
@@ -543,7 +545,7 @@ class BenchRunner:
         # issue 27, one owner per unit: None = ours (store.py, locks.py)
         busy = parallel.on_rank0(lambda: self.store.claim(unit), f"claiming unit {unit.uid}", ranks)
         if busy is not None:
-            console.print(f"[yellow]unit {unit.uid} skipped[/]: {busy}")
+            log.warning(f"unit {unit.uid} skipped: {busy}")
             return None
         stage("pretrained checkpoint")
         info = self.checkpoint(unit)  # every rank alike: the cache agrees on its outcome itself

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -45,6 +46,8 @@ from saip_bench.pretrain.keypoint_file import (
     read_provenance,
     write_keypoints,
 )
+
+log = logging.getLogger(__name__)
 
 # Which kept tasks are pose models, and their keypoint layout (mmpose meta name).
 POSE_TASKS = {"pose": "coco", "wholebody": "coco_wholebody"}
@@ -278,7 +281,7 @@ def label_pool(
 ) -> Path:
     """Pseudo-label every image of ``pool`` with a kept pose model; returns ``POOL/keypoints.json``."""
     from saip_bench.data.pool_index import INDEX_DIRNAME, load_index
-    from saip_bench.utils import atomic_write_json, console, default_device, resolve_amp
+    from saip_bench.utils import atomic_write_json, default_device, resolve_amp
 
     pool = Path(pool)
     if batch_size < 1 or chunk_size < 1 or workers < 0:
@@ -307,8 +310,7 @@ def label_pool(
     if target.is_file():
         existing = read_provenance(target)
         if existing is not None and not _differences(_identity_of(existing), identity):
-            console.print(f"{target}: up to date ({n} images, checkpoint {ckpt.identity['backbone_sha256']})",
-                          highlight=False, soft_wrap=True)
+            log.info(f"{target}: up to date ({n} images, checkpoint {ckpt.identity['backbone_sha256']})")
             return target
         if not overwrite:
             why = ("it has no provenance (hand-made, or the synthetic world's ground truth)"
@@ -343,11 +345,11 @@ def label_pool(
 
     todo = [c for c in range(chunks_total) if not chunk_file(c).is_file()]
     if len(todo) < chunks_total:
-        console.print(f"keypoints of {pool}: continuing, {chunks_total - len(todo)} of {chunks_total} chunks "
-                      "already done", highlight=False, soft_wrap=True)
+        log.info(f"keypoints of {pool}: continuing, {chunks_total - len(todo)} of {chunks_total} chunks "
+                 "already done")
     if todo:
-        console.print(f"pseudo-labelling {n} images of {pool} with {ckpt.backbone_path} on {the_device}"
-                      f"{' (bf16)' if amp else ''}", highlight=False, soft_wrap=True)
+        log.info(f"pseudo-labelling {n} images of {pool} with {ckpt.backbone_path} on {the_device}"
+                 f"{' (bf16)' if amp else ''}")
         _label_chunks(index, backbone, model, pose, the_device, amp, todo, chunk_size, batch_size, workers,
                       min_score, chunk_file, progress, n)
     return _merge(pool, work, state, chunks_total, chunk_file, target, n)
@@ -416,7 +418,6 @@ def _merge(pool: Path, work: Path, state: dict[str, Any], chunks_total: int, chu
 
     Two passes over the chunk files: the provenance (with the unreadable images) comes first in the file,
     and the images are then streamed, so a million of them are never held in memory at once."""
-    from saip_bench.utils import console
 
     def rows() -> Iterator[tuple[str, Any]]:
         for chunk in range(chunks_total):
@@ -442,7 +443,7 @@ def _merge(pool: Path, work: Path, state: dict[str, Any], chunks_total: int, chu
     message = f"wrote {target}: {n - len(unreadable)} images"
     if unreadable:
         message += f", {len(unreadable)} unreadable skipped (first: {unreadable[0]})"
-    console.print(message, highlight=False, soft_wrap=True)
+    log.info(message)
     return target
 
 

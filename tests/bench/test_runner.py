@@ -369,3 +369,27 @@ def test_making_keypoints_leaves_every_other_methods_checkpoint_key_alone(env):
     assert after["hap"] != before["hap"]
     (pool / "keypoints.json").write_text('{"images/0001/a.jpg": [ ]}')
     assert keys()["hap"] != after["hap"]
+
+
+def test_quiet_hides_the_runners_messages_but_not_its_failures(env, capsys):
+    """The runner's messages go through logging (issue 25): -q hides the plan and the summaries, never a
+    failure."""
+    from saip_bench import logs
+
+    hooks, _, tmp = env
+    run_bench(config(tmp), hooks)
+    capsys.readouterr()
+    run_bench(config(tmp), hooks)
+    loud = capsys.readouterr()
+    assert "nothing to run" in loud.out + loud.err and "saip" in loud.out + loud.err  # the plan table
+    try:
+        logs.set_verbosity(quiet=1)
+        run_bench(config(tmp), hooks)
+        quiet = capsys.readouterr()
+        assert quiet.out + quiet.err == ""
+        FakeTask.fail_on = {"crowdhuman"}
+        run_bench(config(tmp, overwrite=OverwritePolicy.ALWAYS), hooks)
+        failed = capsys.readouterr()
+        assert "failed" in failed.err and "record(s) written" not in failed.out + failed.err
+    finally:
+        logs.set_verbosity()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing as mp
 import os
 import shutil
@@ -23,6 +24,8 @@ from saip_bench.data.synth.presets import Preset, get_preset
 from saip_bench.errors import UserError
 from saip_bench.locks import default_wait, die_with_parent, owner_lock
 from saip_bench.utils import atomic_write_json, console
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 WORLD_FILE = ".world.json"
@@ -130,7 +133,7 @@ def _generate_locked(out: Path, spec: Preset, names: list[str], seed: int, force
         or n not in state["datasets"]
     ]
     if not todo:
-        console.print(f"[green]synthetic world up to date[/] at {out} (preset {spec.name}, seed {seed})")
+        log.info(f"synthetic world up to date at {out} (preset {spec.name}, seed {seed})")
         return out
     columns = (
         TextColumn("[bold]{task.description:<15}"),
