@@ -1,4 +1,4 @@
-"""Cost of a unit: wall time, peak memory, and the backbone's params / FLOPs / latency.
+"""Cost of a unit: wall time, peak memory, and the backbone's params / FLOPs / latency at the task's input.
 
 Why: the score-vs-cost Pareto plot and any claim about "lightweight" need measured costs next to the
 scores, taken the same way for every method.
@@ -65,15 +65,32 @@ class CostMeter:
             self.cost["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
 
 
+SIZE_DEPENDENT = ("pos_embed",)  # parameter names whose shape follows the input size (ViT position table)
+
+
+def size_free_parameters(backbone: torch.nn.Module) -> int:
+    """Parameters that do not depend on the input size: all but a learnable position-embedding table.
+
+    Why: a ViT's position table has one vector per patch, so its parameter count changes with the
+    task's input size (vit_tiny: 5.511 M at 256x128, 5.683 M at 512x512); without the table the
+    count is one number per backbone."""
+    return sum(p.numel() for name, p in backbone.named_parameters()
+               if name.split(".")[-1] not in SIZE_DEPENDENT)
+
+
 def backbone_cost(backbone: Backbone, input_size: tuple[int, int], device: torch.device | str = "cpu",
                   repeats: int = 5) -> dict[str, float]:
-    """Params (M), forward GFLOPs at ``input_size`` (multiply-add = 2), batch-1 latency (ms, median)."""
+    """Params (M) at ``input_size`` and without the size-dependent position table, forward GFLOPs at
+    ``input_size`` (multiply-add = 2), batch-1 latency (ms, median), and the input size itself."""
     device = torch.device(device)
     was_training = backbone.training
     backbone.eval()
     cost = {
         "params_m": round(count_parameters(backbone) / 1e6, 4),
+        "params_m_size_free": round(size_free_parameters(backbone) / 1e6, 4),
         "gflops": float(f"{flops(backbone, tuple(input_size)) / 1e9:.4g}"),
+        "input_h": float(input_size[0]),
+        "input_w": float(input_size[1]),
     }
     x = torch.zeros(1, 3, *input_size, device=device)
     model = backbone.to(device)
