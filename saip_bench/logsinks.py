@@ -64,7 +64,36 @@ def parse_loggers(value: str | Sequence[str]) -> tuple[str, ...]:
         need = LOGGERS[name]
         if need is not None and importlib.util.find_spec(need[0]) is None:
             raise UserError(f"--logger {name}: the {need[0]!r} package is not installed; {need[1]}")
+        if name == "wandb" and (problem := wandb_login_problem()):
+            raise UserError(f"--logger wandb: {problem}")
     return names
+
+
+WANDB_LOCAL_MODES = ("offline", "disabled", "dryrun")
+
+
+def wandb_login_problem() -> str | None:
+    """Why an online W&B run would fail to start, found before any work: no API key in ``$WANDB_API_KEY``
+    nor in the netrc entry ``wandb login`` writes for the server (``$WANDB_BASE_URL``). Why here: wandb itself
+    only finds out in ``wandb.init``, i.e. after the world, the data and the pretraining of the first unit.
+    Offline (``WANDB_MODE=offline``) and disabled runs need no key. Read without importing wandb (slow)."""
+    import netrc
+    import os
+    from urllib.parse import urlparse
+
+    mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if mode in WANDB_LOCAL_MODES or os.environ.get("WANDB_API_KEY"):
+        return None
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        entry = None
+    if entry and entry[2]:
+        return None
+    return (f"not logged in to {host} (no $WANDB_API_KEY, no entry in {path}); run `wandb login`, or set "
+            "WANDB_MODE=offline to write the run locally and `wandb sync` it later")
 
 
 def _logger_type(value: str) -> tuple[str, ...]:

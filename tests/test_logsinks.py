@@ -159,3 +159,27 @@ def test_wandb_offline_run_needs_no_network(tmp_path, monkeypatch):
         run_log.summary({"final/mAP": 0.25})
     runs = list((tmp_path / "unit" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_wandb_online_without_a_login_is_refused_when_parsed(tmp_path, monkeypatch):
+    """An online W&B run without a key fails before any work (wandb itself finds out only in wandb.init)."""
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "wandb" else real_find_spec(name, *a))
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    netrc_file = tmp_path / "netrc"
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    with pytest.raises(UserError, match=r"not logged in to api\.wandb\.ai.*wandb login.*WANDB_MODE=offline"):
+        parse_loggers("jsonl,wandb")
+    netrc_file.write_text("machine api.wandb.ai\n  login user\n  password k3y\n")
+    netrc_file.chmod(0o600)
+    assert parse_loggers("wandb") == ("wandb",)
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")  # a private server: its own entry
+    with pytest.raises(UserError, match="wandb.example.org"):
+        parse_loggers("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert parse_loggers("wandb") == ("wandb",)
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "k3y")
+    assert parse_loggers("wandb") == ("wandb",)
