@@ -100,7 +100,8 @@ def pretraining_fingerprint(method: str, preset: str) -> str:
 
     try:
         train, method_settings = load_preset(method, preset)
-        settings: Any = {"train": train.model_dump(mode="json"), "method": method_settings}
+        train_settings = train.model_dump(mode="json", exclude={"compile"})  # how fast, not what is trained
+        settings: Any = {"train": train_settings, "method": method_settings}
     except SaipBenchError:  # a preset the trainer does not know (a test's fake pretrainer): its name alone
         settings = None
     return stable_hash({"settings": settings, "code": pretraining_code_version()})

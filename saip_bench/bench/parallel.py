@@ -72,6 +72,14 @@ def worker_argv(config: BenchConfig, preset_arg: str) -> list[str]:
         argv += ["--device", config.device]
     if config.cfg_options:
         argv += ["--cfg-options", *config.cfg_options]
+    if config.loader_workers is not None:
+        argv += ["--loader-workers", str(config.loader_workers)]
+    if config.fail_fast:
+        argv += ["--fail-fast"]
+    if config.keep_finetuned:
+        argv += ["--keep-finetuned"]
+    if config.compile:
+        argv += ["--compile"]
     if logsinks.default_loggers() != logsinks.DEFAULT_LOGGERS:  # this process's --logger
         argv += ["--logger", ",".join(logsinks.default_loggers())]
     argv += logs.verbosity_flags()  # this process's -v/-q

@@ -135,6 +135,7 @@ class BenchConfig:
     dataset_roots: dict[str, Path] = field(default_factory=dict)  # explicit per-dataset roots win
     world: Path | None = None  # an existing synthetic world used as is (never regenerated)
     loader_workers: int | None = None  # DataLoader num_workers per unit (None: the preset's eval.num_workers)
+    compile: bool = False  # torch.compile the backbone's blocks in every unit (devices.compile_backbone)
     cfg_options: Sequence[str] = ()  # --cfg-options [task/dataset:]key.path=value (saip_bench/overrides.py)
     keep_finetuned: bool = False  # --keep-finetuned: each unit's final weights in its folder (tasks/base.py)
     unit_parallel: str = "auto"  # under torchrun: auto | spread | data (bench/schedule.py, ``unit_mode``)
@@ -570,7 +571,7 @@ class BenchRunner:
             max_eval_samples=limit, cache_dir=Path(self.config.cache_dir) / "features" / info.key,
             show_progress=self.config.show_progress and self.dist.is_main, visualize=self.config.visualize,
             keep_finetuned=self.config.keep_finetuned, data_parallel=data_parallel,
-            per_rank_batch=self.config.per_rank_batch if finetune else None,
+            per_rank_batch=self.config.per_rank_batch if finetune else None, compile=self.config.compile,
         )
         seed_everything(unit.seed)
         with CostMeter(self.device) as meter:
@@ -613,7 +614,7 @@ class BenchRunner:
             "effective_batch": effective_batch,
             "device": device_description(self.device),
             "amp": self.eval_amp,
-            "speed": speed_settings(self.device),
+            "speed": speed_settings(self.device, compiled=self.config.compile),
             "loader_workers": self.loader_workers,  # single-person augmentation draws per worker
             "specs": spec_sources(),  # built-in folders (package or checkout) and any $SAIP_SPECS folder
             "bench_preset": {"name": self.preset.name, "hash": self.preset.hash},

@@ -11,6 +11,15 @@ from saip_bench.commands import add_hidden_alias
 from saip_bench.errors import UserError
 
 
+def add_compile_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the backbone's blocks in every unit (for GPUs; recorded in provenance); "
+        "pretraining "
+        "follows its preset's 'compile' (or `saip-bench pretrain --compile`)",
+    )
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | None = "default") -> None:
     """Arguments shared by ``saip-bench bench`` and ``run_bench.py``."""
     from saip_bench.bench.presets import available_presets
@@ -89,6 +98,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser, default_preset: str | N
         "--loader-workers", type=int, default=None, metavar="N",
         help="DataLoader num_workers of every unit (default: the bench preset's eval.num_workers)",
     )
+    add_compile_argument(parser)
     add_cfg_options_argument(parser, scoped=True)
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first failing unit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
@@ -205,6 +215,7 @@ def config_from_args(args: argparse.Namespace):
         keep_finetuned=args.keep_finetuned,
         unit_parallel=args.unit_parallel,
         per_rank_batch=args.per_rank_batch,
+        compile=args.compile,
     )
 
 

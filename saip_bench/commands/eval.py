@@ -78,7 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--loader-workers", type=int, default=0, metavar="N",
                         help="DataLoader num_workers (0: load in the training process)")
     parser.add_argument("--json", action="store_true", help="print the record as JSON")
-    from saip_bench.commands.bench import add_cfg_options_argument
+    from saip_bench.commands.bench import add_cfg_options_argument, add_compile_argument
+
+    add_compile_argument(parser)
 
     add_cfg_options_argument(parser, scoped=False)
     from saip_bench.commands.bench import add_keep_finetuned_argument
@@ -214,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=OverwritePolicy.ALWAYS,
         device=args.device,
         loader_workers=args.loader_workers,
+        compile=args.compile,
         cfg_options=tuple(args.cfg_options or ()),  # applied to the unit's spec, validated by the runner
         fail_fast=True,
         visualize=args.visualize,

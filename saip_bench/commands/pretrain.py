@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="output folder (checkpoints, log, export); a compatible checkpoint there is continued",
     )
     parser.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the backbone's blocks (= --set compile=true; for GPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--resume", action="store_true",
@@ -120,7 +122,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--resume and --overwrite contradict each other: give one")
     if args.allow_config_change and args.resume_from is None:
         raise UserError("--allow-config-change needs --resume-from CKPT (the checkpoint to continue)")
-    check_train_overrides(args.method, args.preset, parse_settings(args.train_set, "--set") or None)
+    train_overrides = parse_settings(args.train_set, "--set")
+    if args.compile:
+        train_overrides["compile"] = True
+    check_train_overrides(args.method, args.preset, train_overrides or None)
     path = pretrain(
         args.method,
         args.backbone,
@@ -133,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         amp=False if args.no_amp else None,
         device=args.device,
         progress=not args.no_progress,
-        overrides=parse_settings(args.train_set, "--set") or None,
+        overrides=train_overrides or None,
         method_overrides=parse_settings(args.method_set, "--method-set") or None,
         overwrite=args.overwrite,
         resume_from=args.resume_from,

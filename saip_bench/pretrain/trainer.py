@@ -49,7 +49,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from saip_bench.backbones import Backbone
-from saip_bench.devices import enable_speed, fused_optimizer_ok
+from saip_bench.devices import compile_backbone, enable_speed, fused_optimizer_ok
 from saip_bench.errors import SpecError, TrainingError, UserError
 from saip_bench.logsinks import RunLog, resolve_loggers
 from saip_bench.pretrain.base import PretrainMethod
@@ -113,6 +113,9 @@ class TrainConfig(BaseModel):
         False, description="keep a ViT's patch projection at its random init (MoCo v3's 'random patch "
         "projection', Chen et al. 2021): the tokens keep a random linear code of the patch pixels")
     guard: GuardConfig = Field(default_factory=GuardConfig)
+    compile: bool = Field(
+        False, description="torch.compile the backbone's blocks (devices.compile_backbone); a speed switch, "
+        "not part of what is trained: a run resumes with it on or off")
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainConfig:
@@ -348,6 +351,8 @@ class Trainer:
         enable_speed(self.device)  # TF32 for what runs in float32 on a GPU
         if config.freeze_patch_embed:
             freeze_patch_embedding(method.backbone)
+        if config.compile:
+            compile_backbone(method.backbone)
         groups = param_groups(method, config.weight_decay)
         self.optimizer = torch.optim.AdamW(  # fused on a GPU: one kernel per step (provenance: speed)
             groups, lr=self.lr, betas=tuple(config.betas), fused=fused_optimizer_ok(groups) or None
@@ -384,6 +389,7 @@ class Trainer:
         train = self.config.model_dump(mode="json")
         if not train["freeze_patch_embed"]:  # off = the behaviour before the flag: earlier runs still resume
             del train["freeze_patch_embed"]
+        del train["compile"]  # how fast, not what: a run resumes with --compile on or off
         return stable_hash(
             {
                 "train": train,

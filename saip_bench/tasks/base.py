@@ -21,7 +21,7 @@ from torch import nn
 from saip_bench import logsinks
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
-from saip_bench.devices import device_guard, enable_speed, place_models
+from saip_bench.devices import compile_backbone, device_guard, enable_speed, place_models
 from saip_bench.errors import UserError
 from saip_bench.metrics import bootstrap
 from saip_bench.registry import Registry
@@ -63,6 +63,7 @@ class UnitContext:
     # ``Task.run`` on the same unit); per_rank_batch caps the per-rank batch (the rest is accumulation)
     data_parallel: bool = False
     per_rank_batch: int | None = None
+    compile: bool = False  # torch.compile the backbone's blocks before the fit (``--compile``)
 
     def __post_init__(self) -> None:
         self.amp = resolve_amp(self.amp, self.device)  # bf16 only where the device runs it natively
@@ -142,6 +143,8 @@ class Task(ABC):
         place_models(ctx.device, ctx.backbone)  # heads may probe the backbone (dense channel counts)
         head = self.build_head(ctx.backbone, ctx.spec, ctx.data)
         place_models(ctx.device, ctx.backbone, head)
+        if ctx.compile:
+            compile_backbone(ctx.backbone)
         if dp is not None and dp.distributed and dp.rank > 0:
             # each rank its own augmentation / dropout draws (DDP gives every rank rank 0's weights);
             # rank 0 keeps a single process's stream

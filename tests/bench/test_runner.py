@@ -393,3 +393,13 @@ def test_quiet_hides_the_runners_messages_but_not_its_failures(env, capsys):
         assert "failed" in failed.err and "record(s) written" not in failed.out + failed.err
     finally:
         logs.set_verbosity()
+
+
+def test_compile_reaches_the_units_and_their_records(env, monkeypatch):
+    hooks, _, tmp = env
+    seen = []
+    real_run = FakeTask.run
+    monkeypatch.setattr(FakeTask, "run", lambda self, ctx: seen.append(ctx.compile) or real_run(self, ctx))
+    run_bench(config(tmp, compile=True), hooks)
+    records = load_records([tmp / "run"])
+    assert seen and all(seen) and all(r.provenance["speed"]["compile"] for r in records)

@@ -206,3 +206,20 @@ def test_step_terms_come_back_in_one_packed_read_with_the_guard_verdict(pretrain
     for loss, grad in ((float("nan"), 1.0), (1.0, float("inf")), (2e6, 1.0)):
         terms = {"loss": torch.tensor(loss, dtype=torch.float64)}
         assert not trainer._read_step_terms(terms, torch.tensor(grad, dtype=torch.float64))[2]
+
+
+def test_compile_trains_the_same_and_resumes_either_way(pretrain_root, tmp_path, monkeypatch):
+    """``compile: true`` (regional torch.compile of the backbone's blocks) is a speed switch: same losses and
+    weights as eager (the eager backend keeps the test fast and exact), same parameter names, and the config
+    hash ignores it, so a run resumes with it on or off."""
+    monkeypatch.setenv("SAIP_COMPILE_BACKEND", "eager")
+    eager, eager_method = _fit(pretrain_root, tmp_path / "eager", steps=3)
+    compiled, compiled_method = _fit(pretrain_root, tmp_path / "compiled", steps=3, compile=True)
+    blocks = compiled_method.student.backbone.body.blocks
+    assert all(block._compiled_call_impl is not None for block in blocks)
+    assert eager_method.state_dict().keys() == compiled_method.state_dict().keys()
+    assert [h["loss"] for h in compiled.history] == pytest.approx([h["loss"] for h in eager.history], rel=1e-5)
+    assert micro_train_config(compile=True) != micro_train_config()
+    assert (Trainer(micro_saip(), micro_train_config(compile=True), pretrain_root, tmp_path / "a", progress=False)
+            .config_hash() == Trainer(micro_saip(), micro_train_config(), pretrain_root, tmp_path / "b",
+                                      progress=False).config_hash())
