@@ -23,6 +23,7 @@ from saip_bench.devices import (
 from saip_bench.specs import get_task_spec
 from saip_bench.tasks import crowdhuman, fashionpedia
 from saip_bench.tasks.base import Task, UnitContext
+from saip_bench.tasks.detection.fashion_rcnn import FashionHeadParams
 
 META = torch.device("meta")
 
@@ -251,9 +252,10 @@ def test_crowdhuman_head_moves_targets_to_the_maps_device(monkeypatch):
 def test_fashionpedia_head_moves_targets_to_the_maps_device(monkeypatch):
     calls = spy_on(monkeypatch, fashionpedia)
     torch.manual_seed(0)
+    params = FashionHeadParams(channels=8, detections_per_img=5, rpn_post_nms_train=50,
+                               box_batch_per_image=16)
     model = fashionpedia.FashionModel([16], True, [0], (64, 64), num_categories=46, num_attributes=7,
-                                      channels=8, detections_per_img=5, rpn_post_nms_train=50,
-                                      box_batch_per_image=16)
+                                      params=params)
     masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
     masks[0, 10:40, 10:30] = 1
     targets = [{"boxes": torch.tensor([[10.0, 10, 30, 40]]), "labels": torch.tensor([1]), "masks": masks,

@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pycocotools.mask as mask_utils
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.ops import MultiScaleRoIAlign
@@ -54,13 +55,37 @@ from saip_bench.tasks.common import (
     schedule_param_groups,
     set_backbone_trainable,
 )
-from saip_bench.tasks.dense.features import head_params, input_size, level_channels, multi_level
+from saip_bench.tasks.dense.features import (
+    head_params,
+    input_size,
+    level_channels,
+    multi_level,
+    protocol_params,
+)
 from saip_bench.tasks.dense.vis import palette
+from saip_bench.tasks.detection.fashion_rcnn import (
+    FashionHeadParams,
+    FixedStrideAnchorGenerator,
+    KeepRatioResize,
+    KnowledgeAttributeHead,
+    attribute_loss,
+    chosen_attributes,
+    keep_ratio_batches,
+    keep_ratio_size,
+    knowledge_matrix,
+    level_anchor_sizes,
+    normalize_padded,
+    pad_images,
+    padded_size,
+    sample_positives,
+    validated,
+)
 from saip_bench.tasks.detection.pyramid import (
     SimpleFeaturePyramid,
     fp32_heads,
     image_list,
     pyramid_levels,
+    pyramid_strides,
     scale_boxes,
 )
 from saip_bench.tasks.detection.training import cached_level_maps, mirrored_batches
@@ -68,11 +93,12 @@ from saip_bench.utils import atomic_write_json, autocast
 
 
 class AttributeHead(nn.Module):
-    """RoIAlign (7x7 over the pyramid) -> 2-layer MLP -> attribute logits."""
+    """RoIAlign (7x7 over the pyramid) -> 2-layer MLP -> attribute logits (the CPU protocol's branch)."""
 
-    def __init__(self, channels: int, num_attributes: int, hidden: int = 256) -> None:
+    def __init__(self, channels: int, num_attributes: int, names: list[str] | None = None,
+                 sampling_ratio: int = 2, hidden: int = 256) -> None:
         super().__init__()
-        self.pool = MultiScaleRoIAlign(["0", "1", "2"], 7, 2)
+        self.pool = MultiScaleRoIAlign(names or ["0", "1", "2"], 7, sampling_ratio)
         self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(channels * 49, hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, num_attributes))
 
@@ -81,67 +107,127 @@ class AttributeHead(nn.Module):
 
 
 class FashionModel(nn.Module):
-    """Pyramid + torchvision Mask R-CNN + attribute branch, fed with backbone maps at ``size``."""
+    """Pyramid + torchvision Mask R-CNN + attribute branch, fed with backbone maps.
+
+    ``params`` chooses between the CPU protocol's compact model (the defaults: 3 levels, anchors from the
+    input size, MLP heads) and the recipe's (P2-P6, anchors of 8 x stride, 4-conv + FC box head, the
+    knowledge-aware attribute head; tasks/fashion/fashionpedia.yaml, ``finetune``). ``size`` is the fixed
+    input size of the whole-image resize; under an aspect-preserving resize each call passes the images'
+    own sizes and the padded canvas instead.
+    """
 
     def __init__(self, in_channels: list[int], single_scale: bool, levels: list[int], size: tuple[int, int],
-                 num_categories: int, num_attributes: int, channels: int = 128,
-                 detections_per_img: int = 100, score_thresh: float = 0.0, rpn_post_nms_train: int = 300,
-                 box_batch_per_image: int = 128) -> None:
+                 num_categories: int, num_attributes: int, params: FashionHeadParams | None = None,
+                 strides: tuple[int, ...] = (8, 16, 32), knowledge: torch.Tensor | None = None,
+                 resize: KeepRatioResize | None = None) -> None:
         super().__init__()
+        params = params or FashionHeadParams()
+        self.params = params
+        self.resize = resize
         self.levels = levels
         self.size = size
-        self.neck = SimpleFeaturePyramid(in_channels, channels, single_scale)
-        base = max(8, min(size) // 16)
-        sizes = tuple((base * 2**i, base * 2**i * 2) for i in range(3))
-        anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * 3)
-        names = ["0", "1", "2"]
-        # heads sized to the pyramid width (torchvision's defaults, 1024-d box MLP and 4x256 mask convs,
-        # dominate CPU time at our input sizes)
+        channels = params.channels
+        num_levels = 5 if params.pyramid == "p2_p6" else 3
+        self.neck = SimpleFeaturePyramid(in_channels, channels, single_scale, num_levels)
+        ratios = tuple(float(r) for r in params.anchor_ratios)
+        if params.anchor_scale is None:
+            base = max(8, min(size) // 16)
+            anchors: AnchorGenerator = AnchorGenerator(
+                tuple((base * 2**i, base * 2**i * 2) for i in range(num_levels)), (ratios,) * num_levels)
+        else:
+            anchors = FixedStrideAnchorGenerator(level_anchor_sizes(params.anchor_scale, strides),
+                                                 (ratios,) * num_levels, strides)
+        names = [str(i) for i in range(min(num_levels, 4))]  # RoIs pool P2-P5 (mmdet's strides 4-32), not P6
         classes = num_categories + 1
+        if params.box_head == "mlp":
+            # heads sized to the pyramid width (torchvision's defaults, 1024-d box MLP and 4x256 mask convs,
+            # dominate CPU time at the CPU protocol's input sizes)
+            box_head: nn.Module = TwoMLPHead(channels * 49, 4 * channels)
+            box_width = 4 * channels
+        else:  # mmdet's Shared4Conv1FCBBoxHead: 4 3x3 convs at the pyramid width, one 1024-d FC
+            box_head = FastRCNNConvFCHead((channels, 7, 7), [channels] * 4, [1024])
+            box_width = 1024
+        sampling = params.roi_sampling_ratio
         self.rcnn = MaskRCNN(
             self.neck, num_classes=None, rpn_anchor_generator=anchors,
-            box_head=TwoMLPHead(channels * 49, 4 * channels),
-            box_predictor=FastRCNNPredictor(4 * channels, classes),
+            box_head=box_head, box_predictor=FastRCNNPredictor(box_width, classes),
             mask_head=MaskRCNNHeads(channels, (channels,) * 4, 1),
             mask_predictor=MaskRCNNPredictor(channels, channels, classes),
-            box_roi_pool=MultiScaleRoIAlign(names, 7, 2), mask_roi_pool=MultiScaleRoIAlign(names, 14, 2),
-            rpn_pre_nms_top_n_train=2 * rpn_post_nms_train, rpn_post_nms_top_n_train=rpn_post_nms_train,
-            rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=150,
-            box_batch_size_per_image=box_batch_per_image, box_detections_per_img=detections_per_img,
-            box_score_thresh=score_thresh,
+            box_roi_pool=MultiScaleRoIAlign(names, 7, sampling),
+            mask_roi_pool=MultiScaleRoIAlign(names, 14, sampling),
+            rpn_pre_nms_top_n_train=params.rpn_pre_nms_train or 2 * params.rpn_post_nms_train,
+            rpn_post_nms_top_n_train=params.rpn_post_nms_train,
+            rpn_pre_nms_top_n_test=params.rpn_pre_nms_test, rpn_post_nms_top_n_test=params.rpn_post_nms_test,
+            rpn_nms_thresh=params.rpn_nms, box_nms_thresh=params.box_nms,
+            box_batch_size_per_image=params.box_batch_per_image,
+            box_detections_per_img=params.detections_per_img, box_score_thresh=params.score_thresh,
         )
-        self.attributes = AttributeHead(channels, num_attributes)
+        head = params.attributes
+        self.attribute_threshold = head.threshold
+        self.num_attributes = num_attributes
+        if head.type == "mlp":
+            self.attributes: nn.Module = AttributeHead(channels, num_attributes, names, sampling)
+        else:
+            prior = knowledge if knowledge is not None else torch.zeros(num_categories, num_attributes)
+            self.attributes = KnowledgeAttributeHead(channels, num_attributes, prior, names, sampling,
+                                                     head.dim, head.heads, head.layers)
+
+    def _images(self, maps: list[torch.Tensor], sizes: list[tuple[int, int]] | None,
+                canvas: tuple[int, int] | None) -> ImageList:
+        """What torchvision's RPN / RoI heads read of the batch: its canvas and each image's own size."""
+        if sizes is None:
+            return image_list(maps[0].shape[0], self.size, maps[0])
+        canvas = canvas or padded_size(sizes, 1)
+        tensors = maps[0].new_zeros((len(sizes), 1, *canvas)).expand(len(sizes), 3, *canvas)
+        return ImageList(tensors, [tuple(s) for s in sizes])
+
+    def _attribute_logits(self, features, boxes: list[torch.Tensor], labels: torch.Tensor,
+                          sizes: list[tuple[int, int]]) -> torch.Tensor:
+        if isinstance(self.attributes, KnowledgeAttributeHead):
+            return self.attributes(features, boxes, labels - 1, sizes)  # 0-based categories index the prior
+        return self.attributes(features, boxes, sizes)
 
     @fp32_heads
-    def losses(self, maps: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    def losses(self, maps: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
+               sizes: list[tuple[int, int]] | None = None,
+               canvas: tuple[int, int] | None = None) -> torch.Tensor:
         targets = to_device(targets, maps[0].device)  # boxes meet anchors made on the maps' device
         features = self.neck(maps)
-        images = image_list(maps[0].shape[0], self.size, maps[0])
+        images = self._images(maps, sizes, canvas)
         proposals, rpn_losses = self.rcnn.rpn(images, features, targets)
         _, roi_losses = self.rcnn.roi_heads(features, proposals, images.image_sizes, targets)
         total = sum(rpn_losses.values()) + sum(roi_losses.values())
-        boxes = [t["boxes"] for t in targets]
-        if sum(len(b) for b in boxes):
-            logits = self.attributes(features, boxes, images.image_sizes).float()
+        head = self.params.attributes
+        if head.type == "knowledge" and head.max_positives is not None:
+            iou = float(self.rcnn.roi_heads.proposal_matcher.high_threshold)
+            boxes, labels, wanted = sample_positives(proposals, targets, iou, head.max_positives)
+        else:
+            boxes = [t["boxes"] for t in targets]
+            labels = torch.cat([t["labels"] for t in targets])
             wanted = torch.cat([t["attributes"] for t in targets])
-            total = total + F.binary_cross_entropy_with_logits(logits, wanted)
+        if sum(len(b) for b in boxes):
+            logits = self._attribute_logits(features, boxes, labels, images.image_sizes)
+            total = total + attribute_loss(logits, wanted, head.loss_weight)
         return total
 
     @torch.no_grad()
     @fp32_heads
-    def detect(self, maps: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    def detect(self, maps: list[torch.Tensor], sizes: list[tuple[int, int]] | None = None,
+               canvas: tuple[int, int] | None = None) -> list[dict[str, torch.Tensor]]:
         features = self.neck(maps)
-        images = image_list(maps[0].shape[0], self.size, maps[0])
+        images = self._images(maps, sizes, canvas)
         proposals, _ = self.rcnn.rpn(images, features)
         detections, _ = self.rcnn.roi_heads(features, proposals, images.image_sizes)
         boxes = [d["boxes"] for d in detections]
         if sum(len(b) for b in boxes):
-            probs = torch.sigmoid(self.attributes(features, boxes, images.image_sizes).float())
+            labels = torch.cat([d["labels"] for d in detections])
+            logits = self._attribute_logits(features, boxes, labels, images.image_sizes)
+            probs = torch.sigmoid(logits.float())
             for detection, part in zip(detections, probs.split([len(b) for b in boxes]), strict=True):
                 detection["attributes"] = part
         else:
             for detection in detections:
-                detection["attributes"] = torch.zeros(0, self.attributes.mlp[-1].out_features)
+                detection["attributes"] = torch.zeros(0, self.num_attributes)
         return detections
 
 
@@ -156,10 +242,25 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     return mask_utils.decode(rle)
 
 
-def load_sample(record: dict[str, Any], size: tuple[int, int], num_attributes: int):
-    """Image at ``size`` and its Mask R-CNN targets there (+ multi-hot ``attributes``)."""
+def check_annotations(records: list[dict[str, Any]], source: str) -> None:
+    """Refuse a training file whose masks pycocotools would misread: a polygon of fewer than 3 points
+    (pycocotools takes a 4-number polygon for a box) or an RLE whose size is not the image's or whose runs
+    do not cover it. The error names the file, the annotation and its image id (the metric's own GT check,
+    ``metrics.fashionpedia.check_segmentation``, with the same rules)."""
+    for record in records:
+        for ann in record["annotations"]:
+            where = f"annotation id {ann.get('id')} (image_id {record['image_id']})"
+            height, width = int(record["height"]), int(record["width"])
+            fashion_metric.check_segmentation(ann["segmentation"], height, width, False, source, where)
+
+
+def load_sample(record: dict[str, Any], size: tuple[int, int] | Callable[[tuple[int, int]], tuple[int, int]],
+                num_attributes: int):
+    """Image resized to ``size`` (or to ``size(original height, width)``) and its Mask R-CNN targets there
+    (+ multi-hot ``attributes``); boxes and masks are scaled by the same x / y factors as the image."""
     image = load_rgb(record["path"])
     original = (image.height, image.width)
+    size = size(original) if callable(size) else size
     boxes, labels, masks, attributes = [], [], [], []
     for ann in record["annotations"]:
         x, y, w, h = ann["bbox"]
@@ -167,7 +268,7 @@ def load_sample(record: dict[str, Any], size: tuple[int, int], num_attributes: i
         if box[2] - box[0] < 1 or box[3] - box[1] < 1:
             continue
         mask = decode_segmentation(ann["segmentation"], *original)
-        masks.append(np.array(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST)))
+        masks.append(resize_mask(mask, size))
         boxes.append(box)
         labels.append(ann["category_id"] + 1)
         hot = torch.zeros(num_attributes)
@@ -180,6 +281,11 @@ def load_sample(record: dict[str, Any], size: tuple[int, int], num_attributes: i
         "attributes": torch.stack(attributes) if attributes else torch.zeros(0, num_attributes),
     }
     return pil_to_tensor(image, size), target
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A binary (H, W) mask at ``size`` = (height, width), nearest neighbour (mmdet's mask rescale)."""
+    return np.array(Image.fromarray(mask).resize((size[1], size[0]), Image.NEAREST))
 
 
 def flip_target(target: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
@@ -207,18 +313,32 @@ class FashionpediaTask(Task):
             raise SpecError("fashion task needs reader meta 'categories' and 'attributes'")
         return categories, attributes
 
+    @staticmethod
+    def _settings(spec: TaskSpec, protocol: str) -> tuple[FashionHeadParams, KeepRatioResize | None]:
+        """The protocol's head settings and resize rule, validated (a typo names the spec and field)."""
+        where = f"tasks/{spec.task}/{spec.dataset}.yaml, protocol {protocol!r}"
+        params = validated(FashionHeadParams, head_params(spec, protocol), f"{where}: head params")
+        rule = protocol_params(spec, protocol).get("keep_ratio")
+        resize = None if rule is None else validated(KeepRatioResize, rule, f"{where}: params.keep_ratio")
+        return params, resize
+
     def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
         protocol = getattr(self, "_protocol", spec.default_protocol)
-        params = head_params(spec, protocol)
+        params, resize = self._settings(spec, protocol)
+        if resize is not None and is_frozen(spec.protocols[protocol].kind):
+            raise SpecError(f"tasks/{spec.task}/{spec.dataset}.yaml: protocol {protocol!r} caches backbone "
+                            "maps at one input size, so it cannot use params.keep_ratio")
         categories, attributes = self._vocab(data)
-        levels = pyramid_levels(backbone)
+        num_levels = 5 if params.pyramid == "p2_p6" else 3
+        levels = pyramid_levels(backbone, num_levels)
         channels = level_channels(backbone, levels, (64, 64))
         num_categories = max(int(c["id"]) for c in categories) + 1
-        return FashionModel(
-            channels, backbone.family == "vit", levels, input_size(spec, protocol), num_categories,
-            len(attributes), int(params.get("channels", 128)), int(params.get("detections_per_img", 100)),
-            float(params.get("score_thresh", 0.0)), int(params.get("rpn_post_nms_train", 300)),
-            int(params.get("box_batch_per_image", 128)))
+        knowledge = None
+        if params.attributes.type == "knowledge":
+            knowledge = knowledge_matrix(data.splits[spec.splits["train"]], num_categories, len(attributes))
+        return FashionModel(channels, backbone.family == "vit", levels, input_size(spec, protocol),
+                            num_categories, len(attributes), params, pyramid_strides(backbone, num_levels),
+                            knowledge, resize)
 
     def _records(self, ctx: UnitContext, role: str) -> tuple[list[dict[str, Any]], int]:
         records = ctx.data.splits[ctx.spec.splits[role]]
@@ -229,7 +349,8 @@ class FashionpediaTask(Task):
     def fit(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
         assert isinstance(head, FashionModel)
         records, original = self._records(ctx, "train")
-        num_attributes = head.attributes.mlp[-1].out_features
+        check_annotations(records, ctx.data.meta["gt_files"].get(ctx.spec.splits["train"], "train split"))
+        num_attributes = head.num_attributes
         frozen = is_frozen(ctx.protocol_spec.kind)
         schedule = ctx.protocol_spec.schedule
         set_backbone_trainable(ctx.backbone, not frozen)
@@ -253,14 +374,27 @@ class FashionpediaTask(Task):
             model: nn.Module = head
             groups = schedule_param_groups(None, head, schedule)
         else:
-            batches = mirrored_batches(
-                records, lambda r: load_sample(r, head.size, num_attributes), flip_target, head.size[1],
-                batch_size, steps_per_epoch, generator, ctx.device, ctx.num_workers,
-            )
+            if head.resize is not None:  # the recipe: a long side drawn per image, aspect kept, padded batch
+                batches = keep_ratio_batches(
+                    records, lambda r, scale: load_sample(r, lambda hw: keep_ratio_size(hw, scale),
+                                                          num_attributes),
+                    flip_target, head.resize, batch_size, steps_per_epoch, generator, ctx.device,
+                    ctx.num_workers)
 
-            def loss_fn(batch) -> torch.Tensor:
-                images, batch_targets = batch
-                return head.losses(multi_level(ctx.backbone, normalize(images), head.levels), batch_targets)
+                def loss_fn(batch) -> torch.Tensor:
+                    images, batch_targets, sizes = batch
+                    maps = multi_level(ctx.backbone, normalize_padded(images, sizes), head.levels)
+                    return head.losses(maps, batch_targets, sizes, tuple(images.shape[-2:]))
+            else:
+                batches = mirrored_batches(
+                    records, lambda r: load_sample(r, head.size, num_attributes), flip_target, head.size[1],
+                    batch_size, steps_per_epoch, generator, ctx.device, ctx.num_workers,
+                )
+
+                def loss_fn(batch) -> torch.Tensor:
+                    images, batch_targets = batch
+                    return head.losses(multi_level(ctx.backbone, normalize(images), head.levels),
+                                       batch_targets)
 
             model = nn.ModuleDict({"backbone": ctx.backbone, "head": head})
             groups = schedule_param_groups(ctx.backbone, head, schedule)
@@ -271,7 +405,13 @@ class FashionpediaTask(Task):
         eval_records, eval_original = self._records(ctx, "eval")
         info["n_samples"] = {"train": n_samples(original, len(records)),
                              "eval": n_samples(eval_original, len(eval_records))}
-        info["input_size"] = list(head.size)
+        if head.resize is None:
+            info["input_size"] = list(head.size)
+        else:
+            info["input_size"] = {"train_long_side": [int(head.resize.train_scale * r)
+                                                      for r in head.resize.ratio_range],
+                                  "test_long_side": head.resize.test_scale,
+                                  "size_divisor": head.resize.size_divisor}
         return info
 
     def _cached_maps(self, ctx: UnitContext, head: FashionModel, records: list[dict[str, Any]]):
@@ -291,21 +431,31 @@ class FashionpediaTask(Task):
         for start in range(0, len(records), 8):
             chunk = records[start:start + 8]
             originals = [load_rgb(r["path"]) for r in chunk]
-            images = torch.stack([pil_to_tensor(im, head.size) for im in originals]).to(ctx.device)
+            if head.resize is None:
+                sizes = [head.size] * len(chunk)
+                images = torch.stack([pil_to_tensor(im, head.size) for im in originals]).to(ctx.device)
+                pixels = normalize(images)
+            else:  # the recipe's test resize: long side test_scale, aspect kept, padded batch
+                sizes = [keep_ratio_size((im.height, im.width), head.resize.test_scale) for im in originals]
+                resized = [pil_to_tensor(im, size) for im, size in zip(originals, sizes, strict=True)]
+                images = pad_images(resized, head.resize.size_divisor).to(ctx.device)
+                pixels = normalize_padded(images, sizes)
             with autocast(ctx.device, enabled=ctx.amp):
-                maps = multi_level(ctx.backbone, normalize(images), head.levels)
-            for index, (record, image, found) in enumerate(
-                    zip(chunk, originals, head.detect([m.float() for m in maps]), strict=True)):
+                maps = multi_level(ctx.backbone, pixels, head.levels)
+            found_all = head.detect([m.float() for m in maps], None if head.resize is None else sizes,
+                                    tuple(images.shape[-2:]))
+            for index, (record, image, found, size) in enumerate(
+                    zip(chunk, originals, found_all, sizes, strict=True)):
                 hw = (image.height, image.width)
-                boxes = scale_boxes(found["boxes"].float().cpu(), head.size, hw)
+                boxes = scale_boxes(found["boxes"].float().cpu(), size, hw)
                 masks = (paste_masks_in_image(found["masks"].float().cpu(), boxes, hw)[:, 0] > 0.5).numpy()
                 instances = []
                 columns = (boxes.tolist(), found["labels"].tolist(), found["scores"].tolist(), masks,
                            found["attributes"])
                 for box, label, score, mask, probs in zip(*columns, strict=True):
                     category = int(label) - 1
-                    chosen = ([attribute_ids[i] for i in torch.nonzero(probs > 0.5).flatten().tolist()]
-                              if category in with_attributes else [])
+                    picked = chosen_attributes(probs[None], head.attribute_threshold)[0]
+                    chosen = [attribute_ids[i] for i in picked] if category in with_attributes else []
                     common = {"image_id": record["image_id"], "category_id": category,
                               "attribute_ids": chosen, "score": round(float(score), 5)}
                     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))

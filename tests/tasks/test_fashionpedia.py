@@ -14,6 +14,7 @@ from saip_bench.cli import main
 from saip_bench.data.readers import read_dataset
 from saip_bench.specs import get_task_spec
 from saip_bench.tasks.base import UnitContext, get_task
+from saip_bench.tasks.detection.fashion_rcnn import FashionHeadParams
 from saip_bench.tasks.fashionpedia import FashionModel, decode_segmentation
 
 
@@ -30,8 +31,9 @@ def test_decode_polygon_and_rle_agree():
 
 def test_model_trains_and_detects_with_attributes():
     torch.manual_seed(0)
-    model = FashionModel([16], True, [0], (64, 64), num_categories=46, num_attributes=7, channels=8,
-                         detections_per_img=5, rpn_post_nms_train=50, box_batch_per_image=16)
+    params = FashionHeadParams(channels=8, detections_per_img=5, rpn_post_nms_train=50,
+                               box_batch_per_image=16)
+    model = FashionModel([16], True, [0], (64, 64), num_categories=46, num_attributes=7, params=params)
     masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
     masks[0, 10:40, 10:30] = 1
     target = {"boxes": torch.tensor([[10.0, 10, 30, 40]]), "labels": torch.tensor([1]), "masks": masks,
@@ -52,6 +54,11 @@ def run_unit(root: Path, out: Path, protocol: str, visualize: int = 0):
     spec.protocols[protocol].params["input_size"] = [96, 128]
     spec.protocols[protocol].params.setdefault("head", {}).update(
         {"channels": 16, "detections_per_img": 10, "box_batch_per_image": 32})
+    if "keep_ratio" in spec.protocols[protocol].params:  # the recipe's resize rule, at a tiny scale
+        spec.protocols[protocol].params["keep_ratio"].update({"train_scale": 128, "test_scale": 128})
+        spec.protocols[protocol].params["head"].update(
+            {"rpn_post_nms_train": 64, "rpn_pre_nms_test": 100, "rpn_post_nms_test": 50,
+             "attributes": {**spec.protocols[protocol].params["head"]["attributes"], "dim": 16, "heads": 2}})
     torch.manual_seed(0)
     ctx = UnitContext(spec=spec, protocol=protocol, backbone=create_backbone("vit_tiny", (96, 128)),
                       data=read_dataset("fashionpedia", root), out_dir=out, cache_dir=out / "cache",
