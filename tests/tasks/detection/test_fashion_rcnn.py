@@ -4,6 +4,7 @@ thresholds, the knowledge prior and positive sampling, the recipe model's step, 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_utils
@@ -278,3 +279,84 @@ def test_a_frozen_protocol_cannot_take_the_keep_ratio_resize():
     task._protocol = "frozen"
     with pytest.raises(SpecError, match="keep_ratio"):
         task.build_head(None, spec, None)  # refused before the backbone or data are read
+
+
+# ---- determinism and data parallelism -------------------------------------------------------------------
+
+
+def tiny_recipe_model(num_attributes: int = 7) -> FashionModel:
+    params, _ = recipe_settings()
+    small = params.model_copy(update={
+        "channels": 16, "rpn_post_nms_train": 64, "box_batch_per_image": 32,
+        "attributes": params.attributes.model_copy(update={"dim": 16, "heads": 2})})
+    prior = torch.zeros(46, num_attributes)
+    prior[3, [1, 4]] = 0.5
+    return FashionModel([16], True, [0], (64, 64), 46, num_attributes, small, RECIPE_STRIDES, prior)
+
+
+def one_garment(width: int = 64) -> dict[str, torch.Tensor]:
+    masks = torch.zeros(1, 64, width, dtype=torch.uint8)
+    masks[0, 10:40, 10:30] = 1
+    return {"boxes": torch.tensor([[10.0, 10, 30, 40]]), "labels": torch.tensor([4]), "masks": masks,
+            "attributes": torch.tensor([[0.0, 1, 0, 0, 1, 0, 0]])}
+
+
+def seeded_loss(seed: int) -> float:
+    torch.manual_seed(seed)
+    model = tiny_recipe_model().train()
+    maps = [torch.randn(1, 16, 4, 4)]
+    return float(model.losses(maps, [one_garment()], [(64, 64)], (64, 64)).detach())
+
+
+def test_the_same_seed_gives_the_same_loss_on_cpu():
+    assert seeded_loss(0) == seeded_loss(0)
+    assert seeded_loss(0) != seeded_loss(1)
+
+
+def _ddp_rank(rank: int, port: int, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from saip_bench.tasks import parallel
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = tiny_recipe_model().train()
+    torch.manual_seed(10 + rank)  # each rank its own maps and sampling draws
+    maps = [torch.randn(1, 16, 4, 4)]
+    # rank 1's image has no garment: its attribute head and mask head take no part in its loss
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+             "masks": torch.zeros(0, 64, 64, dtype=torch.uint8), "attributes": torch.zeros(0, 7)}
+    target = one_garment() if rank == 0 else empty
+
+    def loss_fn(batch):
+        return model.losses(batch, [target], [(64, 64)], (64, 64))
+
+    plan = parallel.plan(2, world=2, rank=rank)
+    wrapped = parallel.wrap(model, loss_fn, "cpu", plan)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        loss = wrapped(maps)
+        loss.backward()
+        optimizer.step()
+    weights = torch.cat([p.detach().flatten() for p in model.parameters()])
+    Path(out, f"rank{rank}.json").write_text(json.dumps({
+        "loss": float(loss.detach()), "weights_sum": float(weights.double().sum()),
+        "attribute_grad": float(model.attributes.weight.grad.abs().sum())}))
+    dist.destroy_process_group()
+
+
+def test_the_recipe_model_trains_under_ddp_with_a_rank_that_has_no_garment(tmp_path):
+    """Two gloo ranks, one with no instance: DDP's reducer must not stall on the skipped branches, the
+    attribute head's gradient (from rank 0 only) reaches rank 1, and both ranks end with equal weights."""
+    from tests.ranks import free_port, run_ranks
+
+    run_ranks(_ddp_rank, args=(free_port(), str(tmp_path)), timeout_s=120)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(np.isfinite(r["loss"]) for r in ranks)
+    assert ranks[0]["weights_sum"] == pytest.approx(ranks[1]["weights_sum"], rel=1e-6, abs=1e-6)
+    assert ranks[1]["attribute_grad"] > 0 and ranks[1]["attribute_grad"] == pytest.approx(
+        ranks[0]["attribute_grad"], rel=1e-5)
