@@ -16,6 +16,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from pydantic import PrivateAttr
+
 from saip_bench.bench.plan import Unit
 from saip_bench.errors import SpecError, UserError
 from saip_bench.locks import Claim, LockBusy
@@ -132,12 +134,30 @@ def record_files(paths: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
+class StoredRecord(ResultRecord):
+    """A record and the file it was read from (not part of the record: boards link each cell to it)."""
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    @classmethod
+    def read(cls, path: Path) -> StoredRecord:
+        record = load_record(path)  # validated once, with its errors naming the file
+        stored = cls.model_construct(_fields_set=record.model_fields_set, **dict(record))
+        stored._source = path
+        return stored
+
+
 def load_records(paths: Iterable[str | Path], skip_invalid: bool = False) -> list[ResultRecord]:
-    """All records under ``paths``; an invalid file is an error naming it (or skipped: ``skip_invalid``)."""
-    records = []
+    """All records under ``paths``, each knowing its file (``StoredRecord.source``); an invalid file is an
+    error naming it (or skipped: ``skip_invalid``)."""
+    records: list[ResultRecord] = []
     for path in record_files(paths):
         try:
-            records.append(load_record(path))
+            records.append(StoredRecord.read(path))
         except SpecError:
             if not skip_invalid:
                 raise

@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="put the paper's published numbers (leaderboards/paper/) beside ours",
     )
     parser.add_argument(
-        "--formats", nargs="+", default=["md", "csv", "html", "png"], choices=("md", "csv", "html", "png")
+        "--formats", nargs="+", default=["md", "csv", "tex", "html", "png"],
+        choices=("md", "csv", "tex", "html", "png"),
     )
     parser.add_argument("--skip-invalid", action="store_true", help="skip files that are not valid records")
     parser.set_defaults(func=run)

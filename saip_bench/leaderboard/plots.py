@@ -137,10 +137,10 @@ def radar_png(board: Board, backbone: str, paper: pd.DataFrame | None = None) ->
     return None if fig is None else encode(fig)["png"]
 
 
-COSTS = (
-    ("params_m", "parameters (M)"),
-    ("gflops", "GFLOPs (forward, per image)"),
-    ("latency_ms", "latency (ms, batch 1)"),
+COSTS = (  # the summary's figures: see the board's params note; GFLOPs and latency at each task's input
+    ("params_m", "parameters (M, without position table)"),
+    ("gflops", "GFLOPs (forward, per image; mean over tasks)"),
+    ("latency_ms", "latency (ms, batch 1; mean over tasks)"),
 )
 
 

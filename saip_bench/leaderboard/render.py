@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import pandas as pd
 from saip_bench.errors import SpecError, UserError
 from saip_bench.leaderboard.paper import compare_with_paper, load_paper
 from saip_bench.leaderboard.plots import AXIS_LABELS, encode, pareto_figure, radar_figure
-from saip_bench.leaderboard.tables import Board, build_boards
+from saip_bench.leaderboard.tables import LIST_SEPARATOR, Board, build_boards
 from saip_bench.specs import ResultRecord, get_task_spec
 from saip_bench.utils import atomic_write_bytes, atomic_write_text
 
@@ -104,8 +106,7 @@ def summary_rows(board: Board) -> tuple[list[str], list[list[tuple[str, str]]]]:
         "backbone",
         "pretrain",
         "family",
-        "params (M)",
-        "GFLOPs (mean over tasks)",
+        "params (M)¹",
         *[dataset_header(board, d) for d in board.datasets],
         "mean rank ↓",
         "norm. score ↑",
@@ -120,8 +121,7 @@ def summary_rows(board: Board) -> tuple[list[str], list[list[tuple[str, str]]]]:
             (row["backbone"], row["backbone"]),
             (row["pretrain"], row["pretrain"]),
             (row["family"], row["family"]),
-            (fmt_plain(row["params_m"]), _num(row["params_m"])),
-            (fmt_plain(row["gflops"], 3), _num(row["gflops"])),
+            (fmt_params(row), _num(row["params_m"])),
         ]
         for dataset in board.datasets:
             key = (*entry, dataset)
@@ -134,7 +134,7 @@ def summary_rows(board: Board) -> tuple[list[str], list[list[tuple[str, str]]]]:
                 text += BEST_MARK
             if not cell["complete"]:
                 text += f" (incomplete: {cell['n_seeds']} seed(s))"
-            out.append((text, _num(cell["mean"])))
+            out.append((text, _num(cell["mean"]), cell["record_paths"][0]))
         out.append((fmt_plain(row["mean_rank"]), _num(row["mean_rank"])))
         norm = fmt(row["norm_score"]) if row["complete"] else f"— (missing: {row['missing']})"
         out.append((norm, _num(row["norm_score"])))
@@ -151,6 +151,7 @@ def dataset_rows(board: Board, dataset: str, folded: bool = False
     metrics = board.metrics[board.metrics["dataset"] == dataset]
     shown, rest = report_order(board, dataset, sorted(set(metrics["metric"])))
     others = rest if folded else shown
+    costs = [] if folded else cost_headers(cells)
     header = [
         "rank",
         "method",
@@ -158,6 +159,7 @@ def dataset_rows(board: Board, dataset: str, folded: bool = False
         "pretrain",
         f"{info['metric']} {arrow(info['direction'])}",
         *others,
+        *costs,
         "seeds",
     ]
     order = cells.assign(_r=cells["rank"].fillna(math.inf)).sort_values(
@@ -172,22 +174,63 @@ def dataset_rows(board: Board, dataset: str, folded: bool = False
         ].set_index("metric")
         rank = fmt_plain(cell["rank"]) if not math.isnan(cell["rank"]) else "— (incomplete)"
         main = fmt_score(cell["mean"], cell["std"], cell["ci_low"], cell["ci_high"])
+        record = cell["record_paths"][0]
         out = [
             (rank, _num(cell["rank"])),
             (cell["method"], cell["method"]),
             (cell["backbone"], cell["backbone"]),
             (cell["pretrain"], cell["pretrain"]),
-            (main + (BEST_MARK if cell["distinct_best"] else ""), _num(cell["mean"])),
+            (main + (BEST_MARK if cell["distinct_best"] else ""), _num(cell["mean"]), record),
         ]
         for metric in others:
             if metric in entry.index:
                 m = entry.loc[metric]
-                out.append((fmt_score(m["mean"], m["std"], m["ci_low"], m["ci_high"]), _num(m["mean"])))
+                text = fmt_score(m["mean"], m["std"], m["ci_low"], m["ci_high"])
+                out.append((text, _num(m["mean"]), record))
             else:
                 out.append(("—", ""))
+        if costs:
+            out += [
+                (fmt_fixed(cell["params_m"], 3), _num(cell["params_m"]), record),
+                (fmt_fixed(cell["gflops"], 3), _num(cell["gflops"]), record),
+                (fmt_fixed(cell["latency_ms"], 1), _num(cell["latency_ms"]), record),
+            ]
         out.append((str(cell["n_seeds"]), str(cell["n_seeds"])))
         rows.append(out)
     return header, rows
+
+
+def cost_headers(cells: pd.DataFrame) -> list[str]:
+    """Cost columns of a dataset table, labelled with the input size and the device they were measured
+    at (each as recorded; several are listed when the records differ)."""
+    size = _joined(cells["input_size"]) or "input size not recorded"
+    device = _joined(cells["device"]) or "device not recorded"
+    return [f"params (M) @{size}", f"GFLOPs @{size}", f"latency (ms, batch 1, {device})"]
+
+
+def _joined(values: Iterable[str]) -> str:
+    return LIST_SEPARATOR.join(sorted({v for value in values for v in str(value).split(LIST_SEPARATOR) if v}))
+
+
+def fmt_fixed(value: float, digits: int) -> str:
+    """Costs: fixed decimals per column."""
+    return "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def fmt_params(row: pd.Series) -> str:
+    """The summary's one parameter figure; records without it give the per-task range, labelled."""
+    if row["params_basis"] == "size_free" or row["params_m_low"] == row["params_m_high"]:
+        return fmt_fixed(row["params_m"], 3)
+    return f"{fmt_fixed(row['params_m_low'], 3)}–{fmt_fixed(row['params_m_high'], 3)} (by input size)"
+
+
+PARAMS_NOTE = (
+    "¹ params: the backbone's parameters without a learnable position-embedding table, whose size follows "
+    "each task's input size (a ViT has one vector per patch); one number per backbone. Each dataset's "
+    "table gives params, forward GFLOPs (one image) and batch-1 latency at that task's input size, on "
+    "the device named in its header. A range marked 'by input size' comes from records written before "
+    "this figure was recorded: the smallest and largest per-task count."
+)
 
 
 def _num(value: float) -> str:
@@ -199,7 +242,7 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[tuple[str, str
         return text.replace("|", "\\|")
 
     lines = ["| " + " | ".join(clean(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(clean(text) for text, _ in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(clean(cell[0]) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -254,6 +297,7 @@ def render_markdown(
         parts += ["", f"## Board `{board.name}`", "", board_intro(board), "", interval_line(board), "",
                   "### Summary", ""]
         parts.append(markdown_table(*summary_rows(board)))
+        parts += ["", PARAMS_NOTE]
         for dataset in board.datasets:
             info = board.dataset_info[dataset]
             parts += [
@@ -374,20 +418,42 @@ td.t { text-align: left; } .note { color: #555; max-width: 70rem; } img { max-wi
 .scroll { overflow-x: auto; max-width: 100%; margin-bottom: 1rem; }
 details > summary { cursor: pointer; color: #335; margin: 0.25rem 0; }
 #filter { margin: 0.5rem 0; padding: 0.25rem; width: 24rem; }
+.filters label { margin-right: 1rem; } td a { color: inherit; text-decoration: none; }
+td a:hover { text-decoration: underline; }
 """
 
 FILTER_SCRIPT = """
-document.getElementById('filter').addEventListener('input', function (event) {
-  var words = event.target.value.toLowerCase().split(/\\s+/).filter(Boolean);
-  document.querySelectorAll('table.sortable tbody tr').forEach(function (row) {
-    var text = (row.getAttribute('data-entry') || row.textContent).toLowerCase();
-    row.style.display = words.every(function (w) { return text.indexOf(w) >= 0; }) ? '' : 'none';
+function applyFilters() {
+  var want = {};
+  document.querySelectorAll('select.filter').forEach(function (select) {
+    want[select.getAttribute('data-key')] = select.value;
   });
+  var words = document.getElementById('filter').value.toLowerCase().split(/\\s+/).filter(Boolean);
+  document.querySelectorAll('section.board').forEach(function (board) {
+    board.style.display = !want.track || board.getAttribute('data-track') === want.track ? '' : 'none';
+  });
+  document.querySelectorAll('table.sortable tbody tr').forEach(function (row) {
+    var keep = ['method', 'backbone'].every(function (key) {
+      var value = row.getAttribute('data-' + key);
+      return !want[key] || value === null || value === want[key];
+    });
+    var text = (row.getAttribute('data-entry') || row.textContent).toLowerCase();
+    keep = keep && words.every(function (w) { return text.indexOf(w) >= 0; });
+    row.style.display = keep ? '' : 'none';
+  });
+}
+document.querySelectorAll('select.filter, #filter').forEach(function (control) {
+  control.addEventListener('input', applyFilters);
+  control.addEventListener('change', applyFilters);
 });
 """
 
 
-def html_table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[tuple[str, str]]]) -> str:
+def html_table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[tuple[str, ...]]],
+               base: Path | None = None, row_attrs: Sequence[dict[str, str]] | None = None) -> str:
+    """A sortable table in a scroll container. A cell ``(text, sort value, record path)`` links to its
+    record, relative to ``base`` (the board's folder); rows carry ``row_attrs`` as ``data-*`` for the
+    filters."""
     numeric = []
     for col in range(len(header)):
         values = [row[col][1] for row in rows if row[col][1] != ""]
@@ -397,16 +463,53 @@ def html_table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[tup
         for i, h in enumerate(header)
     )
     body = []
-    for row in rows:
+    for index, row in enumerate(rows):
         tds = "".join(
-            f'<td{"" if numeric[i] else " class=t"} data-v="{html.escape(v)}">{html.escape(t)}</td>'
-            for i, (t, v) in enumerate(row)
+            f'<td{"" if numeric[i] else " class=t"} data-v="{html.escape(cell[1])}">'
+            f"{_linked(cell[0], cell[2] if len(cell) > 2 else '', base)}</td>"
+            for i, cell in enumerate(row)
         )
-        body.append(f"<tr>{tds}</tr>")
+        attrs = "".join(f' data-{key}="{html.escape(value)}"'
+                        for key, value in sorted((row_attrs[index] if row_attrs else {}).items()))
+        body.append(f"<tr{attrs}>{tds}</tr>")
     return (
         f'<div class="scroll"><table class="sortable" id="{html.escape(table_id)}"><thead><tr>{head}</tr>'
         f"</thead><tbody>{''.join(body)}</tbody></table></div>"
     )
+
+
+def relative_record(record: str, base: Path | None) -> str:
+    """A record file's path relative to the board's folder (POSIX; never absolute, so boards stay
+    byte-identical wherever the run folder sits); empty for a record not loaded from a file."""
+    if not record or base is None:
+        return ""
+    return Path(os.path.relpath(record, base.resolve())).as_posix()
+
+
+def record_href(record: str, base: Path | None) -> str:
+    """``relative_record`` as a URL (quoted)."""
+    return urllib.parse.quote(relative_record(record, base))
+
+
+def _linked(text: str, record: str, base: Path | None) -> str:
+    href = record_href(record, base)
+    if not href:
+        return html.escape(text)
+    return f'<a href="{html.escape(href)}" title="its record">{html.escape(text)}</a>'
+
+
+def entry_attrs(board: Board, rows: Sequence[Sequence[tuple[str, ...]]]) -> list[dict[str, str]]:
+    """Filter attributes of entry rows (method, backbone and pretrain are columns 1-3 of the summary and
+    dataset tables)."""
+    return [{"method": r[1][1], "backbone": r[2][1],
+             "entry": f"{r[1][1]} {r[2][1]} {r[3][1]} {board.track} {board.source}"} for r in rows]
+
+
+def _filter_select(key: str, values: Iterable[str]) -> str:
+    options = "".join(f'<option value="{html.escape(v)}">{html.escape(v)}</option>'
+                      for v in sorted(set(values)))
+    return (f'<label>{key} <select class="filter" id="filter-{key}" data-key="{key}">'
+            f'<option value="">all</option>{options}</select></label>')
 
 
 def _is_number(text: str) -> bool:
@@ -418,24 +521,35 @@ def _is_number(text: str) -> bool:
 
 
 def render_html(
-    boards: Sequence[Board], limited: int, plots: dict[str, bytes], comparisons: dict[str, pd.DataFrame]
+    boards: Sequence[Board], limited: int, plots: dict[str, bytes], comparisons: dict[str, pd.DataFrame],
+    base: Path | None = None,
 ) -> str:
+    """The page; ``base`` is the folder it is written to (score cells link to their records from there)."""
+    methods = [m for board in boards for m in board.summary["method"]]
+    backbones = [b for board in boards for b in board.summary["backbone"]]
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         "<title>saip-bench leaderboard</title>",
         f"<style>{STYLE}</style></head><body>",
         "<h1>saip-bench leaderboard</h1>",
-        '<p class="note">Built from result records only. Click a column header to sort; type words '
-        "(method, backbone, pretraining, track) to filter rows.</p>",
-        '<input id="filter" type="search" placeholder="filter rows, e.g. saip vit_tiny">',
+        '<p class="note">Built from result records only: every score links to the record it comes from. '
+        "Click a column header to sort; pick a method, backbone or track, or type words (method, backbone, "
+        "pretraining, track), to filter rows.</p>",
+        '<div class="filters">' + _filter_select("method", methods) + _filter_select("backbone", backbones)
+        + _filter_select("track", [board.track for board in boards])
+        + '<input id="filter" type="search" placeholder="filter rows, e.g. saip vit_tiny"></div>',
     ]
     if limited:
         parts.append(f'<p class="note">{limited} record(s) from --limit runs were left out.</p>')
     for board in boards:
+        parts.append(f'<section class="board" data-track="{html.escape(board.track)}" '
+                     f'data-source="{html.escape(board.source)}">')
         parts.append(f'<h2 id="board-{html.escape(board.name)}">Board {html.escape(board.name)}</h2>')
         parts.append(f'<p class="note">{html.escape(board_intro(board))}</p>')
         parts.append(f'<p class="note">{html.escape(interval_line(board))}</p><h3>Summary</h3>')
-        parts.append(html_table(f"summary-{board.name}", *summary_rows(board)))
+        header, rows = summary_rows(board)
+        parts.append(html_table(f"summary-{board.name}", header, rows, base, entry_attrs(board, rows)))
+        parts.append(f'<p class="note">{html.escape(PARAMS_NOTE)}</p>')
         for dataset in board.datasets:
             info = board.dataset_info[dataset]
             parts.append(
@@ -443,12 +557,14 @@ def render_html(
                 f"protocol {html.escape(info['protocol'])}, main metric {html.escape(info['metric'])} "
                 f"{arrow(info['direction'])})</h3>"
             )
-            parts.append(html_table(f"{board.name}-{dataset}", *dataset_rows(board, dataset)))
+            header, rows = dataset_rows(board, dataset)
+            parts.append(html_table(f"{board.name}-{dataset}", header, rows, base, entry_attrs(board, rows)))
             header, rows = dataset_rows(board, dataset, folded=True)
             if len(header) > 6:  # rank, method, backbone, pretrain, main, seeds + folded metrics
                 parts.append(
                     f"<details><summary>{len(header) - 6} more metrics (per class / per threshold)</summary>"
-                    + html_table(f"{board.name}-{dataset}-all", header, rows) + "</details>"
+                    + html_table(f"{board.name}-{dataset}-all", header, rows, base, entry_attrs(board, rows))
+                    + "</details>"
                 )
         for name in (n for n in plot_names(board) if n in plots):
             data = base64.b64encode(plots[name]).decode()
@@ -460,9 +576,59 @@ def render_html(
             header, rows, hidden = compare_rows(comparisons[board.name])
             note = COMPARE_NOTE + compare_hidden_note(hidden)
             parts.append(f'<h3>Beside the paper</h3><p class="note">{html.escape(note)}</p>')
-            parts.append(html_table(f"paper-{board.name}", header, rows))
+            attrs = [{"method": "saip", "backbone": row[4][1]} for row in rows]  # our side: saip entries
+            parts.append(html_table(f"paper-{board.name}", header, rows, base, attrs))
+        parts.append("</section>")
     parts.append(f"<script>{SORT_SCRIPT}{FILTER_SCRIPT}</script></body></html>")
     return "\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ LaTeX
+# Symbols the tables print, as LaTeX (after pandas' own escaping of & % $ # _ { } ~ ^ \).
+LATEX_SYMBOLS = {
+    "↑": r"$\uparrow$",
+    "↓": r"$\downarrow$",
+    "★": r"$\star$",
+    "±": r"$\pm$",
+    "×": r"$\times$",
+    "−": r"$-$",
+    "—": "---",
+    "–": "--",
+    "¹": r"\textsuperscript{1}",
+}
+
+
+def latex_table(header: Sequence[str], rows: Sequence[Sequence[tuple[str, ...]]]) -> str:
+    """One ``tabular`` (booktabs rules) of the same texts as the Markdown table, through pandas' Styler:
+    text columns left-aligned, numeric ones right-aligned."""
+    frame = pd.DataFrame([[cell[0] for cell in row] for row in rows], columns=list(header))
+    align = "".join(
+        "r" if rows and all(_is_number(row[i][1]) or row[i][1] == "" for row in rows)
+        and any(row[i][1] != "" for row in rows) else "l"
+        for i in range(len(header))
+    )
+    styler = frame.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    text = styler.to_latex(hrules=True, column_format=align)
+    for symbol, command in LATEX_SYMBOLS.items():
+        text = text.replace(symbol, command)
+    return text
+
+
+def render_latex(board: Board) -> str:
+    """A board's tables as LaTeX tabulars (summary, then each dataset), to paste or input; the
+    preamble needs the booktabs package."""
+    parts = [
+        f"% saip-bench board {board.name}: generated from result records (saip-bench leaderboard).",
+        r"% Needs \usepackage{booktabs}. Scores in percent; [low, high] = bootstrap 95% interval.",
+        "",
+        "% Summary",
+        latex_table(*summary_rows(board)),
+    ]
+    for dataset in board.datasets:
+        info = board.dataset_info[dataset]
+        parts += ["", f"% {AXIS_LABELS.get(dataset, dataset)} ({dataset}), main metric {info['metric']}",
+                  latex_table(*dataset_rows(board, dataset))]
+    return "\n".join(parts)
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -492,6 +658,13 @@ def _paper_or_none() -> pd.DataFrame | None:
         return None
 
 
+def cells_for_csv(board: Board, base: Path) -> pd.DataFrame:
+    """The board's cells with their records as relative paths (``;`` between seeds), no absolute paths."""
+    records = [";".join(relative_record(r, base) for r in paths if r)
+               for paths in board.cells["record_paths"]]
+    return board.cells.drop(columns=["record_paths"]).assign(records=records, board=board.name)
+
+
 def csv_text(frame: pd.DataFrame) -> str:
     return frame.to_csv(index=False, lineterminator="\n", float_format="%.6g")
 
@@ -500,7 +673,7 @@ def write_boards(
     records: Sequence[ResultRecord],
     out_dir: str | Path,
     compare: str | None = None,
-    formats: Sequence[str] = ("md", "csv", "html", "png"),
+    formats: Sequence[str] = ("md", "csv", "tex", "html", "png"),
 ) -> list[Path]:
     """Build every board from ``records`` and write them under ``out_dir``; returns the files written."""
     out = Path(out_dir)
@@ -539,7 +712,7 @@ def write_boards(
         emit(
             "per_dataset.csv",
             csv_text(
-                pd.concat([b.cells.assign(board=b.name) for b in boards], ignore_index=True)
+                pd.concat([cells_for_csv(b, out) for b in boards], ignore_index=True)
                 if boards
                 else pd.DataFrame()
             ),
@@ -554,8 +727,11 @@ def write_boards(
         )
         for name, frame in comparisons.items():
             emit(f"compare_paper_{name}.csv", csv_text(frame))
+    if "tex" in formats:
+        for board in boards:
+            emit(f"leaderboard_{board.name}.tex", render_latex(board))
     if "html" in formats:
-        emit("leaderboard.html", render_html(boards, limited, plots, comparisons))
+        emit("leaderboard.html", render_html(boards, limited, plots, comparisons, out))
     if "png" in formats:
         plot_dir = out / "plots"
         if plot_dir.is_dir():  # drop plots of boards that no longer exist

@@ -17,14 +17,16 @@ metric over test samples (the mean of the per-seed bounds when there are several
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
-from saip_bench.errors import SpecError
-from saip_bench.specs import DATASET_NAMES, ResultRecord
+from saip_bench.errors import SpecError, UserError
+from saip_bench.specs import DATASET_NAMES, ResultRecord, get_task_spec
 
 ENTRY = ["method", "backbone", "pretrain"]
 # Tasks whose metric functions return fractions in [0, 1]; boards show them x100 (one unit per board).
@@ -47,6 +49,34 @@ def _family(backbone: str) -> str:
     from saip_bench.backbones import BACKBONES
 
     return BACKBONES.meta(backbone).get("family", "?") if backbone in BACKBONES else "?"
+
+
+def input_size(record: ResultRecord) -> str:
+    """The input size the costs were measured at (``HxW``): from the record's cost, else from the task's
+    spec (records written before the cost carried it), else empty."""
+    cost = record.cost
+    if "input_h" in cost and "input_w" in cost:
+        return f"{int(cost['input_h'])}×{int(cost['input_w'])}"
+    return _spec_input_size(record.identity.task, record.identity.dataset)
+
+
+@functools.cache
+def _spec_input_size(task: str, dataset: str) -> str:
+    try:
+        height, width = get_task_spec(task, dataset).input_size
+    except (SpecError, UserError):
+        return ""
+    return f"{height}×{width}"
+
+
+def _record_path(record: ResultRecord) -> str:
+    """The file a record was read from (``bench.store.StoredRecord``), absolute; "" for one made in memory."""
+    source = getattr(record, "source", None)
+    return str(Path(source).resolve()) if source is not None else ""
+
+
+LIST_SEPARATOR = " / "  # between the distinct values of one cell (a device string may hold commas)
+COST_KEYS = ("params_m", "params_m_size_free", "gflops", "latency_ms", "wall_s")
 
 
 def records_frame(records: Iterable[ResultRecord]) -> tuple[pd.DataFrame, int]:
@@ -79,12 +109,11 @@ def records_frame(records: Iterable[ResultRecord]) -> tuple[pd.DataFrame, int]:
                 "scores": _scaled(record.scores, factor),
                 "intervals": {k: (lo * factor, hi * factor) for k, (lo, hi) in intervals.items()},
                 "device": str(prov.get("device", "")),
+                "input_size": input_size(record),
+                "record_path": _record_path(record),
                 "planned_seeds": tuple(prov.get("seeds", {}).get("planned", [ident.seed])),
                 "data_fingerprint": data.get("fingerprint", ""),
-                **{
-                    key: record.cost.get(key, math.nan)
-                    for key in ("params_m", "gflops", "latency_ms", "wall_s")
-                },
+                **{key: record.cost.get(key, math.nan) for key in COST_KEYS},
             }
         )
     columns = [
@@ -101,12 +130,11 @@ def records_frame(records: Iterable[ResultRecord]) -> tuple[pd.DataFrame, int]:
         "scores",
         "intervals",
         "device",
+        "input_size",
+        "record_path",
         "planned_seeds",
         "data_fingerprint",
-        "params_m",
-        "gflops",
-        "latency_ms",
-        "wall_s",
+        *COST_KEYS,
     ]
     return pd.DataFrame(rows, columns=columns), limited
 
@@ -184,7 +212,11 @@ def build_board(name: str, frame: pd.DataFrame) -> Board:
                 "std": float(scores.std(ddof=1)) if len(scores) > 1 else math.nan,
                 "ci_low": ci_low,
                 "ci_high": ci_high,
-                **{key: float(group[key].mean()) for key in ("params_m", "gflops", "latency_ms", "wall_s")},
+                **{key: float(group[key].mean()) for key in COST_KEYS},
+                "input_size": LIST_SEPARATOR.join(sorted(set(group["input_size"]) - {""})),
+                "device": LIST_SEPARATOR.join(sorted(set(group["device"]) - {""})),
+                # the cell's records, lowest seed first ("" where records were not loaded from files)
+                "record_paths": tuple(group.sort_values("seed", kind="mergesort")["record_path"]),
             }
         )
         all_scores = pd.DataFrame(list(group["scores"]))
@@ -253,12 +285,19 @@ def _summary(cells: pd.DataFrame, datasets: Sequence[str], info: dict[str, dict[
     for (method, backbone, pretrain), group in cells.groupby(ENTRY, sort=True):
         by_dataset = group.set_index("dataset")
         complete = [d for d in datasets if d in by_dataset.index and bool(by_dataset.loc[d, "complete"])]
+        size_free = group["params_m_size_free"]
+        one_figure = bool(size_free.notna().all())
         row = {
             "method": method,
             "backbone": backbone,
             "pretrain": pretrain,
             "family": group["family"].iloc[0],
-            "params_m": float(group["params_m"].mean()),
+            # one figure per backbone: parameters without a position table (whose size follows the
+            # input); records written before that figure give the mean of the per-task counts
+            "params_m": float(size_free.mean() if one_figure else group["params_m"].mean()),
+            "params_basis": "size_free" if one_figure else "task_mean",
+            "params_m_low": float(group["params_m"].min()),
+            "params_m_high": float(group["params_m"].max()),
             "gflops": float(group["gflops"].mean()),
             "latency_ms": float(group["latency_ms"].mean()),
             "complete": len(complete) == len(datasets),

@@ -92,3 +92,21 @@ def three_methods(seeds=(0,), half_width: float | None = None) -> list[ResultRec
                     )
                 )
     return out
+
+
+def from_files(records: list[ResultRecord], folder) -> list[ResultRecord]:
+    """The records written as JSON files under ``folder`` and loaded back the way the commands load them
+    (so each knows its file, as boards need for their links)."""
+    import json
+    from pathlib import Path
+
+    from saip_bench.bench.store import load_records
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for record in records:
+        ident = record.identity
+        track = record.provenance["track"]
+        name = f"{ident.method}__{ident.backbone}__{ident.dataset}__{track}__seed{ident.seed}"
+        (folder / f"{name}.json").write_text(json.dumps(record.model_dump(mode="json")))
+    return load_records([folder])

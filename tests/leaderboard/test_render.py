@@ -4,7 +4,7 @@ import pytest
 
 from saip_bench.errors import UserError
 from saip_bench.leaderboard.render import fmt, write_boards
-from tests.leaderboard.fakes import rec, three_methods
+from tests.leaderboard.fakes import from_files, rec, three_methods
 
 
 def test_boards_regenerate_byte_identically(tmp_path):
@@ -23,6 +23,7 @@ def test_boards_regenerate_byte_identically(tmp_path):
         "plots/pareto_synthetic-fast.png",
         "plots/radar_synthetic-fast_vit_tiny.svg",
         "plots/pareto_synthetic-fast.svg",
+        "leaderboard_synthetic-fast.tex",
     } <= set(names)
     for name in names:
         assert filecmp.cmp(tmp_path / "a" / name, tmp_path / "b" / name, shallow=False), name
@@ -193,3 +194,80 @@ def test_pareto_only_when_costs_differ_and_names_the_device():
     fig = pareto_figure(build_boards(three_methods())[0][0])
     labels = [ax.get_xlabel() for ax in fig.axes]
     assert len(labels) == 3 and "device not recorded" in labels[2]
+
+
+# ------------------------------------------------------------------------------ issue 26: costs, links, LaTeX
+SIZED = {"params_m": 5.5114, "params_m_size_free": 5.4866, "gflops": 1.407, "latency_ms": 17.95,
+         "wall_s": 1.0, "input_h": 256.0, "input_w": 128.0}
+
+
+def sized_records() -> list:
+    """One backbone on two input sizes: a ViT's parameter count differs by task, its size-free count not."""
+    large = {**SIZED, "params_m": 5.6834, "gflops": 11.18, "latency_ms": 169.8, "input_h": 512.0,
+             "input_w": 512.0}
+    out = []
+    for method, score in (("saip", 60.0), ("dino", 50.0)):
+        out.append(rec(method, "market1501", score, cost=SIZED))
+        out.append(rec(method, "lip", score / 2, metric="mIoU", cost=large))
+    return out
+
+
+def test_one_params_figure_in_the_summary_and_costs_at_each_input_size(tmp_path):
+    records = [r.model_copy(update={"provenance": {**r.provenance, "device": "cpu (x86_64, 1 threads)"}})
+               for r in sized_records()]
+    write_boards(records, tmp_path, formats=("md",))
+    text = (tmp_path / "leaderboard.md").read_text()
+    saip = next(r for r in text.split("### Summary", 1)[1].splitlines() if r.startswith("| 1 | saip"))
+    assert "| 5.487 |" in saip and "5.511" not in saip and "5.683" not in saip  # one figure, size-free
+    assert "¹ params: the backbone's parameters without a learnable position-embedding table" in text
+    market = text.split("### Market", 1)[1].split("###", 1)[0]
+    header = next(r for r in market.splitlines() if r.startswith("| rank"))
+    assert "params (M) @256×128 | GFLOPs @256×128 | latency (ms, batch 1, cpu (x86_64, 1 threads))" in header
+    assert "| 5.511 | 1.407 | 17.9 | 1 |" in market  # fixed decimals per cost column
+    lip = text.split("### LIP", 1)[1].split("###", 1)[0]
+    assert "params (M) @512×512" in lip and "| 5.683 | 11.180 | 169.8 | 1 |" in lip
+
+
+def test_records_without_the_size_free_count_show_the_per_task_range_labelled(tmp_path):
+    old = [rec(m, d, 1.0, cost={k: v for k, v in SIZED.items() if k != "params_m_size_free"}
+               | ({"params_m": 6.3316} if d == "lip" else {}))
+           for m in ("saip", "dino") for d in ("market1501", "lip")]
+    write_boards(old, tmp_path, formats=("md",))
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "| 5.511–6.332 (by input size) |" in text
+    assert "input size not recorded" not in text.split("### Market", 1)[1].split("###", 1)[0]
+
+
+def test_cells_link_to_their_record_files_relative_to_the_board(tmp_path):
+    import pandas as pd
+
+    records = from_files(three_methods(seeds=(0, 1), half_width=1.0), tmp_path / "run" / "records")
+    write_boards(records, tmp_path / "boards", formats=("csv", "html"))
+    page = (tmp_path / "boards" / "leaderboard.html").read_text()
+    assert str(tmp_path) not in page  # relative links only
+    assert 'href="../run/records/saip__vit_tiny__market1501__fast__seed0.json"' in page
+    cells = pd.read_csv(tmp_path / "boards" / "per_dataset.csv")
+    saip = cells[(cells["method"] == "saip") & (cells["dataset"] == "market1501")].iloc[0]
+    listed = saip["records"].split(";")
+    assert [p.rsplit("__", 1)[1] for p in listed] == ["seed0.json", "seed1.json"]  # every seed's record
+    assert all((tmp_path / "boards" / p).resolve().is_file() for p in listed)
+    write_boards(list(reversed(records)), tmp_path / "boards2", formats=("csv", "html"))
+    for name in ("leaderboard.html", "per_dataset.csv"):  # a sibling folder: the same bytes
+        assert (tmp_path / "boards" / name).read_bytes() == (tmp_path / "boards2" / name).read_bytes()
+    write_boards(three_methods(), tmp_path / "memory", formats=("html",))  # not from files: no links
+    assert "<a href" not in (tmp_path / "memory" / "leaderboard.html").read_text()
+
+
+def test_latex_export_is_a_tabular_per_table_with_the_boards_rows(tmp_path):
+    write_boards(three_methods(half_width=2.0), tmp_path, formats=("tex",))
+    text = (tmp_path / "leaderboard_synthetic-fast.tex").read_text()
+    tables = text.split("\\begin{tabular}")[1:]
+    assert len(tables) == 1 + 3  # summary + one per dataset
+    assert all(t.count("\\end{tabular}") == 1 and "\\toprule" in t and "\\bottomrule" in t for t in tables)
+    summary = tables[0].split("\\midrule", 1)[1].split("\\bottomrule", 1)[0]
+    rows = [line for line in summary.splitlines() if line.strip().endswith("\\\\")]
+    assert [r.split(" & ")[1] for r in rows] == ["saip", "dino", "mae"]  # one line per entry, board order
+    columns = len(tables[0].split("}", 1)[0].lstrip("{"))  # {rllll...}: one letter per column
+    assert all(len(r.split(" & ")) == columns for r in rows)  # as many cells as the column spec
+    assert "90.00 [88.00, 92.00] $\\star$" in rows[0]  # symbols as LaTeX, not raw Unicode
+    assert "vit\\_tiny" in rows[0] and "↑" not in text and "★" not in text
