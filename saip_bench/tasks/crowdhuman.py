@@ -1,20 +1,31 @@
-"""Crowded pedestrian detection (CrowdHuman full body): torchvision RetinaNet on a simple feature pyramid.
+"""Crowded pedestrian detection (CrowdHuman full body): CrowdDet or a torchvision RetinaNet, per protocol.
 
-Why RetinaNet: it is torchvision's own one-stage detector, needs no RoI ops, and its classification loss
-already skips anchors marked "between thresholds"; we mark there every background anchor lying mostly
-(IoA > 0.5) inside an ignore region (``mask`` boxes and persons with ``extra.ignore``), so crowds on
-posters / reflections are neither positives nor negatives in training, as the evaluation treats them.
+Detectors (``head.params.detector``): ``crowddet`` (``saip_bench.tasks.detection.crowddet``: P2-P6
+pyramid, RPN, multi-instance RoI head with the EMD loss, set NMS; the authors' recipe) on images resized
+with their aspect kept (short side ``min(input_size)``, long side at most ``max(input_size)``, padded to
+``size_divisor``); ``retinanet``: torchvision's one-stage detector on a 3-level simple pyramid with the whole
+image resized to ``input_size`` (aspect not kept), whose classification loss skips background anchors lying
+mostly (IoA > 0.5) inside an ignore region. Both keep ignore regions (``mask`` boxes and persons with
+``extra.ignore``) out of training, as the evaluation treats them.
 
 Protocols: ``finetune`` trains backbone + pyramid + head with horizontal flips; ``frozen`` caches the
-frozen backbone's maps of the training images once (``ctx.cache_dir``) and trains pyramid + head. The
-whole image is resized to the protocol's input size (boxes scaled, aspect not kept) and detections are
-scaled back. Predictions: an odgt-like results file (``ID``, ``height``, ``width``, ``dtboxes`` with
-``box`` x,y,w,h, ``score``, ``tag`` 1) scored by ``saip_bench.metrics.crowdhuman`` (AP, MR^-2, JI).
+frozen backbone's maps of the training images once (``ctx.cache_dir``) and trains pyramid + head.
+Detections are mapped back to the original image. Predictions: an odgt-like results file (``ID``,
+``height``, ``width``, ``dtboxes`` with ``box`` x,y,w,h, ``score``, ``tag`` 1) scored by
+``saip_bench.metrics.crowdhuman`` (AP, MR^-2, JI).
+
+Bad boxes (docs/formats.md#crowdhuman): a box with non-positive width or height is skipped in training,
+and a tag other than ``person`` / ``mask`` is kept as an ignore region (the reader's and the evaluator's
+rule); both are reported once per unit with the image ID.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +39,7 @@ from torchvision.ops import box_iou
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
 from saip_bench.devices import to_device
+from saip_bench.errors import SpecError
 from saip_bench.metrics import crowdhuman as crowd_metric
 from saip_bench.specs import TaskSpec
 from saip_bench.tasks import parallel
@@ -45,6 +57,7 @@ from saip_bench.tasks.common import (
     set_backbone_trainable,
 )
 from saip_bench.tasks.dense.features import head_params, input_size, level_channels, multi_level
+from saip_bench.tasks.detection.crowddet import CrowdDet
 from saip_bench.tasks.detection.pyramid import (
     SimpleFeaturePyramid,
     fp32_heads,
@@ -54,6 +67,10 @@ from saip_bench.tasks.detection.pyramid import (
 )
 from saip_bench.tasks.detection.training import cached_level_maps, mirrored_batches
 from saip_bench.utils import atomic_write_text, autocast
+
+log = logging.getLogger(__name__)
+KNOWN_TAGS = ("person", "mask")
+DETECTORS = ("crowddet", "retinanet")
 
 
 class IgnoreAwareRetinaNet(RetinaNet):
@@ -127,26 +144,132 @@ class CrowdDetector(nn.Module):
         return self.retina.postprocess_detections(split_outputs, split_anchors, [self.size] * len(anchors))
 
 
+def crowd_boxes(record: dict[str, Any]) -> tuple[list[list[float]], list[list[float]], list[str]]:
+    """Full-body boxes (x, y, w, h) of the record's persons and ignore regions, and what was wrong.
+
+    A box with non-positive width or height is left out; a tag other than ``person`` / ``mask`` stays an
+    ignore region (the reader marks it so, and the evaluator ignores it too). Each problem is one line
+    naming the image ID and the box index, for ``report_bad_boxes``.
+    """
+    persons, ignores, problems = [], [], []
+    for index, box in enumerate(record["boxes"]):
+        where = f"image {record['id']!r} gtboxes[{index}]"
+        x, y, w, h = box["fbox"]
+        if not (w > 0 and h > 0):
+            problems.append(f"{where}: fbox {box['fbox']} has a non-positive size; box skipped")
+            continue
+        if box["tag"] not in KNOWN_TAGS:
+            problems.append(f"{where}: unknown tag {box['tag']!r} (expected one of {KNOWN_TAGS}); "
+                            "kept as an ignore region")
+        (ignores if box["ignore"] else persons).append([x, y, w, h])
+    return persons, ignores, problems
+
+
+def report_bad_boxes(records: list[dict[str, Any]], role: str, shown: int = 5) -> list[str]:
+    """Log (once per unit) the boxes ``crowd_boxes`` skipped or re-read, with image IDs; returns them."""
+    problems = [line for r in records for line in crowd_boxes(r)[2]]
+    if problems:
+        more = f" (and {len(problems) - shown} more)" if len(problems) > shown else ""
+        log.warning("CrowdHuman %s split: %d box problem(s): %s%s", role, len(problems),
+                    "; ".join(problems[:shown]), more)
+    return problems
+
+
+def xywh_to_xyxy(boxes: list[list[float]], original: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """x, y, w, h boxes of an image of size ``original`` -> x1y1x2y2 clipped to it, scaled to ``size``."""
+    rows = [[x, y, x + w, y + h] for x, y, w, h in boxes]
+    xyxy = torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)
+    xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, original[1])
+    xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, original[0])
+    return scale_boxes(xyxy, original, size)
+
+
+def sample_target(record: dict[str, Any], original: tuple[int, int],
+                  size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Targets in an image resized from ``original`` to ``size``: persons at least 1 px a side (label 1)
+    and ignore regions."""
+    persons, ignores, _ = crowd_boxes(record)
+    boxes = xywh_to_xyxy(persons, original, size)
+    boxes = boxes[((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)]
+    return {"boxes": boxes, "labels": torch.ones(len(boxes), dtype=torch.int64),
+            "ignore": xywh_to_xyxy(ignores, original, size)}
+
+
 def load_sample(
     record: dict[str, Any], size: tuple[int, int]
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Image resized to ``size`` and its targets there: full-body boxes (label 1) and ignore regions."""
     image = load_rgb(record["path"])
+    return pil_to_tensor(image, size), sample_target(record, (image.height, image.width), size)
+
+
+@dataclass(frozen=True)
+class KeepRatioResize:
+    """The recipe's aspect-preserving resize: scale so the short side is ``short`` unless the long side
+    would pass ``max_long``; batches are padded (bottom / right) to multiples of ``divisor``."""
+
+    short: int
+    max_long: int
+    divisor: int = 64
+
+    def resized_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
+        height, width = hw
+        scale = min(self.short / min(height, width), self.max_long / max(height, width))
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def padded_hw(self, sizes: list[tuple[int, int]]) -> tuple[int, int]:
+        def up(value: int) -> int:
+            return int(math.ceil(value / self.divisor) * self.divisor)
+
+        return up(max(h for h, _ in sizes)), up(max(w for _, w in sizes))
+
+
+def keep_ratio_resize(spec: TaskSpec, protocol: str | None) -> KeepRatioResize:
+    """The protocol's ``input_size`` read as (short side, longest long side) and ``head.size_divisor``."""
+    size = input_size(spec, protocol)
+    divisor = head_params(spec, protocol).get("size_divisor", 64)
+    if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
+        raise SpecError(f"task spec {spec.key}, protocol {protocol!r}: head.size_divisor: expected a "
+                        f"positive integer, found {divisor!r}")
+    return KeepRatioResize(min(size), max(size), divisor)
+
+
+def pad_images(images: list[torch.Tensor], hw: tuple[int, int]) -> torch.Tensor:
+    """(3, h, w) images -> one (B, 3, *hw) batch, zero-padded at the bottom / right."""
+    batch = images[0].new_zeros((len(images), 3, *hw))
+    for i, image in enumerate(images):
+        batch[i, :, :image.shape[1], :image.shape[2]] = image
+    return batch
+
+
+def load_keep_ratio(record: dict[str, Any],
+                    resize: KeepRatioResize) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Image resized with its aspect kept (not padded) and its targets there, plus ``image_size`` (h, w)
+    and ``sample_seed`` (a stable number of the image ID, for the detector's seeded sampling)."""
+    image = load_rgb(record["path"])
     original = (image.height, image.width)
-    persons = [b["fbox"] for b in record["boxes"] if not b["ignore"]]
-    ignores = [b["fbox"] for b in record["boxes"] if b["ignore"]]
-
-    def to_xyxy(boxes: list[list[float]]) -> torch.Tensor:
-        rows = [[x, y, x + w, y + h] for x, y, w, h in boxes]
-        xyxy = torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)
-        xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, original[1])
-        xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, original[0])
-        return scale_boxes(xyxy, original, size)
-
-    boxes = to_xyxy(persons)
-    boxes = boxes[((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)]
-    target = {"boxes": boxes, "labels": torch.ones(len(boxes), dtype=torch.int64), "ignore": to_xyxy(ignores)}
+    size = resize.resized_hw(original)
+    target = sample_target(record, original, size)
+    target["image_size"] = torch.tensor(size)
+    target["sample_seed"] = torch.tensor(zlib.crc32(str(record["id"]).encode()) % 2**31)
     return pil_to_tensor(image, size), target
+
+
+def flip_own_width(target: dict[str, torch.Tensor], _width: int) -> dict[str, torch.Tensor]:
+    """``flip_target`` at the image's own width (aspect-kept images differ in width)."""
+    return flip_target(target, int(target["image_size"][1]))
+
+
+def image_sizes(targets: list[dict[str, torch.Tensor]]) -> list[tuple[int, int]]:
+    return [(int(t["image_size"][0]), int(t["image_size"][1])) for t in targets]
+
+
+def record_hw(record: dict[str, Any]) -> tuple[int, int]:
+    """(height, width) of a record's image: the reader's sizes, else the image header."""
+    if record.get("height") and record.get("width"):
+        return int(record["height"]), int(record["width"])
+    with Image.open(record["path"]) as image:
+        return image.height, image.width
 
 
 def flip_target(target: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
@@ -171,11 +294,32 @@ class CrowdHumanTask(Task):
     def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
         protocol = getattr(self, "_protocol", spec.default_protocol)
         params = head_params(spec, protocol)
-        levels = pyramid_levels(backbone)
+        detector = params.get("detector", "retinanet")
+        if detector not in DETECTORS:
+            raise SpecError(f"task spec {spec.key}, protocol {protocol!r}: head.detector: expected one of "
+                            f"{DETECTORS}, found {detector!r}")
+        single_scale = backbone.family == "vit"
+        if detector == "retinanet":
+            levels = pyramid_levels(backbone)
+            channels = level_channels(backbone, levels, (64, 64))
+            return CrowdDetector(channels, single_scale, levels, input_size(spec, protocol),
+                                 int(params.get("channels", 128)), float(params.get("score_thresh", 0.01)),
+                                 int(params.get("detections_per_img", 200)))
+        levels = pyramid_levels(backbone, num_levels=5)
         channels = level_channels(backbone, levels, (64, 64))
-        return CrowdDetector(channels, backbone.family == "vit", levels, input_size(spec, protocol),
-                             int(params.get("channels", 128)), float(params.get("score_thresh", 0.01)),
-                             int(params.get("detections_per_img", 200)))
+        rpn = params.get("rpn", {})
+        return CrowdDet(
+            channels, single_scale, levels, channels=int(params.get("channels", 256)),
+            instances=int(params.get("instances", 2)), refine=bool(params.get("refine", False)),
+            anchor_size=float(params.get("anchor_size", 32)),
+            aspect_ratios=tuple(float(r) for r in params.get("aspect_ratios", (1.0, 2.0, 3.0))),
+            rpn_pre_nms=tuple(int(n) for n in rpn.get("pre_nms", (2400, 1200))),  # type: ignore[arg-type]
+            rpn_post_nms=tuple(int(n) for n in rpn.get("post_nms", (2000, 1000))),  # type: ignore[arg-type]
+            rois_per_image=int(params.get("rois_per_image", 512)),
+            score_thresh=float(params.get("score_thresh", 0.01)),
+            nms_thresh=float(params.get("nms_thresh", 0.5)),
+            detections_per_img=int(params.get("detections_per_img", 500)),
+            representation=int(params.get("representation", 1024)))
 
     # ---- data -----------------------------------------------------------------------------------
     def _records(self, ctx: UnitContext, role: str) -> tuple[list[dict[str, Any]], int]:
@@ -185,8 +329,11 @@ class CrowdHumanTask(Task):
 
     # ---- training -------------------------------------------------------------------------------
     def fit(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
+        if isinstance(head, CrowdDet):
+            return self._fit_crowddet(ctx, head)
         assert isinstance(head, CrowdDetector)
         records, original = self._records(ctx, "train")
+        report_bad_boxes(records, "train")
         frozen = is_frozen(ctx.protocol_spec.kind)
         schedule = ctx.protocol_spec.schedule
         set_backbone_trainable(ctx.backbone, not frozen)
@@ -235,11 +382,87 @@ class CrowdHumanTask(Task):
     def _cached_maps(self, ctx: UnitContext, head: CrowdDetector, records: list[dict[str, Any]]):
         return cached_level_maps(ctx, head.size, head.levels, records, "detection")
 
+    def _fit_crowddet(self, ctx: UnitContext, head: CrowdDet) -> dict[str, Any]:
+        """CrowdDet's fit: aspect-kept images padded per batch (fine-tune, with flips) or to one canvas
+        (frozen cache); each image's sampling seeded from its ID, the epoch and the unit's seed."""
+        records, original = self._records(ctx, "train")
+        report_bad_boxes(records, "train")
+        # the recipe's training filter: images without a person box or under 32 px a side are left out
+        usable = [r for r in records if crowd_boxes(r)[0] and min(record_hw(r)) >= 32]
+        records = usable or records
+        resize = keep_ratio_resize(ctx.spec, ctx.protocol)
+        frozen = is_frozen(ctx.protocol_spec.kind)
+        schedule = ctx.protocol_spec.schedule
+        set_backbone_trainable(ctx.backbone, not frozen)
+        head.to(ctx.device).train()
+        batch_size = min(schedule.batch_size, max(1, len(records)))
+        steps_per_epoch = max(1, len(records) // batch_size)
+        generator = torch.Generator().manual_seed(ctx.seed)
+
+        def seeded(targets: list[dict[str, torch.Tensor]], epoch: int) -> list[dict[str, torch.Tensor]]:
+            offset = (epoch * 7919 + ctx.seed * 104729) % 2**31
+            return [dict(t, seed=(t["sample_seed"] + offset) % 2**31) for t in targets]
+
+        if frozen:
+            sizes = [resize.resized_hw(record_hw(r)) for r in records]
+            canvas = resize.padded_hw(sizes)
+            targets = [dict(sample_target(r, record_hw(r), size), image_size=torch.tensor(size),
+                            sample_seed=torch.tensor(zlib.crc32(str(r["id"]).encode()) % 2**31))
+                       for r, size in zip(records, sizes, strict=True)]
+            maps = cached_level_maps(ctx, canvas, head.levels, records, "detection",
+                                     load=lambda r: pad_images([load_keep_ratio(r, resize)[0]], canvas)[0],
+                                     layout=f"keep-ratio {resize.short}/{resize.max_long}/{resize.divisor}")
+
+            def batches(epoch: int):
+                order = torch.randperm(len(records), generator=generator)
+                for start in range(0, steps_per_epoch * batch_size, batch_size):
+                    index = order[start:start + batch_size]
+                    yield ([m[index].to(ctx.device) for m in maps],
+                           seeded([targets[int(i)] for i in index], epoch))
+
+            def loss_fn(batch) -> torch.Tensor:
+                level_maps, batch_targets = batch
+                return head.losses(level_maps, batch_targets, image_sizes(batch_targets), canvas)
+
+            model: nn.Module = head
+            groups = schedule_param_groups(None, head, schedule)
+        else:
+            def collate(samples):
+                images = [image for image, _ in samples]
+                hw = resize.padded_hw([(int(i.shape[1]), int(i.shape[2])) for i in images])
+                return pad_images(images, hw), [target for _, target in samples]
+
+            mirrored = mirrored_batches(
+                records, lambda r: load_keep_ratio(r, resize), flip_own_width, 0, batch_size, steps_per_epoch,
+                generator, ctx.device, ctx.num_workers, collate=collate)
+
+            def batches(epoch: int):
+                for images, batch_targets in mirrored(epoch):
+                    yield images, seeded(batch_targets, epoch)
+
+            def loss_fn(batch) -> torch.Tensor:
+                images, batch_targets = batch
+                maps = multi_level(ctx.backbone, normalize(images), head.levels)
+                return head.losses(maps, batch_targets, image_sizes(batch_targets), tuple(images.shape[-2:]))
+
+            model = nn.ModuleDict({"backbone": ctx.backbone, "head": head})
+            groups = schedule_param_groups(ctx.backbone, head, schedule)
+        optimizer = build_optimizer(groups, schedule)
+        info = fit_loop(model, batches, loss_fn, schedule, optimizer, steps_per_epoch, ctx.amp, ctx.device,
+                        description=f"{ctx.spec.key} {ctx.protocol}", show_progress=ctx.show_progress,
+                        checkpoint=ctx.fit_checkpoint)
+        eval_records, eval_original = self._records(ctx, "eval")
+        info["n_samples"] = {"train": n_samples(original, len(records)),
+                             "eval": n_samples(eval_original, len(eval_records))}
+        info["input_size"] = [resize.short, resize.max_long]
+        return info
+
     # ---- prediction -----------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, ctx: UnitContext, head: nn.Module) -> list[Path]:
-        assert isinstance(head, CrowdDetector)
+        assert isinstance(head, (CrowdDetector, CrowdDet))
         records, _ = self._records(ctx, "eval")
+        resize = keep_ratio_resize(ctx.spec, ctx.protocol) if isinstance(head, CrowdDet) else None
         ctx.backbone.eval()
         head.eval()
         # a data-parallel unit: each rank detects in its contiguous share of the images and every rank
@@ -253,14 +476,22 @@ class CrowdHumanTask(Task):
             for start in range(first, stop, 8):
                 chunk = records[start:min(start + 8, stop)]
                 originals = [load_rgb(r["path"]) for r in chunk]
-                images = torch.stack([pil_to_tensor(im, head.size) for im in originals]).to(ctx.device)
+                if resize is not None:  # CrowdDet: aspect kept, the chunk padded
+                    sizes = [resize.resized_hw((im.height, im.width)) for im in originals]
+                    padded = resize.padded_hw(sizes)
+                    resized = [pil_to_tensor(im, hw) for im, hw in zip(originals, sizes, strict=True)]
+                    images = pad_images(resized, padded).to(ctx.device)
+                else:
+                    sizes = [head.size] * len(originals)
+                    images = torch.stack([pil_to_tensor(im, head.size) for im in originals]).to(ctx.device)
                 with autocast(ctx.device, enabled=ctx.amp):
                     maps = multi_level(ctx.backbone, normalize(images), head.levels)
-                detections = head.detect([m.float() for m in maps])
-                for offset, (record, image, found) in enumerate(
-                        zip(chunk, originals, detections, strict=True)):
+                maps = [m.float() for m in maps]
+                detections = head.detect(maps, sizes, padded) if resize is not None else head.detect(maps)
+                for offset, (record, image, found, size) in enumerate(
+                        zip(chunk, originals, detections, sizes, strict=True)):
                     hw = (image.height, image.width)
-                    boxes = scale_boxes(found["boxes"].float().cpu(), head.size, hw)
+                    boxes = scale_boxes(found["boxes"].float().cpu(), size, hw)
                     scores = found["scores"].tolist()
                     dtboxes = [{"box": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                                 "score": round(s, 5), "tag": 1}
