@@ -92,7 +92,7 @@ class Schedule(StrictModel):
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0, default=0.0)
     warmup_epochs: float = Field(ge=0, default=0.0)
-    scheduler: Literal["cosine", "step", "plateau", "constant"] = "cosine"
+    scheduler: Literal["cosine", "step", "plateau", "constant", "sgdr"] = "cosine"
     milestones: list[float] = Field(default_factory=list)
     layer_decay: float | None = None
     grad_clip: float | None = None
@@ -110,7 +110,18 @@ class Schedule(StrictModel):
         default=True, description="False: the cosine is measured from step 0, warm-up included (timm's "
                                   "warmup_prefix=False, as TransReID)")
     min_lr: float = Field(default=0.0, ge=0, lt=1, description="cosine floor as a fraction of lr")
+    # SGDR (cosine with warm restarts, SCHP's schedule): scheduler "sgdr" needs both epoch fields
+    cycle_start_epochs: float | None = Field(default=None, gt=0, description="sgdr: epoch of the first "
+                                                                             "restart")
+    cycle_epochs: float | None = Field(default=None, gt=0, description="sgdr: epochs per restart cycle")
+    cycle_lr: float = Field(default=0.5, gt=0, le=1, description="sgdr: LR factor at each restart")
     groups: ParamGroups = Field(default_factory=ParamGroups)
+
+    @model_validator(mode="after")
+    def _sgdr_cycles(self) -> Schedule:
+        if self.scheduler == "sgdr" and (self.cycle_start_epochs is None or self.cycle_epochs is None):
+            raise ValueError("scheduler 'sgdr' needs cycle_start_epochs and cycle_epochs")
+        return self
 
 
 class ResizeRule(StrictModel):

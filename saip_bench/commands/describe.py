@@ -42,7 +42,9 @@ def _schedule(schedule: Schedule) -> dict[str, Any]:
     return {"epochs": schedule.epochs, "scheduler": schedule.scheduler, "milestones": schedule.milestones,
             "warmup_epochs": schedule.warmup_epochs, "warmup_steps": schedule.warmup_steps,
             "warmup_start": schedule.warmup_start, "warmup_prefix": schedule.warmup_prefix,
-            "min_lr": schedule.min_lr, "max_steps": schedule.max_steps}
+            "min_lr": schedule.min_lr, "max_steps": schedule.max_steps,
+            **({"cycle_start_epochs": schedule.cycle_start_epochs, "cycle_epochs": schedule.cycle_epochs,
+                "cycle_lr": schedule.cycle_lr} if schedule.scheduler == "sgdr" else {})}
 
 
 def describe(spec: TaskSpec, protocol_name: str) -> dict[str, Any]:

@@ -191,13 +191,25 @@ def warmup_steps(schedule: Schedule, steps_per_epoch: int) -> int:
     return round(schedule.warmup_epochs * steps_per_epoch)
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: Schedule) -> float:
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: Schedule,
+              steps_per_epoch: int | None = None) -> float:
     """Multiplier of the base LR at ``step``: linear warm-up (from ``warmup_start``), then cosine (down to
-    ``min_lr``; measured after the warm-up unless ``warmup_prefix`` is False) / step milestones / constant."""
+    ``min_lr``; measured after the warm-up unless ``warmup_prefix`` is False) / step milestones / constant
+    / SGDR (cosine to ``min_lr`` until ``cycle_start_epochs``, then cosine restarts from ``cycle_lr`` every
+    ``cycle_epochs``, as SCHP; epochs are ``steps_per_epoch`` steps)."""
     if warmup_steps and step < warmup_steps:
         if schedule.warmup_start is None:
             return (step + 1) / warmup_steps
         return schedule.warmup_start + (1.0 - schedule.warmup_start) * step / warmup_steps
+    if schedule.scheduler == "sgdr":
+        per_epoch = steps_per_epoch or max(1, round(total_steps / max(schedule.epochs, 1e-9)))
+        start = max(warmup_steps, round(float(schedule.cycle_start_epochs or 0.0) * per_epoch))
+        if step < start:
+            cosine = 0.5 * (1.0 + math.cos(math.pi * (step - warmup_steps) / max(1, start - warmup_steps)))
+            return schedule.min_lr + (1.0 - schedule.min_lr) * cosine
+        length = max(1, round(float(schedule.cycle_epochs or 1.0) * per_epoch))
+        cosine = 0.5 * (1.0 + math.cos(math.pi * ((step - start) % length) / length))
+        return schedule.min_lr + (schedule.cycle_lr - schedule.min_lr) * cosine
     if schedule.scheduler == "cosine":
         offset = warmup_steps if schedule.warmup_prefix else 0
         progress = (step - offset) / max(1, total_steps - offset)
@@ -618,7 +630,7 @@ def fit_loop(
             epoch_start = step
             while step < total:
                 waited = time.perf_counter()
-                factor = lr_factor(step, total, warmup, schedule)
+                factor = lr_factor(step, total, warmup, schedule, steps_per_epoch)
                 for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base * factor
                 optimizer.zero_grad(set_to_none=True)
