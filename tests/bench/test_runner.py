@@ -234,7 +234,8 @@ def test_loader_workers_reach_every_unit_and_its_record(env):
     assert seen and set(seen) == {3}
     records = load_records([tmp / "run"])
     assert {r.provenance["loader_workers"] for r in records} == {3}
-    assert all(r.provenance["speed"] == {"tf32": False, "fused_adamw": False, "channels_last_convnets": False}
+    assert all(r.provenance["speed"] == {"tf32": False, "fused_adamw": False, "channels_last_convnets": False,
+                                                  "compile": False}
                for r in records)  # CPU: no GPU switch is on
 
 
