@@ -1,14 +1,17 @@
 """Text-to-image person retrieval (CUHK-PEDES, ICFG-PEDES) in the spirit of IRRA.
 
-Image side: the benchmarked backbone's CLS feature -> linear projection. Text side: a pluggable encoder
-(``saip_bench.tasks.text``; by default a small transformer trained from scratch over a word vocabulary
-built from the training captions; ``open_clip`` loads a user's local CLIP text weights). Losses: SDM
-(similarity-distribution matching: KL between the softmax of scaled cosine similarities and the
-normalised same-identity matrix, both directions) + ID (a shared identity classifier on both sides).
-IRRA's MLM loss is not used.
+Image side: the benchmarked backbone's tokens -> linear projection (the CLS one is the embedding). Text
+side: a pluggable encoder (``saip_bench.tasks.text``). Losses: SDM (similarity-distribution matching: KL
+between the softmax of scaled cosine similarities and the normalised same-identity matrix, both
+directions) + ID (a shared identity classifier on both sides) + optionally IRRA's cross-modal MLM (masked
+caption tokens attend over the image tokens and predict the masked BPE ids).
 
-Protocols: ``finetune`` (backbone trained too; IRRA's schedule) and ``linear`` (frozen backbone, cached
-image features; the projection, the text encoder and the classifier are trained).
+Protocols (docs/tasks_single_person.md#text-to-image-retrieval):
+- ``finetune``: the paper's IRRA recipe. Backbone trained too; CLIP's text tower and BPE tokenizer through
+  open_clip, loaded from a local checkpoint file; SDM + MLM + ID; CLIP normalisation; the recipe's Adam
+  groups and schedule (all in the spec).
+- ``linear``: the labelled CPU protocol (the default). Frozen backbone, cached image features; a small
+  text transformer trained from scratch on a word vocabulary of the training captions; SDM + ID.
 
 Predictions: ``predictions/retrieval.npz`` with ``similarity`` (captions x images, cosine),
 ``text_pids``, ``image_pids`` as ``saip-bench metric retrieval`` reads them (plus captions and image
@@ -34,32 +37,76 @@ from saip_bench.tasks import common
 from saip_bench.tasks.base import TASKS, UnitContext
 from saip_bench.tasks.reid import SinglePersonTask, input_size, ranking_strip, relabel
 from saip_bench.tasks.text import TextSide, WordTokenizer, build_text_side
+from saip_bench.tasks.text.mlm import IGNORE, CrossModalMLM, MaskingRule, mask_tokens, mlm_loss
 
 SDM_EPSILON = 1e-8
 
 
 class RetrievalHead(nn.Module):
-    """Image projection, text encoder + projection, shared identity classifier, fixed temperature."""
+    """Image projection, text encoder (+ projection), shared identity classifier, fixed temperature, and
+    IRRA's cross-modal MLM when ``mlm`` is given (it needs a text side with a mask id: open_clip's)."""
 
     def __init__(
-        self, image_dim: int, text_side: TextSide, embed_dim: int, num_classes: int, temperature: float
+        self,
+        image_dim: int,
+        text_side: TextSide,
+        embed_dim: int,
+        num_classes: int,
+        temperature: float,
+        mlm: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.text_encoder = text_side.encoder
         self.tokenizer = text_side.tokenizer
         self.text_description = text_side.description
         self.image_proj = nn.Linear(image_dim, embed_dim)
-        self.text_proj = nn.Linear(text_side.width, embed_dim)
+        if text_side.projected and text_side.width != embed_dim:
+            raise UserError(f"head param embed_dim={embed_dim}: the {text_side.description['type']} text "
+                            f"encoder's features are {text_side.width}-d (its own projection); set "
+                            f"embed_dim: {text_side.width}")
+        # CLIP's text tower ends in its own projection (IRRA adds none); the scratch encoder needs one
+        self.text_proj = nn.Identity() if text_side.projected else nn.Linear(text_side.width, embed_dim)
         self.classifier = nn.Linear(embed_dim, num_classes)
         nn.init.normal_(self.classifier.weight, std=0.001)
         nn.init.zeros_(self.classifier.bias)
         self.logit_scale = 1.0 / temperature
+        self.mlm: CrossModalMLM | None = None
+        self.masking = MaskingRule()
+        self.mlm_weight = 0.0
+        if mlm:
+            if text_side.mask_id is None or text_side.vocab_size is None:
+                raise UserError(f"head param mlm: masked language modelling needs a BPE text side "
+                                f"(text_encoder type open_clip), not {text_side.description['type']!r}")
+            settings = dict(mlm)
+            self.mlm_weight = float(settings.pop("weight", 1.0))
+            self.mask_id = int(text_side.mask_id)
+            try:
+                self.masking = MaskingRule(**{k: float(settings.pop(k)) for k in ("rate", "mask", "random")
+                                              if k in settings})
+                depth, heads = int(settings.pop("depth", 4)), settings.pop("heads", None)
+            except (TypeError, ValueError) as exc:
+                raise UserError(f"head param mlm: {exc}") from exc
+            if settings:
+                raise UserError(f"head param mlm: unknown field(s) {sorted(settings)}; allowed: weight, "
+                                "depth, heads, rate, mask, random")
+            self.mlm = CrossModalMLM(embed_dim, int(text_side.vocab_size), depth,
+                                     int(heads) if heads is not None else None)
 
     def encode_image(self, features: torch.Tensor) -> torch.Tensor:
         return self.image_proj(features)
 
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         return self.text_proj(self.text_encoder(ids))
+
+    def mlm_loss(
+        self, masked_ids: torch.Tensor, labels: torch.Tensor, image_tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """IRRA's MLM term: masked captions' tokens over their images' projected tokens, predicted at the
+        targets (labels not ``IGNORE``)."""
+        assert self.mlm is not None
+        _, text_tokens = self.text_encoder.forward_tokens(masked_ids)
+        targets = labels != IGNORE
+        return mlm_loss(self.mlm(self.text_proj(text_tokens), image_tokens, targets), labels[targets])
 
 
 def sdm_loss(
@@ -92,16 +139,43 @@ def caption_pairs(records: list[dict[str, Any]]) -> list[tuple[int, str]]:
     return [(i, caption) for i, record in enumerate(records) for caption in record["captions"]]
 
 
-def retrieval_augmentation(size: tuple[int, int]) -> Any:
-    """IRRA's train transform on [0, 1] tensors: flip, pad 10 + random crop, random erasing."""
+# Input normalisations of the image side (head param ``normalization``): ImageNet's (every other task,
+# and the CPU protocol) or CLIP's (the IRRA recipe's), as (mean, std).
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": (common.IMAGENET_MEAN, common.IMAGENET_STD),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),  # open_clip's
+}
+
+
+def image_stats(params: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    name = params.get("normalization", "imagenet")
+    if name not in NORMALIZATIONS:
+        raise UserError(f"head param normalization: {name!r} is not one of {', '.join(NORMALIZATIONS)}")
+    return NORMALIZATIONS[name]
+
+
+def normalize(images: torch.Tensor, stats: tuple[tuple[float, ...], tuple[float, ...]]) -> torch.Tensor:
+    """(B, 3, H, W) floats in [0, 1] -> normalised with ``stats`` (mean, std)."""
+    mean = torch.tensor(stats[0], device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(stats[1], device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def retrieval_augmentation(
+    size: tuple[int, int], stats: tuple[tuple[float, ...], tuple[float, ...]] = NORMALIZATIONS["imagenet"]
+) -> Any:
+    """IRRA's train transform on [0, 1] tensors: flip, pad 10 + random crop, random erasing of 2-40 % of
+    the area. IRRA erases *after* normalising, filling with the mean's numbers; on [0, 1] pixels that fill
+    is ``mean * (1 + std)``, which normalises to exactly those numbers."""
     from torchvision.transforms import v2
 
+    fill = [m * (1 + s) for m, s in zip(*stats, strict=True)]
     return v2.Compose(
         [
             v2.RandomHorizontalFlip(0.5),
             v2.Pad(10),
             v2.RandomCrop(size),
-            v2.RandomErasing(p=0.5, value=list(common.IMAGENET_MEAN)),
+            v2.RandomErasing(p=0.5, scale=(0.02, 0.4), value=fill),
         ]
     )
 
@@ -126,6 +200,7 @@ class RetrievalTask(SinglePersonTask):
             int(params.get("embed_dim", 256)),
             num_classes,
             float(params.get("temperature", 0.02)),
+            mlm=params.get("mlm"),
         )
 
     def fit(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
@@ -142,6 +217,7 @@ class RetrievalTask(SinglePersonTask):
         pair_labels = torch.tensor([label_of[records[i]["path"]] for i, _ in pairs])
         pair_tokens = head.tokenizer([caption for _, caption in pairs])
         id_weight = float(params.get("id_loss_weight", 1.0))
+        stats = image_stats(params)
         device = torch.device(ctx.device)
         backbone = ctx.backbone.to(device)
         head.to(device).train()
@@ -150,11 +226,27 @@ class RetrievalTask(SinglePersonTask):
         batch_size = min(schedule.batch_size, len(pairs))
         steps_per_epoch = max(1, len(pairs) // batch_size)
 
-        def losses(image_feats: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-            text_feats = head.encode_text(pair_tokens[index].to(device))
+        if frozen and head.mlm is not None:
+            raise UserError(f"{ctx.spec.key} protocol {ctx.protocol}: head param mlm needs the image tokens "
+                            "of a trained backbone (a finetune protocol); the frozen path caches CLS only")
+        if frozen and stats != NORMALIZATIONS["imagenet"]:
+            raise UserError(f"{ctx.spec.key} protocol {ctx.protocol}: param normalization must be imagenet "
+                            "for a frozen backbone (its cached features are ImageNet-normalised)")
+
+        def losses(
+            image_feats: torch.Tensor, index: torch.Tensor, image_tokens: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            """SDM + ID (+ MLM): IRRA's sum, each term with its weight."""
+            ids = pair_tokens[index]
+            text_feats = head.encode_text(ids.to(device))
             labels = pair_labels[index].to(device)
-            sdm = sdm_loss(image_feats, text_feats, labels, head.logit_scale)
-            return sdm + id_weight * id_loss(head, image_feats, text_feats, labels)
+            loss = sdm_loss(image_feats, text_feats, labels, head.logit_scale)
+            loss = loss + id_weight * id_loss(head, image_feats, text_feats, labels)
+            if head.mlm is not None and image_tokens is not None:
+                masked, targets = mask_tokens(ids, head.mask_id, head.masking)  # torch's global generator
+                mlm = head.mlm_loss(masked.to(device), targets.to(device), image_tokens)
+                loss = loss + head.mlm_weight * mlm
+            return loss
 
         def shuffled(epoch: int) -> list[torch.Tensor]:
             generator = torch.Generator().manual_seed(ctx.seed * 1000 + epoch)
@@ -182,7 +274,7 @@ class RetrievalTask(SinglePersonTask):
             )
         else:
             paths = [records[i]["path"] for i, _ in pairs]
-            transform = retrieval_augmentation(size)
+            transform = retrieval_augmentation(size, stats)
 
             batches = common.image_epoch_batches(
                 paths, size, transform, lambda epoch: [b.tolist() for b in shuffled(epoch)], steps_per_epoch,
@@ -191,8 +283,12 @@ class RetrievalTask(SinglePersonTask):
 
             def step(batch: Any) -> torch.Tensor:
                 images, index = batch
-                cls = backbone.forward_features(common.normalize(images.to(device)))["cls"]
-                return losses(head.encode_image(cls), index)
+                out = backbone.forward_features(normalize(images.to(device), stats))
+                if head.mlm is None:
+                    return losses(head.encode_image(out["cls"]), index)
+                # IRRA projects every image token; the CLS one is the embedding, all feed the MLM
+                tokens = head.encode_image(torch.cat([out["cls"][:, None], out["tokens"]], 1))
+                return losses(tokens[:, 0], index, tokens)
 
             history = common.finetune(
                 backbone, head, batches, step, schedule, steps_per_epoch, ctx.amp, device,
@@ -203,6 +299,8 @@ class RetrievalTask(SinglePersonTask):
             **self.protocol_info(ctx),
             **common.fit_summary(history),
             "text_encoder": head.text_description,
+            "losses": {"sdm": 1.0, "id": id_weight, "mlm": head.mlm_weight if head.mlm is not None else None},
+            "normalization": params.get("normalization", "imagenet"),
             "n_samples": {
                 "train": common.n_samples(len(all_records), len(records)),
                 "train_captions": common.n_samples(len(caption_pairs(all_records)), len(pairs)),
@@ -213,6 +311,7 @@ class RetrievalTask(SinglePersonTask):
     def predict(self, ctx: UnitContext, head: nn.Module) -> list[Path]:
         params = self.params(ctx.spec)
         size = input_size(ctx.spec, params)
+        stats = image_stats(params)
         device = torch.device(ctx.device)
         backbone = ctx.backbone.to(device).eval()
         head.to(device).eval()
@@ -228,7 +327,7 @@ class RetrievalTask(SinglePersonTask):
             image_feats = common.sharded_extract(  # gathered over the ranks of a data-parallel unit
                 lambda b: {
                     "f": head.encode_image(
-                        backbone.forward_features(common.normalize(b[0].to(device)))["cls"]
+                        backbone.forward_features(normalize(b[0].to(device), stats))["cls"]
                     )
                 },
                 [r["path"] for r in records], size, ctx, interpolation=ctx.protocol_spec.resize.test,

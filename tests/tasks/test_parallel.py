@@ -176,7 +176,7 @@ def test_data_parallel_units_match_one_process_with_the_same_effective_batch(
         tmp_path, monkeypatch, synth_world, market_like, pedes_like):  # noqa: F811
     for module, name in ((reid, "reid_augmentation"), (attributes, "attribute_augmentation"),
                          (retrieval, "retrieval_augmentation")):
-        monkeypatch.setattr(module, name, lambda size: None)  # inherited by the forked ranks
+        monkeypatch.setattr(module, name, lambda size, *_: None)  # inherited by the forked ranks
     spec_a, spec_d = get_task_spec("attributes", "pa100k"), get_task_spec("detection", "crowdhuman")
     datasets = {
         "reid": market_like,

@@ -1,16 +1,16 @@
 """Pluggable text encoders for text-to-image retrieval: ``scratch`` (default) and ``open_clip``.
 
 A spec chooses one with ``params.text_encoder``: ``{type: scratch, width, layers, heads, max_length}``
-or ``{type: open_clip, model: ViT-B-16, weights: /local/path/to/weights.pt}``. ``open_clip`` loads a
-user's *local* CLIP weights through the open_clip package (installed by the user); nothing is ever
-downloaded: a missing file or package is a UserError saying what to do.
+(the labelled CPU protocol's word-vocabulary transformer, trained from scratch) or ``{type: open_clip,
+model: ViT-B-16-quickgelu, checkpoint: /local/ViT-B-16.pt}`` (the IRRA recipe's CLIP text tower and BPE
+tokenizer, ``saip_bench.tasks.text.clip``). Nothing is ever downloaded: a missing file, a mismatched
+checkpoint or a missing package is a UserError saying what to do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +31,9 @@ class TextSide:
     encoder: nn.Module
     width: int
     description: dict[str, Any]
+    mask_id: int | None = None  # the MLM mask id of the tokenizer; None: no masked language modelling
+    vocab_size: int | None = None  # how many ids the MLM head predicts
+    projected: bool = False  # the features already are the joint embedding (CLIP's text projection)
 
 
 class ScratchTextTransformer(nn.Module):
@@ -89,46 +92,35 @@ def scratch_text_side(
     return TextSide(tokenizer, encoder, width, description)
 
 
-class _OpenClipText(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(ids)
-
-
 @TEXT_ENCODERS.register("open_clip")
 def open_clip_text_side(
-    captions: Sequence[str], model: str = "ViT-B-16", weights: str | None = None, **_: Any
+    captions: Sequence[str], model: str = "ViT-B-16-quickgelu", checkpoint: str | None = None, **fields: Any
 ) -> TextSide:
-    """CLIP's text tower and BPE tokenizer from open_clip with local weights (IRRA's text encoder)."""
-    if not weights or not Path(weights).expanduser().is_file():
-        raise UserError(
-            f"text_encoder open_clip needs 'weights': a local CLIP checkpoint file (got {weights!r}); "
-            "saip-bench never downloads weights"
-        )
-    try:
-        import open_clip
-    except ImportError as exc:
-        raise UserError(
-            "text_encoder open_clip needs the open_clip package: pip install open_clip_torch"
-        ) from exc
-    clip_model = open_clip.create_model(model, pretrained=str(Path(weights).expanduser()))
-    if hasattr(clip_model, "visual"):
-        clip_model.visual = None  # the image side is the benchmarked backbone
-    tokenizer = open_clip.get_tokenizer(model)
-    width = (
-        int(clip_model.text_projection.shape[1])
-        if getattr(clip_model, "text_projection", None) is not None
-        else int(clip_model.transformer.width)
+    """CLIP's text tower and BPE tokenizer through open_clip, weights from a local file (IRRA's text side).
+
+    ``fields`` change the open_clip text config (``width``, ``layers``, ``heads``, ``context_length``,
+    ``vocab_size``, ``embed_dim``); the checkpoint must match the resulting tower key by key.
+    """
+    from saip_bench.tasks.text.clip import (
+        ClipTextEncoder,
+        ClipTokenizer,
+        build_text_tower,
+        load_text_tower,
+        resolve_checkpoint,
     )
-    return TextSide(
-        lambda texts: tokenizer(list(texts)),
-        _OpenClipText(clip_model),
-        width,
-        {"type": "open_clip", "model": model, "weights": str(weights)},
-    )
+
+    path = resolve_checkpoint(checkpoint)
+    tower = build_text_tower(model, **fields)
+    digest = load_text_tower(tower, path, model)
+    tokenizer = ClipTokenizer(model, tower.context_length)
+    if tower.vocab_size < tokenizer.vocab_size:
+        raise UserError(f"text_encoder open_clip: vocab_size {tower.vocab_size} is smaller than the BPE "
+                        f"tokenizer's {tokenizer.vocab_size} ids")
+    width = int(tower.output_dim or tower.width)
+    description = {"type": "open_clip", "model": model, "checkpoint": str(path), "checkpoint_sha256": digest,
+                   "context_length": tower.context_length, "width": width, **fields}
+    return TextSide(tokenizer, ClipTextEncoder(tower), width, description, mask_id=tokenizer.mask_id,
+                    vocab_size=tower.vocab_size, projected=True)
 
 
 def build_text_side(config: dict[str, Any] | str | None, captions: Sequence[str]) -> TextSide:
