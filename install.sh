@@ -105,6 +105,8 @@ fi
 # torch first, pinned, so nothing later can pull a CUDA build.
 if [ "$MODE" = cpu ]; then run $PIP install -q "torch==2.13.0"; fi
 run $PIP install -q -e ".[test]"
+# The retrieval paper protocol's CLIP text tower and BPE tokenizer (extra "clip": open_clip); its tests run in CI.
+run $PIP install -q -e ".[clip]"
 # Pose stack (mmpose + pure-Python mmcv-lite): declared deps include chumpy (broken on 3.11), so --no-deps.
 if [ -s requirements/mmpose.txt ]; then
   run $PIP install -q -r requirements/mmpose-deps.txt
