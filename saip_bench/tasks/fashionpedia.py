@@ -1,15 +1,16 @@
 """Fashionpedia: instance segmentation of garments and parts with a multi-label attribute branch.
 
 Model: torchvision Mask R-CNN (RPN, RoIAlign box and mask heads, its losses and post-processing) on a
-simple feature pyramid of the backbone, plus an attribute branch in the spirit of KE-RCNN: RoIAlign
-features of each instance -> MLP -> one logit per attribute (294 in the 2020 files; ids are mapped through
-the file's ``attributes`` list, so non-contiguous ids are fine), trained with BCE on the GT instances and
-applied to the detected boxes at test time (attributes with probability > 0.5; only for categories that
-carry attributes). Categories are the file's 0-based ids (label = id + 1 inside torchvision).
+feature pyramid of the backbone, plus an attribute branch: one logit per attribute (294 in the 2020 files;
+ids are mapped through the file's ``attributes`` list, so non-contiguous ids are fine), applied to the
+detected boxes at test time (only for categories that carry attributes). Categories are the file's 0-based
+ids (label = id + 1 inside torchvision).
 
-Protocols: ``finetune`` trains everything (horizontal flip); ``frozen`` caches the frozen backbone maps
-of the training images once and trains pyramid + heads. The whole image is resized to the protocol's
-input size and detections mapped back. Predictions: two official-format result files, masks
+Protocols (docs/tasks_multi_person.md#fashionpedia): ``finetune`` is the authors' KE-RCNN recipe: P2-P6,
+anchors of 8 x stride, aspect-preserving multi-scale training and a 1024 test size on padded batches, the
+knowledge-aware attribute head with threshold 0.3 (``tasks/detection/fashion_rcnn.py``). ``frozen`` caches
+the frozen backbone maps of the training images once at one fixed size and trains a compact pyramid +
+heads with an MLP attribute branch (threshold 0.5). Predictions: two official-format result files, masks
 (``segmentation`` RLE, no ``bbox``, so areas are mask areas) and boxes (``bbox``), each with
 ``attribute_ids`` and ``score``; scored by ``saip_bench.metrics.fashionpedia`` (AP^(IoU+F1), IoU-only,
 F1-only and COCO AP).
