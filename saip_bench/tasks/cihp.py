@@ -1,8 +1,10 @@
 """Multi-person human parsing (CIHP): the parsing task's segmentation head on whole scenes, plus AP^r.
 
-Semantic part parsing reuses ``tasks.parsing.SegmentationTask`` as is (multi-level head, flip with the
-left/right swap, frozen feature cache, label-PNG predictions, one-matrix mIoU); CIHP differs only in its
-20 classes (index 10 = Torso-skin) and scenes with several people.
+Semantic part parsing reuses ``tasks.parsing.SegmentationTask`` as is (the ``finetune`` protocol's
+SCHP/CE2P recipe, the light multi-level head of the CPU protocols, flip with the left/right swap, frozen
+feature cache, label-PNG predictions, one-matrix mIoU); CIHP differs only in its 20 classes (index 10 =
+Torso-skin) and scenes with several people. The authors published no CIHP recipe: ``finetune`` applies
+their LIP recipe to whole scenes (docs/tasks_dense.md, "CIHP recipe").
 
 Instance-level part predictions (for AP^r, docs/formats.md#cihp-instance-part-apr) are *derived* from the
 semantic map, since the

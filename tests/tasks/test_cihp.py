@@ -39,6 +39,8 @@ def run_unit(root: Path, out: Path, protocol: str, visualize: int = 0):
     spec.protocols[protocol].schedule.batch_size = 4
     spec.protocols[protocol].params["input_size"] = [64, 80]
     spec.protocols[protocol].params.setdefault("head", {})["channels"] = 16
+    if spec.protocols[protocol].params["head"].get("type") == "ce2p":  # the paper head, narrowed for CPU
+        spec.protocols[protocol].params["head"].update(context_channels=16, low_channels=8, edge_channels=8)
     torch.manual_seed(0)
     ctx = UnitContext(spec=spec, protocol=protocol, backbone=create_backbone("vit_tiny", (64, 80)),
                       data=read_dataset("cihp", root), out_dir=out, cache_dir=out / "cache",
@@ -52,6 +54,8 @@ def test_end_to_end_on_the_synthetic_world(synth_world, tmp_path, protocol, caps
     result = run_unit(root, tmp_path, protocol, visualize=1)
     assert result.main_metric == "mIoU" and 0.0 <= result.scores["mIoU"] <= 1.0
     assert "APr50" in result.scores and "APr_vol" in result.scores
+    # finetune is the LIP SCHP/CE2P recipe applied to scenes (affine crops, Lovász + CE + edge, 5 scales)
+    assert result.extra["parsing_head"] == ("ce2p" if protocol == "finetune" else "multi_level")
     assert len(result.predictions) == 3 and list((tmp_path / "vis").glob("*.png"))
     # re-scored through the CLI from the saved files: same numbers
     capsys.readouterr()

@@ -13,9 +13,18 @@ from PIL import Image
 from saip_bench.backbones import create_backbone
 from saip_bench.cli import main
 from saip_bench.data.records import DatasetSplits
+from saip_bench.errors import DataFormatError, SpecError
 from saip_bench.specs import get_task_spec
 from saip_bench.tasks.base import UnitContext, get_task
 from saip_bench.tasks.dense.seg_head import SegmentationHead, flip_labels, flip_logits, swap_permutation
+from saip_bench.tasks.parsing import (
+    ParsingModel,
+    SegmentationTask,
+    flip_averaged_logits,
+    load_affine_pair,
+    multi_scale_logits,
+    parse_test_scales,
+)
 
 PAIRS = [[14, 15], [16, 17], [18, 19]]
 
@@ -74,6 +83,8 @@ def run_unit(data: DatasetSplits, out: Path, protocol: str, visualize: int = 0, 
     spec.protocols[protocol].schedule.batch_size = 4
     spec.protocols[protocol].params["input_size"] = [64, 48]
     spec.protocols[protocol].params.setdefault("head", {})["channels"] = 16
+    if spec.protocols[protocol].params["head"].get("type") == "ce2p":  # the paper head, narrowed for CPU
+        spec.protocols[protocol].params["head"].update(context_channels=16, low_channels=8, edge_channels=8)
     torch.manual_seed(0)
     backbone = create_backbone("vit_tiny", (64, 48))
     ctx = UnitContext(spec=spec, protocol=protocol, backbone=backbone, data=data, out_dir=out,
@@ -129,9 +140,69 @@ def test_end_to_end_on_synthetic_world_through_the_reader(synth_world, tmp_path,
 
     data = read_dataset("lip", synth_world / "lip")
     result = run_unit(data, tmp_path, protocol, visualize=1, max_steps=2)
+    # finetune is the SCHP/CE2P recipe (affine crops, Lovász + CE + edge, 5-scale + flip test)
+    assert result.extra["parsing_head"] == ("ce2p" if protocol == "finetune" else "multi_level")
+    assert all(np.isfinite(result.extra["losses"]))
     assert set(result.scores) >= {"mIoU", "pixel_acc", "mean_acc", "IoU/Left-arm", "IoU/Right-shoe"}
     assert len(result.predictions) == len(data.splits["val"])
     for record, prediction in zip(data.splits["val"], result.predictions, strict=True):
         with Image.open(prediction) as png, Image.open(record["label_path"]) as gt:
             assert png.mode == "L" and png.size == gt.size
         assert prediction.name == Path(record["label_path"]).name
+
+
+def small_ce2p_model(size: tuple[int, int] = (64, 48)):
+    spec = get_task_spec("parsing", "lip").model_copy(deep=True)
+    params = {**spec.head.params, **spec.protocols["finetune"].params["head"], "channels": 16,
+              "context_channels": 16, "low_channels": 8, "edge_channels": 8}
+    torch.manual_seed(0)
+    backbone = create_backbone("vit_tiny", size).eval()
+    head, levels = SegmentationTask._ce2p_head(backbone, spec, "finetune", params, 20)
+    return backbone, ParsingModel(head, levels, [str(i) for i in range(20)], PAIRS).eval()
+
+
+def test_multi_scale_with_scale_one_equals_the_single_scale_path_exactly():
+    backbone, model = small_ce2p_model()
+    images = torch.rand(2, 3, 64, 48)
+    with torch.no_grad():
+        single = flip_averaged_logits(model, backbone, images, flip=True)
+        assert single.shape == (2, 20, 64, 48)  # at the input size, ready for the inverse warp
+        assert torch.equal(multi_scale_logits(model, backbone, images, [1.0], flip=True), single)
+        recipe = multi_scale_logits(model, backbone, images, [0.5, 0.75, 1.0, 1.25, 1.5], flip=True)
+    assert recipe.shape == single.shape and not torch.allclose(recipe, single)
+
+
+def test_the_paper_protocols_declare_the_recipe_and_the_cpu_protocols_keep_the_light_head():
+    for task, dataset in (("parsing", "lip"), ("multi_parsing", "cihp")):
+        spec = get_task_spec(task, dataset)
+        paper = spec.protocols["finetune"]
+        assert paper.params["head"]["type"] == "ce2p" and paper.params["affine"] is True
+        assert paper.params["test_scales"] == [0.5, 0.75, 1.0, 1.25, 1.5]
+        assert paper.schedule.scheduler == "sgdr" and paper.schedule.batch_size == 96
+        assert paper.schedule.cycle_start_epochs == 120 and paper.schedule.cycle_epochs == 10
+        allowed = {"self-correction (SCHP)", "parsing-edge consistency loss", "protocol source"}
+        assert {d.what for d in paper.recipe.deviations} <= allowed
+        for name, protocol in spec.protocols.items():
+            if name != "finetune":
+                assert "type" not in protocol.params.get("head", {}), name
+                assert not protocol.params.get("affine"), name
+                assert "test_scales" not in protocol.params and protocol.schedule.scheduler == "cosine", name
+
+
+def test_bad_test_scales_are_a_spec_error_naming_the_key():
+    assert parse_test_scales({}, "x") is None
+    with pytest.raises(SpecError, match="parsing/lip protocols.finetune.params.test_scales"):
+        parse_test_scales({"test_scales": [1.0, -0.5]}, "parsing/lip protocols.finetune.params")
+
+
+def test_a_label_map_of_another_size_than_its_image_is_a_clear_error(lip_like, tmp_path):
+    record = dict(lip_like.splits["train"][0])
+    small = tmp_path / "small.png"
+    Image.fromarray(np.zeros((5, 7), np.uint8), mode="L").save(small)
+    record["label_path"] = str(small)
+    with pytest.raises(DataFormatError, match=r"small\.png: expected a label map of its image's size"):
+        load_affine_pair(record, (64, 48), 1.0, 0.0, False, PAIRS)
+    bad = DatasetSplits("lip", "v1", lip_like.root, {"train": [record] * 4, "val": lip_like.splits["val"]},
+                        meta={})
+    with pytest.raises(DataFormatError, match="small.png"):  # the paper protocol's training reads it too
+        run_unit(bad, tmp_path / "run", "finetune", max_steps=1)
