@@ -77,6 +77,19 @@ def test_whole_clip_checkpoints_load_their_text_keys(saved, tmp_path):
         assert all(torch.equal(side.encoder.tower.state_dict()[k], v) for k, v in state.items()), name
 
 
+@pytest.mark.filterwarnings("ignore:.*TorchScript archive:UserWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_torchscript_archives_load_like_openais(saved, tmp_path):
+    """OpenAI's ViT-B-16.pt (IRRA's starting point) is a TorchScript archive; a traced tower stands in."""
+    tower, _ = saved
+    tower.output_tokens = False
+    ids = ClipTokenizer(MODEL, 16)(CAPTIONS)
+    torch.jit.save(torch.jit.trace(tower, ids), tmp_path / "ViT-B-16.pt")
+    side = build_text_side(side_config(tmp_path / "ViT-B-16.pt"), [])
+    with torch.no_grad():
+        assert torch.allclose(side.encoder(ids), tower(ids), atol=1e-6)
+
+
 def test_checkpoint_named_by_environment(saved, monkeypatch):
     _, path = saved
     monkeypatch.setenv(CHECKPOINT_ENV, str(path))
