@@ -131,6 +131,18 @@ def read_pair(record: dict[str, Any]) -> tuple[Image.Image, np.ndarray]:
     return image, label
 
 
+def check_label_size(record: dict[str, Any], image: Image.Image) -> None:
+    """An evaluation record's label map must have its image's size (read from the PNG header only): else a
+    DataFormatError naming the label file, before any prediction is written against it."""
+    if not record.get("label_path"):
+        return
+    with Image.open(record["label_path"]) as label:
+        width, height = label.size
+    if (width, height) != (image.width, image.height):
+        raise DataFormatError(record["label_path"], f"a label map of its image's size {image.width}x"
+                              f"{image.height}", f"{width}x{height}")
+
+
 def load_pair(record: dict[str, Any], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Image (3, H, W) in [0, 1] resized bilinearly, label (H, W) uint8 resized by nearest neighbour."""
     image, label = read_pair(record)
@@ -279,6 +291,9 @@ class SegmentationTask(Task):
         size = input_size(ctx.spec, ctx.protocol)
         frozen = is_frozen(ctx.protocol_spec.kind)
         schedule = ctx.protocol_spec.schedule
+        # the test settings are checked before training, not after it
+        parse_test_scales(protocol_params(ctx.spec, ctx.protocol),
+                          f"{ctx.spec.key} protocols.{ctx.protocol}.params")
         set_backbone_trainable(ctx.backbone, not frozen)
         head.to(ctx.device).train()
         batch_size = min(schedule.batch_size, max(1, len(records)))
@@ -425,6 +440,8 @@ class SegmentationTask(Task):
             originals = [load_rgb(records[i]["path"]) for i in indices]
             if not originals:
                 return []
+            for i, original in zip(indices, originals, strict=True):
+                check_label_size(records[i], original)
             if affine or scales is not None:
                 return self._affine_label_maps(ctx, head, list(indices), originals, size, scales or [1.0],
                                                flip_test, affine)

@@ -206,3 +206,23 @@ def test_a_label_map_of_another_size_than_its_image_is_a_clear_error(lip_like, t
                         meta={})
     with pytest.raises(DataFormatError, match="small.png"):  # the paper protocol's training reads it too
         run_unit(bad, tmp_path / "run", "finetune", max_steps=1)
+    bad_val = DatasetSplits("lip", "v1", lip_like.root, {"train": lip_like.splits["train"], "val": [record]},
+                            meta={})
+    with pytest.raises(DataFormatError, match=r"small\.png: expected a label map of its image's size"):
+        run_unit(bad_val, tmp_path / "run_val", "frozen", max_steps=1)  # an evaluation label: checked first
+    assert not list((tmp_path / "run_val" / "predictions").glob("*.png"))
+
+
+def test_bad_test_scales_fail_before_training(lip_like, tmp_path, monkeypatch):
+    import saip_bench.tasks.parsing as parsing
+
+    def no_training(*_args, **_kwargs):
+        raise AssertionError("trained before checking the test settings")
+
+    monkeypatch.setattr(parsing, "fit_loop", no_training)
+    spec_params = get_task_spec("parsing", "lip").protocols["finetune"].params
+    assert spec_params["test_scales"]  # the paper protocol has scales; break them in a copy
+    monkeypatch.setattr(parsing, "protocol_params",
+                        lambda spec, protocol: {**spec_params, "test_scales": [1.0, 0]})
+    with pytest.raises(SpecError, match="test_scales"):
+        run_unit(lip_like, tmp_path, "finetune", max_steps=1)
