@@ -14,13 +14,14 @@ Detections are mapped back to the original image. Predictions: an odgt-like resu
 ``height``, ``width``, ``dtboxes`` with ``box`` x,y,w,h, ``score``, ``tag`` 1) scored by
 ``saip_bench.metrics.crowdhuman`` (AP, MR^-2, JI).
 
-Bad boxes (docs/formats.md#crowdhuman): a box with non-positive width or height is skipped in training,
-and a tag other than ``person`` / ``mask`` is kept as an ignore region (the reader's and the evaluator's
-rule); both are reported once per unit with the image ID.
+Bad boxes (docs/tasks_multi_person.md#crowdhuman): a box with non-positive width or height is skipped
+in training, and a tag other than ``person`` / ``mask`` is kept as an ignore region (the reader's and the
+evaluator's rule); both are reported once per unit with the image ID.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -436,6 +437,7 @@ class CrowdHumanTask(Task):
                 records, lambda r: load_keep_ratio(r, resize), flip_own_width, 0, batch_size, steps_per_epoch,
                 generator, ctx.device, ctx.num_workers, collate=collate)
 
+            @functools.wraps(mirrored)  # keeps epoch_batches' marks (sharded for data parallelism, replays)
             def batches(epoch: int):
                 for images, batch_targets in mirrored(epoch):
                     yield images, seeded(batch_targets, epoch)

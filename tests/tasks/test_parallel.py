@@ -201,7 +201,8 @@ def test_data_parallel_units_match_one_process_with_the_same_effective_batch(
         reference = losses_of(single, tmp_path / "single" / family)
         assert ddp["losses"] == pytest.approx(reference, rel=1e-4), family
         assert ranks[1][family]["scores"] == ddp["scores"], family  # rank 0's scores reach every rank
-        bound = 0.05 if family in ("parsing", "pose") else 1e-4  # BN running stats (module docstring)
+        # BN running stats (module docstring); detection: the BatchNorm of CrowdDet's P2 branch
+        bound = 0.05 if family in ("parsing", "pose", "detection") else 1e-4
         for key, value in single.scores.items():
             assert ddp["scores"][key] == pytest.approx(value, rel=bound, abs=bound), (family, key)
         assert all(Path(p).is_file() for p in ddp["predictions"]), family  # written by rank 0
