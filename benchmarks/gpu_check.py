@@ -233,6 +233,26 @@ def finetune_spec(spec: Any, args: argparse.Namespace) -> Any:
     return spec
 
 
+def timing_only_text_tower(protocol: Any, folder: Path) -> None:
+    """A retrieval protocol on CLIP's text tower with no checkpoint named (spec or SAIP_CLIP_TEXT_CHECKPOINT):
+    save a randomly initialised tower of its config and use it; the step costs the same, the scores are
+    meaningless (a timing run's are anyway)."""
+    import os
+
+    import torch
+
+    from saip_bench.tasks.text.clip import CHECKPOINT_ENV, build_text_tower
+
+    encoder = (protocol.params.get("head") or {}).get("text_encoder") or {}
+    if encoder.get("type") != "open_clip" or encoder.get("checkpoint") or os.environ.get(CHECKPOINT_ENV):
+        return
+    fields = {k: v for k, v in encoder.items() if k not in ("type", "model", "checkpoint")}
+    path = folder / "random_clip_text_tower.pt"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(build_text_tower(encoder.get("model", "ViT-B-16-quickgelu"), **fields).state_dict(), path)
+    protocol.params["head"]["text_encoder"] = {**encoder, "checkpoint": str(path)}
+
+
 def finetune_row(spec: Any, args: argparse.Namespace, world: Path, out: Path) -> dict[str, Any]:
     import torch
 
@@ -245,6 +265,7 @@ def finetune_row(spec: Any, args: argparse.Namespace, world: Path, out: Path) ->
 
     spec = finetune_spec(spec, args)
     protocol = spec.protocols[args.protocol]
+    timing_only_text_tower(protocol, out / spec.key)
     data = read_dataset(spec.dataset, world / spec.dataset, version=spec.dataset_version)
     size = input_size(spec, args.protocol)
     backbone = create_backbone(args.backbone, img_size=load_size(args.backbone, size))

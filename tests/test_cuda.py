@@ -60,7 +60,7 @@ TINY: dict[str, dict[str, Any]] = {
     "reid": {"batch": 8, "params": {"input_size": [64, 32]}},
     "attributes": {"batch": 8, "params": {"input_size": [64, 32]}},
     "t2i_retrieval": {"batch": 8, "params": {"input_size": [64, 32]},
-                      "head": {"embed_dim": 64, "text_encoder": TINY_TEXT}},
+                      "head": {"embed_dim": 64, "text_encoder": TINY_TEXT, "mlm": None}},
     "pose": {"batch": 8, "params": {"input_size": [64, 48], "sigma": 1.0},
              "head": {"deconv_channels": [16, 16]}},
     "wholebody": {"batch": 8, "params": {"input_size": [64, 48], "sigma": 1.0},
