@@ -80,7 +80,7 @@ def main() -> None:
         loss = sdm_loss(tokens[:, 0], text, pids, head.logit_scale) + id_loss(head, tokens[:, 0], text, pids)
         masked, labels = mask_tokens(ids, head.mask_id, head.masking)
         targets_seen.append(int((labels != IGNORE).sum()))
-        loss = loss + head.mlm_loss(masked.to(device), labels.to(device), tokens)
+        loss = loss + head.mlm_term(masked.to(device), labels.to(device), tokens)
         optimizer.zero_grad(set_to_none=True)
         marks = [time.perf_counter()]
         loss.backward()
@@ -89,8 +89,9 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         marks.append(time.perf_counter())
-        for name, (a, b) in zip(phases, [(started, marks[0]), (marks[0], marks[1]), (marks[1], marks[2])], strict=True):
-            phases[name].append(b - a)
+        bounds = [(started, marks[0]), (marks[0], marks[1]), (marks[1], marks[2])]
+        for name, (begin, end) in zip(phases, bounds, strict=True):
+            phases[name].append(end - begin)
         return time.perf_counter() - started
 
     step()

@@ -98,7 +98,7 @@ class RetrievalHead(nn.Module):
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         return self.text_proj(self.text_encoder(ids))
 
-    def mlm_loss(
+    def mlm_term(
         self, masked_ids: torch.Tensor, labels: torch.Tensor, image_tokens: torch.Tensor
     ) -> torch.Tensor:
         """IRRA's MLM term: masked captions' tokens over their images' projected tokens, predicted at the
@@ -244,7 +244,7 @@ class RetrievalTask(SinglePersonTask):
             loss = loss + id_weight * id_loss(head, image_feats, text_feats, labels)
             if head.mlm is not None and image_tokens is not None:
                 masked, targets = mask_tokens(ids, head.mask_id, head.masking)  # torch's global generator
-                mlm = head.mlm_loss(masked.to(device), targets.to(device), image_tokens)
+                mlm = head.mlm_term(masked.to(device), targets.to(device), image_tokens)
                 loss = loss + head.mlm_weight * mlm
             return loss
 

@@ -259,7 +259,7 @@ def test_mlm_term_starts_near_uniform_and_reaches_the_image(clip_checkpoint):
     ids = side.tokenizer(["a woman in a long green dress", "a man with a black backpack"])
     masked, labels = mask_tokens(ids, head.mask_id, head.masking, torch.Generator().manual_seed(0))
     image = torch.randn(2, 9, 32, requires_grad=True)
-    loss = head.mlm_loss(masked, labels, image)
+    loss = head.mlm_term(masked, labels, image)
     # IRRA's small-std head init: close to uniform over CLIP's 49408 ids at the start (random logits of
     # variance v add about v / 2 nats to log 49408; v is about 1 at this small width)
     assert math.log(49408) - 0.5 < loss.item() < math.log(49408) + 2
