@@ -48,8 +48,10 @@ def test_ignore_regions_leave_the_classification_loss():
     assert masked < full  # fewer negatives contribute (focal loss sum / #foreground)
 
 
-def run_unit(root: Path, out: Path, protocol: str, visualize: int = 0):
+def run_unit(root: Path, out: Path, protocol: str, visualize: int = 0, detector: str | None = None):
     spec = get_task_spec("detection", "crowdhuman").model_copy(deep=True)
+    if detector is not None:
+        spec.protocols[protocol].params.setdefault("head", {})["detector"] = detector
     spec.protocols[protocol].schedule.max_steps = 2
     spec.protocols[protocol].schedule.batch_size = 2
     spec.protocols[protocol].params["input_size"] = [96, 128]
@@ -145,3 +147,18 @@ def test_each_protocol_builds_its_detector_and_a_bad_name_is_refused(synth_world
     spec.protocols["frozen"].params["head"]["detector"] = "yolo"
     with pytest.raises(SpecError, match="head.detector: expected one of"):
         task.build_head(backbone, spec, data)
+
+
+def test_a_frozen_crowddet_unit_caches_padded_aspect_kept_maps(synth_world, tmp_path):
+    """The frozen protocol may run CrowdDet too (the spec keeps RetinaNet there for speed): one canvas for
+    the cache, each image's own size for its boxes, detections inside the original images."""
+    result, _ = run_unit(synth_world / "crowdhuman", tmp_path, "frozen", detector="crowddet")
+    assert 0.0 <= result.scores["AP"] <= 1.0 and result.extra["input_size"] == [96, 128]
+    caches = list((tmp_path / "cache").glob("detection-*.pt"))
+    assert len(caches) == 1
+    maps = torch.load(caches[0])["level0"]
+    assert tuple(maps.shape[-2:]) == (128 // 16, 128 // 16)  # 96x128 images padded to the 64-multiple canvas
+    for line in (json.loads(x) for x in result.predictions[0].read_text().splitlines()):
+        for det in line["dtboxes"]:
+            x, y, w, h = det["box"]
+            assert -0.01 <= x and x + w <= line["width"] + 0.01 and y + h <= line["height"] + 0.01
