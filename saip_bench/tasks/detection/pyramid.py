@@ -2,9 +2,10 @@
 torchvision detectors from backbone maps.
 
 Why drive torchvision's detectors from maps instead of ``model(images)``: the frozen protocol caches the
-backbone's maps once and trains only neck + heads, and both protocols share one resize (the whole image to
-the spec's input size; boxes scaled back in ``predict``). The detectors (RetinaNet, Mask R-CNN) are used as
-is: anchors, matching, losses, NMS and mask pasting are torchvision's.
+backbone's maps once and trains only neck + heads, and the tasks choose their own resize (the whole image to
+the spec's input size, or an aspect-kept resize padded per batch; boxes mapped back in ``predict``). The
+detectors' parts (RetinaNet, Mask R-CNN, CrowdDet's RPN and RoI pooling) are torchvision's: anchors,
+matching, losses, NMS and mask pasting.
 """
 
 from __future__ import annotations
