@@ -115,6 +115,10 @@ class Schedule(StrictModel):
                                                                              "restart")
     cycle_epochs: float | None = Field(default=None, gt=0, description="sgdr: epochs per restart cycle")
     cycle_lr: float = Field(default=0.5, gt=0, le=1, description="sgdr: LR factor at each restart")
+    # plateau: torch's ReduceLROnPlateau on a value the task measures after every epoch (attributes: the
+    # test-split loss, as Rethinking-of-PAR); it scales the warm-up/constant LR
+    plateau_factor: float = Field(default=0.1, gt=0, lt=1, description="plateau: LR factor per reduction")
+    plateau_patience: int = Field(default=4, ge=0, description="plateau: epochs without improvement allowed")
     groups: ParamGroups = Field(default_factory=ParamGroups)
 
     @model_validator(mode="after")

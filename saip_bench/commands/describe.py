@@ -44,7 +44,9 @@ def _schedule(schedule: Schedule) -> dict[str, Any]:
             "warmup_start": schedule.warmup_start, "warmup_prefix": schedule.warmup_prefix,
             "min_lr": schedule.min_lr, "max_steps": schedule.max_steps,
             **({"cycle_start_epochs": schedule.cycle_start_epochs, "cycle_epochs": schedule.cycle_epochs,
-                "cycle_lr": schedule.cycle_lr} if schedule.scheduler == "sgdr" else {})}
+                "cycle_lr": schedule.cycle_lr} if schedule.scheduler == "sgdr" else {}),
+            **({"plateau_factor": schedule.plateau_factor, "plateau_patience": schedule.plateau_patience}
+               if schedule.scheduler == "plateau" else {})}
 
 
 def describe(spec: TaskSpec, protocol_name: str) -> dict[str, Any]:

@@ -6,9 +6,9 @@ negatives exp(r), r = the attribute's positive ratio in the training labels; sum
 averaged over samples. Only the dataset's evaluated attributes (``meta['eval_idx']``: PA-100K all 26,
 PETA 35, PETAzs all stored) are trained and predicted.
 
-Protocols: ``finetune`` (Rethinking's schedule; its plateau scheduler is held constant by the shared
-loop) and ``linear`` (frozen backbone, cached pooled features; ``feature_norm: true`` puts MAE's
-parameter-free BatchNorm before the classifier).
+Protocols: ``finetune`` (Rethinking's schedule: ReduceLROnPlateau, factor 0.1, patience 4, stepped with
+the test-split loss after every epoch, ``common.PlateauScale``) and ``linear`` (frozen backbone, cached
+pooled features; ``feature_norm: true`` puts MAE's parameter-free BatchNorm before the classifier).
 
 Predictions: ``predictions/attributes.npz`` with ``probs`` (sigmoid, N x A) and ``labels`` (N x A) over
 the evaluated attributes, plus ``attribute_names`` and ``attribute_idx`` (their columns in the dataset),
@@ -141,6 +141,15 @@ class AttributesTask(SinglePersonTask):
         common.set_backbone_trainable(backbone, not frozen)
         batch_size = min(schedule.batch_size, len(records))
         steps_per_epoch = max(1, len(records) // batch_size)
+        on_epoch_end, plateau = ctx.epoch_end, None
+        if schedule.scheduler == "plateau":  # Rethinking-of-PAR: ReduceLROnPlateau on the test-split loss
+            plateau = common.PlateauScale(schedule.plateau_factor, schedule.plateau_patience)
+            select = ctx.epoch_end
+
+            def on_epoch_end(epoch: int) -> None:
+                if select is not None:
+                    select(epoch)
+                plateau.step(self.test_loss(ctx, head, ratio))
 
         def shuffled(epoch: int) -> list[list[int]]:
             generator = torch.Generator().manual_seed(ctx.seed * 1000 + epoch)
@@ -165,8 +174,9 @@ class AttributesTask(SinglePersonTask):
                 device=device,
                 description=f"attributes/{ctx.data.name} linear",
                 show_progress=ctx.show_progress,
-                on_epoch_end=ctx.epoch_end,
+                on_epoch_end=on_epoch_end,
                 checkpoint=ctx.fit_checkpoint,
+                plateau=plateau,
             )
         else:
             paths = [r["path"] for r in records]
@@ -184,22 +194,37 @@ class AttributesTask(SinglePersonTask):
 
             history = common.finetune(
                 backbone, head, batches, step, schedule, steps_per_epoch, ctx.amp, device,
-                f"attributes/{ctx.data.name} finetune", ctx.show_progress, on_epoch_end=ctx.epoch_end,
-                checkpoint=ctx.fit_checkpoint,
+                f"attributes/{ctx.data.name} finetune", ctx.show_progress, on_epoch_end=on_epoch_end,
+                checkpoint=ctx.fit_checkpoint, plateau=plateau,
             )
+        plateau_info = ({"plateau": [{"test_loss": v, "lr_factor": f} for v, f in plateau.history]}
+                        if plateau is not None else {})
         return {
             **self.protocol_info(ctx),
             **common.fit_summary(history),
+            **plateau_info,
             "num_attributes": len(columns),
             "n_samples": {"train": common.n_samples(len(all_records), len(records))},
         }
 
     @torch.no_grad()
-    def predict(self, ctx: UnitContext, head: nn.Module) -> list[Path]:
+    def test_loss(self, ctx: UnitContext, head: nn.Module, ratio: torch.Tensor) -> float:
+        """The training loss (train-split positive ratios) on the test split's logits, for the plateau
+        schedule; the modules' train/eval modes are left as they were."""
+        modes = [(m, m.training) for module in (ctx.backbone, head) for m in module.modules()]
+        try:
+            _, records, logits = self._test_logits(ctx, head)
+        finally:
+            for module, training in modes:
+                module.training = training
+        targets = label_matrix(records, eval_columns(ctx.data))
+        return float(weighted_bce(logits.float(), targets, ratio.float().cpu()))
+
+    def _test_logits(self, ctx: UnitContext, head: nn.Module) -> tuple[list[Any], list[Any], torch.Tensor]:
+        """(all test records, the evaluated ones, their logits on the host) with the modules in eval mode."""
         size = input_size(ctx.spec, self.params(ctx.spec))
         pool = pool_kind(self.params(ctx.spec))
         interpolation = ctx.protocol_spec.resize.test
-        columns = eval_columns(ctx.data)
         device = torch.device(ctx.device)
         backbone = ctx.backbone.to(device).eval()
         head.to(device).eval()
@@ -216,6 +241,12 @@ class AttributesTask(SinglePersonTask):
                 lambda b: {"logits": head(pooled(backbone, common.normalize(b[0].to(device)), pool))},
                 [r["path"] for r in records], size, ctx, interpolation=interpolation,
             )["logits"]
+        return all_records, records, logits.float().cpu()
+
+    @torch.no_grad()
+    def predict(self, ctx: UnitContext, head: nn.Module) -> list[Path]:
+        columns = eval_columns(ctx.data)
+        all_records, records, logits = self._test_logits(ctx, head)
         names = list(
             ctx.data.meta.get("attribute_names") or [f"attr{i}" for i in range(len(records[0]["labels"]))]
         )

@@ -28,7 +28,7 @@ from torch import nn
 
 from saip_bench.backbones import Backbone
 from saip_bench.devices import fused_optimizer_ok, to_device
-from saip_bench.errors import DataFormatError, UserError
+from saip_bench.errors import DataFormatError, SpecError, UserError
 from saip_bench.logsinks import RunLog
 from saip_bench.specs import ParamGroups, Protocol, Schedule, stable_hash
 from saip_bench.tasks import parallel
@@ -245,6 +245,40 @@ def apply_drop_path(backbone: Backbone, rate: float) -> bool:
     backbone.body = body
     backbone.timm_kwargs = kwargs
     return True
+
+
+class PlateauScale:
+    """The ``plateau`` scheduler: torch's ``ReduceLROnPlateau`` (mode min, relative threshold 1e-4) driving a
+    factor on the schedule's LR, stepped with a value the task measures after every epoch.
+
+    Why a one-parameter optimizer: ``fit_loop`` sets every group's LR each step from the schedule, so the
+    scheduler cannot own the real optimizer's LR; its rule (patience, threshold, cooldown) is torch's own,
+    applied to the LR of a stand-in optimizer, which is the factor.
+    """
+
+    def __init__(self, factor: float = 0.1, patience: int = 4) -> None:
+        self._optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self._optimizer, mode="min", factor=factor, patience=patience)
+        self.history: list[tuple[float, float]] = []  # (monitored value, factor after it) per epoch
+
+    @property
+    def scale(self) -> float:
+        return float(self._optimizer.param_groups[0]["lr"])
+
+    def step(self, value: float) -> None:
+        if not math.isfinite(value):
+            raise FloatingPointError(f"plateau scheduler: the monitored value is {value}")
+        self.scheduler.step(value)
+        self.history.append((float(value), self.scale))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.state_dict(), "scale": self.scale, "history": list(self.history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+        self._optimizer.param_groups[0]["lr"] = float(state["scale"])
+        self.history = [tuple(item) for item in state["history"]]
 
 
 class BestEpoch:
@@ -464,13 +498,15 @@ def fit_loop(
     log_every: int = 10,
     on_epoch_end: Callable[[int], None] | None = None,
     checkpoint: FitCheckpoint | None = None,
+    plateau: PlateauScale | None = None,
 ) -> dict[str, Any]:
     """The one supervised loop of all tasks: epochs of ``batches(epoch)``, warm-up + schedule, AMP, clip.
 
     ``checkpoint`` (``FitCheckpoint``): per-epoch log, resume state every N epochs and resume from it.
 
     ``on_epoch_end(epoch)`` runs after every epoch that took a step (also the last, partial one of a
-    step-capped run): checkpoint selection scores the weights there.
+    step-capped run): checkpoint selection scores the weights there, and a ``plateau`` schedule's task
+    steps ``plateau`` (``PlateauScale``, its factor multiplies the LR; saved in the resume state) there.
 
     ``loss_fn(batch)`` runs the forward pass and returns the scalar loss. ``schedule.max_steps`` caps
     the total number of optimiser steps (CPU protocols). Losses stay on the device and are read (and
@@ -493,6 +529,10 @@ def fit_loop(
                         f"ranks or accumulation steps ({dp.world} ranks x {dp.accumulation}); data-parallel "
                         "fine-tuning needs batches from common.epoch_batches")
     show_progress = show_progress and writer
+    if (schedule.scheduler == "plateau") != (plateau is not None):
+        raise SpecError(f"{description}: scheduler {schedule.scheduler!r} "
+                        + ("needs a value measured after every epoch, which this task does not supply "
+                           "(supported: attributes)" if plateau is None else "with a plateau monitor"))
     epochs = max(1, math.ceil(schedule.epochs))
     total = epochs * max(1, steps_per_epoch)
     if schedule.max_steps:
@@ -517,6 +557,8 @@ def fit_loop(
             optimizer.load_state_dict(saved["optimizer"])
             if checkpoint.selector is not None and saved.get("selector") is not None:
                 checkpoint.selector.load_state_dict(saved["selector"])
+            if plateau is not None and saved.get("plateau") is not None:
+                plateau.load_state_dict(saved["plateau"])
             first_epoch, step = int(saved["epoch"]), int(saved["step"])
             losses = list(saved["losses"])
             step_waits, step_ends = list(saved["step_waits"]), list(saved["step_ends"])
@@ -563,6 +605,7 @@ def fit_loop(
                 "step_waits": step_waits, "step_ends": step_ends, "elapsed": time.perf_counter() - started,
                 "model": parameters_model.state_dict(), "optimizer": optimizer.state_dict(),
                 "selector": selector.state_dict() if selector is not None else None,
+                "plateau": plateau.state_dict() if plateau is not None else None,
                 "rng": rng_states(device),
                 **({"rng_ranks": rank_states} if rank_states is not None else {}),
             })
@@ -631,6 +674,8 @@ def fit_loop(
             while step < total:
                 waited = time.perf_counter()
                 factor = lr_factor(step, total, warmup, schedule, steps_per_epoch)
+                if plateau is not None:
+                    factor *= plateau.scale
                 for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base * factor
                 optimizer.zero_grad(set_to_none=True)
@@ -680,6 +725,7 @@ def finetune(
     show_progress: bool = True,
     on_epoch_end: Callable[[int], None] | None = None,
     checkpoint: FitCheckpoint | None = None,
+    plateau: PlateauScale | None = None,
 ) -> dict[str, Any]:
     """Full fine-tuning: backbone and head trained together by ``fit_loop``, with the schedule's groups
     (decay exemptions, LR multipliers, layer-wise decay)."""
@@ -687,7 +733,7 @@ def finetune(
     groups = schedule_param_groups(backbone, head, schedule)
     return fit_loop(model, batches, step, schedule, build_optimizer(groups, schedule), steps_per_epoch,
                     amp=amp, device=device, description=description, show_progress=show_progress,
-                    on_epoch_end=on_epoch_end, checkpoint=checkpoint)
+                    on_epoch_end=on_epoch_end, checkpoint=checkpoint, plateau=plateau)
 
 
 def fit_summary(history: dict[str, Any]) -> dict[str, Any]:

@@ -115,3 +115,37 @@ def test_linear_protocol_standardises_frozen_features(vit):
     assert standardised.mean().abs() < 1e-4 and (standardised.std(0) - 1).abs().max() < 0.05
     task.protocol = spec.protocols["finetune"]
     assert isinstance(task.build_head(vit, spec, data), torch.nn.Linear)
+
+
+def test_paper_protocol_steps_reduce_on_plateau_with_the_test_loss(tmp_path, synth_world, vit):
+    """Rethinking-of-PAR's schedule: ReduceLROnPlateau on the test-split loss after every epoch; the loss is
+    the training loss (train positive ratios) on the test predictions."""
+    from saip_bench.tasks.attributes import positive_ratio
+
+    ctx = _context(tmp_path, synth_world, "pa100k", "finetune", vit, max_train_samples=16,
+                   max_eval_samples=24, checkpoint_every=100, bootstrap_resamples=0)
+    ctx.spec.protocols["finetune"].schedule.max_steps = None
+    ctx.spec.protocols["finetune"].schedule.epochs = 3
+    ctx.spec.protocols["finetune"].schedule.plateau_patience = 0
+    ctx.spec.protocols["finetune"].selection = "final"
+    task = get_task("attributes")
+    result = task.run(ctx)
+    history = result.extra["plateau"]
+    assert len(history) == 3 and all(np.isfinite(h["test_loss"]) for h in history)
+    losses = [h["test_loss"] for h in history]
+    expected, best = [], float("inf")
+    for value in losses:  # patience 0: every epoch that does not improve on the best divides the LR by 10
+        factor = (expected[-1] if expected else 1.0) * (1.0 if value < best * (1 - 1e-4) else 0.1)
+        best = min(best, value)
+        expected.append(factor)
+    assert [h["lr_factor"] for h in history] == pytest.approx(expected)
+    with np.load(result.predictions[0]) as preds:  # the last epoch's loss from the saved probabilities
+        probs = torch.from_numpy(preds["probs"]).double().clamp(1e-7, 1 - 1e-7)
+        labels = torch.from_numpy(preds["labels"]).double()
+    columns = ctx.data.meta["eval_idx"]
+    train = [r for s in ctx.spec.splits["train"].split("+") for r in ctx.data.splits[s]]
+    ratio = positive_ratio(torch.tensor([[r["labels"][i] for i in columns] for r in train],
+                                        dtype=torch.float32)).double()
+    weights = torch.where(labels > 0.5, torch.exp(1 - ratio), torch.exp(ratio))
+    bce = -(labels * probs.log() + (1 - labels) * (1 - probs).log())
+    assert float((bce * weights).sum(1).mean()) == pytest.approx(losses[-1], rel=1e-3)

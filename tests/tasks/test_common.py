@@ -219,3 +219,41 @@ def test_fit_loop_epoch_hook_and_best_epoch_restores_best_weights():
     info = selector.restore()
     assert weight() == best_weight and info["selected_epoch"] == best_epoch + 1
     assert info["epochs_evaluated"] == 4
+
+
+def test_plateau_scale_follows_torch_reduce_lr_on_plateau_and_round_trips():
+    plateau = common.PlateauScale(factor=0.1, patience=1)
+    for value in (1.0, 0.9, 0.95, 0.97, 0.96, 0.5, 0.6, 0.7):
+        plateau.step(value)
+    # bad epochs: 0.95 (1), 0.97 (2 > patience: x0.1), 0.96 (1), 0.5 best, 0.6 (1), 0.7 (2: x0.1)
+    assert [f for _, f in plateau.history] == pytest.approx([1, 1, 1, 0.1, 0.1, 0.1, 0.1, 0.01])
+    again = common.PlateauScale(factor=0.1, patience=1)
+    again.load_state_dict(plateau.state_dict())
+    plateau.step(0.8)
+    again.step(0.8)
+    assert again.scale == plateau.scale and again.history == plateau.history
+    with pytest.raises(FloatingPointError):
+        plateau.step(float("nan"))
+
+
+def test_fit_loop_scales_the_lr_by_the_plateau_and_refuses_it_without_a_monitor():
+    from saip_bench.errors import SpecError
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    schedule = Schedule(epochs=3, batch_size=1, lr=0.5, optimizer="sgd", scheduler="plateau",
+                        plateau_patience=0)
+    optimizer = common.build_optimizer(common.param_groups(None, model, 0.0), schedule)
+    plateau = common.PlateauScale(schedule.plateau_factor, schedule.plateau_patience)
+    lrs: list[float] = []
+
+    def loss(_):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        return model.weight.sum() * 0
+
+    common.fit_loop(model, lambda epoch: iter([None, None]), loss, schedule, optimizer, steps_per_epoch=2,
+                    amp=False, show_progress=False, on_epoch_end=lambda epoch: plateau.step(1.0),
+                    plateau=plateau)
+    assert lrs == pytest.approx([0.5, 0.5, 0.5, 0.5, 0.05, 0.05])  # epoch 1 sets the best, 2 is bad: x0.1
+    with pytest.raises(SpecError, match="scheduler 'plateau' needs a value measured after every epoch"):
+        common.fit_loop(model, lambda epoch: iter([None]), loss, schedule, optimizer, steps_per_epoch=1,
+                        amp=False, show_progress=False)
