@@ -69,7 +69,9 @@ TINY: dict[str, dict[str, Any]] = {
     "multi_parsing": {"batch": 4, "params": {"input_size": [64, 80]}, "head": {"channels": 16}},
     "detection": {"batch": 2, "params": {"input_size": [96, 128]}, "head": {"channels": 16}},
     "fashion": {"batch": 2, "params": {"input_size": [96, 128]},
-                "head": {"channels": 16, "detections_per_img": 10, "box_batch_per_image": 32}},
+                "head": {"channels": 16, "detections_per_img": 10, "box_batch_per_image": 32},
+                # the recipe protocol resizes by its keep-ratio rule, not input_size
+                "keep_ratio": {"train_scale": 128, "ratio_range": [0.75, 1.0], "test_scale": 128}},
 }
 
 SPECS: dict[str, TaskSpec] = all_task_specs()
@@ -122,6 +124,8 @@ def _tiny_spec(spec: TaskSpec, protocol: str) -> TaskSpec:
     chosen.params.update(tiny["params"])
     if tiny.get("head"):
         chosen.params["head"] = {**chosen.params.get("head", {}), **tiny["head"]}
+    if tiny.get("keep_ratio") and "keep_ratio" in chosen.params:
+        chosen.params["keep_ratio"] = {**chosen.params["keep_ratio"], **tiny["keep_ratio"]}
     return spec
 
 
