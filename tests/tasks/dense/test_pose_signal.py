@@ -1,7 +1,7 @@
 """Issue 26, item 4: the pose column of the default board must measure something. Before the fix, the
 frozen (fast) protocol's head stayed near its zero init and every method scored AP 0; this checks that
 the spec's fast protocol, fitted briefly on the tiny world, gets AP > 0 on its own training images
-(docs/tasks_dense.md, 'Default board signal')."""
+(docs/board_signal.md)."""
 
 from __future__ import annotations
 
