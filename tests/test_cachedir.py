@@ -34,7 +34,8 @@ def test_bench_and_eval_default_to_it_not_to_the_working_folder(tmp_path, monkey
     assert config_from_args(parser.parse_args(["--cache-dir", "here"])).cache_dir == Path("here")
     from saip_bench.cli import build_parser
 
-    args = build_parser().parse_args(["eval", "--method", "random", "--task", "reid", "--dataset", "market1501"])
+    args = build_parser().parse_args(["eval", "--method", "random", "--task", "reid",
+                                      "--dataset", "market1501"])
     assert args.cache_dir is None  # resolved to default_cache_dir() when the runner is built
 
 
