@@ -736,6 +736,16 @@ def finetune(
                     on_epoch_end=on_epoch_end, checkpoint=checkpoint, plateau=plateau)
 
 
+def fit_unit(ctx: Any, model: nn.Module, groups: list[dict[str, Any]],
+             batches: Callable[[int], Iterable[Any]], loss_fn: Callable[[Any], torch.Tensor],
+             schedule: Schedule, steps_per_epoch: int) -> dict[str, Any]:
+    """``fit_loop`` as the dense and detection tasks run it: an optimizer over ``groups``, the unit's AMP,
+    device, progress and resume state, and the unit's name in logs."""
+    return fit_loop(model, batches, loss_fn, schedule, build_optimizer(groups, schedule), steps_per_epoch,
+                    ctx.amp, ctx.device, description=f"{ctx.spec.key} {ctx.protocol}",
+                    show_progress=ctx.show_progress, checkpoint=ctx.fit_checkpoint)
+
+
 def fit_summary(history: dict[str, Any]) -> dict[str, Any]:
     """What a task reports about its training run (the loss history itself stays out of records)."""
     losses = history["losses"]

@@ -45,8 +45,7 @@ from saip_bench.metrics import fashionpedia as fashion_metric
 from saip_bench.specs import TaskSpec
 from saip_bench.tasks.base import TASKS, Task, UnitContext
 from saip_bench.tasks.common import (
-    build_optimizer,
-    fit_loop,
+    fit_unit,
     is_frozen,
     limit,
     load_rgb,
@@ -399,10 +398,7 @@ class FashionpediaTask(Task):
 
             model = nn.ModuleDict({"backbone": ctx.backbone, "head": head})
             groups = schedule_param_groups(ctx.backbone, head, schedule)
-        optimizer = build_optimizer(groups, schedule)
-        info = fit_loop(model, batches, loss_fn, schedule, optimizer, steps_per_epoch, ctx.amp, ctx.device,
-                        description=f"{ctx.spec.key} {ctx.protocol}", show_progress=ctx.show_progress,
-                        checkpoint=ctx.fit_checkpoint)
+        info = fit_unit(ctx, model, groups, batches, loss_fn, schedule, steps_per_epoch)
         eval_records, eval_original = self._records(ctx, "eval")
         info["n_samples"] = {"train": n_samples(original, len(records)),
                              "eval": n_samples(eval_original, len(eval_records))}

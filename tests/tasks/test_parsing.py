@@ -219,7 +219,7 @@ def test_bad_test_scales_fail_before_training(lip_like, tmp_path, monkeypatch):
     def no_training(*_args, **_kwargs):
         raise AssertionError("trained before checking the test settings")
 
-    monkeypatch.setattr(parsing, "fit_loop", no_training)
+    monkeypatch.setattr(parsing, "fit_unit", no_training)
     spec_params = get_task_spec("parsing", "lip").protocols["finetune"].params
     assert spec_params["test_scales"]  # the paper protocol has scales; break them in a copy
     monkeypatch.setattr(parsing, "protocol_params",
