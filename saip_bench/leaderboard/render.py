@@ -237,12 +237,23 @@ def _num(value: float) -> str:
     return "" if value is None or math.isnan(value) else repr(float(value))
 
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[tuple[str, str]]]) -> str:
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[tuple[str, ...]]],
+                   base: Path | None = None) -> str:
+    """A pipe table; a cell ``(text, sort value, record path)`` links to its record relative to ``base``
+    (the board's folder), as in the HTML board."""
     def clean(text: str) -> str:
         return text.replace("|", "\\|")
 
+    def cell_text(cell: Sequence[str]) -> str:
+        href = record_href(cell[2], base) if len(cell) > 2 else ""
+        if not href:
+            return clean(cell[0])
+        # brackets escaped: the interval "[low, high]" sits inside the link text
+        label = clean(cell[0]).replace("[", "\\[").replace("]", "\\]")
+        return f"[{label}]({href})"
+
     lines = ["| " + " | ".join(clean(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(clean(cell[0]) for cell in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell_text(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -283,8 +294,10 @@ def interval_line(board: Board) -> str:
 
 
 def render_markdown(
-    boards: Sequence[Board], limited: int, plots: dict[str, bytes], comparisons: dict[str, pd.DataFrame]
+    boards: Sequence[Board], limited: int, plots: dict[str, bytes], comparisons: dict[str, pd.DataFrame],
+    base: Path | None = None,
 ) -> str:
+    """The Markdown board; ``base`` is the folder it is written to (score cells link to their records)."""
     parts = [
         "# saip-bench leaderboard",
         "",
@@ -296,7 +309,7 @@ def render_markdown(
     for board in boards:
         parts += ["", f"## Board `{board.name}`", "", board_intro(board), "", interval_line(board), "",
                   "### Summary", ""]
-        parts.append(markdown_table(*summary_rows(board)))
+        parts.append(markdown_table(*summary_rows(board), base))
         parts += ["", PARAMS_NOTE]
         for dataset in board.datasets:
             info = board.dataset_info[dataset]
@@ -306,7 +319,7 @@ def render_markdown(
                 f"`{info['protocol']}`, main metric {info['metric']} {arrow(info['direction'])})",
                 "",
             ]
-            parts.append(markdown_table(*dataset_rows(board, dataset)))
+            parts.append(markdown_table(*dataset_rows(board, dataset), base))
         names = [name for name in plot_names(board) if name in plots]
         if names:
             parts += ["", "### Plots", ""] + [
@@ -320,7 +333,7 @@ def render_markdown(
                 "",
                 COMPARE_NOTE + compare_hidden_note(hidden),
                 "",
-                markdown_table(header, rows),
+                markdown_table(header, rows, base),
             ]
     return "\n".join(parts) + "\n"
 
@@ -699,7 +712,7 @@ def write_boards(
         written.append(path)
 
     if "md" in formats:
-        emit("leaderboard.md", render_markdown(boards, limited, plots, comparisons))
+        emit("leaderboard.md", render_markdown(boards, limited, plots, comparisons, out))
     if "csv" in formats:
         emit(
             "summary.csv",

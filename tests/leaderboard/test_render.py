@@ -258,6 +258,28 @@ def test_cells_link_to_their_record_files_relative_to_the_board(tmp_path):
     assert "<a href" not in (tmp_path / "memory" / "leaderboard.html").read_text()
 
 
+def test_markdown_score_cells_link_to_their_records(tmp_path):
+    from markdown_it import MarkdownIt  # rich's own Markdown parser: the links must survive real parsing
+
+    records = from_files(three_methods(half_width=1.0), tmp_path / "run" / "records")
+    write_boards(records, tmp_path / "boards", formats=("md",))
+    text = (tmp_path / "boards" / "leaderboard.md").read_text()
+    assert str(tmp_path) not in text  # relative links only
+    page = MarkdownIt("commonmark").enable("table").render(text)
+    link = '<a href="../run/records/saip__vit_tiny__market1501__fast__seed0.json">'
+    assert link in page
+    label = page.split(link, 1)[1].split("</a>", 1)[0]
+    assert label == "90.00 [89.00, 91.00] ★"  # the interval kept inside the link text, escapes resolved
+    hrefs = [part.split('"', 1)[0] for part in page.split('<a href="')[1:] if "/records/" in part]
+    # every record linked, nothing else
+    linked = {(tmp_path / "boards" / h).resolve() for h in hrefs}
+    assert linked == {path.resolve() for path in (tmp_path / "run" / "records").glob("*.json")}
+    write_boards(list(reversed(records)), tmp_path / "boards2", formats=("md",))  # order-free bytes
+    assert (tmp_path / "boards2" / "leaderboard.md").read_text() == text
+    write_boards(three_methods(), tmp_path / "memory", formats=("md",))  # not from files: no links
+    assert "](" not in (tmp_path / "memory" / "leaderboard.md").read_text().replace("](plots/", "")
+
+
 def test_latex_export_is_a_tabular_per_table_with_the_boards_rows(tmp_path):
     write_boards(three_methods(half_width=2.0), tmp_path, formats=("tex",))
     text = (tmp_path / "leaderboard_synthetic-fast.tex").read_text()
