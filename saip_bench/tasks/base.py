@@ -6,6 +6,7 @@ result formats so anyone can re-score them with ``saip-bench metric``.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ from saip_bench.metrics import bootstrap
 from saip_bench.registry import Registry
 from saip_bench.specs import SELECTION_SUPPORT, TaskSpec, stable_hash
 from saip_bench.tasks import common, parallel
+from saip_bench.tasks.dense.features import unread_parameters
 from saip_bench.utils import resolve_amp
 
 TASKS: Registry[type[Task]] = Registry("task")
@@ -95,6 +97,9 @@ class Task(ABC):
     # data-parallel units: True when ``predict`` shards its images over the ranks and gathers the features
     # (``common.sharded_extract``), so every rank calls it; otherwise rank 0 predicts and scores alone
     shards_predict: ClassVar[bool] = False
+    # data-parallel units: True when the loss may skip a branch of the head in a step (DDP must then look
+    # for parameters without a gradient every step, a graph walk per step: ``leaves_parameters_unused``)
+    skips_branches: ClassVar[bool] = False
 
     @abstractmethod
     def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
@@ -113,7 +118,7 @@ class Task(ABC):
         """Pure metric call on the prediction files and the ground truth."""
 
     def run(self, ctx: UnitContext) -> UnitResult:
-        dp = data_parallel_plan(ctx)  # None: today's single-process fit
+        dp = data_parallel_plan(ctx)  # None: the single-process fit
         with parallel.active(dp), self._run_log(ctx, dp) as ctx.run_log:  # closed on failure too
             result = self._run(ctx, dp)
             ctx.run_log.summary({f"final/{name}": value for name, value in result.scores.items()})
@@ -154,7 +159,11 @@ class Task(ABC):
             ctx.out_dir / common.FIT_STATE, lambda: unit_fingerprint(self.name, ctx), ctx.checkpoint_every,
             ctx.out_dir / common.FIT_LOG if ctx.run_log is None or ctx.run_log.jsonl else None, selector,
             ctx.run_log, ctx.spec.metric.main)
-        with device_guard(backbone=ctx.backbone, head=head):
+        if dp is not None and dp.distributed:
+            unused = parallel.agreed(lambda: self.leaves_parameters_unused(ctx, head),
+                                     f"{ctx.spec.key}: the parameters the loss reads", dp)
+            dp = dataclasses.replace(dp, unused_parameters=unused)
+        with parallel.active(dp), device_guard(backbone=ctx.backbone, head=head):
             fit_info = self.fit(ctx, head)
         ctx.epoch_end = None
         ctx.fit_checkpoint = None
@@ -182,6 +191,23 @@ class Task(ABC):
             extra={k: v for k, v in fit_info.items() if k != "n_samples"},
             uncertainty=uncertainty,
         )
+
+    def leaves_parameters_unused(self, ctx: UnitContext, head: nn.Module) -> bool:
+        """Whether a parameter of this unit may get no gradient in a fine-tune step, so that DDP must look
+        for such parameters every step (``parallel.wrap``): the task's loss ``skips_branches``, or a dense
+        head (one that reads the backbone's ``levels``) leaves backbone parameters unread. Elsewhere every
+        parameter gets a gradient, and the flag would only cost a graph walk per step (and a warning)."""
+        if self.skips_branches:
+            return True
+        levels = getattr(head, "levels", None)
+        return levels is not None and bool(unread_parameters(ctx.backbone, levels))
+
+    def prediction_ranks(self) -> parallel.DataParallel | None:
+        """The ranks that share this unit's prediction (``parallel.predict_in_shards``): the running
+        data-parallel plan when this task ``shards_predict`` (every rank is then in ``predict``), else
+        None (``predict`` runs in one process: a single-process unit, or rank 0 alone)."""
+        dp = parallel.current()
+        return dp if dp is not None and dp.distributed and self.shards_predict else None
 
     def finetuned_meta(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
         """Extra sidecar fields of ``--keep-finetuned`` weights: what a later user of the weights needs to

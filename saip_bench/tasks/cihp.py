@@ -18,16 +18,16 @@ They are written in CIHP_PGN's format (``<id>.png`` instance map, value k = line
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
 from saip_bench.metrics import cihp as cihp_metric
-from saip_bench.metrics.parsing import read_label_png
 from saip_bench.tasks.base import TASKS, UnitContext
-from saip_bench.tasks.parsing import SegmentationTask
+from saip_bench.tasks.parsing import DerivedOutputs, SegmentationTask
+from saip_bench.utils import atomic_open, atomic_write_text
 
 
 def instances_from_semantic(labels: np.ndarray, num_classes: int = cihp_metric.NUM_CLASSES,
@@ -49,13 +49,14 @@ def instances_from_semantic(labels: np.ndarray, num_classes: int = cihp_metric.N
 
 
 def write_instances(instances: np.ndarray, listed: list[tuple[int, float]], png: Path) -> None:
-    """CIHP_PGN prediction files; 16-bit PNG when more than 255 instances."""
+    """CIHP_PGN prediction files, each written atomically; 16-bit PNG when more than 255 instances."""
     png.parent.mkdir(parents=True, exist_ok=True)
-    if len(listed) > 255:
-        Image.fromarray(instances.astype(np.uint16)).save(png)
-    else:
-        Image.fromarray(instances.astype(np.uint8), mode="L").save(png)
-    png.with_suffix(".txt").write_text("".join(f"{c} {s:.6f}\n" for c, s in listed))
+    with atomic_open(png) as handle:
+        if len(listed) > 255:
+            Image.fromarray(instances.astype(np.uint16)).save(handle, format="PNG")
+        else:
+            Image.fromarray(instances.astype(np.uint8), mode="L").save(handle, format="PNG")
+    atomic_write_text(png.with_suffix(".txt"), "".join(f"{c} {s:.6f}\n" for c, s in listed))
 
 
 @TASKS.register("multi_parsing", datasets=("cihp",))
@@ -64,19 +65,17 @@ class MultiPersonParsingTask(SegmentationTask):
 
     name: ClassVar[str] = "multi_parsing"
     datasets: ClassVar[tuple[str, ...]] = ("cihp",)
+    shards_predict: ClassVar[bool] = True  # maps and their instance parts in shards, written by rank 0
 
-    def predict(self, ctx: UnitContext, head) -> list[Path]:
-        semantic = super().predict(ctx, head)
-        records, _ = self._eval_records(ctx)
+    def _derived_outputs(self, ctx: UnitContext, records: list[dict[str, Any]]) -> DerivedOutputs | None:
+        """The instance parts of each predicted map (derived on the rank that predicted it, written by
+        the writer rank beside the semantic PNGs), when every evaluated image has instance GT."""
         if not all(r.get("instance_path") for r in records):
-            return semantic
+            return None
         folder = ctx.out_dir / "predictions_instances"
-        by_name = {p.name: p for p in semantic}
-        for record in records:
-            labels = read_label_png(by_name[self._prediction_name(record)])
-            instances, listed = instances_from_semantic(labels)
-            write_instances(instances, listed, folder / f"{record['id']}.png")
-        return semantic
+        return DerivedOutputs(
+            derive=instances_from_semantic,
+            write=lambda record, parts: write_instances(*parts, folder / f"{record['id']}.png"))
 
     def score(self, ctx: UnitContext, predictions: list[Path]) -> dict[str, float]:
         scores = super().score(ctx, predictions)

@@ -460,13 +460,9 @@ class CrowdHumanTask(Task):
         resize = keep_ratio_resize(ctx.spec, ctx.protocol) if isinstance(head, CrowdDet) else None
         ctx.backbone.eval()
         head.eval()
-        # a data-parallel unit: each rank detects in its contiguous share of the images and every rank
-        # gathers the lines in order (rank 0 writes them; Task.predict_and_score)
-        dp = parallel.current()
-        ranks = dp if dp is not None and dp.distributed and self.shards_predict else None
-        first, stop = ranks.shard_range(len(records)) if ranks is not None else (0, len(records))
+        path = ctx.out_dir / "predictions" / "results.odgt"
 
-        def detect_share() -> list[dict[str, Any]]:
+        def detect_share(first: int, stop: int) -> list[dict[str, Any]]:
             lines = []
             for start in range(first, stop, 8):
                 chunk = records[start:min(start + 8, stop)]
@@ -483,8 +479,7 @@ class CrowdHumanTask(Task):
                     maps = multi_level(ctx.backbone, normalize(images), head.levels)
                 maps = [m.float() for m in maps]
                 detections = head.detect(maps, sizes, padded) if resize is not None else head.detect(maps)
-                for offset, (record, image, found, size) in enumerate(
-                        zip(chunk, originals, detections, sizes, strict=True)):
+                for image, found, size, record in zip(originals, detections, sizes, chunk, strict=True):
                     hw = (image.height, image.width)
                     boxes = scale_boxes(found["boxes"].float().cpu(), size, hw)
                     scores = found["scores"].tolist()
@@ -493,16 +488,18 @@ class CrowdHumanTask(Task):
                                for (x1, y1, x2, y2), s in zip(boxes.tolist(), scores, strict=True)]
                     lines.append({"ID": record["id"], "height": image.height, "width": image.width,
                                   "dtboxes": dtboxes})
-                    if start + offset < ctx.visualize:
-                        vis = ctx.out_dir / "vis" / f"{start + offset + 1:04d}.png"
-                        draw_boxes(image, record, dtboxes, vis)
             return lines
 
-        mine = parallel.agreed(detect_share, f"{ctx.spec.key}: detection", ranks)
-        lines = [line for share in parallel.gather_objects(mine, ranks) for line in share]
-        path = ctx.out_dir / "predictions" / "results.odgt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
+        def write(lines: list[dict[str, Any]]) -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in lines))
+            for index, (record, line) in enumerate(zip(records[:ctx.visualize], lines, strict=False)):
+                draw_boxes(load_rgb(record["path"]), record, line["dtboxes"],
+                           ctx.out_dir / "vis" / f"{index + 1:04d}.png")
+
+        # a data-parallel unit: each rank detects in its contiguous share of the images, rank 0 writes
+        parallel.predict_in_shards(len(records), detect_share, write, f"{ctx.spec.key}: detection",
+                                   self.prediction_ranks())
         return [path]
 
     def score(self, ctx: UnitContext, predictions: list[Path]) -> dict[str, float]:

@@ -43,6 +43,7 @@ from saip_bench.devices import to_device
 from saip_bench.errors import SpecError
 from saip_bench.metrics import fashionpedia as fashion_metric
 from saip_bench.specs import TaskSpec
+from saip_bench.tasks import parallel
 from saip_bench.tasks.base import TASKS, Task, UnitContext
 from saip_bench.tasks.common import (
     fit_unit,
@@ -301,6 +302,8 @@ def flip_target(target: dict[str, torch.Tensor], width: int) -> dict[str, torch.
 class FashionpediaTask(Task):
     name: ClassVar[str] = "fashion"
     datasets: ClassVar[tuple[str, ...]] = ("fashionpedia",)
+    shards_predict: ClassVar[bool] = True  # images detected in shards, both files written by rank 0
+    skips_branches: ClassVar[bool] = True  # a step without a box (or a positive) skips the attribute head
 
     def run(self, ctx: UnitContext):
         self._protocol = ctx.protocol
@@ -424,51 +427,77 @@ class FashionpediaTask(Task):
         with_attributes = set(ctx.data.meta.get("cats_with_attributes", fashion_metric.CATS_WITH_ATTRIBUTES))
         ctx.backbone.eval()
         head.eval()
-        segm, bbox = [], []
-        for start in range(0, len(records), 8):
-            chunk = records[start:start + 8]
-            originals = [load_rgb(r["path"]) for r in chunk]
-            if head.resize is None:
-                sizes = [head.size] * len(chunk)
-                images = torch.stack([pil_to_tensor(im, head.size) for im in originals]).to(ctx.device)
-                pixels = normalize(images)
-            else:  # the recipe's test resize: long side test_scale, aspect kept, padded batch
-                sizes = [keep_ratio_size((im.height, im.width), head.resize.test_scale) for im in originals]
-                resized = [pil_to_tensor(im, size) for im, size in zip(originals, sizes, strict=True)]
-                images = pad_images(resized, head.resize.size_divisor).to(ctx.device)
-                pixels = normalize_padded(images, sizes)
-            with autocast(ctx.device, enabled=ctx.amp):
-                maps = multi_level(ctx.backbone, pixels, head.levels)
-            found_all = head.detect([m.float() for m in maps], None if head.resize is None else sizes,
-                                    tuple(images.shape[-2:]))
-            for index, (record, image, found, size) in enumerate(
-                    zip(chunk, originals, found_all, sizes, strict=True)):
-                hw = (image.height, image.width)
-                boxes = scale_boxes(found["boxes"].float().cpu(), size, hw)
-                masks = (paste_masks_in_image(found["masks"].float().cpu(), boxes, hw)[:, 0] > 0.5).numpy()
-                instances = []
-                columns = (boxes.tolist(), found["labels"].tolist(), found["scores"].tolist(), masks,
-                           found["attributes"])
-                for box, label, score, mask, probs in zip(*columns, strict=True):
-                    category = int(label) - 1
-                    picked = chosen_attributes(probs[None], head.attribute_threshold)[0]
-                    chosen = [attribute_ids[i] for i in picked] if category in with_attributes else []
-                    common = {"image_id": record["image_id"], "category_id": category,
-                              "attribute_ids": chosen, "score": round(float(score), 5)}
-                    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-                    rle["counts"] = rle["counts"].decode("ascii")
-                    segm.append({**common, "segmentation": rle})
-                    x1, y1, x2, y2 = box
-                    xywh = [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]
-                    bbox.append({**common, "bbox": xywh})
-                    instances.append((mask, category))
-                if start + index < ctx.visualize:
-                    draw_instances(image, instances, ctx.out_dir / "vis" / f"{record['image_id']}.png")
         out = ctx.out_dir / "predictions"
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "results_segm.json", segm, indent=None)
-        atomic_write_json(out / "results_bbox.json", bbox, indent=None)
+
+        def detect_share(first: int, stop: int) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+            """Per image of ``records[first:stop]``: its mask and box result entries (top score first)."""
+            found_images = []
+            for start in range(first, stop, 8):
+                chunk = records[start:min(start + 8, stop)]
+                originals = [load_rgb(r["path"]) for r in chunk]
+                if head.resize is None:
+                    sizes = [head.size] * len(chunk)
+                    images = torch.stack([pil_to_tensor(im, head.size) for im in originals]).to(ctx.device)
+                    pixels = normalize(images)
+                else:  # the recipe's test resize: long side test_scale, aspect kept, padded batch
+                    scale = head.resize.test_scale
+                    sizes = [keep_ratio_size((im.height, im.width), scale) for im in originals]
+                    resized = [pil_to_tensor(im, size) for im, size in zip(originals, sizes, strict=True)]
+                    images = pad_images(resized, head.resize.size_divisor).to(ctx.device)
+                    pixels = normalize_padded(images, sizes)
+                with autocast(ctx.device, enabled=ctx.amp):
+                    maps = multi_level(ctx.backbone, pixels, head.levels)
+                found_all = head.detect([m.float() for m in maps], None if head.resize is None else sizes,
+                                        tuple(images.shape[-2:]))
+                for record, image, found, size in zip(chunk, originals, found_all, sizes, strict=True):
+                    found_images.append(self._result_entries(
+                        record, image, found, size, head.attribute_threshold, attribute_ids, with_attributes))
+            return found_images
+
+        def write(found_images: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]) -> None:
+            """Both result files (every image in order, as one process writes them) and the overlays."""
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out / "results_segm.json", [e for segm, _ in found_images for e in segm],
+                              indent=None)
+            atomic_write_json(out / "results_bbox.json", [e for _, bbox in found_images for e in bbox],
+                              indent=None)
+            for record, (segm, _) in zip(records[:ctx.visualize], found_images, strict=False):
+                instances = [(mask_utils.decode(e["segmentation"]).astype(bool), e["category_id"])
+                             for e in segm]
+                draw_instances(load_rgb(record["path"]), instances,
+                               ctx.out_dir / "vis" / f"{record['image_id']}.png")
+
+        # a data-parallel unit: each rank detects in its contiguous share of the images, rank 0 writes
+        parallel.predict_in_shards(len(records), detect_share, write, f"{ctx.spec.key}: detection",
+                                   self.prediction_ranks())
         return [out / "results_segm.json", out / "results_bbox.json"]
+
+    @staticmethod
+    def _result_entries(record: dict[str, Any], image: Image.Image, found: dict[str, Any],
+                        size: tuple[int, int], threshold: float, attribute_ids: list[int],
+                        with_attributes: set[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """One image's detections in the official formats: mask entries (RLE, no bbox) and box entries,
+        each with its category, the attributes over ``threshold`` (categories that carry attributes) and
+        the score, in the detector's order."""
+        hw = (image.height, image.width)
+        boxes = scale_boxes(found["boxes"].float().cpu(), size, hw)
+        masks = (paste_masks_in_image(found["masks"].float().cpu(), boxes, hw)[:, 0] > 0.5).numpy()
+        segm, bbox = [], []
+        columns = (boxes.tolist(), found["labels"].tolist(), found["scores"].tolist(), masks,
+                   found["attributes"])
+        for box, label, score, mask, probs in zip(*columns, strict=True):
+            category = int(label) - 1
+            picked = chosen_attributes(probs[None], threshold)[0]
+            chosen = [attribute_ids[i] for i in picked] if category in with_attributes else []
+            common = {"image_id": record["image_id"], "category_id": category, "attribute_ids": chosen,
+                      "score": round(float(score), 5)}
+            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            segm.append({**common, "segmentation": rle})
+            x1, y1, x2, y2 = box
+            xywh = [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]
+            bbox.append({**common, "bbox": xywh})
+        return segm, bbox
 
     def score(self, ctx: UnitContext, predictions: list[Path]) -> dict[str, float]:
         records, _ = self._records(ctx, "eval")

@@ -55,6 +55,13 @@ class Ranks:
         """Only rank 0 writes prediction files, resume state, logs and records."""
         return self.rank == 0
 
+    def shard_range(self, count: int, rank: int | None = None) -> tuple[int, int]:
+        """This rank's (or ``rank``'s) contiguous slice of ``count`` evaluation items (rank order = item
+        order); no slice is longer than ceil(count / world)."""
+        bounds = np.linspace(0, count, self.world + 1).round().astype(int)
+        rank = self.rank if rank is None else rank
+        return int(bounds[rank]), int(bounds[rank + 1])
+
 
 @dataclass(frozen=True)
 class DataParallel(Ranks):
@@ -63,6 +70,9 @@ class DataParallel(Ranks):
     per_rank_batch: int
     accumulation: int
     spec_batch: int
+    # whether a trainable parameter of the unit may get no gradient in a step (``Task.unused_parameters``):
+    # DDP then searches the graph for them each step (``wrap``)
+    unused_parameters: bool = False
 
     @property
     def effective_batch(self) -> int:
@@ -88,16 +98,12 @@ class DataParallel(Ranks):
         cuts = [keys[int(bounds[i]):int(bounds[i + 1])] for i in range(parts)]
         return [cuts[step * self.world + self.rank] for step in range(self.accumulation)]
 
-    def shard_range(self, count: int) -> tuple[int, int]:
-        """This rank's contiguous slice of ``count`` evaluation items (rank order = item order)."""
-        bounds = np.linspace(0, count, self.world + 1).round().astype(int)
-        return int(bounds[self.rank]), int(bounds[self.rank + 1])
-
 
 def plan(spec_batch: int, world: int = 1, rank: int = 0, per_rank_batch: int | None = None,
-         what: str = "the spec") -> DataParallel:
+         what: str = "the spec", unused_parameters: bool = False) -> DataParallel:
     """The split of ``spec_batch`` over ``world`` ranks (``per_rank_batch``: a cap, e.g. GPU memory; the
-    rest is gradient accumulation). ``what`` names the spec field in the error."""
+    rest is gradient accumulation). ``what`` names the spec field in the error; ``unused_parameters``:
+    see ``DataParallel``."""
     if world < 1 or spec_batch < 1:
         raise UserError(f"{what}: batch {spec_batch} over {world} ranks: both must be >= 1")
     if per_rank_batch is None:
@@ -105,13 +111,14 @@ def plan(spec_batch: int, world: int = 1, rank: int = 0, per_rank_batch: int | N
             raise UserError(f"{what}: batch_size {spec_batch} cannot be split evenly over {world} ranks "
                             f"(per-rank batch x {world} ranks x accumulation must equal {spec_batch}); "
                             f"use a world size that divides {spec_batch}")
-        return DataParallel(world, rank, spec_batch // world, 1, spec_batch)
+        return DataParallel(world, rank, spec_batch // world, 1, spec_batch, unused_parameters)
     if per_rank_batch < 1 or spec_batch % (per_rank_batch * world):
         fits = [b for b in range(1, spec_batch // world + 1) if spec_batch % (b * world) == 0]
         raise UserError(f"{what}: batch_size {spec_batch} cannot be held by {per_rank_batch} per rank x "
                         f"{world} ranks x an integer accumulation; per-rank batches that fit: "
                         f"{', '.join(map(str, fits)) or 'none (the world size does not divide the batch)'}")
-    return DataParallel(world, rank, per_rank_batch, spec_batch // (per_rank_batch * world), spec_batch)
+    return DataParallel(world, rank, per_rank_batch, spec_batch // (per_rank_batch * world), spec_batch,
+                        unused_parameters)
 
 
 def current() -> DataParallel | None:
@@ -242,9 +249,11 @@ def wrap(model: nn.Module, loss_fn: Callable[[Any], torch.Tensor], device: torch
     if torch.device(device).type == "cuda":
         nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place below the root (no root is a BN)
     # device_ids=None: DDP leaves the batch where the task put it (some keep indices on the host to index
-    # label tables there); find_unused_parameters: a head branch a loss skips would stall the reducer
+    # label tables there). find_unused_parameters only for a task whose parameters may get no gradient
+    # (``Task.unused_parameters``): without it such a parameter stalls the reducer; with it where none is
+    # unused, DDP walks the graph every step for nothing (and torch warns)
     return nn.parallel.DistributedDataParallel(LossForward(model, loss_fn), device_ids=None,
-                                               find_unused_parameters=True)
+                                               find_unused_parameters=dp.unused_parameters)
 
 
 def sync_buffers(model: nn.Module, dp: DataParallel | None) -> None:
@@ -283,3 +292,29 @@ def gather_rows(local: dict[str, torch.Tensor], dp: DataParallel | None) -> dict
     torch.distributed.all_gather_object(shards, {k: v.cpu() for k, v in local.items()})
     keys = next((list(s) for s in shards if s), [])
     return {key: torch.cat([s[key] for s in shards if s]) for key in keys}
+
+
+def predict_in_shards(count: int, predict: Callable[[int, int], list[T]], write: Callable[[list[T]], None],
+                      what: str, ranks: Ranks | None, round_size: int | None = None) -> None:
+    """Predict items ``0 .. count-1`` over the ranks of a data-parallel unit and write them once.
+
+    Why one helper: every task that shards its prediction needs the same skeleton, and each copy must
+    keep the same collectives on every rank. Each rank predicts its contiguous share (``shard_range``),
+    ``round_size`` items a round (None: the whole share in one round, so ``write`` sees every item in
+    item order, as one file such as a results JSON needs), by ``predict(start, stop)`` -> a list; each
+    round's lists are gathered to the writer rank in rank order and ``write(items)`` runs there alone.
+    A failure in ``predict`` on any rank or in ``write`` on the writer stops every rank with the failing
+    rank named (``agreed`` / ``on_rank0``). Without ``ranks`` (one process, or a task whose prediction
+    runs on rank 0 only) it is ``write(predict(0, count))`` round by round."""
+    group = ranks if ranks is not None and ranks.distributed else Ranks(1, 0)
+    first, stop = group.shard_range(count)
+    longest = max(b - a for a, b in (group.shard_range(count, r) for r in range(group.world)))
+    step = round_size or max(longest, 1)
+    rounds = max(1, -(-longest // step))  # the same count on every rank: the collectives pair up
+    for round_ in range(rounds):
+        start = min(stop, first + round_ * step)
+        end = min(stop, start + step)
+        mine = agreed(lambda a=start, b=end: predict(a, b) if a < b else [], what, group)
+        every = gather_to_first(mine, group)
+        items = [item for share in every for item in share] if every is not None else []
+        on_rank0(lambda i=items: write(i), f"{what}: writing", group)

@@ -14,7 +14,8 @@ its mirror (left/right class channels swapped back), as SCHP does.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -60,7 +61,7 @@ from saip_bench.tasks.dense.features import level_channels as probe_channels
 from saip_bench.tasks.dense.parsing_losses import ce2p_loss
 from saip_bench.tasks.dense.seg_head import SegmentationHead, flip_labels, flip_logits
 from saip_bench.tasks.dense.vis import save_part_map
-from saip_bench.utils import autocast
+from saip_bench.utils import atomic_open, autocast
 
 
 class ParsingModel(nn.Module):
@@ -210,6 +211,15 @@ def parse_test_scales(params: dict[str, Any], where: str) -> list[float] | None:
             isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales):
         raise SpecError(f"{where}.test_scales: expected a non-empty list of positive numbers, got {scales!r}")
     return [float(s) for s in scales]
+
+
+@dataclass(frozen=True)
+class DerivedOutputs:
+    """Files a task derives from each predicted label map (CIHP: instance parts): ``derive(labels)`` runs
+    on the rank that predicted the map, ``write(record, derived)`` on the writer rank, once per image."""
+
+    derive: Callable[[np.ndarray], Any]
+    write: Callable[[dict[str, Any], Any], None]
 
 
 class SegmentationTask(Task):
@@ -412,7 +422,7 @@ class SegmentationTask(Task):
     def predict(self, ctx: UnitContext, head: nn.Module) -> list[Path]:
         """One label PNG per evaluation image. In a data-parallel unit of a task that ``shards_predict``
         each rank predicts its contiguous share, 16 images a round, and rank 0 receives and writes every
-        round's maps (the same files, bytes and order as one process)."""
+        round's maps (``parallel.predict_in_shards``: the same files and bytes as one process)."""
         assert isinstance(head, ParsingModel)
         records, _ = self._eval_records(ctx)
         size = input_size(ctx.spec, ctx.protocol)
@@ -423,55 +433,52 @@ class SegmentationTask(Task):
         ctx.backbone.eval()
         head.eval()
         out_dir = ctx.out_dir / "predictions"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        dp = parallel.current()
-        ranks = dp if dp is not None and dp.distributed and self.shards_predict else None
-        first, stop = ranks.shard_range(len(records)) if ranks is not None else (0, len(records))
-        batch = 16
-        world = ranks.world if ranks is not None else 1
-        rounds = math.ceil(math.ceil(len(records) / world) / batch)  # no share is longer: same on every rank
+        derived = self._derived_outputs(ctx, records)
 
-        def label_maps(start: int) -> list[tuple[int, np.ndarray]]:
-            indices = range(start, min(stop, start + batch))
+        def label_maps(start: int, stop: int) -> list[tuple[int, np.ndarray, Any]]:
+            indices = range(start, stop)
             originals = [load_rgb(records[i]["path"]) for i in indices]
-            if not originals:
-                return []
             for i, original in zip(indices, originals, strict=True):
                 check_label_size(records[i], original)
             if affine or scales is not None:
-                return self._affine_label_maps(ctx, head, list(indices), originals, size, scales or [1.0],
+                maps = self._affine_label_maps(ctx, head, list(indices), originals, size, scales or [1.0],
                                                flip_test, affine)
-            images = torch.stack([pil_to_tensor(im, size) for im in originals]).to(ctx.device)
-            with autocast(ctx.device, enabled=ctx.amp):
-                logits = head.logits(ctx.backbone, images).float()
-                if flip_test:
-                    mirrored = head.logits(ctx.backbone, images.flip(-1)).float()
-                    logits = (logits + flip_logits(mirrored, head.flip_pairs)) / 2
-            maps = []
-            for index, original, logit in zip(indices, originals, logits, strict=True):
-                full = F.interpolate(logit[None], size=(original.height, original.width), mode="bilinear",
-                                     align_corners=False)
-                maps.append((index, full[0].argmax(0).to(torch.uint8).cpu().numpy()))
-            return maps
+            else:
+                images = torch.stack([pil_to_tensor(im, size) for im in originals]).to(ctx.device)
+                with autocast(ctx.device, enabled=ctx.amp):
+                    logits = head.logits(ctx.backbone, images).float()
+                    if flip_test:
+                        mirrored = head.logits(ctx.backbone, images.flip(-1)).float()
+                        logits = (logits + flip_logits(mirrored, head.flip_pairs)) / 2
+                maps = []
+                for index, original, logit in zip(indices, originals, logits, strict=True):
+                    full = F.interpolate(logit[None], size=(original.height, original.width), mode="bilinear",
+                                         align_corners=False)
+                    maps.append((index, full[0].argmax(0).to(torch.uint8).cpu().numpy()))
+            # derived files (CIHP's instance parts) are computed on the rank that predicted the map
+            return [(index, labels, derived.derive(labels) if derived else None) for index, labels in maps]
 
-        def write(maps: list[tuple[int, np.ndarray]]) -> None:
-            for index, labels in maps:
+        def write(maps: list[tuple[int, np.ndarray, Any]]) -> None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for index, labels, extra in maps:
                 record = records[index]
                 path = out_dir / self._prediction_name(record)
-                Image.fromarray(labels, mode="L").save(path)
+                with atomic_open(path) as handle:
+                    Image.fromarray(labels, mode="L").save(handle, format="PNG")
+                if derived:
+                    derived.write(record, extra)
                 if index < ctx.visualize:
                     gt = read_label_png(record["label_path"]) if record.get("label_path") else None
                     save_part_map(load_rgb(record["path"]), labels, gt, len(head.class_names),
                                   ctx.out_dir / "vis" / f"{path.stem}.png")
 
-        for round_ in range(rounds):
-            start = first + round_ * batch
-            mine = parallel.agreed(lambda s=start: label_maps(s), f"{ctx.spec.key}: prediction", ranks)
-            every = parallel.gather_to_first(mine, ranks)
-            # rank 0 writes; the agreement after it keeps a write failure from leaving the others waiting
-            maps = [m for share in every for m in share] if every is not None else []
-            parallel.agreed(lambda m=maps: write(m), f"{ctx.spec.key}: writing predictions", ranks)
+        parallel.predict_in_shards(len(records), label_maps, write, f"{ctx.spec.key}: prediction",
+                                   self.prediction_ranks(), round_size=16)
         return [out_dir / self._prediction_name(record) for record in records]
+
+    def _derived_outputs(self, ctx: UnitContext, records: list[dict[str, Any]]) -> DerivedOutputs | None:
+        """Files derived from each predicted label map besides its PNG; None: the PNGs only."""
+        return None
 
     @staticmethod
     def _affine_label_maps(ctx: UnitContext, head: ParsingModel, indices: list[int],

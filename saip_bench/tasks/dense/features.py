@@ -55,6 +55,29 @@ def level_channels(backbone: Backbone, levels: Sequence[int], size: tuple[int, i
     return [int(m.shape[1]) for m in maps]
 
 
+def unread_parameters(backbone: Backbone, levels: Sequence[int],
+                      size: tuple[int, int] = (64, 64)) -> list[str]:
+    """Names of the backbone's parameters that the maps of ``levels`` do not depend on, by one tiny forward
+    and backward (TinyViT's head norm, a ViT's final norm without ``final_norm``, blocks after the deepest
+    level): they get no gradient in a dense fine-tune, which DDP must be told (``Task.run``)."""
+    named = list(backbone.named_parameters())
+    wanted = [p.requires_grad for _, p in named]
+    was_training = backbone.training
+    backbone.eval()  # no drop path: the graph is the one every step shares
+    try:
+        for _, param in named:
+            param.requires_grad_(True)
+        with torch.enable_grad():
+            maps = multi_level(backbone, torch.zeros(1, 3, *size, device=module_device(backbone)), levels)
+            grads = torch.autograd.grad(sum(m.float().sum() for m in maps), [p for _, p in named],
+                                        allow_unused=True)
+    finally:
+        backbone.train(was_training)
+        for (_, param), flag in zip(named, wanted, strict=True):
+            param.requires_grad_(flag)
+    return [name for (name, _), grad in zip(named, grads, strict=True) if grad is None]
+
+
 def backbone_fingerprint(backbone: Backbone) -> str:
     """A cheap identity of the weights for feature-cache keys (a cache dir shared by mistake across
     checkpoints must not hand one backbone's features to another)."""

@@ -64,7 +64,7 @@ from saip_bench.tasks.dense.topdown import (
     rescore,
 )
 from saip_bench.tasks.dense.vis import save_skeletons
-from saip_bench.utils import autocast
+from saip_bench.utils import atomic_write_text, autocast
 
 
 class PoseModel(nn.Module):
@@ -286,13 +286,11 @@ class TopDownPoseTask(Task):
         heatmap_hw = (size[0] // 4, size[1] // 4)
         ctx.backbone.eval()
         head.eval()
-        # a data-parallel unit: each rank decodes its contiguous share of the instances, and every rank
-        # gathers all of them in order, so the NMS and the results file are a single process's
-        dp = parallel.current()
-        ranks = dp if dp is not None and dp.distributed and self.shards_predict else None
-        first, stop = ranks.shard_range(len(instances)) if ranks is not None else (0, len(instances))
+        out_dir = ctx.out_dir / "predictions"
+        split = ctx.spec.splits["eval"]
+        path = out_dir / f"{self.name}_{split}_results_{settings['box_source']}-boxes.json"
 
-        def predict_share() -> list[dict[str, Any]]:
+        def predict_share(first: int, stop: int) -> list[dict[str, Any]]:
             share: list[dict[str, Any]] = []
             for start in range(first, stop, 32):
                 chunk = instances[start:min(start + 32, stop)]
@@ -311,17 +309,18 @@ class TopDownPoseTask(Task):
                                   "_area": float(np.prod(crop["scale"])), "_bbox": inst["bbox"]})
             return share
 
-        mine = parallel.agreed(predict_share, f"{ctx.spec.key}: pose prediction", ranks)
-        predictions = [p for share in parallel.gather_objects(mine, ranks) for p in share]
-        kept = oks_nms_per_image(predictions, head.meta.sigmas, settings["nms_threshold"])
-        results = [self.result_entry(p["image_id"], p["_points"], p["score"]) for p in kept]
-        out_dir = ctx.out_dir / "predictions"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        split = ctx.spec.splits["eval"]
-        path = out_dir / f"{self.name}_{split}_results_{settings['box_source']}-boxes.json"
-        path.write_text(json.dumps(results))
-        if ctx.visualize:
-            self._visualize(ctx, records, kept, head.meta)
+        def write(predictions: list[dict[str, Any]]) -> None:
+            """All instances in order (a single process's NMS and results file), on the writer rank."""
+            kept = oks_nms_per_image(predictions, head.meta.sigmas, settings["nms_threshold"])
+            results = [self.result_entry(p["image_id"], p["_points"], p["score"]) for p in kept]
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(results))
+            if ctx.visualize:
+                self._visualize(ctx, records, kept, head.meta)
+
+        # a data-parallel unit: each rank decodes its contiguous share of the instances
+        parallel.predict_in_shards(len(instances), predict_share, write, f"{ctx.spec.key}: pose prediction",
+                                   self.prediction_ranks())
         return [path]
 
     def _visualize(self, ctx: UnitContext, records: list[dict[str, Any]], kept: list[dict[str, Any]],
