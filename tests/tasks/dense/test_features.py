@@ -2,7 +2,7 @@ import torch
 
 from saip_bench.backbones import create_backbone
 from saip_bench.tasks.base import set_final_norm
-from saip_bench.tasks.dense.features import backbone_fingerprint, multi_level
+from saip_bench.tasks.dense.features import backbone_fingerprint, multi_level, unread_parameters
 
 
 def test_final_norm_flag_feeds_dense_heads_through_the_final_layernorm():
@@ -21,3 +21,18 @@ def test_final_norm_flag_feeds_dense_heads_through_the_final_layernorm():
     set_final_norm(backbone, False)
     with torch.no_grad():
         assert torch.equal(multi_level(backbone, images, [11])[0], raw)
+
+
+def test_unread_parameters_are_those_the_levels_do_not_reach():
+    """What DDP must be told (Task.leaves_parameters_unused): a ViT's final norm unless final_norm, blocks
+    after the deepest level, TinyViT's head norm always; requires_grad and the mode are left as found."""
+    vit = create_backbone("vit_tiny", (64, 48))
+    vit.requires_grad_(False)
+    assert unread_parameters(vit, [11]) == ["body.norm.weight", "body.norm.bias"]
+    assert all(not p.requires_grad for p in vit.parameters()) and vit.training
+    assert "body.blocks.11.attn.qkv.weight" in unread_parameters(vit, [5])
+    set_final_norm(vit, True)
+    assert unread_parameters(vit, [11]) == []
+    tinyvit = create_backbone("tinyvit_5m", (64, 48))
+    set_final_norm(tinyvit, True)  # a ViT-only flag: the hybrid's head norm is never read by its stages
+    assert unread_parameters(tinyvit, [3]) == ["body.head.norm.weight", "body.head.norm.bias"]
