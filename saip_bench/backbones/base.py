@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from saip_bench.backbones.cpu_bf16 import guard_strided_convs
 from saip_bench.devices import module_device
 from saip_bench.registry import Registry
 
@@ -54,6 +55,13 @@ class Backbone(nn.Module):
         self.img_size = tuple(img_size)
         self.stages = tuple(stages)
         self.num_features = int(body.num_features)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # every body this backbone holds, including one rebuilt later (tasks' apply_drop_path), gets the
+        # CPU bf16 strided-conv guard (backbones/cpu_bf16.py)
+        if name == "body" and isinstance(value, nn.Module):
+            guard_strided_convs(value)
+        super().__setattr__(name, value)
 
     @property
     def reduction(self) -> int:
