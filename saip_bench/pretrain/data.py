@@ -31,6 +31,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
+from saip_bench.data.jpeg import open_rgb
 from saip_bench.data.pool_index import IMAGE_SUFFIXES, PoolIndex, load_index
 from saip_bench.errors import DataFormatError
 from saip_bench.pretrain.keypoint_file import NUM_KEYPOINTS, keypoints_path, read_keypoints
@@ -55,20 +56,28 @@ def sample_seed(run_seed: int, epoch: int, index: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
-def _load_rgb(path: Path, size: tuple[int, int], square_window: float | None = None) -> torch.Tensor:
+def _load_rgb(
+    path: Path, size: tuple[int, int], square_window: float | None = None, jpeg_draft: bool = False
+) -> torch.Tensor:
     """Decode ``path`` to a (3, H, W) uint8 tensor of ``size``; ``square_window`` (a position in [0, 1])
-    first cuts the full-width square at that height (a background window of a tall person crop)."""
+    first cuts the full-width square at that height (a background window of a tall person crop).
+
+    ``jpeg_draft``: a JPEG at least twice ``size`` (or its window at least twice) is decoded at 1/2, 1/4 or
+    1/8 first (``saip_bench.data.jpeg``); the window is placed in stored pixels either way. Keypoints need
+    no change: they are scaled from the stored size to ``size``, which the draft does not alter."""
+    target = (size[1], size[0])
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if square_window is not None:
-                width, height = image.size
-                side = min(width, height)
-                top = round((height - side) * square_window)
-                left = round((width - side) * square_window)
-                image = image.crop((left, top, left + side, top + side))
-            image = image.resize((size[1], size[0]), Image.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8).copy()
+        region = None
+        if square_window is not None:
+            with Image.open(path) as header:  # the header only: the window decides the draft
+                width, height = header.size
+            side = min(width, height)
+            top = round((height - side) * square_window)
+            left = round((width - side) * square_window)
+            region = (left, top, left + side, top + side)
+        region_size = None if region is None else (region[2] - region[0], region[3] - region[1])
+        decoded = open_rgb(path, target if jpeg_draft else None, region_size)
+        array = np.asarray(decoded.resize(target, Image.BILINEAR, region), dtype=np.uint8).copy()
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataFormatError(path, "a readable RGB image", f"{type(exc).__name__}: {exc}") from exc
     return torch.from_numpy(array).permute(2, 0, 1)
@@ -176,8 +185,10 @@ class PretrainDataset(Dataset):
         with_keypoints: bool = False,
         backgrounds: str | Path | None = None,
         max_bad_images: int = MAX_BAD_IMAGES,
+        jpeg_draft: bool = False,
     ) -> None:
         self.folder = folder
+        self.jpeg_draft = jpeg_draft
         self.source_size = tuple(source_size)
         self.run_seed = run_seed
         self.with_backgrounds = with_backgrounds
@@ -257,7 +268,7 @@ class PretrainDataset(Dataset):
         for attempt in range(len(images)):
             current = (index + attempt) % len(images)
             try:
-                return current, _load_rgb(images[current], self.source_size)
+                return current, _load_rgb(images[current], self.source_size, jpeg_draft=self.jpeg_draft)
             except DataFormatError as exc:
                 self.bad_images += 1
                 log.warning("skipping unreadable image (%d so far in this loader process): %s",
@@ -274,14 +285,15 @@ class PretrainDataset(Dataset):
         rng = np.random.default_rng(seed ^ 0x5EED)
         if self._background_paths is not None:
             path = self._background_paths[int(rng.integers(len(self._background_paths)))]
-            return _load_rgb(path, self.background_size)
+            return _load_rgb(path, self.background_size, jpeg_draft=self.jpeg_draft)
         n = len(self.folder.images)
         other = int(rng.integers(max(1, n - 1)))
         other = other + 1 if n > 1 and other >= index else other  # never the sample's own image
         window = float(rng.random())
         for attempt in range(n):
             try:
-                return _load_rgb(self.folder.images[(other + attempt) % n], self.background_size, window)
+                path = self.folder.images[(other + attempt) % n]
+                return _load_rgb(path, self.background_size, window, self.jpeg_draft)
             except DataFormatError:
                 continue
         raise DataFormatError(self.folder.image_dir, "a readable image", "none")  # pragma: no cover

@@ -109,6 +109,9 @@ class TrainConfig(BaseModel):
     source_size: tuple[int, int] = (256, 128)
     background_size: tuple[int, int] = (256, 256)
     drop_path_rate: float = 0.0
+    jpeg_draft: bool = Field(
+        False, description="decode a JPEG at 1/2, 1/4 or 1/8 when it stays at least source_size / "
+        "background_size (saip_bench.data.jpeg): faster, different pixels, so part of the config hash")
     freeze_patch_embed: bool = Field(
         False, description="keep a ViT's patch projection at its random init (MoCo v3's 'random patch "
         "projection', Chen et al. 2021): the tokens keep a random linear code of the patch pixels")
@@ -330,6 +333,7 @@ class Trainer:
             with_labels=method.needs_labels,
             with_keypoints=method.needs_keypoints,
             backgrounds=backgrounds,
+            jpeg_draft=config.jpeg_draft,
         )
         world = self.dist.world_size
         self.effective_batch = config.batch_size * config.accum_steps * world
@@ -389,6 +393,8 @@ class Trainer:
         train = self.config.model_dump(mode="json")
         if not train["freeze_patch_embed"]:  # off = the behaviour before the flag: earlier runs still resume
             del train["freeze_patch_embed"]
+        if not train["jpeg_draft"]:  # off = full decodes, as before the switch existed
+            del train["jpeg_draft"]
         del train["compile"]  # how fast, not what: a run resumes with --compile on or off
         return stable_hash(
             {
