@@ -10,11 +10,24 @@ to 1e-4 relative rather than bit for bit. The random draws that come from each p
 own stream, so a run with them matches a single process in distribution only. Parsing's BatchNorm keeps
 running statistics from rank 0's micro-batches only (CPU has no SyncBatchNorm), one process from both:
 its score gets a looser bound (see the test), as does pose's (its deconvolution head has BatchNorm).
+
+The tolerances, stated once: step losses within 1e-4 relative, scores within 1e-4 (relative and absolute)
+for reid, attributes and retrieval; scores within 0.05 for the families with BatchNorm in their head (LIP
+parsing, pose, whole-body, CrowdHuman: ``BATCHNORM_FAMILIES``). Fashionpedia: losses within 1e-2 relative
+and scores within 0.05, because torchvision's RPN and RoI box samplers draw from the process's global
+generator, so rank 1 samples its proposals from its own stream (1.3e-3 apart measured). CIHP's narrowed CE2P
+head after 2 steps is too sensitive to those statistics for any useful bound (pixel accuracy 0.17 on 2
+ranks, 0.41 in one process, with step losses equal to 1e-4): its scores, like those of every task that
+writes prediction files, are checked instead to equal exactly what one process computes from the files rank
+0 wrote from both ranks' shares (``SHARDED_FILES``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,12 +100,15 @@ def spec_for(family: str):
     """A tiny fine-tune of 2 steps with the process-local random draws off (see the module docstring)."""
     task, dataset = {"reid": ("reid", "market1501"), "attributes": ("attributes", "pa100k"),
                      "retrieval": ("t2i_retrieval", "cuhk_pedes"), "parsing": ("parsing", "lip"),
-                     "pose": ("pose", "coco"), "detection": ("detection", "crowdhuman")}[family]
+                     "pose": ("pose", "coco"), "detection": ("detection", "crowdhuman"),
+                     "wholebody": ("wholebody", "coco_wholebody"), "cihp": ("multi_parsing", "cihp"),
+                     "fashion": ("fashion", "fashionpedia")}[family]
     spec = get_task_spec(task, dataset).model_copy(deep=True)
     protocol = spec.protocols["finetune"]
     protocol.drop_path = 0.0
     protocol.schedule.max_steps = 2
-    protocol.schedule.batch_size = {"reid": 16, "parsing": 4, "pose": 4, "detection": 2}.get(family, 8)
+    protocol.schedule.batch_size = {"reid": 16, "parsing": 4, "pose": 4, "detection": 2, "wholebody": 4,
+                                    "cihp": 4, "fashion": 2}.get(family, 8)
     params = protocol.params
     if family == "reid":
         protocol.selection = "best_test"  # the per-epoch evaluation runs under data parallelism too
@@ -102,15 +118,22 @@ def spec_for(family: str):
         if family == "retrieval":
             params["head"] = {"text_encoder": {"type": "scratch", "max_length": 16, "width": 32, "layers": 1,
                                                "heads": 2}}
-    elif family == "pose":  # its augmentation is seeded per sample: the same on every rank
+    elif family in ("pose", "wholebody"):  # their augmentation is seeded per sample: the same on every rank
         params.update({"input_size": [64, 48], "sigma": 1.0, "head": {"deconv_channels": [16, 16]}})
-    elif family == "parsing":
+    elif family in ("parsing", "cihp"):
         params["input_size"] = [64, 48]
         params.setdefault("head", {}).update({"channels": 16, "dropout": 0.0})
+        if family == "cihp":  # the paper head, narrowed for CPU (as test_cihp)
+            params["head"].update(context_channels=16, low_channels=8, edge_channels=8)
         params["train_flip"] = False
     else:
         params["input_size"] = [96, 128]
         params.setdefault("head", {})["channels"] = 16
+        if family == "fashion":  # the recipe's resize rule and heads at a tiny scale (as test_fashionpedia)
+            params["keep_ratio"].update({"train_scale": 128, "test_scale": 128})
+            params["head"].update({"detections_per_img": 10, "box_batch_per_image": 32,
+                                   "rpn_post_nms_train": 64, "rpn_pre_nms_test": 100, "rpn_post_nms_test": 50,
+                                   "attributes": {**params["head"]["attributes"], "dim": 16, "heads": 2}})
     return task, spec
 
 
@@ -128,22 +151,32 @@ def run_family(family: str, data, out: Path, **overrides):
     backbone = create_backbone("vit_tiny", size)
     ctx = UnitContext(spec=spec, protocol="finetune", backbone=backbone, data=data, out_dir=out,
                       show_progress=False, amp=False, bootstrap_resamples=0,
-                      max_eval_samples=3 if family == "detection" else None, **overrides)
+                      max_eval_samples=3 if family in ("detection", "fashion") else None, **overrides)
     return get_task(task).run(ctx)
 
 
 def _rank(rank: int, port: int, tmp: str, datasets: dict) -> None:
-    import os
-
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     dist.init_process_group("gloo", rank=rank, world_size=2)
     results = {}
+    flags: list[bool] = []
+    wrap = parallel.wrap
+
+    def recording_wrap(model, loss_fn, device, dp):  # the DDP flag each unit's fit chose
+        flags.append(dp.unused_parameters)
+        return wrap(model, loss_fn, device, dp)
+
+    parallel.wrap = recording_wrap  # this forked process only
     for family, data in datasets.items():
-        result = run_family(family, data, Path(tmp) / family, data_parallel=True)
+        err = Path(tmp, f"rank{rank}-{family}.stderr")
+        err.parent.mkdir(parents=True, exist_ok=True)
+        with stderr_to(err):  # torch's reducer warns from C++, on the process's stderr
+            result = run_family(family, data, Path(tmp) / family, data_parallel=True)
         results[family] = {"scores": result.scores, "losses": losses_of(result, Path(tmp) / family),
                            "split": {k: result.extra[k] for k in ("world_size", "per_rank_batch",
                                                                    "accumulation", "effective_batch")},
-                           "predictions": [str(p) for p in result.predictions]}
+                           "predictions": [str(p) for p in result.predictions],
+                           "unused_parameters": flags[-1], "stderr": err.read_text()}
     # a world size that cannot hold the spec's batch: the same clear error on every rank, no hang
     task, spec = spec_for("reid")
     spec.protocols["finetune"].schedule.batch_size = 15
@@ -165,11 +198,30 @@ def _rank(rank: int, port: int, tmp: str, datasets: dict) -> None:
     dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def stderr_to(path: Path):
+    """File descriptor 2 into ``path`` for the block (C++ warnings bypass Python's ``sys.stderr``)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "w") as handle:
+        os.dup2(handle.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def run_family_spec(task, spec, data, out):
     seed_everything(0)
     ctx = UnitContext(spec=spec, protocol="finetune", backbone=create_backbone("vit_tiny", (64, 32)),
                       data=data, out_dir=out, show_progress=False, amp=False, data_parallel=True)
     return get_task(task).run(ctx)
+
+
+BATCHNORM_FAMILIES = ("parsing", "cihp", "pose", "wholebody", "detection")
+SHARDED_FILES = ("parsing", "cihp", "pose", "wholebody", "detection", "fashion")
 
 
 def test_data_parallel_units_match_one_process_with_the_same_effective_batch(
@@ -185,8 +237,11 @@ def test_data_parallel_units_match_one_process_with_the_same_effective_batch(
         "parsing": make_lip_like(tmp_path / "lip", n_train=8, n_val=3),
         "pose": read_dataset("coco", synth_world / "coco"),
         "detection": read_dataset("crowdhuman", synth_world / "crowdhuman", spec_d.dataset_version),
+        "wholebody": read_dataset("coco_wholebody", synth_world / "coco_wholebody"),
+        "cihp": read_dataset("cihp", synth_world / "cihp"),
+        "fashion": read_dataset("fashionpedia", synth_world / "fashionpedia"),
     }
-    run_ranks(_rank, args=(free_port(), str(tmp_path / "ddp"), datasets), timeout_s=400)
+    run_ranks(_rank, args=(free_port(), str(tmp_path / "ddp"), datasets), timeout_s=600)
     import tempfile
 
     assert not list(Path(tempfile.gettempdir()).glob("saip-rank1-*"))  # rank 1's scratch copies are gone
@@ -199,18 +254,102 @@ def test_data_parallel_units_match_one_process_with_the_same_effective_batch(
                                 "effective_batch": batch}, family
         assert single.extra["accumulation"] == 2 and single.extra["effective_batch"] == batch
         reference = losses_of(single, tmp_path / "single" / family)
-        assert ddp["losses"] == pytest.approx(reference, rel=1e-4), family
+        # Fashionpedia: torchvision's RPN / RoI samplers draw from each process's own generator (docstring)
+        assert ddp["losses"] == pytest.approx(reference, rel=1e-2 if family == "fashion" else 1e-4), family
         assert ranks[1][family]["scores"] == ddp["scores"], family  # rank 0's scores reach every rank
         # BN running stats (module docstring); detection: the BatchNorm of CrowdDet's P2 branch
-        bound = 0.05 if family in ("parsing", "pose", "detection") else 1e-4
+        bound = 0.05 if family in (*BATCHNORM_FAMILIES, "fashion") else 1e-4
         for key, value in single.scores.items():
-            assert ddp["scores"][key] == pytest.approx(value, rel=bound, abs=bound), (family, key)
+            if family == "cihp":  # CE2P's BatchNorm statistics from half the batch: see the docstring
+                break
+            expected = pytest.approx(value, rel=bound, abs=bound, nan_ok=True)
+            assert ddp["scores"][key] == expected, (family, key)
         assert all(Path(p).is_file() for p in ddp["predictions"]), family  # written by rank 0
+        if family in SHARDED_FILES:  # the files rank 0 wrote from every rank's share, re-scored here
+            task, spec = spec_for(family)
+            ctx = UnitContext(spec=spec, protocol="finetune", backbone=None, data=data,  # type: ignore[arg-type]
+                              out_dir=tmp_path / "ddp" / family, amp=False, bootstrap_resamples=0,
+                              max_eval_samples=3 if family in ("detection", "fashion") else None)
+            rescored = get_task(task).score(ctx, [Path(p) for p in ddp["predictions"]])
+            assert rescored == pytest.approx(ddp["scores"], rel=1e-12, abs=1e-12, nan_ok=True), family
+        if family == "cihp":  # the instance parts derived on each rank, written by rank 0 beside them
+            assert len(list((tmp_path / "ddp" / "cihp" / "predictions_instances").glob("*.txt"))) == \
+                len(ddp["predictions"])
+        # DDP looks for parameters without a gradient only where some can have none (the ViT's final norm
+        # that parsing heads do not read, Fashionpedia's attribute head in a step without a box); with the
+        # flag off a parameter without a gradient would stop the second step, and torch's warning about a
+        # flag that found nothing must not appear
+        assert ddp["unused_parameters"] == (family in ("parsing", "cihp", "fashion")), family
+        if family == "fashion":  # torch's warning is its stated false positive: a step without a box skips
+            continue  # the attribute head, these tiny steps all had one
+        for rank in ranks:
+            assert "find_unused_parameters=True was specified" not in rank[family]["stderr"], family
     for rank in ranks:
         assert "batch_size 15 cannot be split evenly over 2 ranks" in rank["bad_batch"]
         assert "reid/market1501" in rank["bad_batch"]
     assert ranks[1]["broken"].startswith("DataFormatError")
     assert "DataParallelFault" in ranks[0]["broken"] and "rank 1" in ranks[0]["broken"]
+
+
+# -- sharded prediction: each rank predicts its share, rank 0 alone writes, a failure stops every rank ----
+
+
+def _shards_rank(rank: int, port: int, tmp: str) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    ranks = parallel.Ranks(2, rank)
+    predicted: list[int] = []
+    written: list[list[int]] = []
+
+    def predict(start: int, stop: int) -> list[int]:
+        predicted.extend(range(start, stop))
+        return [i * 10 for i in range(start, stop)]
+
+    parallel.predict_in_shards(7, predict, written.append, "toy prediction", ranks, round_size=2)
+    whole: list[list[int]] = []
+    parallel.predict_in_shards(7, predict, whole.append, "toy prediction", ranks)
+    outcomes = {}
+    for where in ("predict", "write"):
+        def failing_predict(start: int, stop: int, where=where) -> list[int]:
+            if where == "predict" and rank == 1:
+                raise ValueError("rank 1 cannot read image 5")
+            return list(range(start, stop))
+
+        def failing_write(items: list[int], where=where) -> None:
+            if where == "write":
+                raise OSError("disk full")
+
+        try:
+            parallel.predict_in_shards(7, failing_predict, failing_write, "toy prediction", ranks)
+        except Exception as exc:
+            outcomes[where] = f"{type(exc).__name__}: {exc}"
+    Path(tmp, f"rank{rank}.json").write_text(json.dumps(
+        {"predicted": predicted, "written": written, "whole": whole, "outcomes": outcomes}))
+    dist.destroy_process_group()
+
+
+def test_sharded_prediction_is_written_once_by_rank0_and_a_failure_stops_every_rank(tmp_path):
+    run_ranks(_shards_rank, args=(free_port(), str(tmp_path)), timeout_s=120)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # contiguous shares (0-3 and 4-6), predicted twice (round by round, then whole), by one rank each
+    assert ranks[0]["predicted"] == [0, 1, 2, 3] * 2 and ranks[1]["predicted"] == [4, 5, 6] * 2
+    # rounds of 2: each round's items in rank order, written by rank 0 only; one round keeps item order
+    assert ranks[0]["written"] == [[0, 10, 40, 50], [20, 30, 60]] and ranks[1]["written"] == []
+    assert ranks[0]["whole"] == [[0, 10, 20, 30, 40, 50, 60]] and ranks[1]["whole"] == []
+    assert ranks[1]["outcomes"]["predict"] == "ValueError: rank 1 cannot read image 5"
+    assert ranks[0]["outcomes"]["predict"].startswith("DataParallelFault: toy prediction failed on rank 1")
+    assert ranks[0]["outcomes"]["write"] == "OSError: disk full"
+    assert ranks[1]["outcomes"]["write"].startswith("DataParallelFault: toy prediction: writing failed on "
+                                                    "rank 0: OSError: disk full")
+
+
+def test_sharded_prediction_in_one_process_writes_every_round():
+    written: list[list[int]] = []
+    parallel.predict_in_shards(5, lambda a, b: list(range(a, b)), written.append, "toy", None, round_size=2)
+    assert written == [[0, 1], [2, 3], [4]]
+    empty: list[list[int]] = []
+    parallel.predict_in_shards(0, lambda a, b: list(range(a, b)), empty.append, "toy", None)
+    assert empty == [[]]  # an empty evaluation split still writes (an empty results file)
 
 
 # -- exact resume of a data-parallel fit (every rank's generators in the resume state) -------------------
