@@ -47,7 +47,8 @@ def test_end_to_end_both_protocols(wholebody, tmp_path, protocol, capsys):
     schedule = spec.protocols[protocol].schedule
     schedule.max_steps, schedule.batch_size = 2, 8
     spec.protocols[protocol].params.update({"input_size": [64, 48], "sigma": 1.0,
-                                            "head": {"deconv_channels": [16, 16]}})
+                                            "head": {"deconv_channels": [16, 16],
+                                                     "position_bias": protocol == "frozen"}})
     torch.manual_seed(0)
     ctx = UnitContext(spec=spec, protocol=protocol, backbone=create_backbone("vit_tiny", (64, 48)),
                       data=wholebody, out_dir=tmp_path, cache_dir=tmp_path / "cache", visualize=1,
@@ -55,7 +56,9 @@ def test_end_to_end_both_protocols(wholebody, tmp_path, protocol, capsys):
     result = get_task("wholebody").run(ctx)
     assert result.main_metric == "wholebody/AP"
     assert {"body/AP", "face/AP", "righthand/AR"} <= set(result.scores)
-    assert result.extra["codec"] == "MSRAHeatmap" and result.extra["box_source"] == "gt"
+    # the recipe's MSRA codec; the fast protocol decodes UDP heatmaps (docs/board_signal.md)
+    codec = "UDPHeatmap" if protocol == "frozen" else "MSRAHeatmap"
+    assert result.extra["codec"] == codec and result.extra["box_source"] == "gt"
     entries = json.loads(result.predictions[0].read_text())
     for _, key, count in WHOLEBODY_PARTS:
         assert all(len(e[key]) == 3 * count for e in entries)

@@ -17,8 +17,13 @@ from torch import nn
 
 class DeconvHeatmapHead(nn.Module):
     def __init__(
-        self, in_channels: int, num_keypoints: int, deconv_channels: Sequence[int] = (256, 256)
+        self, in_channels: int, num_keypoints: int, deconv_channels: Sequence[int] = (256, 256),
+        position_bias_hw: tuple[int, int] | None = None,
     ) -> None:
+        """``position_bias_hw``: add a learned per-keypoint map of that (heatmap) size to the output. The
+        convolutional head is translation-equivariant, so where in the crop a keypoint usually lies has to
+        come from the features; frozen small ViT tokens carry too little of it for a short CPU fit
+        (docs/board_signal.md, COCO-WholeBody)."""
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
@@ -31,6 +36,8 @@ class DeconvHeatmapHead(nn.Module):
             channels = out_channels
         self.deconv = nn.Sequential(*layers)
         self.final = nn.Conv2d(channels, num_keypoints, 1)
+        self.position_bias = (nn.Parameter(torch.zeros(1, num_keypoints, *position_bias_hw))
+                              if position_bias_hw is not None else None)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -49,6 +56,11 @@ class DeconvHeatmapHead(nn.Module):
         heatmaps = self.final(self.deconv(feature))
         if heatmap_hw is not None and tuple(heatmaps.shape[-2:]) != tuple(heatmap_hw):
             heatmaps = F.interpolate(heatmaps, size=heatmap_hw, mode="bilinear", align_corners=False)
+        if self.position_bias is not None:
+            if tuple(heatmaps.shape[-2:]) != tuple(self.position_bias.shape[-2:]):
+                raise ValueError(f"position bias {tuple(self.position_bias.shape[-2:])} does not match the "
+                                 f"heatmaps {tuple(heatmaps.shape[-2:])}")
+            heatmaps = heatmaps + self.position_bias
         return heatmaps
 
 

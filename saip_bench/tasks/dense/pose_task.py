@@ -80,6 +80,12 @@ class PoseModel(nn.Module):
         return multi_level(backbone, normalize(images), self.levels)[0]
 
 
+def heatmap_size(codec: dict[str, Any]) -> tuple[int, int]:
+    """(height, width) of the codec's heatmaps (the head's output size)."""
+    width, height = codec["heatmap_size"]
+    return int(height), int(width)
+
+
 def pose_description(spec: TaskSpec, protocol: str, meta: PoseMeta, levels: list[int]) -> dict[str, Any]:
     """The prediction settings of a pose unit as plain JSON (kept beside fine-tuned weights)."""
     settings = TopDownPoseTask.settings(spec, protocol)
@@ -146,7 +152,10 @@ class TopDownPoseTask(Task):
         meta = pose_meta(self.layout)
         levels = resolve_levels(backbone, [int(params.get("level", -1))])
         channels = level_channels(backbone, levels, (64, 64))[0]
-        head = DeconvHeatmapHead(channels, meta.num_keypoints, params.get("deconv_channels", [256, 256]))
+        codec = self.settings(spec, protocol)["codec"]
+        bias_hw = heatmap_size(codec) if params.get("position_bias") else None
+        head = DeconvHeatmapHead(channels, meta.num_keypoints, params.get("deconv_channels", [256, 256]),
+                                 position_bias_hw=bias_hw)
         return PoseModel(head, levels, meta)
 
     # -- training ---------------------------------------------------------------------------------
@@ -163,7 +172,7 @@ class TopDownPoseTask(Task):
         schedule = ctx.protocol_spec.schedule
         set_backbone_trainable(ctx.backbone, not frozen)
         head.to(ctx.device).train()
-        heatmap_hw = (size[0] // 4, size[1] // 4)
+        heatmap_hw = heatmap_size(settings["codec"])
         batch_size = min(schedule.batch_size, len(instances))
         steps_per_epoch = max(1, len(instances) // batch_size)
         generator = torch.Generator().manual_seed(ctx.seed)
@@ -283,7 +292,7 @@ class TopDownPoseTask(Task):
         pipeline = TopDownPipeline(head.meta, size, settings["codec"], train=False, augment=False)
         codec = build_codec(settings["codec"])
         shift = settings["codec"]["type"] != "UDPHeatmap"
-        heatmap_hw = (size[0] // 4, size[1] // 4)
+        heatmap_hw = heatmap_size(settings["codec"])
         ctx.backbone.eval()
         head.eval()
         out_dir = ctx.out_dir / "predictions"
