@@ -24,9 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,17 +42,11 @@ from saip_bench.errors import SpecError
 from saip_bench.metrics import crowdhuman as crowd_metric
 from saip_bench.specs import TaskSpec
 from saip_bench.tasks import parallel
-from saip_bench.tasks.base import TASKS, Task, UnitContext
+from saip_bench.tasks.base import TASKS, UnitContext
 from saip_bench.tasks.common import (
-    fit_unit,
-    is_frozen,
-    limit,
     load_rgb,
-    n_samples,
     normalize,
     pil_to_tensor,
-    schedule_param_groups,
-    set_backbone_trainable,
 )
 from saip_bench.tasks.dense.features import head_params, input_size, level_channels, multi_level
 from saip_bench.tasks.detection.crowddet import CrowdDet
@@ -65,7 +57,14 @@ from saip_bench.tasks.detection.pyramid import (
     pyramid_levels,
     scale_boxes,
 )
-from saip_bench.tasks.detection.training import cached_level_maps, mirrored_batches
+from saip_bench.tasks.detection.resize import ShortSideResize, pad_to_canvas, padded_collate
+from saip_bench.tasks.detection.training import (
+    DetectionTask,
+    cached_level_maps,
+    cached_map_batches,
+    mirrored_batches,
+    plan_fit,
+)
 from saip_bench.utils import atomic_write_text, autocast
 
 log = logging.getLogger(__name__)
@@ -203,47 +202,18 @@ def load_sample(
     return pil_to_tensor(image, size), sample_target(record, (image.height, image.width), size)
 
 
-@dataclass(frozen=True)
-class KeepRatioResize:
-    """The recipe's aspect-preserving resize: scale so the short side is ``short`` unless the long side
-    would pass ``max_long``; batches are padded (bottom / right) to multiples of ``divisor``."""
-
-    short: int
-    max_long: int
-    divisor: int = 64
-
-    def resized_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
-        height, width = hw
-        scale = min(self.short / min(height, width), self.max_long / max(height, width))
-        return max(1, round(height * scale)), max(1, round(width * scale))
-
-    def padded_hw(self, sizes: list[tuple[int, int]]) -> tuple[int, int]:
-        def up(value: int) -> int:
-            return int(math.ceil(value / self.divisor) * self.divisor)
-
-        return up(max(h for h, _ in sizes)), up(max(w for _, w in sizes))
-
-
-def keep_ratio_resize(spec: TaskSpec, protocol: str | None) -> KeepRatioResize:
+def keep_ratio_resize(spec: TaskSpec, protocol: str | None) -> ShortSideResize:
     """The protocol's ``input_size`` read as (short side, longest long side) and ``head.size_divisor``."""
     size = input_size(spec, protocol)
     divisor = head_params(spec, protocol).get("size_divisor", 64)
     if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
         raise SpecError(f"task spec {spec.key}, protocol {protocol!r}: head.size_divisor: expected a "
                         f"positive integer, found {divisor!r}")
-    return KeepRatioResize(min(size), max(size), divisor)
-
-
-def pad_images(images: list[torch.Tensor], hw: tuple[int, int]) -> torch.Tensor:
-    """(3, h, w) images -> one (B, 3, *hw) batch, zero-padded at the bottom / right."""
-    batch = images[0].new_zeros((len(images), 3, *hw))
-    for i, image in enumerate(images):
-        batch[i, :, :image.shape[1], :image.shape[2]] = image
-    return batch
+    return ShortSideResize(min(size), max(size), divisor)
 
 
 def load_keep_ratio(record: dict[str, Any],
-                    resize: KeepRatioResize) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    resize: ShortSideResize) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Image resized with its aspect kept (not padded) and its targets there, plus ``image_size`` (h, w)
     and ``sample_seed`` (a stable number of the image ID, for the detector's seeded sampling)."""
     image = load_rgb(record["path"])
@@ -282,14 +252,10 @@ def flip_target(target: dict[str, torch.Tensor], width: int) -> dict[str, torch.
 
 
 @TASKS.register("detection", datasets=("crowdhuman",))
-class CrowdHumanTask(Task):
+class CrowdHumanTask(DetectionTask):
     name: ClassVar[str] = "detection"
     datasets: ClassVar[tuple[str, ...]] = ("crowdhuman",)
     shards_predict: ClassVar[bool] = True  # images detected in shards, lines gathered (predict)
-
-    def run(self, ctx: UnitContext):
-        self._protocol = ctx.protocol
-        return super().run(ctx)
 
     def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
         protocol = getattr(self, "_protocol", spec.default_protocol)
@@ -321,12 +287,6 @@ class CrowdHumanTask(Task):
             detections_per_img=int(params.get("detections_per_img", 500)),
             representation=int(params.get("representation", 1024)))
 
-    # ---- data -----------------------------------------------------------------------------------
-    def _records(self, ctx: UnitContext, role: str) -> tuple[list[dict[str, Any]], int]:
-        records = ctx.data.splits[ctx.spec.splits[role]]
-        n = ctx.max_train_samples if role == "train" else ctx.max_eval_samples
-        return limit(records, n, ctx.seed), len(records)
-
     # ---- training -------------------------------------------------------------------------------
     def fit(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
         if isinstance(head, CrowdDet):
@@ -334,45 +294,25 @@ class CrowdHumanTask(Task):
         assert isinstance(head, CrowdDetector)
         records, original = self._records(ctx, "train")
         report_bad_boxes(records, "train")
-        frozen = is_frozen(ctx.protocol_spec.kind)
-        schedule = ctx.protocol_spec.schedule
-        set_backbone_trainable(ctx.backbone, not frozen)
-        head.to(ctx.device).train()
-        batch_size = min(schedule.batch_size, max(1, len(records)))
-        steps_per_epoch = max(1, len(records) // batch_size)
-        generator = torch.Generator().manual_seed(ctx.seed)
-        targets = [load_sample(r, head.size)[1] for r in records] if frozen else []
-        if frozen:
-            maps = self._cached_maps(ctx, head, records)
-
-            def batches(epoch: int):
-                order = torch.randperm(len(records), generator=generator)
-                for start in range(0, steps_per_epoch * batch_size, batch_size):
-                    index = order[start:start + batch_size]
-                    yield [m[index].to(ctx.device) for m in maps], [targets[int(i)] for i in index]
+        plan = plan_fit(ctx, head, len(records))
+        if plan.frozen:
+            targets = [load_sample(r, head.size)[1] for r in records]
+            batches = cached_map_batches(self._cached_maps(ctx, head, records), targets, plan, ctx.device)
 
             def loss_fn(batch) -> torch.Tensor:
                 level_maps, batch_targets = batch
                 return head.losses(level_maps, batch_targets)
-
-            model: nn.Module = head
-            groups = schedule_param_groups(None, head, schedule)
         else:
             batches = mirrored_batches(
                 records, lambda r: load_sample(r, head.size), flip_target, head.size[1],
-                batch_size, steps_per_epoch, generator, ctx.device, ctx.num_workers,
+                plan.batch_size, plan.steps_per_epoch, plan.generator, ctx.device, ctx.num_workers,
             )
 
             def loss_fn(batch) -> torch.Tensor:
                 images, batch_targets = batch
                 return head.losses(multi_level(ctx.backbone, normalize(images), head.levels), batch_targets)
 
-            model = nn.ModuleDict({"backbone": ctx.backbone, "head": head})
-            groups = schedule_param_groups(ctx.backbone, head, schedule)
-        info = fit_unit(ctx, model, groups, batches, loss_fn, schedule, steps_per_epoch)
-        eval_records, eval_original = self._records(ctx, "eval")
-        info["n_samples"] = {"train": n_samples(original, len(records)),
-                             "eval": n_samples(eval_original, len(eval_records))}
+        info = self._fit_and_count(ctx, head, plan, batches, loss_fn, len(records), original)
         info["input_size"] = list(head.size)
         return info
 
@@ -388,67 +328,44 @@ class CrowdHumanTask(Task):
         usable = [r for r in records if crowd_boxes(r)[0] and min(record_hw(r)) >= 32]
         records = usable or records
         resize = keep_ratio_resize(ctx.spec, ctx.protocol)
-        frozen = is_frozen(ctx.protocol_spec.kind)
-        schedule = ctx.protocol_spec.schedule
-        set_backbone_trainable(ctx.backbone, not frozen)
-        head.to(ctx.device).train()
-        batch_size = min(schedule.batch_size, max(1, len(records)))
-        steps_per_epoch = max(1, len(records) // batch_size)
-        generator = torch.Generator().manual_seed(ctx.seed)
+        plan = plan_fit(ctx, head, len(records))
 
         def seeded(targets: list[dict[str, torch.Tensor]], epoch: int) -> list[dict[str, torch.Tensor]]:
             offset = (epoch * 7919 + ctx.seed * 104729) % 2**31
             return [dict(t, seed=(t["sample_seed"] + offset) % 2**31) for t in targets]
 
-        if frozen:
+        if plan.frozen:
             sizes = [resize.resized_hw(record_hw(r)) for r in records]
             canvas = resize.padded_hw(sizes)
             targets = [dict(sample_target(r, record_hw(r), size), image_size=torch.tensor(size),
                             sample_seed=torch.tensor(zlib.crc32(str(r["id"]).encode()) % 2**31))
                        for r, size in zip(records, sizes, strict=True)]
             maps = cached_level_maps(ctx, canvas, head.levels, records, "detection",
-                                     load=lambda r: pad_images([load_keep_ratio(r, resize)[0]], canvas)[0],
+                                     load=lambda r: pad_to_canvas([load_keep_ratio(r, resize)[0]], canvas)[0],
                                      layout=f"keep-ratio {resize.short}/{resize.max_long}/{resize.divisor}")
-
-            def batches(epoch: int):
-                order = torch.randperm(len(records), generator=generator)
-                for start in range(0, steps_per_epoch * batch_size, batch_size):
-                    index = order[start:start + batch_size]
-                    yield ([m[index].to(ctx.device) for m in maps],
-                           seeded([targets[int(i)] for i in index], epoch))
+            batches = cached_map_batches(maps, targets, plan, ctx.device, per_epoch=seeded)
 
             def loss_fn(batch) -> torch.Tensor:
                 level_maps, batch_targets = batch
                 return head.losses(level_maps, batch_targets, image_sizes(batch_targets), canvas)
-
-            model: nn.Module = head
-            groups = schedule_param_groups(None, head, schedule)
         else:
-            def collate(samples):
-                images = [image for image, _ in samples]
-                hw = resize.padded_hw([(int(i.shape[1]), int(i.shape[2])) for i in images])
-                return pad_images(images, hw), [target for _, target in samples]
-
             mirrored = mirrored_batches(
-                records, lambda r: load_keep_ratio(r, resize), flip_own_width, 0, batch_size, steps_per_epoch,
-                generator, ctx.device, ctx.num_workers, collate=collate)
+                records, lambda r: load_keep_ratio(r, resize), flip_own_width, 0, plan.batch_size,
+                plan.steps_per_epoch, plan.generator, ctx.device, ctx.num_workers,
+                collate=padded_collate(resize.divisor))
 
             @functools.wraps(mirrored)  # keeps epoch_batches' marks (sharded for data parallelism, replays)
             def batches(epoch: int):
-                for images, batch_targets in mirrored(epoch):
-                    yield images, seeded(batch_targets, epoch)
+                for images, batch_targets, sizes in mirrored(epoch):
+                    yield images, seeded(batch_targets, epoch), sizes
 
             def loss_fn(batch) -> torch.Tensor:
-                images, batch_targets = batch
+                images, batch_targets, sizes = batch
+                # normalised with the padding (CrowdHuman's behaviour so far; mmdet pads after normalising)
                 maps = multi_level(ctx.backbone, normalize(images), head.levels)
-                return head.losses(maps, batch_targets, image_sizes(batch_targets), tuple(images.shape[-2:]))
+                return head.losses(maps, batch_targets, sizes, tuple(images.shape[-2:]))
 
-            model = nn.ModuleDict({"backbone": ctx.backbone, "head": head})
-            groups = schedule_param_groups(ctx.backbone, head, schedule)
-        info = fit_unit(ctx, model, groups, batches, loss_fn, schedule, steps_per_epoch)
-        eval_records, eval_original = self._records(ctx, "eval")
-        info["n_samples"] = {"train": n_samples(original, len(records)),
-                             "eval": n_samples(eval_original, len(eval_records))}
+        info = self._fit_and_count(ctx, head, plan, batches, loss_fn, len(records), original)
         info["input_size"] = [resize.short, resize.max_long]
         return info
 
@@ -471,7 +388,7 @@ class CrowdHumanTask(Task):
                     sizes = [resize.resized_hw((im.height, im.width)) for im in originals]
                     padded = resize.padded_hw(sizes)
                     resized = [pil_to_tensor(im, hw) for im, hw in zip(originals, sizes, strict=True)]
-                    images = pad_images(resized, padded).to(ctx.device)
+                    images = pad_to_canvas(resized, padded).to(ctx.device)
                 else:
                     sizes = [head.size] * len(originals)
                     images = torch.stack([pil_to_tensor(im, head.size) for im in originals]).to(ctx.device)
@@ -531,3 +448,7 @@ def draw_boxes(image: Image.Image, record: dict[str, Any], dtboxes: list[dict[st
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
 
+
+
+# benchmarks/crowddet_cost.py imports this name from here (not this module's file to change)
+pad_images = pad_to_canvas

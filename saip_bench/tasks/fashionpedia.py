@@ -19,6 +19,7 @@ F1-only and COCO AP).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -44,17 +45,12 @@ from saip_bench.errors import SpecError
 from saip_bench.metrics import fashionpedia as fashion_metric
 from saip_bench.specs import TaskSpec
 from saip_bench.tasks import parallel
-from saip_bench.tasks.base import TASKS, Task, UnitContext
+from saip_bench.tasks.base import TASKS, UnitContext
 from saip_bench.tasks.common import (
-    fit_unit,
     is_frozen,
-    limit,
     load_rgb,
-    n_samples,
     normalize,
     pil_to_tensor,
-    schedule_param_groups,
-    set_backbone_trainable,
 )
 from saip_bench.tasks.dense.features import (
     head_params,
@@ -67,17 +63,11 @@ from saip_bench.tasks.dense.vis import palette
 from saip_bench.tasks.detection.fashion_rcnn import (
     FashionHeadParams,
     FixedStrideAnchorGenerator,
-    KeepRatioResize,
     KnowledgeAttributeHead,
     attribute_loss,
     chosen_attributes,
-    keep_ratio_batches,
-    keep_ratio_size,
     knowledge_matrix,
     level_anchor_sizes,
-    normalize_padded,
-    pad_images,
-    padded_size,
     sample_positives,
     validated,
 )
@@ -89,7 +79,23 @@ from saip_bench.tasks.detection.pyramid import (
     pyramid_strides,
     scale_boxes,
 )
-from saip_bench.tasks.detection.training import cached_level_maps, mirrored_batches
+from saip_bench.tasks.detection.resize import (
+    LongSideResize,
+    image_hw,
+    keep_ratio_batches,
+    load_resized,
+    long_side_size,
+    normalize_padded,
+    pad_images,
+    padded_size,
+)
+from saip_bench.tasks.detection.training import (
+    DetectionTask,
+    cached_level_maps,
+    cached_map_batches,
+    mirrored_batches,
+    plan_fit,
+)
 from saip_bench.utils import atomic_write_json, autocast
 
 
@@ -120,7 +126,7 @@ class FashionModel(nn.Module):
     def __init__(self, in_channels: list[int], single_scale: bool, levels: list[int], size: tuple[int, int],
                  num_categories: int, num_attributes: int, params: FashionHeadParams | None = None,
                  strides: tuple[int, ...] = (8, 16, 32), knowledge: torch.Tensor | None = None,
-                 resize: KeepRatioResize | None = None) -> None:
+                 resize: LongSideResize | None = None) -> None:
         super().__init__()
         params = params or FashionHeadParams()
         self.params = params
@@ -256,12 +262,16 @@ def check_annotations(records: list[dict[str, Any]], source: str) -> None:
 
 
 def load_sample(record: dict[str, Any], size: tuple[int, int] | Callable[[tuple[int, int]], tuple[int, int]],
-                num_attributes: int):
+                num_attributes: int, jpeg_draft: bool = False):
     """Image resized to ``size`` (or to ``size(original height, width)``) and its Mask R-CNN targets there
-    (+ multi-hot ``attributes``); boxes and masks are scaled by the same x / y factors as the image."""
-    image = load_rgb(record["path"])
-    original = (image.height, image.width)
-    size = size(original) if callable(size) else size
+    (+ multi-hot ``attributes``); boxes and masks are scaled by the same x / y factors as the image.
+
+    ``jpeg_draft`` (the protocol's ``params.jpeg_draft``): the original size is the record's width / height
+    (what the annotations refer to) and a JPEG at least twice the target decodes at 1/2-1/8
+    (``resize.load_resized``); masks are rasterised at the original size and resized as without it."""
+    stored = record_hw(record) if jpeg_draft else None
+    pixels, original = load_resized(record["path"], stored, size, jpeg_draft)
+    size = image_hw(pixels)
     boxes, labels, masks, attributes = [], [], [], []
     for ann in record["annotations"]:
         x, y, w, h = ann["bbox"]
@@ -281,7 +291,12 @@ def load_sample(record: dict[str, Any], size: tuple[int, int] | Callable[[tuple[
         "masks": torch.from_numpy(np.stack(masks)) if masks else torch.zeros(0, *size, dtype=torch.uint8),
         "attributes": torch.stack(attributes) if attributes else torch.zeros(0, num_attributes),
     }
-    return pil_to_tensor(image, size), target
+    return pixels, target
+
+
+def record_hw(record: dict[str, Any]) -> tuple[int, int]:
+    """(height, width) of a record's image as its annotation file states them."""
+    return int(record["height"]), int(record["width"])
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -299,15 +314,11 @@ def flip_target(target: dict[str, torch.Tensor], width: int) -> dict[str, torch.
 
 
 @TASKS.register("fashion", datasets=("fashionpedia",))
-class FashionpediaTask(Task):
+class FashionpediaTask(DetectionTask):
     name: ClassVar[str] = "fashion"
     datasets: ClassVar[tuple[str, ...]] = ("fashionpedia",)
     shards_predict: ClassVar[bool] = True  # images detected in shards, both files written by rank 0
     skips_branches: ClassVar[bool] = True  # a step without a box (or a positive) skips the attribute head
-
-    def run(self, ctx: UnitContext):
-        self._protocol = ctx.protocol
-        return super().run(ctx)
 
     @staticmethod
     def _vocab(data: DatasetSplits) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -317,17 +328,33 @@ class FashionpediaTask(Task):
         return categories, attributes
 
     @staticmethod
-    def _settings(spec: TaskSpec, protocol: str) -> tuple[FashionHeadParams, KeepRatioResize | None]:
+    def _settings(spec: TaskSpec, protocol: str) -> tuple[FashionHeadParams, LongSideResize | None]:
         """The protocol's head settings and resize rule, validated (a typo names the spec and field)."""
         where = f"tasks/{spec.task}/{spec.dataset}.yaml, protocol {protocol!r}"
         params = validated(FashionHeadParams, head_params(spec, protocol), f"{where}: head params")
         rule = protocol_params(spec, protocol).get("keep_ratio")
-        resize = None if rule is None else validated(KeepRatioResize, rule, f"{where}: params.keep_ratio")
+        resize = None if rule is None else validated(LongSideResize, rule, f"{where}: params.keep_ratio")
         return params, resize
+
+    @staticmethod
+    def _jpeg_draft(spec: TaskSpec, protocol: str) -> bool:
+        """The protocol's ``params.jpeg_draft`` (default false): decode JPEG photos at 1/2-1/8 when they
+        stay at least the keep-ratio target size. Only the keep-ratio loader reads whole photos at a size
+        chosen per image; a protocol without ``keep_ratio`` is refused rather than silently ignored."""
+        where = f"tasks/{spec.task}/{spec.dataset}.yaml, protocol {protocol!r}: params.jpeg_draft"
+        params = protocol_params(spec, protocol)
+        value = params.get("jpeg_draft", False)
+        if not isinstance(value, bool):
+            raise SpecError(f"{where}: expected true or false, found {value!r}")
+        if value and params.get("keep_ratio") is None:
+            raise SpecError(f"{where}: applies to the keep-ratio loader only; this protocol has no "
+                            "params.keep_ratio")
+        return value
 
     def build_head(self, backbone: Backbone, spec: TaskSpec, data: DatasetSplits) -> nn.Module:
         protocol = getattr(self, "_protocol", spec.default_protocol)
         params, resize = self._settings(spec, protocol)
+        self._jpeg_draft(spec, protocol)  # a bad value fails before any training
         if resize is not None and is_frozen(spec.protocols[protocol].kind):
             raise SpecError(f"tasks/{spec.task}/{spec.dataset}.yaml: protocol {protocol!r} caches backbone "
                             "maps at one input size, so it cannot use params.keep_ratio")
@@ -343,46 +370,28 @@ class FashionpediaTask(Task):
                             num_categories, len(attributes), params, pyramid_strides(backbone, num_levels),
                             knowledge, resize)
 
-    def _records(self, ctx: UnitContext, role: str) -> tuple[list[dict[str, Any]], int]:
-        records = ctx.data.splits[ctx.spec.splits[role]]
-        n = ctx.max_train_samples if role == "train" else ctx.max_eval_samples
-        return limit(records, n, ctx.seed), len(records)
-
     # ---- training -------------------------------------------------------------------------------
     def fit(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
         assert isinstance(head, FashionModel)
         records, original = self._records(ctx, "train")
         check_annotations(records, ctx.data.meta["gt_files"].get(ctx.spec.splits["train"], "train split"))
         num_attributes = head.num_attributes
-        frozen = is_frozen(ctx.protocol_spec.kind)
-        schedule = ctx.protocol_spec.schedule
-        set_backbone_trainable(ctx.backbone, not frozen)
-        head.to(ctx.device).train()
-        batch_size = min(schedule.batch_size, max(1, len(records)))
-        steps_per_epoch = max(1, len(records) // batch_size)
-        generator = torch.Generator().manual_seed(ctx.seed)
-        if frozen:
+        jpeg_draft = self._jpeg_draft(ctx.spec, ctx.protocol)
+        plan = plan_fit(ctx, head, len(records))
+        if plan.frozen:
             maps = self._cached_maps(ctx, head, records)
             targets = [load_sample(r, head.size, num_attributes)[1] for r in records]
-
-            def batches(epoch: int):
-                order = torch.randperm(len(records), generator=generator)
-                for start in range(0, steps_per_epoch * batch_size, batch_size):
-                    index = order[start:start + batch_size]
-                    yield [m[index].to(ctx.device) for m in maps], [targets[int(i)] for i in index]
+            batches = cached_map_batches(maps, targets, plan, ctx.device)
 
             def loss_fn(batch) -> torch.Tensor:
                 return head.losses(*batch)
-
-            model: nn.Module = head
-            groups = schedule_param_groups(None, head, schedule)
         else:
             if head.resize is not None:  # the recipe: a long side drawn per image, aspect kept, padded batch
                 batches = keep_ratio_batches(
-                    records, lambda r, scale: load_sample(r, lambda hw: keep_ratio_size(hw, scale),
-                                                          num_attributes),
-                    flip_target, head.resize, batch_size, steps_per_epoch, generator, ctx.device,
-                    ctx.num_workers)
+                    records, lambda r, scale: load_sample(r, lambda hw: long_side_size(hw, scale),
+                                                          num_attributes, jpeg_draft),
+                    flip_target, head.resize, plan.batch_size, plan.steps_per_epoch, plan.generator,
+                    ctx.device, ctx.num_workers)
 
                 def loss_fn(batch) -> torch.Tensor:
                     images, batch_targets, sizes = batch
@@ -391,7 +400,7 @@ class FashionpediaTask(Task):
             else:
                 batches = mirrored_batches(
                     records, lambda r: load_sample(r, head.size, num_attributes), flip_target, head.size[1],
-                    batch_size, steps_per_epoch, generator, ctx.device, ctx.num_workers,
+                    plan.batch_size, plan.steps_per_epoch, plan.generator, ctx.device, ctx.num_workers,
                 )
 
                 def loss_fn(batch) -> torch.Tensor:
@@ -399,19 +408,14 @@ class FashionpediaTask(Task):
                     return head.losses(multi_level(ctx.backbone, normalize(images), head.levels),
                                        batch_targets)
 
-            model = nn.ModuleDict({"backbone": ctx.backbone, "head": head})
-            groups = schedule_param_groups(ctx.backbone, head, schedule)
-        info = fit_unit(ctx, model, groups, batches, loss_fn, schedule, steps_per_epoch)
-        eval_records, eval_original = self._records(ctx, "eval")
-        info["n_samples"] = {"train": n_samples(original, len(records)),
-                             "eval": n_samples(eval_original, len(eval_records))}
+        info = self._fit_and_count(ctx, head, plan, batches, loss_fn, len(records), original)
         if head.resize is None:
             info["input_size"] = list(head.size)
         else:
             info["input_size"] = {"train_long_side": [int(head.resize.train_scale * r)
                                                       for r in head.resize.ratio_range],
                                   "test_long_side": head.resize.test_scale,
-                                  "size_divisor": head.resize.size_divisor}
+                                  "size_divisor": head.resize.size_divisor, "jpeg_draft": jpeg_draft}
         return info
 
     def _cached_maps(self, ctx: UnitContext, head: FashionModel, records: list[dict[str, Any]]):
@@ -425,6 +429,7 @@ class FashionpediaTask(Task):
         _, attributes = self._vocab(ctx.data)
         attribute_ids = [int(a["id"]) for a in attributes]
         with_attributes = set(ctx.data.meta.get("cats_with_attributes", fashion_metric.CATS_WITH_ATTRIBUTES))
+        jpeg_draft = self._jpeg_draft(ctx.spec, ctx.protocol)
         ctx.backbone.eval()
         head.eval()
         out = ctx.out_dir / "predictions"
@@ -434,24 +439,28 @@ class FashionpediaTask(Task):
             found_images = []
             for start in range(first, stop, 8):
                 chunk = records[start:min(start + 8, stop)]
-                originals = [load_rgb(r["path"]) for r in chunk]
                 if head.resize is None:
+                    originals = [load_rgb(r["path"]) for r in chunk]
+                    stored = [(im.height, im.width) for im in originals]
                     sizes = [head.size] * len(chunk)
                     images = torch.stack([pil_to_tensor(im, head.size) for im in originals]).to(ctx.device)
                     pixels = normalize(images)
                 else:  # the recipe's test resize: long side test_scale, aspect kept, padded batch
-                    scale = head.resize.test_scale
-                    sizes = [keep_ratio_size((im.height, im.width), scale) for im in originals]
-                    resized = [pil_to_tensor(im, size) for im, size in zip(originals, sizes, strict=True)]
+                    test_size = functools.partial(long_side_size, scale=head.resize.test_scale)
+                    loaded = [load_resized(r["path"], record_hw(r) if jpeg_draft else None, test_size,
+                                           jpeg_draft) for r in chunk]
+                    stored = [hw for _, hw in loaded]
+                    resized = [image for image, _ in loaded]
+                    sizes = [image_hw(image) for image in resized]
                     images = pad_images(resized, head.resize.size_divisor).to(ctx.device)
                     pixels = normalize_padded(images, sizes)
                 with autocast(ctx.device, enabled=ctx.amp):
                     maps = multi_level(ctx.backbone, pixels, head.levels)
                 found_all = head.detect([m.float() for m in maps], None if head.resize is None else sizes,
                                         tuple(images.shape[-2:]))
-                for record, image, found, size in zip(chunk, originals, found_all, sizes, strict=True):
+                for record, hw, found, size in zip(chunk, stored, found_all, sizes, strict=True):
                     found_images.append(self._result_entries(
-                        record, image, found, size, head.attribute_threshold, attribute_ids, with_attributes))
+                        record, hw, found, size, head.attribute_threshold, attribute_ids, with_attributes))
             return found_images
 
         def write(found_images: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]) -> None:
@@ -473,13 +482,12 @@ class FashionpediaTask(Task):
         return [out / "results_segm.json", out / "results_bbox.json"]
 
     @staticmethod
-    def _result_entries(record: dict[str, Any], image: Image.Image, found: dict[str, Any],
+    def _result_entries(record: dict[str, Any], hw: tuple[int, int], found: dict[str, Any],
                         size: tuple[int, int], threshold: float, attribute_ids: list[int],
                         with_attributes: set[int]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """One image's detections in the official formats: mask entries (RLE, no bbox) and box entries,
         each with its category, the attributes over ``threshold`` (categories that carry attributes) and
-        the score, in the detector's order."""
-        hw = (image.height, image.width)
+        the score, in the detector's order; ``found`` at ``size`` is mapped back to the stored ``hw``."""
         boxes = scale_boxes(found["boxes"].float().cpu(), size, hw)
         masks = (paste_masks_in_image(found["masks"].float().cpu(), boxes, hw)[:, 0] > 0.5).numpy()
         segm, bbox = [], []

@@ -18,7 +18,6 @@ from saip_bench.specs import get_task_spec
 from saip_bench.tasks.base import UnitContext, get_task
 from saip_bench.tasks.crowdhuman import (
     CrowdDetector,
-    KeepRatioResize,
     anchor_ioa,
     crowd_boxes,
     flip_own_width,
@@ -27,6 +26,7 @@ from saip_bench.tasks.crowdhuman import (
 )
 from saip_bench.tasks.detection.crowddet import CrowdDet
 from saip_bench.tasks.detection.pyramid import scale_boxes
+from saip_bench.tasks.detection.resize import ShortSideResize
 
 
 def test_anchor_ioa():
@@ -89,17 +89,9 @@ def test_end_to_end_on_the_synthetic_world(synth_world, tmp_path, protocol, caps
     assert rescored["AP"] == pytest.approx(result.scores["AP"])
 
 
-def test_keep_ratio_resize_sizes_and_padding():
-    resize = KeepRatioResize(800, 1400, 64)
-    assert resize.resized_hw((600, 800)) == (800, 1067)     # short side to 800
-    assert resize.resized_hw((1000, 2000)) == (700, 1400)   # long side capped at 1400
-    assert resize.resized_hw((2000, 1000)) == (1400, 700)   # portrait alike
-    assert resize.padded_hw([(800, 1067), (700, 1400)]) == (832, 1408)
-
-
 def test_boxes_round_trip_through_the_keep_ratio_resize(synth_world):
     record = read_dataset("crowdhuman", synth_world / "crowdhuman").splits["train"][0]
-    resize = KeepRatioResize(96, 128, 32)
+    resize = ShortSideResize(96, 128, 32)
     image, target = load_keep_ratio(record, resize)
     h, w = target["image_size"].tolist()
     assert tuple(image.shape[1:]) == (h, w) and max(h, w) <= 128 and (min(h, w) == 96 or max(h, w) == 128)

@@ -1,6 +1,6 @@
 """The Fashionpedia recipe's parts (docs/tasks_multi_person.md#fashionpedia): head settings as validated data,
-aspect-preserving multi-scale resize with padded batches, per-level anchors on fixed strides, and a
-knowledge-aware attribute head on RoI features in the manner of KE-RCNN.
+per-level anchors on fixed strides, and a knowledge-aware attribute head on RoI features in the manner of
+KE-RCNN (its aspect-preserving multi-scale resize and padded batches: ``detection/resize.py``).
 
 Why a module of its own: ``tasks/fashionpedia.py`` keeps the task's plumbing (records, protocols, result
 files); what the recipe changes in the model lives here, testable without a dataset.
@@ -9,7 +9,7 @@ files); what the recipe changes in the model lives here, testable without a data
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -22,7 +22,12 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import MultiScaleRoIAlign, box_iou
 
 from saip_bench.errors import SpecError
-from saip_bench.tasks.common import epoch_batches, normalize
+
+# benchmarks/fashionpedia_step.py imports these three names from here (not this change's file); the code
+# is detection/resize.py's
+from saip_bench.tasks.detection.resize import long_side_size as keep_ratio_size  # noqa: F401
+from saip_bench.tasks.detection.resize import normalize_padded as normalize_padded
+from saip_bench.tasks.detection.resize import pad_images as pad_images
 
 # ---- settings as data -----------------------------------------------------------------------------------
 
@@ -73,14 +78,6 @@ class FashionHeadParams(_Strict):
     attributes: AttributeHeadParams = Field(default_factory=AttributeHeadParams)
 
 
-class KeepRatioResize(_Strict):
-    """mmdet's ``Resize(keep_ratio=True)``: the long side to ``scale`` (x a ratio drawn from ``ratio_range``
-    in training), then the batch zero-padded to a multiple of ``size_divisor``."""
-
-    train_scale: int = Field(gt=0)
-    ratio_range: tuple[float, float] = (1.0, 1.0)
-    test_scale: int = Field(gt=0)
-    size_divisor: int = Field(default=32, gt=0)
 
 
 def validated(model: type[BaseModel], data: Any, where: str) -> Any:
@@ -91,82 +88,6 @@ def validated(model: type[BaseModel], data: Any, where: str) -> Any:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
                              for err in exc.errors())
         raise SpecError(f"{where}: invalid {model.__name__}: {problems}") from None
-
-
-# ---- aspect-preserving resize ---------------------------------------------------------------------------
-
-
-def keep_ratio_size(hw: tuple[int, int], scale: float) -> tuple[int, int]:
-    """(height, width) with the long side at ``scale``, aspect kept (mmcv rounds half up)."""
-    factor = scale / max(hw)
-    return max(1, int(hw[0] * factor + 0.5)), max(1, int(hw[1] * factor + 0.5))
-
-
-def train_scale(resize: KeepRatioResize, generator: torch.Generator) -> int:
-    """One draw of the training long side: ``train_scale`` x a uniform ratio in ``ratio_range``."""
-    low, high = resize.ratio_range
-    ratio = low + (high - low) * float(torch.rand((), generator=generator))
-    return int(resize.train_scale * ratio)
-
-
-def padded_size(sizes: Sequence[tuple[int, int]], divisor: int) -> tuple[int, int]:
-    """The batch canvas: the largest height and width, rounded up to ``divisor``."""
-    height = max(h for h, _ in sizes)
-    width = max(w for _, w in sizes)
-    return math.ceil(height / divisor) * divisor, math.ceil(width / divisor) * divisor
-
-
-def pad_images(images: Sequence[torch.Tensor], divisor: int) -> torch.Tensor:
-    """CHW images of different sizes -> one zero-padded (bottom / right) NCHW batch."""
-    height, width = padded_size([tuple(im.shape[-2:]) for im in images], divisor)
-    batch = images[0].new_zeros((len(images), images[0].shape[0], height, width))
-    for out, image in zip(batch, images, strict=True):
-        out[:, :image.shape[-2], :image.shape[-1]] = image
-    return batch
-
-
-def normalize_padded(images: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """ImageNet-normalised batch whose padding stays 0 (mmdet normalises each image, then pads)."""
-    out = normalize(images)
-    valid = torch.zeros_like(out[:, :1])
-    for row, (height, width) in zip(valid, sizes, strict=True):
-        row[:, :height, :width] = 1.0
-    return out * valid
-
-
-def keep_ratio_batches(
-    records: list[dict[str, Any]],
-    load: Callable[[dict[str, Any], int], tuple[torch.Tensor, dict[str, torch.Tensor]]],
-    flip: Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]],
-    resize: KeepRatioResize,
-    batch_size: int,
-    steps_per_epoch: int,
-    generator: torch.Generator,
-    device: torch.device,
-    num_workers: int = 0,
-) -> Callable[[int], Iterator[tuple[torch.Tensor, list[dict[str, torch.Tensor]], list[tuple[int, int]]]]]:
-    """Fine-tune batches of the recipe: a fresh shuffle each epoch, one long side drawn per image
-    (``load(record, scale)``), mirrored with p = 0.5, zero-padded to ``size_divisor``. Every draw comes from
-    ``generator`` in the main process, so the batches do not depend on the worker count."""
-
-    def sample(key: tuple[int, int, bool]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        image, target = load(records[key[0]], key[1])
-        return (image.flip(-1), flip(target, image.shape[-1])) if key[2] else (image, target)
-
-    def collate(samples: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
-        images = [s[0] for s in samples]
-        sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
-        return pad_images(images, resize.size_divisor), [s[1] for s in samples], sizes
-
-    def epoch_keys(epoch: int) -> Iterator[list[tuple[int, int, bool]]]:
-        order = torch.randperm(len(records), generator=generator)
-        for start in range(0, steps_per_epoch * batch_size, batch_size):
-            index = order[start:start + batch_size].tolist()
-            scales = [train_scale(resize, generator) for _ in index]
-            mirror = (torch.rand(len(index), generator=generator) < 0.5).tolist()
-            yield [(int(i), s, bool(m)) for i, s, m in zip(index, scales, mirror, strict=True)]
-
-    return epoch_batches(sample, epoch_keys, steps_per_epoch, collate, num_workers, device)
 
 
 # ---- anchors --------------------------------------------------------------------------------------------

@@ -19,19 +19,14 @@ from saip_bench.specs import get_task_spec
 from saip_bench.tasks.detection.fashion_rcnn import (
     FashionHeadParams,
     FixedStrideAnchorGenerator,
-    KeepRatioResize,
     chosen_attributes,
-    keep_ratio_batches,
-    keep_ratio_size,
     knowledge_matrix,
     level_anchor_sizes,
-    normalize_padded,
-    pad_images,
     sample_positives,
-    train_scale,
     validated,
 )
 from saip_bench.tasks.detection.pyramid import scale_boxes
+from saip_bench.tasks.detection.resize import LongSideResize, keep_ratio_batches, long_side_size, train_scale
 from saip_bench.tasks.fashionpedia import (
     FashionModel,
     FashionpediaTask,
@@ -45,7 +40,7 @@ SPEC = get_task_spec("fashion", "fashionpedia")
 RECIPE_STRIDES = (4, 8, 16, 32, 64)
 
 
-def recipe_settings() -> tuple[FashionHeadParams, KeepRatioResize]:
+def recipe_settings() -> tuple[FashionHeadParams, LongSideResize]:
     params, resize = FashionpediaTask._settings(SPEC, "finetune")
     assert resize is not None
     return params, resize
@@ -79,7 +74,7 @@ def test_a_misspelt_head_setting_names_the_spec_and_field():
     with pytest.raises(SpecError, match=r"fashionpedia.yaml.*finetune.*anchor_scael"):
         FashionpediaTask._settings(spec, "finetune")
     with pytest.raises(SpecError, match="ratio_range"):
-        validated(KeepRatioResize, {"train_scale": 8, "test_scale": 8, "ratio_range": "x"}, "here")
+        validated(LongSideResize, {"train_scale": 8, "test_scale": 8, "ratio_range": "x"}, "here")
 
 
 # ---- anchors --------------------------------------------------------------------------------------------
@@ -112,8 +107,8 @@ def test_anchors_sit_on_the_true_strides_of_a_padded_canvas():
 
 
 def test_keep_ratio_sizes_and_multi_scale_draws():
-    assert keep_ratio_size((600, 400), 1024) == (1024, 683)
-    assert keep_ratio_size((400, 600), 1024) == (683, 1024)
+    assert long_side_size((600, 400), 1024) == (1024, 683)
+    assert long_side_size((400, 600), 1024) == (683, 1024)
     _, resize = recipe_settings()
     generator = torch.Generator().manual_seed(0)
     draws = [train_scale(resize, generator) for _ in range(200)]
@@ -131,8 +126,8 @@ def test_boxes_and_masks_round_trip_through_the_keep_ratio_resize(tmp_path):
     record = {"image_id": 1, "path": str(tmp_path / "a.png"), "height": height, "width": width,
               "annotations": [{"id": 1, "category_id": 3, "bbox": [20.0, 30.0, 130.0, 220.0],
                                "segmentation": polygon, "attribute_indices": [2]}]}
-    size = keep_ratio_size((height, width), 1024)
-    image, target = load_sample(record, lambda hw: keep_ratio_size(hw, 1024), 5)
+    size = long_side_size((height, width), 1024)
+    image, target = load_sample(record, lambda hw: long_side_size(hw, 1024), 5)
     assert tuple(image.shape[-2:]) == size == (1024, 683)
     assert abs(size[0] / size[1] - height / width) < 2 / size[1]  # aspect kept up to rounding
     back = scale_boxes(target["boxes"], size, (height, width))
@@ -145,25 +140,16 @@ def test_boxes_and_masks_round_trip_through_the_keep_ratio_resize(tmp_path):
     assert target["attributes"][0].tolist() == [0, 0, 1, 0, 0] and target["labels"].tolist() == [4]
 
 
-def test_padded_batches_keep_each_image_top_left_and_zero_padding():
-    images = [torch.rand(3, 50, 70), torch.rand(3, 64, 40)]
-    batch = pad_images(images, 32)
-    assert batch.shape == (2, 3, 64, 96)
-    assert torch.equal(batch[0, :, :50, :70], images[0]) and batch[0, :, 50:].abs().sum() == 0
-    normed = normalize_padded(batch, [(50, 70), (64, 40)])
-    assert normed[1, :, :, 40:].abs().sum() == 0 and normed[1, :, :, :40].abs().sum() > 0
-
-
 def test_keep_ratio_batches_are_deterministic_and_padded(tmp_path):
     records = []
     for index, (h, w) in enumerate([(60, 40), (40, 80), (50, 50)]):
         write_image(tmp_path / f"{index}.png", h, w)
         records.append({"image_id": index, "path": str(tmp_path / f"{index}.png"), "height": h, "width": w,
                         "annotations": []})
-    resize = KeepRatioResize(train_scale=64, ratio_range=(0.5, 1.5), test_scale=64)
+    resize = LongSideResize(train_scale=64, ratio_range=(0.5, 1.5), test_scale=64)
 
     def load(record, scale):
-        return load_sample(record, lambda hw: keep_ratio_size(hw, scale), 2)
+        return load_sample(record, lambda hw: long_side_size(hw, scale), 2)
 
     def draw():
         from saip_bench.tasks.fashionpedia import flip_target
@@ -334,7 +320,8 @@ def _ddp_rank(rank: int, port: int, out: str) -> None:
     def loss_fn(batch):
         return model.losses(batch, [target], [(64, 64)], (64, 64))
 
-    plan = parallel.plan(2, world=2, rank=rank)
+    # the task's own flag (FashionpediaTask.skips_branches -> find_unused_parameters), as Task.run sets it
+    plan = parallel.plan(2, world=2, rank=rank, unused_parameters=True)
     wrapped = parallel.wrap(model, loss_fn, "cpu", plan)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(2):
