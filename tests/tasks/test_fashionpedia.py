@@ -70,6 +70,8 @@ def run_unit(root: Path, out: Path, protocol: str, visualize: int = 0):
 def test_end_to_end_on_the_synthetic_world(synth_world, tmp_path, protocol, capsys):
     result = run_unit(synth_world / "fashionpedia", tmp_path, protocol, visualize=1)
     assert result.main_metric == "segm/AP"
+    if protocol == "finetune":  # the spec's JPEG draft, in the record (192x256 photos draft for sides <= 128)
+        assert result.extra["input_size"]["jpeg_draft"] is True
     assert {"segm/AP", "segm/iou/AP", "bbox/AP", "bbox/iou/AP"} <= set(result.scores)
     segm = json.loads(result.predictions[0].read_text())
     boxes = json.loads(result.predictions[1].read_text())

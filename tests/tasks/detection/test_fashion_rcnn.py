@@ -16,6 +16,7 @@ from torchvision.models.detection.image_list import ImageList
 from saip_bench.errors import DataFormatError, SpecError
 from saip_bench.metrics import fashionpedia as fashion_metric
 from saip_bench.specs import get_task_spec
+from saip_bench.tasks.common import load_rgb, pil_to_tensor
 from saip_bench.tasks.detection.fashion_rcnn import (
     FashionHeadParams,
     FixedStrideAnchorGenerator,
@@ -265,6 +266,72 @@ def test_a_frozen_protocol_cannot_take_the_keep_ratio_resize():
     task._protocol = "frozen"
     with pytest.raises(SpecError, match="keep_ratio"):
         task.build_head(None, spec, None)  # refused before the backbone or data are read
+
+
+# ---- JPEG draft decoding (params.jpeg_draft) ------------------------------------------------------------
+
+
+def test_the_finetune_protocol_drafts_jpegs_and_the_frozen_one_does_not():
+    assert FashionpediaTask._jpeg_draft(SPEC, "finetune") is True
+    assert FashionpediaTask._jpeg_draft(SPEC, "frozen") is False  # the tuned CPU protocol stays as it was
+    assert "jpeg_draft" not in SPEC.protocols["frozen"].params
+
+
+def test_a_bad_jpeg_draft_value_or_place_names_the_spec_and_field():
+    spec = SPEC.model_copy(deep=True)
+    spec.protocols["finetune"].params["jpeg_draft"] = "yes"
+    task = FashionpediaTask()
+    task._protocol = "finetune"
+    with pytest.raises(SpecError, match=r"fashionpedia.yaml.*finetune.*jpeg_draft.*true or false.*'yes'"):
+        task.build_head(None, spec, None)  # refused before the backbone or data are read
+    spec.protocols["frozen"].params["jpeg_draft"] = True  # the frozen cache reads one fixed size
+    with pytest.raises(SpecError, match=r"frozen.*jpeg_draft.*keep-ratio loader only"):
+        FashionpediaTask._jpeg_draft(spec, "frozen")
+
+
+def garment_photo(path: Path, height: int = 900, width: int = 600) -> dict:
+    """A JPEG photo with one garment (a polygon) and its record, as the reader gives it."""
+    pixels = np.full((height, width, 3), 60, np.uint8)
+    pixels[150:750, 100:450] = (210, 40, 90)
+    pixels[150:750, 100:450, 2] += (np.arange(350) // 2).astype(np.uint8)[None, :]
+    Image.fromarray(pixels).save(path, quality=90)
+    polygon = [[100.0, 150.0, 450.0, 150.0, 450.0, 750.0, 100.0, 750.0]]
+    return {"image_id": 1, "path": str(path), "height": height, "width": width,
+            "annotations": [{"id": 1, "category_id": 3, "bbox": [100.0, 150.0, 350.0, 600.0],
+                             "segmentation": polygon, "attribute_indices": [1]}]}
+
+
+def test_a_drafted_photo_has_the_target_size_and_the_full_decodes_targets(tmp_path):
+    """Boxes and masks come from the annotation's size in both decodes: equal exactly (tolerance 0). The
+    pixels: mean absolute difference under 2 / 255 (measured 0.1 / 255 on this photo)."""
+    record = garment_photo(tmp_path / "a.jpg")
+    for scale in (448, 300):  # reductions 2 and 2 of a 600x900 photo; 4 needs a long side <= 225
+        size = long_side_size((900, 600), scale)
+        full, full_target = load_sample(record, lambda hw, s=scale: long_side_size(hw, s), 5)
+        drafted, target = load_sample(record, lambda hw, s=scale: long_side_size(hw, s), 5, jpeg_draft=True)
+        assert tuple(drafted.shape[-2:]) == tuple(full.shape[-2:]) == size
+        assert not torch.equal(drafted, full) and (drafted - full).abs().mean() < 2 / 255
+        assert torch.equal(target["boxes"], full_target["boxes"])
+        assert torch.equal(target["masks"], full_target["masks"]) and target["masks"].shape == (1, *size)
+        back = scale_boxes(target["boxes"], size, (900, 600))
+        assert torch.allclose(back, torch.tensor([[100.0, 150.0, 450.0, 750.0]]), atol=1e-3)
+
+
+def test_without_the_draft_or_for_a_png_the_sample_is_the_full_decode(tmp_path):
+    record = garment_photo(tmp_path / "a.jpg")
+    png = dict(record, path=str(tmp_path / "a.png"))
+    Image.open(record["path"]).save(png["path"])
+    before = pil_to_tensor(load_rgb(record["path"]), long_side_size((900, 600), 448))  # the loader before
+    off, _ = load_sample(record, lambda hw: long_side_size(hw, 448), 5)
+    assert torch.equal(off, before)
+    png_on, _ = load_sample(png, lambda hw: long_side_size(hw, 448), 5, jpeg_draft=True)
+    assert torch.equal(png_on, pil_to_tensor(load_rgb(png["path"]), long_side_size((900, 600), 448)))
+
+
+def test_a_drafted_photo_whose_size_is_not_the_annotations_is_refused(tmp_path):
+    record = dict(garment_photo(tmp_path / "a.jpg"), width=700)
+    with pytest.raises(DataFormatError, match=r"a\.jpg.*700x900.*annotation.*600x900"):
+        load_sample(record, lambda hw: long_side_size(hw, 300), 5, jpeg_draft=True)
 
 
 # ---- determinism and data parallelism -------------------------------------------------------------------
