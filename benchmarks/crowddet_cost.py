@@ -47,8 +47,9 @@ def step_cost(steps: int, detectors: list[str]) -> dict[str, float]:
     from saip_bench.backbones import create_backbone
     from saip_bench.specs import get_task_spec
     from saip_bench.tasks.base import get_task
-    from saip_bench.tasks.crowdhuman import CrowdDetector, keep_ratio_resize, pad_images
+    from saip_bench.tasks.crowdhuman import CrowdDetector, keep_ratio_resize
     from saip_bench.tasks.dense.features import multi_level
+    from saip_bench.tasks.detection.resize import pad_to_canvas
 
     spec = get_task_spec("detection", "crowdhuman")
     resize = keep_ratio_resize(spec, "finetune")
@@ -74,7 +75,7 @@ def step_cost(steps: int, detectors: list[str]) -> dict[str, float]:
             images = torch.rand(2, 3, *head.size, generator=generator)
             targets = [synthetic_targets(generator, head.size) for _ in range(2)]
         else:
-            images = pad_images([torch.rand(3, *s, generator=generator) for s in sizes], padded)
+            images = pad_to_canvas([torch.rand(3, *s, generator=generator) for s in sizes], padded)
             targets = [dict(synthetic_targets(generator, s), seed=torch.tensor(i))
                        for i, s in enumerate(sizes)]
         times = []

@@ -55,8 +55,8 @@ def main() -> None:
     from saip_bench.backbones import create_backbone
     from saip_bench.specs import get_task_spec
     from saip_bench.tasks.dense.features import level_channels, multi_level
-    from saip_bench.tasks.detection.fashion_rcnn import keep_ratio_size, normalize_padded, pad_images
     from saip_bench.tasks.detection.pyramid import pyramid_levels, pyramid_strides
+    from saip_bench.tasks.detection.resize import long_side_size, normalize_padded, pad_images
     from saip_bench.tasks.fashionpedia import FashionModel, FashionpediaTask
 
     if args.threads:
@@ -68,7 +68,7 @@ def main() -> None:
     params, resize = FashionpediaTask._settings(spec, "finetune")
     assert resize is not None
     scale = args.scale or resize.train_scale
-    size = keep_ratio_size((round(1000 * args.aspect), 1000), scale)
+    size = long_side_size((round(1000 * args.aspect), 1000), scale)
     num_attributes, num_categories = 294, 46
 
     backbone = create_backbone("vit_tiny", size).to(device)

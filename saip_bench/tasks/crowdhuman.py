@@ -449,6 +449,3 @@ def draw_boxes(image: Image.Image, record: dict[str, Any], dtboxes: list[dict[st
     canvas.save(path)
 
 
-
-# benchmarks/crowddet_cost.py imports this name from here (not this module's file to change)
-pad_images = pad_to_canvas

@@ -23,12 +23,6 @@ from torchvision.ops import MultiScaleRoIAlign, box_iou
 
 from saip_bench.errors import SpecError
 
-# benchmarks/fashionpedia_step.py imports these three names from here (not this change's file); the code
-# is detection/resize.py's
-from saip_bench.tasks.detection.resize import long_side_size as keep_ratio_size  # noqa: F401
-from saip_bench.tasks.detection.resize import normalize_padded as normalize_padded
-from saip_bench.tasks.detection.resize import pad_images as pad_images
-
 # ---- settings as data -----------------------------------------------------------------------------------
 
 
