@@ -6,12 +6,9 @@ the spec's fast protocol, fitted briefly on the tiny world, gets AP > 0 on its o
 from __future__ import annotations
 
 import pytest
-import torch
 
-from saip_bench.backbones import create_backbone
 from saip_bench.data.readers import read_dataset
-from saip_bench.specs import get_task_spec
-from saip_bench.tasks.base import UnitContext, get_task
+from tests.tasks.dense.signal import fast_protocol_spec, fit_on_training_images
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +17,7 @@ def coco(synth_world):
 
 
 def test_fast_protocol_fits_its_own_training_images(coco, tmp_path):
-    spec = get_task_spec("pose", "coco").model_copy(deep=True)
-    protocol = spec.default_protocol
-    assert spec.protocols[protocol].params["sigma"] >= 2.0  # sigma 1 at 32x24 heatmaps learned nothing
-    spec.splits = {"train": "train", "eval": "train"}  # score the images the head was fitted on
-    torch.manual_seed(0)
-    size = tuple(spec.protocols[protocol].params["input_size"])
-    ctx = UnitContext(spec=spec, protocol=protocol, backbone=create_backbone("vit_tiny", size), data=coco,
-                      out_dir=tmp_path, cache_dir=tmp_path / "cache", show_progress=False, amp=False,
-                      bootstrap_resamples=0)
-    result = get_task("pose").run(ctx)
+    spec = fast_protocol_spec("pose", "coco")
+    assert spec.protocols[spec.default_protocol].params["sigma"] >= 2.0  # sigma 1 at 32x24 learned nothing
+    result = fit_on_training_images("pose", spec, coco, tmp_path)
     assert result.scores["AP50"] > 0.0 and result.main_score > 0.0

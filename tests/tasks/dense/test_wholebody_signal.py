@@ -10,11 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from saip_bench.backbones import create_backbone
 from saip_bench.data.readers import read_dataset
-from saip_bench.specs import get_task_spec
-from saip_bench.tasks.base import UnitContext, get_task
 from saip_bench.tasks.dense.heatmap_head import DeconvHeatmapHead
+from tests.tasks.dense.signal import fast_protocol_spec, fit_on_training_images
 
 
 @pytest.fixture(scope="module")
@@ -23,16 +21,9 @@ def coco_wholebody(synth_world):
 
 
 def test_fast_protocol_fits_its_own_training_images(coco_wholebody, tmp_path):
-    spec = get_task_spec("wholebody", "coco_wholebody").model_copy(deep=True)
-    protocol = spec.default_protocol
+    spec = fast_protocol_spec("wholebody", "coco_wholebody")
     assert spec.metric.main == "wholebody/AP"  # the headline stays the 133-point AP, not body AP
-    spec.splits = {"train": "train", "eval": "train"}  # score the images the head was fitted on
-    torch.manual_seed(0)
-    size = tuple(spec.protocols[protocol].params["input_size"])
-    ctx = UnitContext(spec=spec, protocol=protocol, backbone=create_backbone("vit_tiny", size),
-                      data=coco_wholebody, out_dir=tmp_path, cache_dir=tmp_path / "cache",
-                      show_progress=False, amp=False, bootstrap_resamples=0)
-    result = get_task("wholebody").run(ctx)
+    result = fit_on_training_images("wholebody", spec, coco_wholebody, tmp_path)
     assert result.main_metric == "wholebody/AP" and result.main_score > 0.0
 
 
