@@ -70,8 +70,8 @@ class DataParallel(Ranks):
     per_rank_batch: int
     accumulation: int
     spec_batch: int
-    # whether a trainable parameter of the unit may get no gradient in a step (``Task.unused_parameters``):
-    # DDP then searches the graph for them each step (``wrap``)
+    # whether a trainable parameter of the unit may get no gradient in a step
+    # (``Task.leaves_parameters_unused``): DDP then searches the graph for them each step (``wrap``)
     unused_parameters: bool = False
 
     @property
@@ -250,8 +250,8 @@ def wrap(model: nn.Module, loss_fn: Callable[[Any], torch.Tensor], device: torch
         nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place below the root (no root is a BN)
     # device_ids=None: DDP leaves the batch where the task put it (some keep indices on the host to index
     # label tables there). find_unused_parameters only for a task whose parameters may get no gradient
-    # (``Task.unused_parameters``): without it such a parameter stalls the reducer; with it where none is
-    # unused, DDP walks the graph every step for nothing (and torch warns)
+    # (``Task.leaves_parameters_unused``): without it such a parameter stalls the reducer; with it where
+    # none is unused, DDP walks the graph every step for nothing (and torch warns)
     return nn.parallel.DistributedDataParallel(LossForward(model, loss_fn), device_ids=None,
                                                find_unused_parameters=dp.unused_parameters)
 
