@@ -50,6 +50,7 @@ from saip_bench.tasks.dense.features import (
     resolve_levels,
 )
 from saip_bench.tasks.dense.heatmap_head import DeconvHeatmapHead, keypoint_mse
+from saip_bench.tasks.dense.heatmap_targets import render_heatmaps, unit_float
 from saip_bench.tasks.dense.topdown import (
     PoseMeta,
     TopDownPipeline,
@@ -106,6 +107,9 @@ class TopDownPoseTask(Task):
     layout: ClassVar[str]
     shards_predict: ClassVar[bool] = True  # instances decoded in shards and gathered (predict)
     selections: ClassVar[tuple[str, ...]] = ("final", "best_test")  # predict + score is one val pass
+    # fine-tune targets rendered on the device from keypoints (heatmap_targets); False: mmpose's
+    # GenerateTarget in the loader workers, the reference the tests compare the renderer's path with
+    device_targets: ClassVar[bool] = True
 
     # -- hooks ------------------------------------------------------------------------------------
     @abstractmethod
@@ -197,8 +201,11 @@ class TopDownPoseTask(Task):
             model: nn.Module = head
             groups = schedule_param_groups(None, head, schedule)
         else:
-            pipeline = TopDownPipeline(head.meta, size, settings["codec"], train=True,
-                                       augment=settings["train_augment"])
+            codec = settings["codec"]
+            on_device = self.device_targets
+            pipeline = TopDownPipeline(head.meta, size, codec, train=True, augment=settings["train_augment"],
+                                       compact=on_device)
+            fields = ("image", "points", "visible") if on_device else ("image", "heatmaps", "weights")
 
             def crop(key: tuple[int, int]) -> dict[str, torch.Tensor]:
                 i, epoch = key
@@ -206,7 +213,7 @@ class TopDownPoseTask(Task):
                                 seed=ctx.seed * 1_000_003 + epoch * 100_003 + i)
 
             def stack(crops: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
-                return tuple(torch.stack([c[k] for c in crops]) for k in ("image", "heatmaps", "weights"))
+                return tuple(torch.stack([c[k] for c in crops]) for k in fields)
 
             def epoch_keys(epoch: int):
                 return ([(int(i), epoch) for i in index] for index in order_batches())
@@ -214,7 +221,12 @@ class TopDownPoseTask(Task):
             batches = epoch_batches(crop, epoch_keys, steps_per_epoch, stack, ctx.num_workers, ctx.device)
 
             def loss_fn(batch) -> torch.Tensor:
-                images, target, weights = batch
+                images, *labels = batch
+                if on_device:  # uint8 crops and keypoints -> the float images and targets of the old path
+                    images = unit_float(images)
+                    target, weights = render_heatmaps(labels[0], labels[1], codec)
+                else:
+                    target, weights = labels
                 heatmaps = head.head(head.feature(ctx.backbone, images), heatmap_hw)
                 return keypoint_mse(heatmaps, target, weights)
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from saip_bench.errors import DataFormatError, UserError
+from saip_bench.tasks.dense.heatmap_targets import to_heatmap_coordinates
 
 # mmpose dataset meta files (``mmpose/.mim/configs/_base_/datasets/<name>.py``) by keypoint layout.
 METAINFO_FILES = {"coco": "coco.py", "coco_wholebody": "coco_wholebody.py"}
@@ -140,10 +141,17 @@ def detected_instances(
 
 class TopDownPipeline:
     """mmpose transforms on one instance: box -> centre/scale (padding 1.25) -> [flip, half body,
-    random scale/rotation/shift] -> affine crop (UDP or not) -> [heatmap target]."""
+    random scale/rotation/shift] -> affine crop (UDP or not) -> [heatmap target].
+
+    ``compact`` (training only): no heatmaps; the sample carries the crop as uint8 (3, H, W), the
+    keypoints in the codec's heatmap coordinates (``points``, (K, 2) float32) and their visibility
+    (``visible``, (K,)), for ``heatmap_targets.render_heatmaps`` on the device. Why: the float image and
+    K x h x w float heatmaps were most of what a fine-tune step waited for (about 1.1 GB per whole-body
+    batch of 512 through the loader); the compact sample is ~150 KB and skips mmpose's per-keypoint loop.
+    The transforms and their random draws are the same, so a seed gives the same crops either way."""
 
     def __init__(self, meta: PoseMeta, input_hw: tuple[int, int], codec: dict[str, Any], train: bool,
-                 augment: bool) -> None:
+                 augment: bool, compact: bool = False) -> None:
         from mmpose.datasets.transforms import (
             GenerateTarget,
             GetBBoxCenterScale,
@@ -153,14 +161,18 @@ class TopDownPipeline:
             TopdownAffine,
         )
 
+        if compact and not train:
+            raise ValueError("compact samples carry training keypoints; prediction crops have none")
         self.meta = meta
         self.train = train
+        self.compact = compact
+        self.codec = dict(codec)
         use_udp = codec["type"] == "UDPHeatmap"
         steps: list[Any] = [GetBBoxCenterScale(padding=1.25)]
         if augment:
             steps += [RandomFlip(direction="horizontal"), RandomHalfBody(), RandomBBoxTransform()]
         steps.append(TopdownAffine(input_size=(input_hw[1], input_hw[0]), use_udp=use_udp))
-        if train:
+        if train and not compact:
             steps.append(GenerateTarget(encoder=dict(codec)))
         self.steps = steps
 
@@ -188,12 +200,17 @@ class TopDownPipeline:
         finally:
             if state is not None:
                 np.random.set_state(state)
+        image = torch.from_numpy(np.ascontiguousarray(results["img"])).permute(2, 0, 1)
         out = {
-            "image": torch.from_numpy(np.ascontiguousarray(results["img"])).permute(2, 0, 1).float() / 255.0,
+            "image": image if self.compact else image.float() / 255.0,
             "center": np.asarray(results["input_center"], dtype=np.float64),
             "scale": np.asarray(results["input_scale"], dtype=np.float64),
         }
-        if self.train:
+        if self.compact:
+            points = to_heatmap_coordinates(results["transformed_keypoints"][0], self.codec)
+            out["points"] = torch.from_numpy(np.ascontiguousarray(points))
+            out["visible"] = torch.from_numpy(np.asarray(results["keypoints_visible"][0], dtype=np.float32))
+        elif self.train:
             out["heatmaps"] = torch.from_numpy(np.asarray(results["heatmaps"], dtype=np.float32))
             out["weights"] = torch.from_numpy(np.asarray(results["keypoint_weights"], dtype=np.float32)[0])
         return out
