@@ -113,4 +113,4 @@ def unit_float(images: torch.Tensor) -> torch.Tensor:
 
     Why a 0-dim tensor divisor on the images' device: CUDA divides by a CPU scalar as a multiplication
     by its reciprocal, which can be one ulp off the true quotient the CPU pipeline computed."""
-    return images.float() / torch.tensor(255.0, device=images.device)
+    return images.float().div_(torch.tensor(255.0, device=images.device))
