@@ -6,6 +6,10 @@ and trains the head only. Prediction crops each person box (GT boxes by default,
 file: ``box_source``), averages the heatmaps of the crop and its mirror (flip test), decodes with the
 codec, rescores (box score x mean confident keypoint score) and applies OKS-NMS per image as mmpose's
 ``CocoMetric`` does, then writes the official results JSON that ``saip-bench metric`` re-scores.
+
+Fine-tune batches carry uint8 crops and keypoints in heatmap coordinates; the float images and the heatmap
+targets are made on the device (``heatmap_targets``), equal to mmpose's encoders: the loader then moves
+~150 KB a sample instead of 0.8 MB (COCO) or 2.2 MB (whole body) (benchmarks/pose_loader.py).
 """
 
 from __future__ import annotations
