@@ -10,7 +10,8 @@ mismatch: a module on the ``meta`` device fed a CPU tensor trips it exactly as C
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import functools
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -102,6 +103,37 @@ def to_device(value: Any, device: torch.device | str) -> Any:
     if isinstance(value, dict):
         return {key: to_device(item, device) for key, item in value.items()}
     return value
+
+
+def host_to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A host tensor built during a step (labels gathered by index, drawn masks) on ``device`` without
+    stopping the host: pinned first on a GPU, so the copy is queued behind the device's work. Why: a plain
+    ``.to(device)`` of pageable memory waits until the device has drained its queue, once per copy. The
+    same values; on the host nothing moves."""
+    device = torch.device(device)
+    if device.type == "cuda" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
+@functools.lru_cache(maxsize=64)
+def constant(values: tuple, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``torch.tensor(values)`` on ``device``, built once per (values, device, dtype) and shared: read it,
+    never write it. Why: a constant built from Python numbers in every step was a blocking copy per step
+    on a GPU (normalisation statistics, colour matrices)."""
+    with torch.inference_mode(False), torch.no_grad():  # a plain tensor even if first asked in inference
+        return torch.tensor(values, dtype=dtype, device=device)
+
+
+def packed_to_device(tensors: Sequence[torch.Tensor], device: torch.device | str) -> list[torch.Tensor]:
+    """Small host tensors of one dtype on ``device`` in one queued copy (``host_to_device`` of their
+    concatenation, split again there): one copy call per step instead of one per tensor."""
+    if len({tensor.dtype for tensor in tensors}) != 1:
+        dtypes = sorted({str(tensor.dtype) for tensor in tensors})
+        raise ValueError(f"packed_to_device: one dtype expected, got {dtypes}")
+    flat = torch.cat([tensor.reshape(-1) for tensor in tensors])
+    parts = host_to_device(flat, device).split([tensor.numel() for tensor in tensors])
+    return [part.view(tensor.shape) for part, tensor in zip(parts, tensors, strict=True)]
 
 
 def speed_settings(device: torch.device | str, compiled: bool = False) -> dict[str, bool]:

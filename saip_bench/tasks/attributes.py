@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
+from saip_bench.devices import host_to_device
 from saip_bench.errors import DataFormatError, UserError
 from saip_bench.metrics.attributes import THRESHOLD, evaluate_attributes_file
 from saip_bench.specs import TaskSpec
@@ -137,6 +138,7 @@ class AttributesTask(SinglePersonTask):
         backbone = ctx.backbone.to(device)
         head.to(device).train()
         ratio_d = ratio.to(device)
+        targets_on_device = targets.to(device)  # indexed there by each batch's indices (no per-step copy)
         frozen = common.is_frozen(protocol.kind)
         common.set_backbone_trainable(backbone, not frozen)
         batch_size = min(schedule.batch_size, len(records))
@@ -158,6 +160,10 @@ class AttributesTask(SinglePersonTask):
                 order[i : i + batch_size].tolist() for i in range(0, steps_per_epoch * batch_size, batch_size)
             ]
 
+        def batch_bce(features: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            """The loss of the cached features and targets at ``index`` (on the device)."""
+            return weighted_bce(head(features[index]), targets_on_device[index], ratio_d)
+
         if frozen:
             features = common.frozen_features(
                 ctx, records, size, f"{pool}pool", lambda x: {"pooled": pooled(backbone, x, pool)},
@@ -166,7 +172,7 @@ class AttributesTask(SinglePersonTask):
             history = common.fit_loop(
                 head,
                 shuffled,
-                lambda idx: weighted_bce(head(features[idx]), targets[idx].to(device), ratio_d),
+                lambda idx: batch_bce(features, host_to_device(torch.tensor(idx), device)),
                 schedule,
                 common.build_optimizer(common.schedule_param_groups(None, head, schedule), schedule),
                 steps_per_epoch,
@@ -188,9 +194,9 @@ class AttributesTask(SinglePersonTask):
             )
 
             def step(batch: Any) -> torch.Tensor:
-                images, index = batch
-                logits = head(pooled(backbone, common.normalize(images.to(device)), pool))
-                return weighted_bce(logits, targets[index].to(device), ratio_d)
+                images, index = batch  # pinned by the loader on a GPU: both copies are queued
+                logits = head(pooled(backbone, common.normalize(images.to(device, non_blocking=True)), pool))
+                return weighted_bce(logits, targets_on_device[index.to(device, non_blocking=True)], ratio_d)
 
             history = common.finetune(
                 backbone, head, batches, step, schedule, steps_per_epoch, ctx.amp, device,

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from saip_bench.backbones import Backbone
-from saip_bench.devices import fused_optimizer_ok, to_device
+from saip_bench.devices import constant, fused_optimizer_ok, to_device
 from saip_bench.errors import DataFormatError, SpecError, UserError
 from saip_bench.logsinks import RunLog
 from saip_bench.specs import ParamGroups, Protocol, Schedule, stable_hash
@@ -55,11 +55,13 @@ def load_rgb(path: str | Path) -> Image.Image:
         raise DataFormatError(path, "a readable image", f"{type(exc).__name__}: {exc}") from exc
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) floats in [0, 1] -> ImageNet-normalised."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    return (images - mean) / std
+def normalize(images: torch.Tensor, stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+              ) -> torch.Tensor:
+    """(B, 3, H, W) floats in [0, 1] -> normalised with ``stats`` (mean, std; default ImageNet's). The
+    statistics are device constants (``devices.constant``): no copy per call."""
+    mean, std = stats or (IMAGENET_MEAN, IMAGENET_STD)
+    return (images - constant(tuple(mean), images.device).view(1, -1, 1, 1)) / constant(
+        tuple(std), images.device).view(1, -1, 1, 1)
 
 
 def pil_to_tensor(

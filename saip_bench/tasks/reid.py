@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
+from saip_bench.devices import host_to_device
 from saip_bench.errors import UserError
 from saip_bench.metrics.reid import evaluate_reid_file
 from saip_bench.specs import TaskSpec
@@ -66,12 +67,11 @@ def triplet_loss(features: torch.Tensor, labels: torch.Tensor, margin: float | N
     hardest_pos = dist.masked_fill(~same, float("-inf")).amax(1)
     hardest_neg = dist.masked_fill(same, float("inf")).amin(1)
     valid = torch.isfinite(hardest_neg) & torch.isfinite(hardest_pos)
-    if not bool(valid.any()):
-        return features.sum() * 0.0
-    gap = hardest_pos[valid] - hardest_neg[valid]
-    if margin is None:
-        return F.softplus(gap).mean()
-    return F.relu(gap + margin).mean()
+    # the mean over valid anchors as a masked sum, not ``gap[valid].mean()`` behind ``if valid.any()``:
+    # the same numbers without a host read and a mask index (each stops a GPU's host every step)
+    gap = torch.where(valid, hardest_pos - hardest_neg, 0.0)
+    terms = F.softplus(gap) if margin is None else F.relu(gap + margin)
+    return (terms * valid).sum() / valid.sum().clamp(min=1)
 
 
 def collapsed_loss(num_classes: int, margin: float | None) -> float:
@@ -223,10 +223,11 @@ class ReidTask(SinglePersonTask):
         labels_np, _ = relabel([r["pid"] for r in all_records])
         label_of = {r["path"]: int(label) for r, label in zip(all_records, labels_np, strict=True)}
         labels = torch.tensor([label_of[r["path"]] for r in records])
+        device = torch.device(ctx.device)
+        labels_on_device = labels.to(device)  # indexed there by each batch's indices (no per-step copy)
         instances = int(params.get("instances_per_id", DEFAULT_INSTANCES))
         margin = params.get("triplet_margin")
         size = input_size(ctx.spec, params)
-        device = torch.device(ctx.device)
         backbone = ctx.backbone.to(device)
         head.to(device)
         frozen = common.is_frozen(protocol.kind)
@@ -242,6 +243,12 @@ class ReidTask(SinglePersonTask):
             return pk_batches(labels.numpy(), schedule.batch_size, instances, ctx.seed * 1000 + epoch)
 
         steps_per_epoch = max(1, len(epoch_batches(0)))
+
+        def gathered(features: torch.Tensor, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+            """The batch's cached features and labels, gathered on the device by one queued index copy."""
+            index = host_to_device(torch.tensor(idx), device)
+            return features[index], labels_on_device[index]
+
         if frozen:
             features = common.frozen_features(
                 ctx, records, size, "cls", lambda x: {"cls": backbone.forward_features(x)["cls"]},
@@ -252,7 +259,7 @@ class ReidTask(SinglePersonTask):
             history = common.fit_loop(
                 head,
                 epoch_batches,
-                lambda idx: losses(features[idx], labels[idx].to(device)),
+                lambda idx: losses(*gathered(features, idx)),
                 schedule,
                 common.build_optimizer(groups, schedule),
                 steps_per_epoch,
@@ -274,9 +281,9 @@ class ReidTask(SinglePersonTask):
             )
 
             def step(batch: Any) -> torch.Tensor:
-                images, index = batch
-                cls = backbone.forward_features(common.normalize(images.to(device)))["cls"]
-                return losses(cls, labels[index].to(device))
+                images, index = batch  # pinned by the loader on a GPU: both copies are queued
+                cls = backbone.forward_features(common.normalize(images.to(device, non_blocking=True)))["cls"]
+                return losses(cls, labels_on_device[index.to(device, non_blocking=True)])
 
             history = common.finetune(
                 backbone, head, batches, step, schedule, steps_per_epoch, ctx.amp, device,

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
+from saip_bench.devices import packed_to_device
 from saip_bench.errors import UserError
 from saip_bench.metrics.retrieval import evaluate_retrieval_file
 from saip_bench.specs import TaskSpec
@@ -37,7 +38,14 @@ from saip_bench.tasks import common
 from saip_bench.tasks.base import TASKS, UnitContext
 from saip_bench.tasks.reid import SinglePersonTask, input_size, ranking_strip, relabel
 from saip_bench.tasks.text import TextSide, WordTokenizer, build_text_side
-from saip_bench.tasks.text.mlm import IGNORE, CrossModalMLM, MaskingRule, mask_tokens, mlm_loss
+from saip_bench.tasks.text.mlm import (
+    IGNORE,
+    CrossModalMLM,
+    MaskingRule,
+    mask_tokens,
+    mlm_loss,
+    target_positions,
+)
 
 SDM_EPSILON = 1e-8
 
@@ -99,14 +107,19 @@ class RetrievalHead(nn.Module):
         return self.text_proj(self.text_encoder(ids))
 
     def mlm_term(
-        self, masked_ids: torch.Tensor, labels: torch.Tensor, image_tokens: torch.Tensor
+        self, masked_ids: torch.Tensor, labels: torch.Tensor | None, image_tokens: torch.Tensor,
+        targets: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """IRRA's MLM term: masked captions' tokens over their images' projected tokens, predicted at the
-        targets (labels not ``IGNORE``)."""
+        targets (labels not ``IGNORE``); ``targets`` = ``target_positions(labels)`` computed on the host
+        (then ``labels`` may be None): the same loss without a mask index on the device."""
         assert self.mlm is not None
         _, text_tokens = self.text_encoder.forward_tokens(masked_ids)
-        targets = labels != IGNORE
-        return mlm_loss(self.mlm(self.text_proj(text_tokens), image_tokens, targets), labels[targets])
+        if targets is None:
+            assert labels is not None
+            select = labels != IGNORE
+            targets = select, labels[select]
+        return mlm_loss(self.mlm(self.text_proj(text_tokens), image_tokens, targets[0]), targets[1])
 
 
 def sdm_loss(
@@ -156,9 +169,7 @@ def image_stats(params: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float,
 
 def normalize(images: torch.Tensor, stats: tuple[tuple[float, ...], tuple[float, ...]]) -> torch.Tensor:
     """(B, 3, H, W) floats in [0, 1] -> normalised with ``stats`` (mean, std)."""
-    mean = torch.tensor(stats[0], device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(stats[1], device=images.device).view(1, 3, 1, 1)
-    return (images - mean) / std
+    return common.normalize(images, stats)
 
 
 def retrieval_augmentation(
@@ -236,15 +247,18 @@ class RetrievalTask(SinglePersonTask):
         def losses(
             image_feats: torch.Tensor, index: torch.Tensor, image_tokens: torch.Tensor | None = None
         ) -> torch.Tensor:
-            """SDM + ID (+ MLM): IRRA's sum, each term with its weight."""
+            """SDM + ID (+ MLM): IRRA's sum, each term with its weight. What is gathered or drawn on the
+            host (token ids, labels, MLM masks and target positions) reaches the device in one queued copy
+            per group (``packed_to_device``), so no step waits for the device to drain."""
             ids = pair_tokens[index]
-            text_feats = head.encode_text(ids.to(device))
-            labels = pair_labels[index].to(device)
+            ids_on_device, labels = packed_to_device([ids, pair_labels[index]], device)
+            text_feats = head.encode_text(ids_on_device)
             loss = sdm_loss(image_feats, text_feats, labels, head.logit_scale)
             loss = loss + id_weight * id_loss(head, image_feats, text_feats, labels)
             if head.mlm is not None and image_tokens is not None:
                 masked, targets = mask_tokens(ids, head.mask_id, head.masking)  # torch's global generator
-                mlm = head.mlm_term(masked.to(device), targets.to(device), image_tokens)
+                masked, positions, target_ids = packed_to_device([masked, *target_positions(targets)], device)
+                mlm = head.mlm_term(masked, None, image_tokens, targets=(positions, target_ids))
                 loss = loss + head.mlm_weight * mlm
             return loss
 
@@ -261,7 +275,8 @@ class RetrievalTask(SinglePersonTask):
             history = common.fit_loop(
                 head,
                 shuffled,
-                lambda index: losses(head.encode_image(features[pair_image[index]]), index),
+                lambda index: losses(
+                    head.encode_image(features[packed_to_device([pair_image[index]], device)[0]]), index),
                 schedule,
                 common.build_optimizer(common.schedule_param_groups(None, head, schedule), schedule),
                 steps_per_epoch,
@@ -283,7 +298,8 @@ class RetrievalTask(SinglePersonTask):
 
             def step(batch: Any) -> torch.Tensor:
                 images, index = batch
-                out = backbone.forward_features(normalize(images.to(device), stats))
+                # pinned by the loader on a GPU: the copy is queued
+                out = backbone.forward_features(normalize(images.to(device, non_blocking=True), stats))
                 if head.mlm is None:
                     return losses(head.encode_image(out["cls"]), index)
                 # IRRA projects every image token; the CLS one is the embedding, all feed the MLM
