@@ -58,7 +58,7 @@ from saip_bench.tasks.dense.features import (
     resolve_levels,
 )
 from saip_bench.tasks.dense.features import level_channels as probe_channels
-from saip_bench.tasks.dense.parsing_losses import ce2p_loss
+from saip_bench.tasks.dense.parsing_losses import ce2p_loss, lovasz_plan
 from saip_bench.tasks.dense.seg_head import SegmentationHead, flip_labels, flip_logits
 from saip_bench.tasks.dense.vis import save_part_map
 from saip_bench.utils import atomic_open, autocast
@@ -338,8 +338,15 @@ class SegmentationTask(Task):
                     image, target = image.flip(-1), flip_labels(target[None], head.flip_pairs)[0]
                 return image, target
 
-            def stack(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-                return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+            lovasz_classes = len(head.class_names) if isinstance(head.head, CE2PHead) else None
+
+            def stack(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[Any, ...]:
+                """(images, labels), plus for the CE2P loss its Lovász plan (kept pixels, present classes),
+                taken from the labels here on the host: on the device it would be a read every step."""
+                images, target = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+                if lovasz_classes is None:
+                    return images, target
+                return images, target, lovasz_plan(target, lovasz_classes, IGNORE_INDEX)
 
             def epoch_keys(epoch: int):  # the same draws, in the same order, as one process would make
                 order = torch.randperm(len(records), generator=generator)
@@ -361,10 +368,11 @@ class SegmentationTask(Task):
                                 "ce_weight, edge_weight)")
 
             def loss_fn(batch) -> torch.Tensor:
-                images, target = batch
+                images, target, *plan = batch
                 out = head.outputs(ctx.backbone, images)
                 if isinstance(out, CE2POutput):
-                    return ce2p_loss([out.parsing, out.fused], out.edge, target, **losses)
+                    return ce2p_loss([out.parsing, out.fused], out.edge, target, **losses,
+                                     ignore_index=IGNORE_INDEX, plan=plan[0] if plan else None)
                 return self._loss(out, target)
 
             model = nn.ModuleDict({"backbone": ctx.backbone, "head": head})
