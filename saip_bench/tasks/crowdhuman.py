@@ -215,13 +215,14 @@ def keep_ratio_resize(spec: TaskSpec, protocol: str | None) -> ShortSideResize:
 def load_keep_ratio(record: dict[str, Any],
                     resize: ShortSideResize) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Image resized with its aspect kept (not padded) and its targets there, plus ``image_size`` (h, w)
-    and ``sample_seed`` (a stable number of the image ID, for the detector's seeded sampling)."""
+    and ``sample_seed`` (a stable number of the image ID, for the detector's seeded sampling; a Python
+    int, so it stays on the host when the batch moves: the sampler seeds host generators with it)."""
     image = load_rgb(record["path"])
     original = (image.height, image.width)
     size = resize.resized_hw(original)
     target = sample_target(record, original, size)
     target["image_size"] = torch.tensor(size)
-    target["sample_seed"] = torch.tensor(zlib.crc32(str(record["id"]).encode()) % 2**31)
+    target["sample_seed"] = zlib.crc32(str(record["id"]).encode()) % 2**31
     return pil_to_tensor(image, size), target
 
 
@@ -338,7 +339,7 @@ class CrowdHumanTask(DetectionTask):
             sizes = [resize.resized_hw(record_hw(r)) for r in records]
             canvas = resize.padded_hw(sizes)
             targets = [dict(sample_target(r, record_hw(r), size), image_size=torch.tensor(size),
-                            sample_seed=torch.tensor(zlib.crc32(str(r["id"]).encode()) % 2**31))
+                            sample_seed=zlib.crc32(str(r["id"]).encode()) % 2**31)
                        for r, size in zip(records, sizes, strict=True)]
             maps = cached_level_maps(ctx, canvas, head.levels, records, "detection",
                                      load=lambda r: pad_to_canvas([load_keep_ratio(r, resize)[0]], canvas)[0],

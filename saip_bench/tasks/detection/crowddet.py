@@ -102,7 +102,7 @@ class IgnoreAwareRPN(RegionProposalNetwork):
             ignore = target.get("ignore")
             if ignore is not None and ignore.numel():
                 inside = region_ioa(anchors_per_image, ignore).max(dim=1).values > self.ignore_ioa
-                label[(label == 0) & inside] = -1.0
+                label.masked_fill_((label == 0) & inside, -1.0)  # not a mask index: no host sync
         return labels, matched
 
 
@@ -120,8 +120,9 @@ def emd_loss(class_logits: torch.Tensor, box_deltas: torch.Tensor, labels: torch
     foreground = (labels > 0).to(box_deltas.dtype)
     costs = []
     for order in itertools.permutations(range(k)):
-        logits = class_logits[:, list(order)]
-        deltas = box_deltas[:, list(order)]
+        # slots picked one by one: a list index would be copied to the device (and waited for) each time
+        logits = torch.stack([class_logits[:, slot] for slot in order], dim=1)
+        deltas = torch.stack([box_deltas[:, slot] for slot in order], dim=1)
         classification = F.cross_entropy(logits.reshape(-1, classes), labels.reshape(-1),
                                          reduction="none").view(n, k)
         regression = F.smooth_l1_loss(deltas, box_targets, beta=beta, reduction="none").sum(-1) * foreground
@@ -284,7 +285,8 @@ class CrowdDet(nn.Module):
     def losses(self, maps: list[torch.Tensor], targets: Targets, image_sizes: list[tuple[int, int]],
                padded_hw: tuple[int, int]) -> torch.Tensor:
         """RPN (objectness BCE + smooth-L1, torchvision's) + the EMD loss of every head output."""
-        targets = [{k: v.to(maps[0].device) for k, v in t.items()} for t in targets]
+        targets = [{k: v.to(maps[0].device) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
+                   for t in targets]
         seeded = all("seed" in t for t in targets)
         self.rpn.fg_bg_sampler.seeds = [int(t["seed"]) for t in targets] if seeded else None
         features, proposals, rpn_losses = self._proposals(maps, image_sizes, padded_hw, targets)

@@ -21,6 +21,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import MultiScaleRoIAlign, box_iou
 
+from saip_bench.devices import host_to_device
 from saip_bench.errors import SpecError
 
 # ---- settings as data -----------------------------------------------------------------------------------
@@ -216,17 +217,20 @@ class KnowledgeAttributeHead(nn.Module):
         if count == 0:
             return self.weight.new_zeros((0, self.num_attributes))
         rois = self.pool(features, boxes, sizes)  # (N, C, 7, 7)
-        whole = [b.new_tensor([[0.0, 0.0, w, h]]) for b, (h, w) in zip(boxes, sizes, strict=True)]
+        # the host-side numbers (image sizes, box counts) reach the device without a blocking copy or a
+        # data-dependent repeat: one queued copy per table, and the image index of each box built there
+        corners = torch.tensor([[0.0, 0.0, w, h] for h, w in sizes], dtype=boxes[0].dtype)
+        whole = list(host_to_device(corners, boxes[0].device).split(1))
         context = self.context_in(self.pool(features, whole, sizes))  # (images, C - half, 7, 7)
-        per_image = torch.repeat_interleave(torch.arange(len(boxes), device=rois.device),
-                                            torch.tensor([len(b) for b in boxes], device=rois.device))
+        per_image = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=rois.device)
+                               for i, b in enumerate(boxes)])
         half = rois.shape[1] // 2
         local = self.local(rois[:, :half])
         related = self.context(rois[:, half:].flatten(2).transpose(1, 2),
                                context[per_image].flatten(2).transpose(1, 2))  # (N, 49, C - half)
         tokens = torch.cat([local.flatten(2).transpose(1, 2), related], dim=2)
         visual = self.visual(tokens) + self.position
-        scale = torch.tensor([[w, h, w, h] for h, w in sizes], dtype=rois.dtype, device=rois.device)
+        scale = host_to_device(torch.tensor([[w, h, w, h] for h, w in sizes], dtype=rois.dtype), rois.device)
         geometry = self.geometry(torch.cat(boxes) / scale[per_image]).unsqueeze(1)
         prior = self.knowledge[labels]  # (N, A)
         category = (self.category(prior) + self.label(labels)).unsqueeze(1)
