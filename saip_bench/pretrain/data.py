@@ -321,14 +321,19 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return batch
 
 
+HOST_KEYS = ("sample_seed", "label", "keypoints")  # per-sample metadata the methods read on the host
+
+
 def images_to_float(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """uint8 images -> float [0, 1] on ``device`` (done in the main process, not the workers).
 
-    ``sample_seed`` stays on the host: views draw their random parameters there, and reading seeds back
-    from a GPU would stall every micro-step."""
+    ``HOST_KEYS`` stay on the host: views draw their random parameters from ``sample_seed`` there, HAP
+    builds its body-part masks from the keypoints there and the supervised method checks its labels
+    there (moving what the model needs itself); reading any of them back from a GPU would stall every
+    micro-step."""
     out = {}
     for key, value in batch.items():
-        if key == "sample_seed":
+        if key in HOST_KEYS:
             out[key] = value
             continue
         value = value.to(device, non_blocking=True)

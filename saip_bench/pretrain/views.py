@@ -24,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from saip_bench.devices import constant, host_to_device
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -80,12 +82,12 @@ def crop_resize(
     One ``affine_grid`` + ``grid_sample`` call for the whole batch; ``flip`` (B,) mirrors horizontally.
     """
     batch, _, height, width = images.shape
-    boxes = boxes.to(images.device, torch.float32)
+    boxes = host_to_device(boxes.to(torch.float32), images.device)  # queued: no wait for the device
     top, left, box_h, box_w = boxes.unbind(1)
     theta = torch.zeros(batch, 2, 3, device=images.device)
     sign = torch.ones(batch, device=images.device)
     if flip is not None:
-        sign = torch.where(flip.to(images.device), -1.0, 1.0)
+        sign = torch.where(host_to_device(flip, images.device), -1.0, 1.0)
     theta[:, 0, 0] = box_w / width * sign
     theta[:, 0, 2] = (2 * left + box_w) / width - 1
     theta[:, 1, 1] = box_h / height
@@ -135,7 +137,7 @@ def scaled_size(
 
 # ------------------------------------------------------------------------------------------------ colour
 def _gray(images: torch.Tensor) -> torch.Tensor:
-    weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    weights = constant(_GRAY, images.device, images.dtype).view(1, 3, 1, 1)
     return (images * weights).sum(1, keepdim=True)
 
 
@@ -143,14 +145,16 @@ def _per_sample(values: Sequence[float], images: torch.Tensor) -> torch.Tensor:
     return torch.tensor(values, dtype=images.dtype, device=images.device).view(-1, 1, 1, 1)
 
 
-_TO_YIQ = [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]]
-_FROM_YIQ = torch.linalg.inv(torch.tensor(_TO_YIQ, dtype=torch.float32)).tolist()
+_GRAY = (0.299, 0.587, 0.114)
+_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+_FROM_YIQ = tuple(map(tuple, torch.linalg.inv(torch.tensor(_TO_YIQ, dtype=torch.float32)).tolist()))
 
 
 def _hue_rotate(images: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
     """Rotate chroma in YIQ space by ``2 pi hue`` (hue in [-0.5, 0.5])."""
-    to_yiq = images.new_tensor(_TO_YIQ)
-    from_yiq = images.new_tensor(_FROM_YIQ)  # inverted once on the host: a GPU inverse checks (syncs)
+    # device constants (no copy per call); inverted once on the host: a GPU inverse checks (syncs)
+    to_yiq = constant(_TO_YIQ, images.device, images.dtype)
+    from_yiq = constant(_FROM_YIQ, images.device, images.dtype)
     yiq = torch.einsum("ij,bjhw->bihw", to_yiq, images)
     angle = (hue.view(-1) * 2 * math.pi).view(-1, 1, 1)
     cos, sin = torch.cos(angle), torch.sin(angle)
@@ -204,7 +208,7 @@ class ColorAugment:
         x = images
         columns = ("jitter", "b", "c", "s", "h", "gray", "solar")
         host = torch.tensor([[float(d[k]) for k in columns] for d in draws], dtype=torch.float32)
-        params = host.to(x.device, non_blocking=True)
+        params = host_to_device(host, x.device)
         column = {k: params[:, i].view(-1, 1, 1, 1) for i, k in enumerate(columns)}
         any_set = {k: any(bool(d[k]) for d in draws) for k in ("jitter", "gray", "solar")}
         if any_set["jitter"]:
@@ -220,8 +224,8 @@ class ColorAugment:
             x = torch.where(column["gray"] > 0, _gray(x).expand_as(x), x)
         blur_index = [i for i, d in enumerate(draws) if d["blur"]]
         if blur_index:
-            index = torch.tensor(blur_index).to(x.device, non_blocking=True)
-            sigmas = torch.tensor([draws[i]["sigma"] for i in blur_index]).to(x.device, non_blocking=True)
+            index = host_to_device(torch.tensor(blur_index), x.device)
+            sigmas = host_to_device(torch.tensor([draws[i]["sigma"] for i in blur_index]), x.device)
             x = x.index_copy(0, index, gaussian_blur(x.index_select(0, index), sigmas, self.blur_sigma[1]))
         if any_set["solar"]:
             x = torch.where((column["solar"] > 0) & (x >= 0.5), 1.0 - x, x)
@@ -270,8 +274,8 @@ def colour_augments(
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = constant(IMAGENET_MEAN, images.device, images.dtype).view(1, 3, 1, 1)
+    std = constant(IMAGENET_STD, images.device, images.dtype).view(1, 3, 1, 1)
     return (images - mean) / std
 
 
@@ -287,7 +291,7 @@ def anchor_grid_mask(
         row = np.zeros(cells, dtype=np.float32)
         row[rng.permutation(cells)[:keep]] = 1.0
         rows.append(row)
-    return torch.from_numpy(np.stack(rows)).view(-1, *grid).to(device)
+    return host_to_device(torch.from_numpy(np.stack(rows)).view(-1, *grid), device)
 
 
 def upsampled_mask_noise(
@@ -300,8 +304,8 @@ def upsampled_mask_noise(
     (the keep count need not equal the number of visible cells: docs/method.md#masked-token-keep-count).
     """
     up = F.interpolate(keep_mask.unsqueeze(1).float(), size=new_grid, mode="nearest").flatten(1)
-    ties = torch.from_numpy(np.stack([rng.random(up.shape[1]).astype(np.float32) for rng in rngs])).to(
-        up.device
+    ties = host_to_device(
+        torch.from_numpy(np.stack([rng.random(up.shape[1]).astype(np.float32) for rng in rngs])), up.device
     )
     return (1.0 - up) + 0.5 * ties
 
@@ -341,7 +345,7 @@ def paste_two(
         raise ValueError("ROI and instance pastes must have the same size")
     corners = torch.tensor([[*roi_at, *inst_at] for roi_at, inst_at in
                             (paste_positions(rng, (height, width), (ph, pw)) for rng in rngs)])
-    corners = corners.to(canvas.device, non_blocking=True)
+    corners = host_to_device(corners, canvas.device)
     ys = torch.arange(height, device=canvas.device).view(1, height, 1)
     xs = torch.arange(width, device=canvas.device).view(1, 1, width)
 

@@ -12,6 +12,7 @@ teacher logits, all-reduced across processes under ``torch.distributed``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -98,10 +99,19 @@ class DINOLoss(nn.Module):
         self.center_momentum = center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        # the buffer's value on the host (None: read it once, after a checkpoint was loaded): the step is
+        # asked for every teacher temperature, and reading the buffer from a GPU stalled the host each time
+        self._host_step: int | None = 0
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_step = None
 
     def current_teacher_temp(self) -> float:
+        if self._host_step is None:
+            self._host_step = int(self.step)
         return teacher_temperature(
-            int(self.step), self.warmup_teacher_temp, self.teacher_temp, self.warmup_teacher_steps
+            self._host_step, self.warmup_teacher_temp, self.teacher_temp, self.warmup_teacher_steps
         )
 
     def teacher_probs(self, teacher: torch.Tensor) -> torch.Tensor:
@@ -123,9 +133,9 @@ class DINOLoss(nn.Module):
             log_student = F.log_softmax(student.float() / self.student_temp, dim=-1)  # (S, B, K)
             # cross[t, s] = mean_b sum_k -P_t log P_s, one contraction for all (t, s) pairs
             cross = -torch.einsum("tbk,sbk->ts", probs, log_student) / batch
-        keep = torch.ones(n_teacher, n_student, dtype=torch.bool, device=cross.device)
-        keep[torch.arange(n_teacher), torch.arange(n_teacher)] = False
-        loss = cross[keep].mean()
+        # every (teacher, student) pair but a view with itself, in row-major order (what a boolean mask of
+        # the diagonal keeps), gathered by slices: a mask index stopped the host each step on a GPU
+        loss = torch.cat([torch.cat([cross[t, :t], cross[t, t + 1:]]) for t in range(n_teacher)]).mean()
         if update_center and self.training:
             self.update_center(teacher)
         return loss
@@ -133,7 +143,7 @@ class DINOLoss(nn.Module):
     @torch.no_grad()
     def update_center(self, teacher: torch.Tensor) -> None:
         total = teacher.float().sum(dim=(0, 1))
-        count = torch.tensor(float(teacher.shape[0] * teacher.shape[1]), device=total.device)
+        count = torch.full((), float(teacher.shape[0] * teacher.shape[1]), device=total.device)  # no copy
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(total)
             dist.all_reduce(count)
@@ -143,6 +153,7 @@ class DINOLoss(nn.Module):
     def set_step(self, step: int) -> None:
         """Global optimiser step, for the teacher-temperature warm-up (call from ``on_after_step``)."""
         self.step.fill_(step)
+        self._host_step = int(step)
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:

@@ -109,6 +109,28 @@ class DINO(PretrainMethod):
         # a buffer, so a resumed run uses the right temperature from its first step
         warming = 1 if float(cfg["teacher_temp_warmup_fraction"]) > 0 else 0
         self.register_buffer("temp_warmup_steps", torch.tensor(warming, dtype=torch.long))
+        # the three schedule buffers' values on the host (None: read once, after a checkpoint was loaded):
+        # they are asked every step (per view), and reading them from a GPU stalled the host each time
+        self._host_schedule: dict[str, int] | None = {"step": 0, "freeze_steps": frozen,
+                                                      "temp_warmup_steps": warming}
+
+    SCHEDULE_BUFFERS: ClassVar[tuple[str, ...]] = ("step", "freeze_steps", "temp_warmup_steps")
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_schedule = None
+
+    def schedule_value(self, name: str) -> int:
+        """A schedule buffer's value, from its host copy."""
+        if self._host_schedule is None:
+            self._host_schedule = {key: int(getattr(self, key)) for key in self.SCHEDULE_BUFFERS}
+        return self._host_schedule[name]
+
+    def _set_schedule(self, name: str, value: int) -> None:
+        getattr(self, name).fill_(value)
+        self.schedule_value(name)  # the host copy exists before it is changed
+        assert self._host_schedule is not None
+        self._host_schedule[name] = int(value)
 
     # ---- views -------------------------------------------------------------------------------
     def global_views(self, images: torch.Tensor, rngs: list[np.random.Generator]) -> list[torch.Tensor]:
@@ -140,7 +162,7 @@ class DINO(PretrainMethod):
         The last layer gets no gradient during ``freeze_last_layer_steps`` (DINO's ``freeze_last_layer``).
         """
         weight = F.normalize(self.head.last_layer.weight, dim=1)
-        if int(self.step) < int(self.freeze_steps):
+        if self.schedule_value("step") < self.schedule_value("freeze_steps"):
             # a zero gradient rather than none: DDP (find_unused_parameters=False) needs every
             # parameter in the graph; AdamW then leaves the row-normalised weight's direction unchanged
             weight = weight.detach() + 0.0 * weight
@@ -174,12 +196,13 @@ class DINO(PretrainMethod):
         return {
             "stat/embedding_std": embedding_std(student_embed),
             "stat/teacher_entropy": entropy(probs).detach(),
-            "stat/teacher_temp": torch.tensor(self.loss_fn.current_teacher_temp()),
+            # made on the device like the other terms (a fill, no copy): the trainer stacks them all
+            "stat/teacher_temp": torch.full((), self.loss_fn.current_teacher_temp(), device=probs.device),
         }
 
     def sync_schedules(self) -> None:
         """Give the loss the persisted warm-up length (set by ``advance_schedules``) before each step."""
-        self.loss_fn.warmup_teacher_steps = int(self.temp_warmup_steps)
+        self.loss_fn.warmup_teacher_steps = self.schedule_value("temp_warmup_steps")
 
     def forward(self, views: dict[str, Any]) -> dict[str, torch.Tensor]:
         self.sync_schedules()
@@ -199,10 +222,10 @@ class DINO(PretrainMethod):
         """Teacher-temperature warm-up (a fraction of all steps) and the frozen-last-layer window."""
         fraction = float(self.config["teacher_temp_warmup_fraction"])
         if fraction > 0:
-            self.temp_warmup_steps.fill_(max(1, round(fraction * total_steps)))
+            self._set_schedule("temp_warmup_steps", max(1, round(fraction * total_steps)))
         self.sync_schedules()
         if float(self.config["freeze_last_layer_fraction"]) > 0:
             frozen = max(1, round(float(self.config["freeze_last_layer_fraction"]) * total_steps))
-            self.freeze_steps.fill_(frozen)
+            self._set_schedule("freeze_steps", frozen)
         self.loss_fn.set_step(step)
-        self.step.fill_(step)
+        self._set_schedule("step", step)

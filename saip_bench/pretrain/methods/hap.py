@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from saip_bench.backbones import Backbone
+from saip_bench.devices import host_to_device
 from saip_bench.errors import SpecError
 from saip_bench.pretrain.base import METHODS
 from saip_bench.pretrain.components.mae_decoder import masked_patch_mse, masking_from_noise
@@ -148,10 +149,10 @@ class HAP(MAE):
         patch = self.patch_size
         masks = []
         for _ in range(2):
-            noise = structure_guided_noise(
+            noise = host_to_device(structure_guided_noise(
                 keypoints, grid, patch, rngs,
                 int(self.config["num_parts"]), float(self.config["part_patch_fraction"]),
-            ).to(image.device)
+            ), image.device)
             masks.append(masking_from_noise(noise, self.keep_count(grid)))
         return {"image": image, "masks": masks, "grid": grid}
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from saip_bench.backbones import Backbone
+from saip_bench.devices import host_to_device
 from saip_bench.errors import SpecError
 from saip_bench.pretrain.base import METHODS, PretrainMethod
 from saip_bench.pretrain.components.mae_decoder import MAEDecoder, masked_patch_mse, masking_from_noise
@@ -82,7 +83,8 @@ class MAE(PretrainMethod):
     @staticmethod
     def random_noise(rngs: list[np.random.Generator], length: int, device: torch.device) -> torch.Tensor:
         """Per-sample uniform masking scores (drawn from each sample's own generator)."""
-        return torch.from_numpy(np.stack([rng.random(length) for rng in rngs])).float().to(device)
+        noise = torch.from_numpy(np.stack([rng.random(length) for rng in rngs])).float()
+        return host_to_device(noise, device)
 
     def target(self, image: torch.Tensor) -> torch.Tensor:
         """Reconstruction target: the (ImageNet-normalised) input view, as in MAE."""

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from saip_bench.backbones import Backbone
+from saip_bench.devices import host_to_device
 from saip_bench.errors import SpecError
 from saip_bench.pretrain.base import METHODS
 from saip_bench.pretrain.components.dino import DINOHead
@@ -190,9 +191,10 @@ class SOLIDER(DINO):
         }
         p_one = float(self.config["lambda_one_probability"])
         device = batch["image"].device
-        views["lambda"] = torch.tensor([float(rng.random() < p_one) for rng in rngs], device=device)
+        views["lambda"] = host_to_device(torch.tensor([float(rng.random() < p_one) for rng in rngs]), device)
         parts = int(self.config["parts"])
-        views["removed_part"] = torch.tensor([int(rng.integers(1, parts + 1)) for rng in rngs], device=device)
+        removed = torch.tensor([int(rng.integers(1, parts + 1)) for rng in rngs])
+        views["removed_part"] = host_to_device(removed, device)
         return views
 
     @staticmethod
@@ -226,7 +228,10 @@ class SOLIDER(DINO):
             removed_part = views["removed_part"].repeat(n_global).view(-1, 1)
             keep = (labels != removed_part).float().view(-1, 1, *grid)
             keep = F.interpolate(keep, size=images.shape[-2:], mode="nearest")
-            removed = (images * keep)[labelled]
+            # the labelled crops' rows, found once: the step's one data-dependent shape (SOLIDER trains the
+            # semantic head on labelled crops only); every selection below reuses them
+            rows = labelled.nonzero().squeeze(1)
+            removed = (images * keep).index_select(0, rows)
 
         n_removed = int(removed.shape[0])
         s_cls_g, s_tokens_g, _ = self._features(self.backbone, torch.cat([removed, images]))
@@ -241,9 +246,9 @@ class SOLIDER(DINO):
         loss_dino = self.loss_fn(student, t_logits)
 
         # semantic token classification on the removed copies and the intact labelled crops
-        sem_lam = torch.cat([lam[labelled], lam[labelled]])
-        sem_tokens = torch.cat([s_tokens_g[:n_removed], s_tokens_g[n_removed:][labelled]])
-        sem_labels = torch.cat([labels[labelled], labels[labelled]])
+        sem_lam = torch.cat([lam.index_select(0, rows), lam.index_select(0, rows)])
+        sem_tokens = torch.cat([s_tokens_g[:n_removed], s_tokens_g[n_removed:].index_select(0, rows)])
+        sem_labels = torch.cat([labels.index_select(0, rows), labels.index_select(0, rows)])
         if n_removed > 0:
             logits = self.semantic_head(self.controller(sem_tokens, semantic_weight(sem_lam)))
             ce = F.cross_entropy(logits.flatten(0, 1).float(), sem_labels.flatten(), reduction="none")

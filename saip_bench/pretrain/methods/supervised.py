@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from saip_bench.backbones import Backbone
+from saip_bench.devices import host_to_device
 from saip_bench.errors import DataFormatError, SpecError
 from saip_bench.pretrain.base import METHODS, PretrainMethod
 from saip_bench.pretrain.methods._common import batch_rngs, crop_views, method_colour_augments
@@ -98,16 +99,18 @@ class Supervised(PretrainMethod):
             raise SpecError("supervised_ids needs identity labels in the batch (images/<identity>/ folders)")
         rngs = batch_rngs(batch, generator)
         cfg = self.config
-        crop = crop_views(batch["image"], rngs, self.view_size, cfg["crop_scale"], cfg["crop_ratio"])
-        return {"image": normalize(self.colour.apply(crop, rngs)), "label": batch["label"]}
-
-    def forward(self, views: dict[str, Any]) -> dict[str, torch.Tensor]:
-        labels = views["label"]
+        labels = batch["label"]  # on the host (data.HOST_KEYS): checked there, then queued to the device
         if int(labels.max()) >= self.classifier.out_features or int(labels.min()) < 0:
             raise SpecError(
                 f"label {int(labels.max())} outside 0..{self.classifier.out_features - 1}: "
                 "num_classes does not match the identity folders"
             )
+        crop = crop_views(batch["image"], rngs, self.view_size, cfg["crop_scale"], cfg["crop_ratio"])
+        image = normalize(self.colour.apply(crop, rngs))
+        return {"image": image, "label": host_to_device(labels, image.device)}
+
+    def forward(self, views: dict[str, Any]) -> dict[str, torch.Tensor]:
+        labels = views["label"]
         logits = self.classifier(self.backbone.forward_features(views["image"])["cls"])
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=float(self.config["label_smoothing"]))
         accuracy = (logits.argmax(dim=-1) == labels).float().mean().detach()
