@@ -9,7 +9,11 @@ codec, rescores (box score x mean confident keypoint score) and applies OKS-NMS 
 
 Fine-tune batches carry uint8 crops and keypoints in heatmap coordinates; the float images and the heatmap
 targets are made on the device (``heatmap_targets``), equal to mmpose's encoders: the loader then moves
-~150 KB a sample instead of 0.8 MB (COCO) or 2.2 MB (whole body) (benchmarks/pose_loader.py).
+~150 KB a sample instead of 0.8 MB (COCO) or 2.2 MB (whole body) (benchmarks/pose_loader.py). With
+``params.crops_on_device`` (``auto``, the default, means on a CUDA device; ``true``/``false`` force it) the
+crops themselves are made there too: workers read the photo's bytes and run mmpose's transforms on no
+pixels, the device decodes the batch and warps every crop (``device_crops``), within one grey level of
+cv2's warp. CPU runs keep the workers' crops, so their numbers do not depend on the setting.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from torch import nn
 
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
-from saip_bench.errors import UserError
+from saip_bench.devices import to_device
+from saip_bench.errors import DataFormatError, UserError
 from saip_bench.specs import TaskSpec, stable_hash
 from saip_bench.tasks import parallel
 from saip_bench.tasks.base import Task, UnitContext
@@ -44,6 +49,7 @@ from saip_bench.tasks.common import (
     schedule_param_groups,
     set_backbone_trainable,
 )
+from saip_bench.tasks.dense.device_crops import decode_images, read_bytes, warp_crops
 from saip_bench.tasks.dense.features import (
     backbone_fingerprint,
     head_params,
@@ -105,6 +111,73 @@ def _image_array(path: str) -> np.ndarray:
     return np.asarray(load_rgb(path))
 
 
+def _crops_on_device_setting(spec: TaskSpec, protocol: str, value: Any) -> str | bool:
+    """``params.crops_on_device``: ``auto`` (the default: on a CUDA device only), ``true`` or ``false``."""
+    if not (value == "auto" or isinstance(value, bool)):
+        raise UserError(f"tasks/{spec.task}/{spec.dataset}.yaml, protocol {protocol!r}: "
+                        f"params.crops_on_device must be auto, true or false, not {value!r}")
+    return value
+
+
+def resolve_crops_on_device(setting: str | bool, device: torch.device | str) -> bool:
+    """``auto`` decodes and warps on the device where that is where the time is saved: a CUDA GPU (nvJPEG,
+    and the loader workers freed of ~4 of ~5 ms a sample). On a CPU the workers' cv2 path stays, so CPU
+    numbers do not depend on the setting."""
+    if setting == "auto":
+        return torch.device(device).type == "cuda"
+    return bool(setting)
+
+
+def _photo_header(path: str, blob: torch.Tensor) -> tuple[int, int]:
+    """(height, width) from the file's header (no pixels decoded); a file PIL cannot identify is named."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(blob.numpy().tobytes())) as image:
+            return int(image.height), int(image.width)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataFormatError(path, "a readable image", f"{type(exc).__name__}: {exc}") from exc
+
+
+def device_crop_batches(
+    pipeline: TopDownPipeline, instances: list[dict[str, Any]], epoch_keys: Any, steps_per_epoch: int,
+    ctx: UnitContext,
+) -> Any:
+    """``batches(epoch)`` whose crops are made on ``ctx.device``: a loader worker reads a photo's bytes and
+    runs mmpose's transforms on no pixels (``TopDownPipeline(image=None)``); the device decodes the batch
+    and warps every crop (``device_crops``). Done before the step, so ``fit_loop`` counts it as data wait.
+    Why: decoding a whole photo in a worker was most of a pose sample's cost, and the workers of one GPU
+    could not keep up with it (docs/performance.md)."""
+    device = torch.device(ctx.device)
+
+    def geometry(key: tuple[int, int]) -> dict[str, Any]:
+        i, epoch = key
+        path = instances[i]["path"]
+        blob = read_bytes(path)
+        sample = pipeline(instances[i], None, seed=ctx.seed * 1_000_003 + epoch * 100_003 + i,
+                          image_hw=_photo_header(path, blob))
+        return {"blob": blob, "index": i, **{k: sample[k] for k in ("matrix", "flip", "points", "visible")}}
+
+    def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"blobs": [s["blob"] for s in samples], "indices": [s["index"] for s in samples],
+                **{k: torch.stack([s[k] for s in samples]) for k in ("matrix", "flip", "points", "visible")}}
+
+    loaded = epoch_batches(geometry, epoch_keys, steps_per_epoch, collate, ctx.num_workers, device,
+                           move=False)
+
+    def batches(epoch: int) -> Any:
+        for batch in loaded(epoch):
+            photos = decode_images(batch["blobs"], [instances[i]["path"] for i in batch["indices"]], device)
+            crops = warp_crops(photos, batch["matrix"], batch["flip"], pipeline.input_hw)
+            yield crops, to_device(batch["points"], device), to_device(batch["visible"], device)
+
+    batches.replays_skipped_epochs = loaded.replays_skipped_epochs  # type: ignore[attr-defined]
+    batches.data_parallel = loaded.data_parallel  # type: ignore[attr-defined]
+    return batches
+
+
 class TopDownPoseTask(Task):
     """Subclasses set ``layout`` (mmpose meta name) and implement ``result_entry`` / ``evaluate``."""
 
@@ -147,6 +220,8 @@ class TopDownPoseTask(Task):
             "detection_score_threshold": float(params.get("detection_score_threshold", 0.0)),
             "nms_threshold": float(params.get("nms_threshold", 0.9)),
             "keypoint_score_threshold": float(params.get("keypoint_score_threshold", 0.2)),
+            "crops_on_device": _crops_on_device_setting(spec, protocol,
+                                                        params.get("crops_on_device", "auto")),
         }
 
     def finetuned_meta(self, ctx: UnitContext, head: nn.Module) -> dict[str, Any]:
@@ -207,6 +282,9 @@ class TopDownPoseTask(Task):
         else:
             codec = settings["codec"]
             on_device = self.device_targets
+            crops_on_device = resolve_crops_on_device(settings["crops_on_device"], ctx.device)
+            if crops_on_device and not on_device:
+                raise UserError(f"{ctx.spec.key}: crops_on_device needs the device-rendered targets")
             pipeline = TopDownPipeline(head.meta, size, codec, train=True, augment=settings["train_augment"],
                                        compact=on_device)
             fields = ("image", "points", "visible") if on_device else ("image", "heatmaps", "weights")
@@ -222,7 +300,10 @@ class TopDownPoseTask(Task):
             def epoch_keys(epoch: int):
                 return ([(int(i), epoch) for i in index] for index in order_batches())
 
-            batches = epoch_batches(crop, epoch_keys, steps_per_epoch, stack, ctx.num_workers, ctx.device)
+            if crops_on_device:
+                batches = device_crop_batches(pipeline, instances, epoch_keys, steps_per_epoch, ctx)
+            else:
+                batches = epoch_batches(crop, epoch_keys, steps_per_epoch, stack, ctx.num_workers, ctx.device)
 
             def loss_fn(batch) -> torch.Tensor:
                 images, *labels = batch
@@ -248,6 +329,8 @@ class TopDownPoseTask(Task):
         info["box_source"] = settings["box_source"]
         info["input_size"] = list(size)
         info["codec"] = settings["codec"]["type"]
+        if not frozen:
+            info["crops_made_on"] = "device" if crops_on_device else "loader workers"
         return info
 
     def _cached_crops(

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from saip_bench.errors import DataFormatError, UserError
+from saip_bench.tasks.dense.device_crops import warp_matrix
 from saip_bench.tasks.dense.heatmap_targets import to_heatmap_coordinates
 
 # mmpose dataset meta files (``mmpose/.mim/configs/_base_/datasets/<name>.py``) by keypoint layout.
@@ -168,6 +169,8 @@ class TopDownPipeline:
         self.compact = compact
         self.codec = dict(codec)
         use_udp = codec["type"] == "UDPHeatmap"
+        self.use_udp = use_udp
+        self.input_hw = (int(input_hw[0]), int(input_hw[1]))
         steps: list[Any] = [GetBBoxCenterScale(padding=1.25)]
         if augment:
             steps += [RandomFlip(direction="horizontal"), RandomHalfBody(), RandomBBoxTransform()]
@@ -177,12 +180,20 @@ class TopDownPipeline:
         self.steps = steps
 
     def __call__(
-        self, instance: dict[str, Any], image: np.ndarray, seed: int | None = None
+        self, instance: dict[str, Any], image: np.ndarray | None, seed: int | None = None,
+        image_hw: tuple[int, int] | None = None,
     ) -> dict[str, Any]:
+        """One sample. ``image=None`` (compact only) runs the same transforms on no pixels for a photo of
+        ``image_hw``: the sample then carries the crop's forward warp (``matrix``, 2 x 3) and ``flip`` in
+        place of ``image``, for ``device_crops.warp_crops`` (mmpose's warp of an empty image list is a
+        no-op, so the geometry, keypoints and random draws are those of the pixel path)."""
+        if image is None and not (self.compact and image_hw is not None):
+            raise ValueError("a sample without pixels needs compact=True and the photo's image_hw")
         x, y, w, h = instance["bbox"]
         points = instance["keypoints"]
         results = {
-            "img": image, "img_shape": image.shape[:2],
+            "img": [] if image is None else image,
+            "img_shape": tuple(image_hw) if image is None else image.shape[:2],
             "bbox": np.array([[x, y, x + w, y + h]], dtype=np.float32),
             "bbox_score": np.array([instance["bbox_score"]], dtype=np.float32),
             "keypoints": points[None, :, :2].astype(np.float32),
@@ -200,12 +211,18 @@ class TopDownPipeline:
         finally:
             if state is not None:
                 np.random.set_state(state)
-        image = torch.from_numpy(np.ascontiguousarray(results["img"])).permute(2, 0, 1)
-        out = {
-            "image": image if self.compact else image.float() / 255.0,
+        out: dict[str, Any] = {
             "center": np.asarray(results["input_center"], dtype=np.float64),
             "scale": np.asarray(results["input_scale"], dtype=np.float64),
         }
+        if image is None:
+            rotation = float(results["bbox_rotation"][0]) if "bbox_rotation" in results else 0.0
+            out["matrix"] = torch.from_numpy(warp_matrix(out["center"], out["scale"], rotation,
+                                                         (self.input_hw[1], self.input_hw[0]), self.use_udp))
+            out["flip"] = torch.tensor(bool(results.get("flip", False)))
+        else:
+            crop = torch.from_numpy(np.ascontiguousarray(results["img"])).permute(2, 0, 1)
+            out["image"] = crop if self.compact else crop.float() / 255.0
         if self.compact:
             points = to_heatmap_coordinates(results["transformed_keypoints"][0], self.codec)
             out["points"] = torch.from_numpy(np.ascontiguousarray(points))
