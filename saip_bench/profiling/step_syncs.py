@@ -8,9 +8,11 @@ fails a test instead of a GPU's MFU.
 Fine-tune tasks run through ``Task.run`` on the tiny synthetic world (test-sized specs), with the fit
 loop replaced: the task's own loss function gets two pre-built batches, the first warms up (optimiser
 state), the second is counted through the step as ``common.fit_loop`` runs it (zero_grad, autocast
-forward, backward, clip, optimiser step); then the unit stops. The loop itself adds one read every
-``log_every`` steps (the loss history). Pretraining methods run ``Trainer._train_step`` (the real step,
-with its one packed read for the guard) on the world's ``pretrain`` pool, again after one warm-up step.
+forward, backward, clip, optimiser step); then the unit stops. The batches are drawn before the counted
+region (on a GPU the loader's workers build and pin them), so what a task's batch generator does in the
+main process is not counted; the loop itself adds one read every ``log_every`` steps (the loss
+history). Pretraining methods run ``Trainer._train_step`` (the real step, with its one packed read for
+the guard) on the world's ``pretrain`` pool, again after one warm-up step.
 """
 
 from __future__ import annotations

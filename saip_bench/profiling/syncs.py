@@ -10,31 +10,34 @@ None of it shows in CPU timings, but all of it can be counted on a CPU, so tests
 How: while ``SyncCounter.tracking()`` is active, a dispatch mode sees every aten op (forward, backward,
 optimiser) and a function mode sees the Python calls that move data (``.to``, ``.cpu``, ``torch.tensor(...,
 device=)``). Each tensor gets a placement: *device* (declared with ``mark_device``: parameters, buffers,
-batches a loader already moved; created with an explicit ``device=``; moved with ``.to(device)``; or the
-output of an op with a device input) or *host* (built without a device: ``torch.tensor(list)``,
-``torch.arange(n)``, an op on host tensors only). Tensors that existed before tracking and were never
-declared are *unknown* and count as neither. Inside ``counting()``:
+optimiser state; created by a Python call with ``device=`` a device; moved with ``.to(device)``; or the
+output of an op with a device input) or *host* (a Python factory call without a device:
+``torch.tensor(list)``, ``torch.arange(n)``, ``torch.from_numpy``; or an op on host tensors only).
+Tensors that existed before tracking and were never declared, and tensors that kernels create for
+themselves (``zeros(size, grad.options())`` in a backward), are *unknown* and count as neither.
+Inside ``counting()``:
 
 - host reads: ``aten::_local_scalar_dense`` on a device tensor (``.item()``, ``bool``, ``float``, ``int``,
-  python ``if``), ``.cpu()``, ``.numpy()``, ``.tolist()`` of a device tensor;
+  python ``if``), ``.cpu()``, ``.numpy()``, ``.tolist()``, ``.to("cpu")`` of a device tensor;
 - data-dependent ops with a device input: ``nonzero`` (also ``torch.where(cond)``, ``argwhere``),
-  ``masked_select``, ``unique`` (all variants), ``index`` / ``index_put_`` with a boolean mask,
-  ``repeat_interleave`` without ``output_size``, ``bincount``, ``equal``;
+  ``masked_select``, ``unique`` (all variants), ``index`` / ``index_put_`` with a boolean mask (forward
+  and backward), ``repeat_interleave`` without ``output_size``, ``bincount``, ``equal``;
 - small H2D copies: a host tensor created inside the region that reaches the device, explicitly
   (``.to(device)``, ``.cuda()``, ``torch.tensor(data, device=)``, ``torch.as_tensor``, ``new_tensor``) or
   implicitly (a host index tensor or Python list indexing a device tensor, ``device.copy_(host)``);
-  blocking ones wait for the device, ``non_blocking=True`` ones are counted apart (``async_h2d``: no stall
-  when the source is pinned, as ``tasks.common.to_device_async`` makes it on a GPU);
+  blocking ones (``small_h2d``) wait for the device, ``non_blocking=True`` ones are counted apart
+  (``async_h2d``: queued, no stall when the source is pinned, as ``devices.host_to_device`` makes it);
 - blocking batch copies: host tensors built before the region (the loader's batch) moved without
   ``non_blocking=True`` (from pinned memory such a copy still waits for the device to drain).
 
-On a CPU run the device *is* the CPU, so where a call names a device the counter reads the spelling: a
-``torch.device`` object (``ctx.device``, ``x.device``) is the accelerator, the string ``"cpu"`` is the host
-(``.to("cpu")`` of a device tensor is a read; ``torch.tensor(0.0, device="cpu")`` stays on the host, as in
-torch's optimisers). Not counted: reads inside C++ kernels that the dispatcher does not see (e.g.
-``masked_fill`` with a tensor value), host tensors created outside the dispatcher (``torch.from_numpy``)
-until an op touches them, whether a non-blocking copy's source really is pinned, and anything the
-DataLoader's workers do. Events carry the innermost non-torch source line (``SyncCounts.sites``).
+On a CPU run the device *is* the CPU, so where a call names a device the counter reads where the name
+came from: a ``torch.device`` object (``ctx.device``, the ``.device`` of a device tensor) is the
+accelerator; the string ``"cpu"`` and the ``.device`` of a host tensor are the host (so
+``torch.tensor(0.0, device="cpu")`` in torch's optimisers stays on the host). Not counted: reads inside
+C++ kernels that the dispatcher does not see (e.g. ``masked_fill`` with a tensor value), reads only a CPU
+makes (``one_hot``'s range checks when ``num_classes`` is given: CUDA checks by a device assert),
+whether a non-blocking copy's source really is pinned, and anything the DataLoader's workers do. Events
+carry the innermost source line outside torch and the copy helpers (``SyncCounts.sites``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 DEVICE, HOST = "device", "host"
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _THIS_FILE = os.path.abspath(__file__)
+# copy helpers: an event inside them is reported at their caller
+_HELPERS = frozenset({_THIS_FILE, os.path.join(os.path.dirname(os.path.dirname(_THIS_FILE)), "devices.py")})
 _STDLIB_DIR = os.path.dirname(contextlib.__file__) + os.sep
 
 aten = torch.ops.aten
@@ -69,6 +74,7 @@ MASK_INDEX_OPS = frozenset({aten.index.Tensor, aten.index_put_.default, aten.ind
                             aten._index_put_impl_.default})
 REPEAT_INTERLEAVE = frozenset({aten.repeat_interleave.Tensor, aten.repeat_interleave.self_Tensor})
 HOST_FACTORIES = frozenset({aten.lift_fresh.default, aten.lift_fresh_copy.default})  # torch.tensor(data)
+_DEVICE_GETTER = torch.Tensor.device  # the ``.device`` property's descriptor
 DATA_COPIES = frozenset({"tensor", "as_tensor", "asarray", "new_tensor"})  # host data -> a new tensor
 
 
@@ -101,11 +107,11 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
 
 
 def _site() -> str:
-    """The innermost caller outside torch, the standard library and this file (where to look)."""
+    """The innermost caller outside torch, the standard library, this file and the copy helpers."""
     frame = sys._getframe(1)
     while frame is not None:
         name = os.path.abspath(frame.f_code.co_filename)
-        if not (name.startswith(_TORCH_DIR) or name.startswith(_STDLIB_DIR) or name == _THIS_FILE
+        if not (name.startswith(_TORCH_DIR) or name.startswith(_STDLIB_DIR) or name in _HELPERS
                 or name.startswith("<")):
             return f"{os.path.relpath(name)}:{frame.f_lineno}"
         frame = frame.f_back
@@ -127,6 +133,10 @@ class SyncCounter:
         self._placement: dict[int, tuple[str, int, int, weakref.ref]] = {}
         self._region = 0  # id of the current counting region (0: none)
         self._regions = 0  # regions opened so far
+        # ``.device`` objects read from host tensors (kept alive, so their ids stay theirs): a device taken
+        # from a host tensor names the host, whatever its spelling
+        self._host_devices: dict[int, torch.device] = {}
+        self._cpu_checks = 0  # inside a call whose reads only a CPU makes (one_hot's range checks)
         self.counts: SyncCounts | None = None
 
     # ---- placements
@@ -139,6 +149,14 @@ class SyncCounter:
         if alive is not tensor and (alive is not None or tensor.ndim == 0):
             return None, False
         return entry[0], self._region != 0 and entry[1] == self._region
+
+    def _is_device(self, device: Any) -> bool:
+        """Whether a ``device=`` argument means the accelerator: a device object (``ctx.device``, the
+        ``.device`` of a device tensor) does; the string ``"cpu"`` (code that means the host, as torch's
+        optimisers) and the ``.device`` of a host tensor do not."""
+        if isinstance(device, str):
+            return torch.device(device).type != "cpu"
+        return self._host_devices.get(id(device)) is not device
 
     def _set(self, tensor: torch.Tensor, placement: str) -> None:
         self._placement[tensor._cdata] = (placement, self._region, _data_ptr(tensor), weakref.ref(tensor))
@@ -219,7 +237,8 @@ class _DispatchMode(TorchDispatchMode):
         if counter.counts is not None and on_device:
             name = str(func.overloadpacket.__name__)
             if func in READ_OPS:
-                counter._record("reads", name)
+                if not counter._cpu_checks:
+                    counter._record("reads", name)
             elif func in DATA_DEPENDENT_OPS:
                 counter._record("data_dependent", name)
             elif func in MASK_INDEX_OPS and any(
@@ -232,9 +251,11 @@ class _DispatchMode(TorchDispatchMode):
                 if placement == HOST and tensor.ndim > 0:  # a GPU copies it (index, copy_) or refuses
                     counter._record("small_h2d" if fresh else "batch_h2d", f"{name} (implicit)")
         out = func(*args, **kwargs)
+        # an op without tensor inputs (a factory inside a kernel or backward: ``zeros(size, grad.options())``)
+        # stays unknown here; a Python factory call is placed by the function mode from its ``device=``
         if on_device:
             placement: str | None = DEVICE
-        elif func in HOST_FACTORIES or not inputs or any(p == HOST for p, _ in placements):
+        elif func in HOST_FACTORIES or any(p == HOST for p, _ in placements):
             placement = HOST
         else:
             placement = None
@@ -266,11 +287,22 @@ class _FunctionMode(TorchFunctionMode):
             return out
         if name in ("to", "cuda") and args and isinstance(args[0], torch.Tensor):
             return self._move(func, name, args, kwargs)
+        if name == "one_hot" and (args[1] if len(args) > 1 else kwargs.get("num_classes", -1)) != -1:
+            # with num_classes given, CUDA checks the classes by a device assert; only a CPU reads them
+            counter._cpu_checks += 1
+            try:
+                return func(*args, **kwargs)
+            finally:
+                counter._cpu_checks -= 1
         out = func(*args, **kwargs)
+        if getattr(func, "__self__", None) is _DEVICE_GETTER:
+            if counter._get(args[0])[0] == HOST:
+                counter._host_devices[id(out)] = out
+            return out
         device = kwargs.get("device")
         if name in DATA_COPIES:
             data = args[1] if name == "new_tensor" else (args[0] if args else kwargs.get("data"))
-            target = _is_device(device) if device is not None else (
+            target = counter._is_device(device) if device is not None else (
                 name == "new_tensor" and counter._get(args[0])[0] == DEVICE)
             if target:
                 if isinstance(data, torch.Tensor):
@@ -279,10 +311,15 @@ class _FunctionMode(TorchFunctionMode):
                     counter._record("small_h2d", name)
                 for tensor in _tensors(out):
                     counter._set(tensor, DEVICE)
+            elif not isinstance(data, torch.Tensor):
+                for tensor in _tensors(out):
+                    counter._set(tensor, HOST)
             return out
-        if device is not None:
+        if device is not None or not any(True for _ in _tensors((args, kwargs))):
+            # a factory call: on the device it names, on the host without one
+            placement = DEVICE if device is not None and counter._is_device(device) else HOST
             for tensor in _tensors(out):
-                counter._set(tensor, DEVICE if _is_device(device) else HOST)
+                counter._set(tensor, placement)
         return out
 
     def _move(self, func: Any, name: str, args: tuple, kwargs: dict) -> Any:
@@ -300,7 +337,7 @@ class _FunctionMode(TorchFunctionMode):
                 target = counter._get(other)[0]
             elif device is None:
                 target = None  # a dtype change: the dispatcher follows it
-            elif not _is_device(device):
+            elif not counter._is_device(device):
                 target = HOST
         if target == DEVICE and placement == HOST:
             counter._copy_to_device(source, name, non_blocking)
@@ -312,12 +349,6 @@ class _FunctionMode(TorchFunctionMode):
                 out = out.view_as(out)  # the moved copy; the original keeps its placement
             counter._set(out, target)
         return out
-
-
-def _is_device(device: Any) -> bool:
-    """Whether a ``device=`` argument means the accelerator: a device object (``ctx.device``,
-    ``x.device``) does, the string ``"cpu"`` (code that means the host, as torch's optimisers) does not."""
-    return not (isinstance(device, str) and torch.device(device).type == "cpu")
 
 
 COLUMNS = (("reads", "host reads"), ("data_dependent", "data-dep ops"), ("small_h2d", "blocking H2D"),
