@@ -12,7 +12,11 @@ a COCO photo's does) with one random person each, augmented as in training, it p
 milliseconds on one thread (JPEG decode, then the old and the new crop + target work, and mmpose's
 encoder alone) and the bytes collated; per batch of 512: the megabytes crossing the loader and the
 renderer's time on this machine's CPU (targets + uint8 -> float images); and DataLoader images/s at
-batch 64 with 0 and 2 workers, decode included.
+batch 64 with 0 and 2 workers, decode included. A third way, ``device crops`` (``params.crops_on_device``,
+``saip_bench/tasks/dense/device_crops.py``), leaves the photo undecoded: the worker reads its bytes and
+header and runs the same transforms on no pixels; the sample is the JPEG file, the crop's warp matrix and
+the keypoints. The decode and warp then run on the device; their CPU time here (per crop, batch of
+``--loader-batch``) is only a reference: a GPU decodes with nvJPEG.
 
     OMP_NUM_THREADS=1 python benchmarks/pose_loader.py [--samples 64] [--loader-batches 6] [--json out.json]
 """
@@ -34,6 +38,7 @@ import torch
 from PIL import Image
 
 from saip_bench.tasks.common import load_rgb, worker_batches
+from saip_bench.tasks.dense.device_crops import decode_images, read_bytes, warp_crops
 from saip_bench.tasks.dense.heatmap_targets import render_heatmaps, unit_float
 from saip_bench.tasks.dense.topdown import TopDownPipeline, build_codec, codec_config, pose_meta
 
@@ -42,6 +47,22 @@ INPUT_HW = (256, 192)
 LAYOUTS = [("COCO", "coco", "udp"), ("COCO-WholeBody", "coco_wholebody", "msra")]
 OLD_FIELDS = ("image", "heatmaps", "weights")
 NEW_FIELDS = ("image", "points", "visible")
+DEVICE_FIELDS = ("matrix", "flip", "points", "visible")  # plus the JPEG file's bytes
+
+
+def photo_hw(blob: torch.Tensor) -> tuple[int, int]:
+    import io
+
+    with Image.open(io.BytesIO(blob.numpy().tobytes())) as image:
+        return image.height, image.width
+
+
+def device_sample(pipeline: TopDownPipeline, path: Path, instance: dict[str, Any],
+                  seed: int) -> dict[str, Any]:
+    """What a worker hands over for a crop made on the device (as ``pose_task.device_crop_batches``)."""
+    blob = read_bytes(path)
+    sample = pipeline(instance, None, seed=seed, image_hw=photo_hw(blob))
+    return {"blob": blob, **{k: sample[k] for k in DEVICE_FIELDS}}
 
 
 def photo(seed: int, size: tuple[int, int] = (640, 480)) -> Image.Image:
@@ -73,9 +94,10 @@ def collated_bytes(sample: dict[str, Any], fields: tuple[str, ...]) -> int:
 
 def worker_costs(paths: list[Path], people: list[dict[str, Any]], old: TopDownPipeline,
                  new: TopDownPipeline, codec: dict[str, Any]) -> dict[str, float]:
-    """Mean milliseconds per sample on this thread: decode, old and new crop + target work, the encoder."""
+    """Mean milliseconds per sample on this thread: decode, old and new crop + target work, the encoder,
+    and the device-crop worker's whole work (read + header + transforms on no pixels)."""
     encoder = build_codec(codec)
-    decode = old_ms = new_ms = encode = 0.0
+    decode = old_ms = new_ms = encode = device_ms = 0.0
     for index, (path, instance) in enumerate(zip(paths, people, strict=True)):
         started = time.perf_counter()
         image = np.asarray(load_rgb(path))
@@ -90,9 +112,26 @@ def worker_costs(paths: list[Path], people: list[dict[str, Any]], old: TopDownPi
         started = time.perf_counter()
         encoder.encode(crop_points[None], sample["visible"].numpy()[None])
         encode += time.perf_counter() - started
+        started = time.perf_counter()
+        device_sample(new, path, instance, index)
+        device_ms += time.perf_counter() - started
     n = len(paths)
     return {"decode_ms": 1e3 * decode / n, "old_ms": 1e3 * old_ms / n, "new_ms": 1e3 * new_ms / n,
-            "encoder_ms": 1e3 * encode / n}
+            "encoder_ms": 1e3 * encode / n, "device_ms": 1e3 * device_ms / n}
+
+
+def device_side_cost(samples: list[dict[str, Any]], paths: list[Path], repeats: int) -> float:
+    """CPU milliseconds per crop (best of ``repeats``) to decode a batch's photos and warp its crops, the
+    work ``crops_on_device`` gives the device."""
+    blobs = [s["blob"] for s in samples]
+    matrices = torch.stack([s["matrix"] for s in samples])
+    flips = torch.stack([s["flip"] for s in samples])
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        warp_crops(decode_images(blobs, paths, "cpu"), matrices, flips, INPUT_HW)
+        best = min(best, time.perf_counter() - started)
+    return 1e3 * best / len(samples)
 
 
 def render_cost(sample: dict[str, Any], codec: dict[str, Any], batch: int, repeats: int) -> dict[str, float]:
@@ -118,7 +157,9 @@ def render_cost(sample: dict[str, Any], codec: dict[str, Any], batch: int, repea
 def loader_rate(load: Callable[[int], dict[str, Any]], fields: tuple[str, ...], count: int, batch: int,
                 batches: int, num_workers: int) -> float:
     """Images per second through a DataLoader (decode included), after its first batch (worker start)."""
-    def collate(samples: list[dict[str, Any]]) -> tuple[torch.Tensor, ...]:
+    def collate(samples: list[dict[str, Any]]) -> tuple[Any, ...]:
+        if "blob" in samples[0]:  # device crops: the files stay a list of byte tensors
+            return ([s["blob"] for s in samples], *(torch.stack([s[k] for s in samples]) for k in fields))
         return tuple(torch.stack([s[k] for s in samples]) for k in fields)
 
     keys = [[(b * batch + i) % count for i in range(batch)] for b in range(batches + 1)]
@@ -142,16 +183,24 @@ def measure(name: str, layout: str, kind: str, paths: list[Path], args: argparse
     row: dict[str, Any] = {"layout": name, "keypoints": meta.num_keypoints, "codec": codec["type"],
                            "old_bytes": old_bytes, "new_bytes": new_bytes,
                            "old_batch_mb": old_bytes * 512 / 1e6, "new_batch_mb": new_bytes * 512 / 1e6}
+    device_samples = [device_sample(new, path, people[i], i) for i, path in enumerate(paths)]
+    row["device_bytes"] = round(float(np.mean([collated_bytes(s, ("blob", *DEVICE_FIELDS))
+                                               for s in device_samples])))
+    row["device_batch_mb"] = row["device_bytes"] * 512 / 1e6
     row.update(worker_costs(paths, people, old, new, codec))
     row.update(render_cost(sample, codec, args.render_batch, args.repeats))
+    batch = device_samples[:args.loader_batch]
+    row["device_side_ms"] = device_side_cost(batch, paths[:len(batch)], args.repeats)
 
     def loader(pipeline: TopDownPipeline) -> Callable[[int], dict[str, Any]]:
         return lambda i: pipeline(people[i], np.asarray(load_rgb(paths[i])), seed=i)
 
+    ways = (("old", loader(old), OLD_FIELDS), ("new", loader(new), NEW_FIELDS),
+            ("device", lambda i: device_sample(new, paths[i], people[i], i), DEVICE_FIELDS))
     for workers in (0, 2):
-        for label, pipeline, fields in (("old", old, OLD_FIELDS), ("new", new, NEW_FIELDS)):
-            row[f"{label}_loader_{workers}w"] = loader_rate(loader(pipeline), fields, len(paths),
-                                                            args.loader_batch, args.loader_batches, workers)
+        for label, load, fields in ways:
+            row[f"{label}_loader_{workers}w"] = loader_rate(load, fields, len(paths), args.loader_batch,
+                                                            args.loader_batches, workers)
     return row
 
 
@@ -177,17 +226,19 @@ def main() -> None:
           "| loader img/s, 0 workers | 2 workers |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        for way in ("old", "new"):
-            decode, work = r["decode_ms"], r[f"{way}_ms"]
-            print(f"| {r['layout']} | {r['keypoints']} | {r['codec']} | {way} | {decode + work:.2f} "
+        for way in ("old", "new", "device"):
+            decode, work = (0.0, r["device_ms"]) if way == "device" else (r["decode_ms"], r[f"{way}_ms"])
+            label = "device crops" if way == "device" else way
+            print(f"| {r['layout']} | {r['keypoints']} | {r['codec']} | {label} | {decode + work:.2f} "
                   f"({decode:.2f} + {work:.2f}) | {r[f'{way}_bytes']:,} | {r[f'{way}_batch_mb']:.1f} "
                   f"| {r[f'{way}_loader_0w']:.0f} | {r[f'{way}_loader_2w']:.0f} |")
     print()
     print(f"| layout | mmpose encoder ms/sample | render {args.render_batch} targets, CPU ms "
-          f"| uint8 -> float {args.render_batch} crops, CPU ms |")
-    print("|---|---|---|---|")
+          f"| uint8 -> float {args.render_batch} crops, CPU ms | device crops: decode + warp, CPU ms/crop |")
+    print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['layout']} | {r['encoder_ms']:.2f} | {r['render_ms']:.1f} | {r['unit_float_ms']:.1f} |")
+        print(f"| {r['layout']} | {r['encoder_ms']:.2f} | {r['render_ms']:.1f} | {r['unit_float_ms']:.1f} "
+              f"| {r['device_side_ms']:.2f} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -25,11 +25,15 @@ def test_pose_loader_benchmark_reports_both_layouts(tmp_path):
     assert [(r["layout"], r["keypoints"], r["codec"]) for r in rows] == [
         ("COCO", 17, "UDPHeatmap"), ("COCO-WholeBody", 133, "MSRAHeatmap")]
     assert "| COCO-WholeBody | 133 | MSRAHeatmap | new |" in proc.stdout
+    assert "| COCO | 17 | UDPHeatmap | device crops |" in proc.stdout
     crop = 3 * 256 * 192
     for r in rows:
         k = r["keypoints"]
         assert r["old_bytes"] == 4 * crop + 4 * k * 64 * 48 + 4 * k  # float crop, heatmaps, weights
         assert r["new_bytes"] == crop + 4 * 2 * k + 4 * k  # uint8 crop, (x, y), visibility
         assert r["new_batch_mb"] == r["new_bytes"] * 512 / 1e6 < r["old_batch_mb"] / 2.5
+        # device crops: the JPEG file (~110 KB here), a 2x3 float64 matrix, a flag, the keypoints
+        assert 3 * 4 * k + 48 + 1 + 20_000 < r["device_bytes"]
         timings = [v for key, v in r.items() if key.endswith(("_ms", "w"))]
-        assert len(timings) == 10 and all(math.isfinite(v) and v > 0 for v in timings), r
+        assert len(timings) == 14 and all(math.isfinite(v) and v > 0 for v in timings), r
+        assert r["device_ms"] < r["decode_ms"] + r["new_ms"]  # the worker no longer decodes or warps
