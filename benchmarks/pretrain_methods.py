@@ -54,16 +54,17 @@ def measure(method_name: str, backbone_name: str, preset: str, batch: int, steps
     generator = torch.Generator().manual_seed(0)
     data = {
         "image": torch.rand(batch, 3, height, width, generator=generator).to(device),
-        "label": torch.randint(0, 1000, (batch,), generator=generator).to(device),
+        # per-sample metadata stays on the host, as the trainer keeps it (pretrain.data.HOST_KEYS)
+        "label": torch.randint(0, 1000, (batch,), generator=generator),
         "keypoints": torch.cat([torch.rand(batch, 17, 2, generator=generator) * torch.tensor([width, height]),
-                                torch.full((batch, 17, 1), 2.0)], dim=-1).to(device),
+                                torch.full((batch, 17, 1), 2.0)], dim=-1),
         "background": torch.rand(batch, 3, *train.background_size, generator=generator).to(device),
     }
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
 
     def step(index: int) -> None:
-        data["sample_seed"] = (torch.arange(batch) + 1000 * index).to(device)
+        data["sample_seed"] = torch.arange(batch) + 1000 * index
         data["index"] = torch.arange(batch).to(device)
         data["step_seed"] = torch.tensor(7 + index)
         with torch.no_grad():

@@ -92,11 +92,12 @@ def measure(
     batch_data = {
         "image": torch.rand(batch, 3, *source, generator=generator).to(device),
         "index": torch.arange(batch, device=device),
-        "sample_seed": torch.arange(batch, device=device) + 1000,
+        # per-sample metadata stays on the host, as the trainer keeps it (pretrain.data.HOST_KEYS)
+        "sample_seed": torch.arange(batch) + 1000,
         "step_seed": torch.tensor(7),
         "background": torch.rand(batch, 3, *train_cfg.background_size, generator=generator).to(device),
-        "label": torch.arange(batch, device=device) % 4,
-        "keypoints": torch.rand(batch, 17, 3, generator=generator).to(device) * 64,
+        "label": torch.arange(batch) % 4,
+        "keypoints": torch.rand(batch, 17, 3, generator=generator) * 64,
     }
     same_math = None
     if reference:
