@@ -308,6 +308,7 @@ def finetune_row(spec: Any, args: argparse.Namespace, world: Path, out: Path) ->
         "unit_wall_s": round(wall, 2), "peak_mib": peak_mib(args.device),
         "main_metric": result.main_metric, "main_score": round(float(result.main_score), 4),
         "eval_samples": result.n_samples.get("eval", result.n_samples.get("test")),
+        **({"crops_made_on": extra["crops_made_on"]} if "crops_made_on" in extra else {}),
     }
 
 
