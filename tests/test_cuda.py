@@ -61,9 +61,10 @@ TINY: dict[str, dict[str, Any]] = {
     "attributes": {"batch": 8, "params": {"input_size": [64, 32]}},
     "t2i_retrieval": {"batch": 8, "params": {"input_size": [64, 32]},
                       "head": {"embed_dim": 64, "text_encoder": TINY_TEXT, "mlm": None}},
-    "pose": {"batch": 8, "params": {"input_size": [64, 48], "sigma": 1.0},
+    # crops_on_device forced on: what ``auto`` gives on a GPU, so the CPU dry run checks the same path
+    "pose": {"batch": 8, "params": {"input_size": [64, 48], "sigma": 1.0, "crops_on_device": True},
              "head": {"deconv_channels": [16, 16]}},
-    "wholebody": {"batch": 8, "params": {"input_size": [64, 48], "sigma": 1.0},
+    "wholebody": {"batch": 8, "params": {"input_size": [64, 48], "sigma": 1.0, "crops_on_device": True},
                   "head": {"deconv_channels": [16, 16]}},
     "parsing": {"batch": 4, "params": {"input_size": [64, 48]}, "head": {"channels": 16}},
     "multi_parsing": {"batch": 4, "params": {"input_size": [64, 80]}, "head": {"channels": 16}},
@@ -179,6 +180,9 @@ def test_task_unit_runs_on_the_device(
     assert result.main_metric == spec.metric.main and math.isfinite(result.main_score), result.scores
     assert result.predictions and all(Path(p).exists() for p in result.predictions)
     assert result.extra.get("steps", STEPS) == STEPS  # the cap held (tasks that report their steps)
+    chosen = spec.protocols[protocol]
+    if chosen.kind == "finetune" and chosen.params.get("crops_on_device") is True:
+        assert result.extra["crops_made_on"] == "device"
     (head,) = heads
     assert _on_device(ctx.backbone) == {DEVICE.type}
     assert _on_device(head) <= {DEVICE.type}  # a head may hold no parameters of its own
