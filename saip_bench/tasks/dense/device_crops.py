@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from saip_bench.devices import host_to_device
 from saip_bench.errors import DataFormatError
 
 JPEG_MAGIC = b"\xff\xd8"
@@ -109,7 +110,7 @@ def warp_crops(images: Sequence[torch.Tensor], matrices: torch.Tensor, flips: to
     ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32, device=device),
                             torch.arange(width, dtype=torch.float32, device=device), indexing="ij")
     pixels = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3)  # (h*w, 3)
-    inverse = inverse.to(device, torch.float32)
+    inverse = host_to_device(inverse.float(), device)
     crops = []
     for start in range(0, count, chunk):
         stop = min(count, start + chunk)
@@ -120,8 +121,8 @@ def warp_crops(images: Sequence[torch.Tensor], matrices: torch.Tensor, flips: to
         for k, image in enumerate(part):
             canvas[k, :, : image.shape[-2], : image.shape[-1]] = image
         source = pixels @ inverse[start:stop].transpose(1, 2)  # (n, h*w, 2) photo coordinates
-        scale = torch.tensor([pad_w, pad_h], dtype=torch.float32, device=device)
-        grid = ((2 * source + 1) / scale - 1).reshape(stop - start, height, width, 2)
+        grid = torch.stack([(2 * source[..., 0] + 1) / pad_w - 1, (2 * source[..., 1] + 1) / pad_h - 1], -1)
+        grid = grid.reshape(stop - start, height, width, 2)
         sampled = F.grid_sample(canvas, grid, mode="bilinear", padding_mode="zeros",
                                 align_corners=False)
         crops.append(sampled.round_().clamp_(0, 255).to(torch.uint8))

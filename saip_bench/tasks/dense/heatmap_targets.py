@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from saip_bench.devices import constant
+
 CODECS = ("UDPHeatmap", "MSRAHeatmap")
 
 
@@ -111,6 +113,7 @@ def render_heatmaps(
 def unit_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float32 in [0, 1], bit-identical to the CPU's ``images.float() / 255``.
 
-    Why a 0-dim tensor divisor on the images' device: CUDA divides by a CPU scalar as a multiplication
-    by its reciprocal, which can be one ulp off the true quotient the CPU pipeline computed."""
-    return images.float().div_(torch.tensor(255.0, device=images.device))
+    Why a tensor divisor on the images' device (built once, ``devices.constant``, so no copy per step):
+    CUDA divides by a CPU scalar as a multiplication by its reciprocal, which can be one ulp off the true
+    quotient the CPU pipeline computed."""
+    return images.float().div_(constant((255.0,), images.device))
