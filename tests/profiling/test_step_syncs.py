@@ -21,6 +21,8 @@ TASK_BUDGETS = {
     "attributes": (0, 0, 0, 0, 0),
     "parsing": (0, 0, 0, 0, 0),  # the Lovász plan comes with the batch, computed on the host
     "multi_parsing": (0, 0, 0, 0, 0),
+    "pose": (0, 0, 0, 0, 0),  # targets rendered on the device, the 1/255 a cached device constant
+    "wholebody": (0, 0, 0, 0, 0),
 }
 METHOD_BUDGETS = {  # every method: the trainer's one packed read of the loss terms (the guard, by design)
     "supervised_ids": (1, 0, 0, 3, 0),
