@@ -226,3 +226,24 @@ def test_bad_test_scales_fail_before_training(lip_like, tmp_path, monkeypatch):
                         lambda spec, protocol: {**spec_params, "test_scales": [1.0, 0]})
     with pytest.raises(SpecError, match="test_scales"):
         run_unit(lip_like, tmp_path, "finetune", max_steps=1)
+
+
+def test_affine_crops_travel_as_uint8_and_train_as_the_float_crops_did(lip_like, tmp_path, monkeypatch):
+    """The recipe's crops cross the loader as uint8 (a quarter of the bytes) and become floats in the step:
+    the losses equal, bit for bit, those of crops made float in the loader as before."""
+    from saip_bench.tasks import parsing
+
+    image, label = load_affine_pair(lip_like.splits["train"][0], (64, 48), 1.1, 10.0, True, PAIRS)
+    assert image.dtype == torch.uint8 and image.shape == (3, 64, 48) and label.dtype == torch.uint8
+    uint8_run = run_unit(lip_like, tmp_path / "uint8", "finetune", max_steps=3)
+    as_uint8 = parsing.load_affine_pair
+
+    def float_crops(*args, **kwargs):
+        crop, target = as_uint8(*args, **kwargs)
+        return crop.float().div(255.0), target
+
+    monkeypatch.setattr(parsing, "load_affine_pair", float_crops)
+    float_run = run_unit(lip_like, tmp_path / "float", "finetune", max_steps=3)
+    assert len(uint8_run.extra["losses"]) == 3
+    assert uint8_run.extra["losses"] == float_run.extra["losses"]
+    assert uint8_run.scores == float_run.scores
