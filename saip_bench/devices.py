@@ -39,21 +39,22 @@ def _same_place(a: torch.device, b: torch.device) -> bool:
     return a.type != "cuda" or (a.index or 0) == (b.index or 0)
 
 
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
+def tensors_in(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor inside ``value`` (nested lists, tuples, dict values), in order."""
     if isinstance(value, torch.Tensor):
         yield value
     elif isinstance(value, (list, tuple)):
         for item in value:
-            yield from _tensors(item)
+            yield from tensors_in(item)
     elif isinstance(value, dict):
         for item in value.values():
-            yield from _tensors(item)
+            yield from tensors_in(item)
 
 
 def check_inputs(name: str, module: nn.Module, inputs: Iterable[Any]) -> None:
     """Raise ``DeviceMismatchError`` when a tensor in ``inputs`` is not on ``module``'s device."""
     where = module_device(module)
-    for tensor in _tensors(list(inputs)):
+    for tensor in tensors_in(list(inputs)):
         if not _same_place(tensor.device, where):
             raise DeviceMismatchError(
                 f"{name} ({type(module).__name__}) lives on {where} but got a tensor of shape "

@@ -56,6 +56,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from saip_bench.devices import tensors_in
+
 DEVICE, HOST = "device", "host"
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _THIS_FILE = os.path.abspath(__file__)
@@ -93,17 +95,6 @@ class SyncCounts:
         return {"reads": sum(self.reads.values()), "data_dependent": sum(self.data_dependent.values()),
                 "small_h2d": sum(self.small_h2d.values()), "async_h2d": sum(self.async_h2d.values()),
                 "batch_h2d": sum(self.batch_h2d.values())}
-
-
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _tensors(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
 
 
 def _site() -> str:
@@ -174,7 +165,7 @@ class SyncCounter:
                 for state in value.state.values():
                     self.mark_device(*[t for t in state.values() if isinstance(t, torch.Tensor) and t.ndim])
             else:
-                for tensor in _tensors(value):
+                for tensor in tensors_in(value):
                     self._set(tensor, DEVICE)
 
     # ---- events
@@ -231,7 +222,7 @@ class _DispatchMode(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         counter = self.counter
-        inputs = list(_tensors((args, kwargs)))
+        inputs = list(tensors_in((args, kwargs)))
         placements = [counter._get(t) for t in inputs]
         on_device = any(p == DEVICE for p, _ in placements)
         if counter.counts is not None and on_device:
@@ -242,7 +233,7 @@ class _DispatchMode(TorchDispatchMode):
             elif func in DATA_DEPENDENT_OPS:
                 counter._record("data_dependent", name)
             elif func in MASK_INDEX_OPS and any(
-                t is not None and t.dtype in (torch.bool, torch.uint8) for t in _tensors(args[1])
+                t is not None and t.dtype in (torch.bool, torch.uint8) for t in tensors_in(args[1])
             ):
                 counter._record("data_dependent", f"{name}[mask]")
             elif func in REPEAT_INTERLEAVE and kwargs.get("output_size") is None:
@@ -260,7 +251,7 @@ class _DispatchMode(TorchDispatchMode):
         else:
             placement = None
         if placement is not None:
-            for tensor in _tensors(out):
+            for tensor in tensors_in(out):
                 counter._set(tensor, placement)
         return out
 
@@ -309,16 +300,16 @@ class _FunctionMode(TorchFunctionMode):
                     counter._copy_to_device(data, name, bool(kwargs.get("non_blocking", False)))
                 else:
                     counter._record("small_h2d", name)
-                for tensor in _tensors(out):
+                for tensor in tensors_in(out):
                     counter._set(tensor, DEVICE)
             elif not isinstance(data, torch.Tensor):
-                for tensor in _tensors(out):
+                for tensor in tensors_in(out):
                     counter._set(tensor, HOST)
             return out
-        if device is not None or not any(True for _ in _tensors((args, kwargs))):
+        if device is not None or not any(True for _ in tensors_in((args, kwargs))):
             # a factory call: on the device it names, on the host without one
             placement = DEVICE if device is not None and counter._is_device(device) else HOST
-            for tensor in _tensors(out):
+            for tensor in tensors_in(out):
                 counter._set(tensor, placement)
         return out
 

@@ -8,21 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from saip_bench.backbones import create_backbone
-from saip_bench.data.readers import read_dataset
-from saip_bench.specs import get_task_spec
-from saip_bench.tasks.base import UnitContext, get_task
 from saip_bench.tasks.dense import pose_task
 from saip_bench.tasks.dense.heatmap_targets import render_heatmaps, unit_float
 from saip_bench.tasks.dense.pose_task import PoseModel, TopDownPoseTask, _image_array
 from saip_bench.tasks.dense.topdown import TopDownPipeline, codec_config, gt_instances, pose_meta
-
-CASES = {"pose": ("coco", "coco", "udp"), "wholebody": ("coco_wholebody", "coco_wholebody", "msra")}
-
-
-@pytest.fixture(scope="module")
-def worlds(synth_world):
-    return {task: read_dataset(dataset, synth_world / dataset) for task, (dataset, _, _) in CASES.items()}
+from tests.tasks.dense.pose_cases import CASES, finetune
 
 
 @pytest.mark.parametrize("task", list(CASES))
@@ -49,20 +39,6 @@ def test_compact_samples_render_to_the_generate_target_samples(worlds, task):
     for a, b in zip(after, before, strict=True):
         assert np.array_equal(a["center"], b["center"]) and np.array_equal(a["scale"], b["scale"])
 
-
-def finetune(data, task: str, out, num_workers: int = 0):
-    """4 fine-tune steps of batch 8 at 64x48 (sigma 1), amp off, seed 0."""
-    dataset = CASES[task][0]
-    spec = get_task_spec(task, dataset).model_copy(deep=True)
-    schedule = spec.protocols["finetune"].schedule
-    schedule.max_steps, schedule.batch_size = 4, 8
-    spec.protocols["finetune"].params.update({"input_size": [64, 48], "sigma": 1.0,
-                                              "head": {"deconv_channels": [16, 16]}})
-    torch.manual_seed(0)
-    backbone = create_backbone("vit_tiny", (64, 48))
-    ctx = UnitContext(spec=spec, protocol="finetune", backbone=backbone, data=data, out_dir=out,
-                      cache_dir=None, show_progress=False, amp=False, num_workers=num_workers)
-    return get_task(task).run(ctx)
 
 
 @pytest.mark.parametrize(("task", "num_workers"), [("pose", 2), ("wholebody", 0)])

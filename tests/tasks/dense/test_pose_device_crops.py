@@ -8,22 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from saip_bench.backbones import create_backbone
-from saip_bench.data.readers import read_dataset
 from saip_bench.errors import DataFormatError, UserError
 from saip_bench.specs import get_task_spec
-from saip_bench.tasks.base import UnitContext, get_task
 from saip_bench.tasks.dense import pose_task
 from saip_bench.tasks.dense.device_crops import decode_images, read_bytes, warp_crops
 from saip_bench.tasks.dense.pose_task import PoseModel, TopDownPoseTask, _image_array, _photo_header
 from saip_bench.tasks.dense.topdown import TopDownPipeline, codec_config, gt_instances, pose_meta
-
-CASES = {"pose": ("coco", "coco", "udp"), "wholebody": ("coco_wholebody", "coco_wholebody", "msra")}
-
-
-@pytest.fixture(scope="module")
-def worlds(synth_world):
-    return {task: read_dataset(dataset, synth_world / dataset) for task, (dataset, _, _) in CASES.items()}
+from tests.tasks.dense.pose_cases import CASES, finetune
 
 
 @pytest.mark.parametrize("task", list(CASES))
@@ -83,20 +74,6 @@ def test_an_unreadable_photo_is_named(tmp_path):
         _photo_header(str(bad), read_bytes(bad))
 
 
-def finetune(data, task: str, out, crops_on_device: bool, num_workers: int):
-    """4 fine-tune steps of batch 8 at 64x48 (sigma 1), amp off, seed 0."""
-    spec = get_task_spec(task, CASES[task][0]).model_copy(deep=True)
-    schedule = spec.protocols["finetune"].schedule
-    schedule.max_steps, schedule.batch_size = 4, 8
-    spec.protocols["finetune"].params.update({"input_size": [64, 48], "sigma": 1.0,
-                                              "head": {"deconv_channels": [16, 16]},
-                                              "crops_on_device": crops_on_device})
-    torch.manual_seed(0)
-    backbone = create_backbone("vit_tiny", (64, 48))
-    ctx = UnitContext(spec=spec, protocol="finetune", backbone=backbone, data=data, out_dir=out,
-                      cache_dir=None, show_progress=False, amp=False, num_workers=num_workers)
-    return get_task(task).run(ctx)
-
 
 @pytest.mark.parametrize(("task", "num_workers"), [("pose", 2), ("wholebody", 0)])
 def test_device_crops_train_like_the_worker_crops(worlds, task, num_workers, tmp_path, monkeypatch):
@@ -110,9 +87,9 @@ def test_device_crops_train_like_the_worker_crops(worlds, task, num_workers, tmp
         return record
 
     monkeypatch.setattr(PoseModel, "feature", recorded("device"))
-    on_device = finetune(worlds[task], task, tmp_path / "device", True, num_workers)
+    on_device = finetune(worlds[task], task, tmp_path / "device", num_workers, crops_on_device=True)
     monkeypatch.setattr(PoseModel, "feature", recorded("workers"))
-    in_workers = finetune(worlds[task], task, tmp_path / "workers", False, 0)
+    in_workers = finetune(worlds[task], task, tmp_path / "workers", 0, crops_on_device=False)
     assert on_device.extra["crops_made_on"] == "device"
     assert in_workers.extra["crops_made_on"] == "loader workers"
     # training batches hold 8 crops; the per-epoch evaluation (best_test) predicts the 18 eval people
