@@ -13,7 +13,8 @@ hand back the ``load`` and ``collate`` callables and the key batches the fit giv
 are timed here in the main process on one thread (what one worker does): ms per sample of ``load``,
 ms per batch of ``collate`` over the batch size (a DataLoader runs ``collate_fn`` in the worker too), and
 the bytes a sample adds to the collated batch (every tensor's ``nbytes``; what crosses worker shared
-memory, pinning and the host-to-device copy). Pose and whole-body: both ways, ``params.crops_on_device``
+memory, pinning and the host-to-device copy); the fastest of ``--repeats`` passes is kept (a shared
+machine's other jobs only add time). Pose and whole-body: both ways, ``params.crops_on_device``
 false (the worker decodes and warps) and true (the worker reads bytes + header, runs the geometry; the
 device decodes and warps, timed here on this CPU only as a reference: on a GPU it is device work, nvJPEG).
 The pose worker's 16-photo decode cache is cleared before every sample: on COCO (64k photos, random
@@ -28,7 +29,7 @@ A loader-bound step waits 1 - W / (R * t) of its time, so W > 0.9 * R * t is the
 above keeps 1/0.81 ~ 1.23x of headroom over it (both are in the JSON).
 
     OMP_NUM_THREADS=1 python benchmarks/finetune_loader.py [--datasets coco lip] [--samples 256]
-        [--world W] [--json benchmarks/results/finetune_loader.json] [--profile]
+        [--repeats 3] [--world W] [--json benchmarks/results/finetune_loader.json] [--profile]
     python benchmarks/finetune_loader.py --quick --world TINY_WORLD --datasets market1501   # the test
 """
 
@@ -152,17 +153,12 @@ def device_side_ms(loader: Loader, batch: dict[str, Any]) -> float:
     return 1e3 * (time.perf_counter() - started) / len(batch["blobs"])
 
 
-def measure(loader: Loader, samples: int, warmup: int) -> dict[str, Any]:
-    """Per-sample load ms (each sample timed alone), collate ms per sample, bytes per sample."""
-    for keys in loader.keys(warmup):  # first calls: imports, pipelines, file cache
-        batch = loader.collate([loader.load(k) for k in keys])
-        if loader.way == "device crops":
-            device_side_ms(loader, batch)
+def timed_pass(loader: Loader, samples: int) -> dict[str, Any]:
+    """One pass over the next ``samples`` keys: each load timed alone, then each key batch's collate."""
     load_s: list[float] = []
     collate_s = 0.0
-    collated = 0
     nbytes = 0
-    device_ms: list[float] = []
+    device_ms = 0.0
     largest = 0
     for keys in loader.keys(samples):
         largest = max(largest, len(keys))
@@ -175,19 +171,33 @@ def measure(loader: Loader, samples: int, warmup: int) -> dict[str, Any]:
         started = time.perf_counter()
         batch = loader.collate(loaded)
         collate_s += time.perf_counter() - started
-        collated += len(loaded)
         nbytes += batch_bytes(batch)
         if loader.way == "device crops":
-            device_ms.append(device_side_ms(loader, batch) * len(loaded))
-    load_ms = 1e3 * statistics.fmean(load_s)
-    collate_ms = 1e3 * collate_s / collated
+            device_ms += device_side_ms(loader, batch) * len(loaded)
+    count = len(load_s)
+    load_ms, collate_ms = 1e3 * statistics.fmean(load_s), 1e3 * collate_s / count
     row = {"load_ms": round(load_ms, 3), "load_ms_median": round(1e3 * statistics.median(load_s), 3),
            "collate_ms": round(collate_ms, 3), "worker_ms": round(load_ms + collate_ms, 3),
-           "bytes_per_sample": round(nbytes / collated), "samples": len(load_s),
-           "collate_batch": largest}
-    if device_ms:
-        row["device_side_cpu_ms"] = round(sum(device_ms) / collated, 3)
+           "bytes_per_sample": round(nbytes / count), "samples": count, "collate_batch": largest}
+    if loader.way == "device crops":
+        row["device_side_cpu_ms"] = round(device_ms / count, 3)
     return row
+
+
+def measure(loader: Loader, samples: int, warmup: int, repeats: int) -> dict[str, Any]:
+    """The fastest of ``repeats`` passes (by worker ms a sample): on a shared machine another process's
+    burst only ever adds time, so the least-disturbed pass is the best estimate of the work itself. Every
+    pass's worker ms is kept for the spread."""
+    for keys in loader.keys(warmup):  # first calls: imports, pipelines, file cache
+        batch = loader.collate([loader.load(k) for k in keys])
+        if loader.way == "device crops":
+            device_side_ms(loader, batch)
+    passes = [timed_pass(loader, samples) for _ in range(repeats)]
+    best = min(passes, key=lambda p: p["worker_ms"])
+    best["worker_ms_passes"] = [p["worker_ms"] for p in passes]
+    if loader.way == "device crops":
+        best["device_side_cpu_ms"] = min(p["device_side_cpu_ms"] for p in passes)
+    return best
 
 
 def profile(loader: Loader, samples: int, top: int) -> dict[str, list[dict[str, Any]]]:
@@ -296,6 +306,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=None,
                         help="timed samples per dataset (default 256; --quick 4)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed samples first (default 4; quick 1)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed passes per row, the fastest kept (default 3; quick 1)")
     parser.add_argument("--world", type=Path, default=None,
                         help="synthetic world, generated there if missing (default runs/finetune_loader/"
                              "world_gpu_check; --quick: world_tiny)")
@@ -316,6 +328,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}")
     args.samples = args.samples or (4 if args.quick else 256)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 4)
+    args.repeats = max(1, args.repeats or (1 if args.quick else 3))
     preset = "tiny" if args.quick else "gpu_check"
     args.preset = preset
     args.world = args.world or REPO / "runs" / "finetune_loader" / f"world_{preset}"
@@ -337,7 +350,7 @@ def run(args: argparse.Namespace, world: Path) -> tuple[list[dict[str, Any]], di
                 loader = capture(spec, args, world, Path(tmp) / f"{dataset}{way.replace(' ', '_')}", way)
                 row: dict[str, Any] = {"dataset": dataset, "case": spec.key, "way": way,
                                        "input": "x".join(map(str, loader.input_hw)), "batch": loader.batch}
-                row.update(measure(loader, args.samples, args.warmup))
+                row.update(measure(loader, args.samples, args.warmup, args.repeats))
                 verdict(row, h200.get(spec.key))
                 rows.append(row)
                 if args.profile == "all" or (args.profile == "unfit" and row["fits_in_14"] is False):
@@ -376,14 +389,16 @@ def main(argv: list[str] | None = None) -> int:
                     "load_average_after": [round(x, 2) for x in os.getloadavg()],
                     "torch": torch.__version__, "threads": 1},
         "code": code_state(), "world": args.preset, "world_generation_s": round(world_s, 1),
-        "measured_s": round(measured_s, 1), "samples": args.samples, "quick": args.quick,
+        "measured_s": round(measured_s, 1), "samples": args.samples, "repeats": args.repeats,
+        "quick": args.quick,
         "h200_source": str(h200.relative_to(REPO)) if h200.is_relative_to(REPO) else str(h200),
         "h200_workers": H200_WORKERS, "formula": FORMULA,
         "assumptions": "perfect scaling over workers; the main process's pinning, copy and per-batch work "
                        "left out; worker cost measured on this machine's CPU, one thread",
         "rows": rows, **({"profiles": profiles} if profiles else {}),
     }
-    print(f"one thread; {args.preset} world; {args.samples} samples per row; load average "
+    print(f"one thread; {args.preset} world; {args.samples} samples per pass, fastest of {args.repeats} "
+          "passes; load average "
           f"{load_before[0]:.2f} before, {report['machine']['load_average_after'][0]:.2f} after")
     print(f"{FORMULA} (perfect scaling over workers; main-process pinning and copy left out)")
     print(markdown(rows))

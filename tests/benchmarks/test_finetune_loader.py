@@ -53,7 +53,7 @@ def test_quick_rows_follow_the_fit_and_the_formula(synth_world, tmp_path, capsys
         for field in FIELDS:
             assert isinstance(row[field], (int, float)) and math.isfinite(row[field]) and row[field] > 0, (
                 field, row)
-        assert row["samples"] == 4 and row["batch"] <= 4
+        assert row["samples"] == 4 and row["batch"] <= 4 and row["worker_ms_passes"] == [row["worker_ms"]]
         assert row["worker_ms"] == pytest.approx(row["load_ms"] + row["collate_ms"], abs=2e-3)
         # the collated batch is the fit's: one 3 x H x W image (uint8 or float32) and its int64 index
         height, width = map(int, row["input"].split("x"))
