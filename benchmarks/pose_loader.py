@@ -37,9 +37,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from saip_bench.devices import unit_float
 from saip_bench.tasks.common import load_rgb, worker_batches
 from saip_bench.tasks.dense.device_crops import decode_images, read_bytes, warp_crops
-from saip_bench.tasks.dense.heatmap_targets import render_heatmaps, unit_float
+from saip_bench.tasks.dense.heatmap_targets import render_heatmaps
 from saip_bench.tasks.dense.topdown import TopDownPipeline, build_codec, codec_config, pose_meta
 
 INPUT_HW = (256, 192)

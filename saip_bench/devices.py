@@ -126,6 +126,15 @@ def constant(values: tuple, device: torch.device, dtype: torch.dtype = torch.flo
         return torch.tensor(values, dtype=dtype, device=device)
 
 
+def unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1], bit-identical to the CPU's ``images.float() / 255``.
+
+    Why a tensor divisor on the images' device (built once, ``devices.constant``, so no copy per step):
+    CUDA divides by a CPU scalar as a multiplication by its reciprocal, which can be one ulp off the true
+    quotient the CPU pipeline computed."""
+    return images.float().div_(constant((255.0,), images.device))
+
+
 def packed_to_device(tensors: Sequence[torch.Tensor], device: torch.device | str) -> list[torch.Tensor]:
     """Small host tensors of one dtype on ``device`` in one queued copy (``host_to_device`` of their
     concatenation, split again there): one copy call per step instead of one per tensor."""

@@ -81,11 +81,11 @@ def pool_kind(params: dict[str, Any]) -> str:
     return pool
 
 
-def attribute_augmentation(size: tuple[int, int]) -> Any:
-    """Rethinking-of-PAR's train transform on [0, 1] tensors: pad 10 + random crop, flip."""
+def attribute_augmentation(size: tuple[int, int]) -> common.Augmentation:
+    """Rethinking-of-PAR's train transform: pad 10 + random crop, flip (no erasing)."""
     from torchvision.transforms import v2
 
-    return v2.Compose([v2.Pad(10), v2.RandomCrop(size), v2.RandomHorizontalFlip(0.5)])
+    return common.Augmentation(v2.Compose([v2.Pad(10), v2.RandomCrop(size), v2.RandomHorizontalFlip(0.5)]))
 
 
 def attribute_card(
@@ -186,16 +186,16 @@ class AttributesTask(SinglePersonTask):
             )
         else:
             paths = [r["path"] for r in records]
-            transform = attribute_augmentation(size)
+            augmentation = attribute_augmentation(size)
 
             batches = common.image_epoch_batches(
-                paths, size, transform, shuffled, steps_per_epoch, ctx.num_workers, device,
+                paths, size, augmentation, shuffled, steps_per_epoch, ctx.num_workers, device,
                 interpolation=protocol.resize.train,
             )
 
             def step(batch: Any) -> torch.Tensor:
-                images, index = batch  # pinned by the loader on a GPU: both copies are queued
-                logits = head(pooled(backbone, common.normalize(images.to(device, non_blocking=True)), pool))
+                images, index = common.augmented_images(batch, augmentation, device)  # queued copies
+                logits = head(pooled(backbone, common.normalize(images), pool))
                 return weighted_bce(logits, targets_on_device[index.to(device, non_blocking=True)], ratio_d)
 
             history = common.finetune(
@@ -244,7 +244,8 @@ class AttributesTask(SinglePersonTask):
             logits = torch.cat([head(f.to(device)).float().cpu() for f in feats.split(1024)])
         else:
             logits = common.sharded_extract(  # gathered over the ranks of a data-parallel unit
-                lambda b: {"logits": head(pooled(backbone, common.normalize(b[0].to(device)), pool))},
+                lambda b: {"logits": head(pooled(backbone, common.normalize(common.unit_images(b[0], device)),
+                                                 pool))},
                 [r["path"] for r in records], size, ctx, interpolation=interpolation,
             )["logits"]
         return all_records, records, logits.float().cpu()

@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from saip_bench.backbones import Backbone
-from saip_bench.devices import constant, fused_optimizer_ok, to_device
+from saip_bench.devices import constant, fused_optimizer_ok, host_to_device, to_device, unit_float
 from saip_bench.errors import DataFormatError, SpecError, UserError
 from saip_bench.logsinks import RunLog
 from saip_bench.specs import ParamGroups, Protocol, Schedule, stable_hash
@@ -64,15 +64,23 @@ def normalize(images: torch.Tensor, stats: tuple[tuple[float, ...], tuple[float,
         tuple(std), images.device).view(1, -1, 1, 1)
 
 
-def pil_to_tensor(
+def pil_to_uint8(
     image: Image.Image, size: tuple[int, int] | None = None, interpolation: str = "bilinear"
 ) -> torch.Tensor:
-    """PIL RGB -> (3, H, W) float in [0, 1], resized to ``size`` = (height, width) with ``interpolation``
-    (a protocol's resize rule: TransReID trains on bicubic resizes and tests on bilinear ones)."""
+    """PIL RGB -> (3, H, W) uint8, resized to ``size`` = (height, width) with ``interpolation`` (a
+    protocol's resize rule: TransReID trains on bicubic resizes and tests on bilinear ones). What a loader
+    carries: a quarter of the bytes of the floats, made float on the device (``devices.unit_float``)."""
     if size is not None and (image.height, image.width) != tuple(size):
         image = image.resize((size[1], size[0]), INTERPOLATION[interpolation])
     array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def pil_to_tensor(
+    image: Image.Image, size: tuple[int, int] | None = None, interpolation: str = "bilinear"
+) -> torch.Tensor:
+    """PIL RGB -> (3, H, W) float in [0, 1] (``pil_to_uint8`` / 255)."""
+    return pil_to_uint8(image, size, interpolation).float().div_(255.0)
 
 
 def is_frozen(protocol_kind: str) -> bool:
@@ -930,28 +938,78 @@ def split_records(data: Any, expression: str) -> list[dict[str, Any]]:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Images of ``paths`` resized to ``size`` (H, W) as [0, 1] tensors (normalise per batch), with index."""
+    """Images of ``paths`` resized to ``size`` (H, W) as uint8 tensors, with their index. The step makes
+    them float on the device (``unit_images``) and normalises them there."""
 
-    def __init__(
-        self,
-        paths: Sequence[str],
-        size: tuple[int, int],
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        interpolation: str = "bilinear",
-    ) -> None:
+    def __init__(self, paths: Sequence[str], size: tuple[int, int], interpolation: str = "bilinear") -> None:
         self.paths = list(paths)
         self.size = (int(size[0]), int(size[1]))
-        self.transform = transform
         self.interpolation = interpolation
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = pil_to_tensor(load_rgb(self.paths[index]), self.size, self.interpolation)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, index
+        return pil_to_uint8(load_rgb(self.paths[index]), self.size, self.interpolation), index
+
+
+class Augmentation(NamedTuple):
+    """A single-person fine-tune's train augmentation, split by where it runs. ``pixels`` (flip, pad,
+    crop: moves and copies of pixels) runs in the loader worker on the uint8 image, with the same draws
+    and values as on floats. ``erasing`` (torchvision's ``v2.RandomErasing`` with a constant fill) is only
+    drawn there (``erasing_box``) and painted in the step (``unit_images``). Why: the loader then carries
+    uint8 images, a quarter of the bytes of floats, and the numbers stay those of erasing the floats."""
+
+    pixels: Callable[[torch.Tensor], torch.Tensor] | None
+    erasing: Any = None
+
+
+def erasing_box(erasing: Any, image: torch.Tensor) -> tuple[int, int, int, int]:
+    """The box (top, left, height, width) that ``erasing(image)`` would paint, (0, 0, 0, 0) for none,
+    drawn with exactly its random calls (torchvision's ``RandomErasing.forward``: one coin against ``p``,
+    then ``make_params``), so the same seed erases the same pixels. A constant fill only: a random fill is
+    drawn per pixel, which a box cannot carry."""
+    if erasing.value is None:
+        raise ValueError("erasing_box: RandomErasing with value=None (a random fill) cannot be deferred")
+    if torch.rand(1) >= erasing.p:
+        return (0, 0, 0, 0)
+    params = erasing.make_params([image])
+    if params["v"] is None:  # no box fitted in ten tries: torchvision leaves the image alone
+        return (0, 0, 0, 0)
+    return (int(params["i"]), int(params["j"]), int(params["h"]), int(params["w"]))
+
+
+def unit_images(
+    images: torch.Tensor,
+    device: torch.device | str,
+    boxes: torch.Tensor | None = None,
+    fill: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """A loader's uint8 images -> float [0, 1] on ``device`` (a queued copy when pinned), with each
+    image's erasing box (``erasing_box``; height 0 = none) painted in ``fill``: the same numbers as
+    torchvision's erasing of the float image, without a host sync or a per-image launch."""
+    images = unit_float(images.to(device, non_blocking=True))
+    if boxes is None:
+        return images
+    if fill is None:
+        raise ValueError("unit_images: erasing boxes need their fill")
+    top, left, height, width = host_to_device(boxes, images.device).unbind(1)
+    rows = torch.arange(images.shape[-2], device=images.device).view(1, -1, 1)
+    cols = torch.arange(images.shape[-1], device=images.device).view(1, 1, -1)
+    inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + height).view(-1, 1, 1))
+              & (cols >= left.view(-1, 1, 1)) & (cols < (left + width).view(-1, 1, 1)))
+    return torch.where(inside.unsqueeze(1), constant(tuple(fill), images.device).view(1, -1, 1, 1), images)
+
+
+def augmented_images(batch: Any, augmentation: Augmentation | None, device: torch.device | str
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float [0, 1] images on ``device``, erased as drawn; host indices) of an ``image_epoch_batches``
+    batch."""
+    images, index, boxes = batch
+    erasing = augmentation.erasing if augmentation is not None else None
+    if erasing is None:
+        return unit_images(images, device), index
+    return unit_images(images, device, boxes, erasing.value), index
 
 
 def image_loader(
@@ -959,36 +1017,40 @@ def image_loader(
     size: tuple[int, int],
     batch_size: int,
     num_workers: int = 0,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    batch_sampler: Iterable[list[int]] | None = None,
-    shuffle_generator: torch.Generator | None = None,
     interpolation: str = "bilinear",
 ) -> torch.utils.data.DataLoader:
-    """A DataLoader of (images, indices); in order unless a sampler/generator says otherwise."""
-    dataset = ImageDataset(paths, size, transform, interpolation)
-    if batch_sampler is not None:
-        return torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle_generator is not None, generator=shuffle_generator,
-        num_workers=num_workers, drop_last=shuffle_generator is not None and len(dataset) > batch_size,
-    )
+    """A DataLoader of (uint8 images, indices) in order (evaluation and feature extraction)."""
+    return torch.utils.data.DataLoader(ImageDataset(paths, size, interpolation), batch_size=batch_size,
+                                       num_workers=num_workers)
 
 
 def image_epoch_batches(
     paths: Sequence[str],
     size: tuple[int, int],
-    transform: Callable[[torch.Tensor], torch.Tensor] | None,
+    augmentation: Augmentation | None,
     epoch_indices: Callable[[int], Iterable[list[int]]],
     steps_per_epoch: int,
     num_workers: int,
     device: torch.device | str,
     interpolation: str = "bilinear",
 ) -> Callable[[int], Iterator[Any]]:
-    """Fine-tune batches (images, indices) for ``fit_loop`` from one loader whose workers live across
-    epochs (``epoch_batches``); the indices stay on the host, where the label tables they index live."""
-    dataset = ImageDataset(paths, size, transform, interpolation)
-    return epoch_batches(dataset.__getitem__, epoch_indices, steps_per_epoch,
-                         torch.utils.data.default_collate, num_workers, device, move=False)
+    """Fine-tune batches (uint8 images, indices, erasing boxes (B, 4)) for ``fit_loop`` from one loader
+    whose workers live across epochs (``epoch_batches``), left in (pinned) host memory: the step moves
+    them (``unit_images``); the indices stay on the host, where the label tables they index live."""
+    dataset = ImageDataset(paths, size, interpolation)
+
+    def sample(index: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        image, _ = dataset[index]
+        box = (0, 0, 0, 0)
+        if augmentation is not None:
+            if augmentation.pixels is not None:
+                image = augmentation.pixels(image)
+            if augmentation.erasing is not None:
+                box = erasing_box(augmentation.erasing, image)
+        return image, index, torch.tensor(box, dtype=torch.int64)
+
+    return epoch_batches(sample, epoch_indices, steps_per_epoch, torch.utils.data.default_collate,
+                         num_workers, device, move=False)
 
 
 def frozen_features(
@@ -1011,7 +1073,7 @@ def frozen_features(
         device = torch.device(ctx.device)
         loader = image_loader(paths, size, batch_size, ctx.num_workers, interpolation=interpolation)
         return extract(
-            lambda batch: fn(normalize(batch[0].to(device))), loader, amp=ctx.amp, device=device
+            lambda batch: fn(normalize(unit_images(batch[0], device))), loader, amp=ctx.amp, device=device
         )
 
     if ctx.cache_dir is None:

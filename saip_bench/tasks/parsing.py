@@ -27,7 +27,7 @@ from torch import nn
 
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
-from saip_bench.devices import module_device
+from saip_bench.devices import module_device, unit_float
 from saip_bench.errors import DataFormatError, SpecError
 from saip_bench.metrics.parsing import IGNORE_INDEX, evaluate_pairs, read_label_png
 from saip_bench.specs import TaskSpec, stable_hash
@@ -58,7 +58,6 @@ from saip_bench.tasks.dense.features import (
     resolve_levels,
 )
 from saip_bench.tasks.dense.features import level_channels as probe_channels
-from saip_bench.tasks.dense.heatmap_targets import unit_float
 from saip_bench.tasks.dense.parsing_losses import ce2p_loss, lovasz_plan
 from saip_bench.tasks.dense.seg_head import SegmentationHead, flip_labels, flip_logits
 from saip_bench.tasks.dense.vis import save_part_map
@@ -156,7 +155,7 @@ def load_affine_pair(record: dict[str, Any], size: tuple[int, int], scale: float
     """The recipe's training crop: image (3, H, W) uint8 and label (H, W) uint8 (255 outside the image),
     warped from the whole image by the aspect-preserving affine map (``dense/affine.py``). The image stays
     uint8 through the loader (a quarter of a float crop's bytes: 663 KB vs 2.65 MB at LIP's 576x384); the
-    step makes it float on the device (``heatmap_targets.unit_float``, the same numbers as ``/ 255``)."""
+    step makes it float on the device (``devices.unit_float``, the same numbers as ``/ 255``)."""
     image, label = read_pair(record)
     crop, crop_label = warp_pair(np.asarray(image), label, size, scale, rotation, flip, flip_pairs)
     return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1), torch.from_numpy(crop_label)

@@ -155,17 +155,14 @@ def input_size(spec: TaskSpec, params: dict[str, Any]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def reid_augmentation(size: tuple[int, int]) -> Any:
-    """TransReID's train transform on [0, 1] tensors: flip, pad 10 + random crop, random erasing."""
+def reid_augmentation(size: tuple[int, int]) -> common.Augmentation:
+    """TransReID's train transform: flip, pad 10 + random crop, random erasing filled with the mean of
+    [0, 1] pixels (painted in the step, ``common.Augmentation``)."""
     from torchvision.transforms import v2
 
-    return v2.Compose(
-        [
-            v2.RandomHorizontalFlip(0.5),
-            v2.Pad(10),
-            v2.RandomCrop(size),
-            v2.RandomErasing(p=0.5, value=list(common.IMAGENET_MEAN)),
-        ]
+    return common.Augmentation(
+        v2.Compose([v2.RandomHorizontalFlip(0.5), v2.Pad(10), v2.RandomCrop(size)]),
+        v2.RandomErasing(p=0.5, value=list(common.IMAGENET_MEAN)),
     )
 
 
@@ -272,17 +269,17 @@ class ReidTask(SinglePersonTask):
             )
         else:
             head.train()
-            transform = reid_augmentation(size)
+            augmentation = reid_augmentation(size)
             paths = [r["path"] for r in records]
 
             batches = common.image_epoch_batches(
-                paths, size, transform, epoch_batches, steps_per_epoch, ctx.num_workers, device,
+                paths, size, augmentation, epoch_batches, steps_per_epoch, ctx.num_workers, device,
                 interpolation=protocol.resize.train,
             )
 
             def step(batch: Any) -> torch.Tensor:
-                images, index = batch  # pinned by the loader on a GPU: both copies are queued
-                cls = backbone.forward_features(common.normalize(images.to(device, non_blocking=True)))["cls"]
+                images, index = common.augmented_images(batch, augmentation, device)  # queued copies
+                cls = backbone.forward_features(common.normalize(images))["cls"]
                 return losses(cls, labels_on_device[index.to(device, non_blocking=True)])
 
             history = common.finetune(
@@ -322,7 +319,8 @@ class ReidTask(SinglePersonTask):
             feats = common.sharded_extract(  # gathered over the ranks of a data-parallel unit
                 lambda b: {
                     "f": head.test_feature(
-                        backbone.forward_features(common.normalize(b[0].to(device)))["cls"], neck_feat
+                        backbone.forward_features(common.normalize(common.unit_images(b[0], device)))["cls"],
+                        neck_feat,
                     )
                 },
                 [r["path"] for r in records], size, ctx, interpolation=ctx.protocol_spec.resize.test,

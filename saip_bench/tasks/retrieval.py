@@ -174,20 +174,17 @@ def normalize(images: torch.Tensor, stats: tuple[tuple[float, ...], tuple[float,
 
 def retrieval_augmentation(
     size: tuple[int, int], stats: tuple[tuple[float, ...], tuple[float, ...]] = NORMALIZATIONS["imagenet"]
-) -> Any:
-    """IRRA's train transform on [0, 1] tensors: flip, pad 10 + random crop, random erasing of 2-40 % of
-    the area. IRRA erases *after* normalising, filling with the mean's numbers; on [0, 1] pixels that fill
-    is ``mean * (1 + std)``, which normalises to exactly those numbers."""
+) -> common.Augmentation:
+    """IRRA's train transform: flip, pad 10 + random crop, random erasing of 2-40 % of the area (painted
+    in the step, ``common.Augmentation``). IRRA erases *after* normalising, filling with the mean's
+    numbers; on [0, 1] pixels that fill is ``mean * (1 + std)``, which normalises to exactly those
+    numbers."""
     from torchvision.transforms import v2
 
     fill = [m * (1 + s) for m, s in zip(*stats, strict=True)]
-    return v2.Compose(
-        [
-            v2.RandomHorizontalFlip(0.5),
-            v2.Pad(10),
-            v2.RandomCrop(size),
-            v2.RandomErasing(p=0.5, scale=(0.02, 0.4), value=fill),
-        ]
+    return common.Augmentation(
+        v2.Compose([v2.RandomHorizontalFlip(0.5), v2.Pad(10), v2.RandomCrop(size)]),
+        v2.RandomErasing(p=0.5, scale=(0.02, 0.4), value=fill),
     )
 
 
@@ -289,17 +286,16 @@ class RetrievalTask(SinglePersonTask):
             )
         else:
             paths = [records[i]["path"] for i, _ in pairs]
-            transform = retrieval_augmentation(size, stats)
+            augmentation = retrieval_augmentation(size, stats)
 
             batches = common.image_epoch_batches(
-                paths, size, transform, lambda epoch: [b.tolist() for b in shuffled(epoch)], steps_per_epoch,
-                ctx.num_workers, device, interpolation=protocol.resize.train,
+                paths, size, augmentation, lambda epoch: [b.tolist() for b in shuffled(epoch)],
+                steps_per_epoch, ctx.num_workers, device, interpolation=protocol.resize.train,
             )
 
             def step(batch: Any) -> torch.Tensor:
-                images, index = batch
-                # pinned by the loader on a GPU: the copy is queued
-                out = backbone.forward_features(normalize(images.to(device, non_blocking=True), stats))
+                images, index = common.augmented_images(batch, augmentation, device)  # queued copies
+                out = backbone.forward_features(normalize(images, stats))
                 if head.mlm is None:
                     return losses(head.encode_image(out["cls"]), index)
                 # IRRA projects every image token; the CLS one is the embedding, all feed the MLM
@@ -343,7 +339,7 @@ class RetrievalTask(SinglePersonTask):
             image_feats = common.sharded_extract(  # gathered over the ranks of a data-parallel unit
                 lambda b: {
                     "f": head.encode_image(
-                        backbone.forward_features(normalize(b[0].to(device), stats))["cls"]
+                        backbone.forward_features(normalize(common.unit_images(b[0], device), stats))["cls"]
                     )
                 },
                 [r["path"] for r in records], size, ctx, interpolation=ctx.protocol_spec.resize.test,

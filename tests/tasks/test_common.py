@@ -187,12 +187,55 @@ def test_resize_rule_bicubic_reaches_the_loader(tmp_path):
     path = tmp_path / "a.png"
     Image.fromarray(pixels).save(path)
     size = (16, 8)
-    expected = common.pil_to_tensor(Image.open(path).convert("RGB").resize((8, 16), Image.BICUBIC))
+    expected = common.pil_to_uint8(Image.open(path).convert("RGB").resize((8, 16), Image.BICUBIC))
     bilinear = common.ImageDataset([str(path)], size)[0][0]
     bicubic = common.ImageDataset([str(path)], size, interpolation="bicubic")[0][0]
+    assert bicubic.dtype == torch.uint8 and bicubic.shape == (3, 16, 8)
     assert torch.equal(bicubic, expected) and not torch.equal(bilinear, expected)
     loader = common.image_loader([str(path)], size, 1, interpolation="bicubic")
-    assert torch.equal(next(iter(loader))[0][0], expected)
+    batch = next(iter(loader))[0]
+    assert batch.dtype == torch.uint8 and torch.equal(batch[0], expected)
+    # made float in the step: the same numbers as the [0, 1] floats the loader used to carry
+    assert torch.equal(common.unit_images(batch, "cpu")[0], common.pil_to_tensor(
+        Image.open(path).convert("RGB"), size, "bicubic"))
+
+
+@pytest.mark.parametrize("fill", [list(common.IMAGENET_MEAN), [0.0], "irra"])
+def test_erasing_box_painted_in_the_step_equals_torchvision_erasing_the_floats(fill):
+    """What reid/retrieval used to do in the worker (v2.RandomErasing on the [0, 1] image) against the
+    deferred form (the worker draws the box, the step paints it on the uint8 batch made float): the same
+    pixels for every seed, the same random draws consumed, erased and untouched images both seen."""
+    from torchvision.transforms import v2
+
+    from saip_bench.tasks.retrieval import retrieval_augmentation
+
+    if fill == "irra":
+        erasing = retrieval_augmentation((32, 16)).erasing
+    else:
+        erasing = v2.RandomErasing(p=0.5, value=fill)
+    image = (torch.rand(3, 32, 16, generator=torch.Generator().manual_seed(1)) * 255).to(torch.uint8)
+    erased = 0
+    for seed in range(120):
+        torch.manual_seed(seed)
+        expected = erasing(image.float() / 255)
+        after_torchvision = torch.rand(1)
+        torch.manual_seed(seed)
+        box = common.erasing_box(erasing, image)
+        assert torch.equal(torch.rand(1), after_torchvision), seed
+        got = common.unit_images(image[None], "cpu", torch.tensor([box]), erasing.value)[0]
+        assert torch.equal(got, expected), (seed, box)
+        erased += box[2] > 0
+    assert 30 < erased < 90
+
+
+def test_erasing_box_refuses_a_random_fill():
+    from torchvision.transforms import v2
+
+    with pytest.raises(ValueError, match="random fill"):
+        common.erasing_box(v2.RandomErasing(p=1.0, value="random"), torch.zeros(3, 8, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="need their fill"):
+        common.unit_images(torch.zeros(1, 3, 8, 4, dtype=torch.uint8), "cpu",
+                           torch.zeros(1, 4, dtype=torch.int64))
 
 
 def test_fit_loop_epoch_hook_and_best_epoch_restores_best_weights():

@@ -30,8 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from saip_bench.devices import constant
-
 CODECS = ("UDPHeatmap", "MSRAHeatmap")
 
 
@@ -108,12 +106,3 @@ def render_heatmaps(
         heatmaps = (gy * labelled.unsqueeze(-1)).unsqueeze(-1) * gx.unsqueeze(-2)
         weights = torch.where(labelled & (off_x | off_y), torch.zeros((), device=visible.device), visible)
     return heatmaps, weights
-
-
-def unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [0, 1], bit-identical to the CPU's ``images.float() / 255``.
-
-    Why a tensor divisor on the images' device (built once, ``devices.constant``, so no copy per step):
-    CUDA divides by a CPU scalar as a multiplication by its reciprocal, which can be one ulp off the true
-    quotient the CPU pipeline computed."""
-    return images.float().div_(constant((255.0,), images.device))

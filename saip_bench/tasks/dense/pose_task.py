@@ -30,7 +30,7 @@ from torch import nn
 
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
-from saip_bench.devices import to_device
+from saip_bench.devices import to_device, unit_float
 from saip_bench.errors import DataFormatError, UserError
 from saip_bench.specs import TaskSpec, stable_hash
 from saip_bench.tasks import parallel
@@ -60,7 +60,7 @@ from saip_bench.tasks.dense.features import (
     resolve_levels,
 )
 from saip_bench.tasks.dense.heatmap_head import DeconvHeatmapHead, keypoint_mse
-from saip_bench.tasks.dense.heatmap_targets import render_heatmaps, unit_float
+from saip_bench.tasks.dense.heatmap_targets import render_heatmaps
 from saip_bench.tasks.dense.topdown import (
     PoseMeta,
     TopDownPipeline,

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from saip_bench.devices import unit_float
 from saip_bench.tasks.dense import pose_task
-from saip_bench.tasks.dense.heatmap_targets import render_heatmaps, unit_float
+from saip_bench.tasks.dense.heatmap_targets import render_heatmaps
 from saip_bench.tasks.dense.pose_task import PoseModel, TopDownPoseTask, _image_array
 from saip_bench.tasks.dense.topdown import TopDownPipeline, codec_config, gt_instances, pose_meta
 from tests.tasks.dense.pose_cases import CASES, finetune
