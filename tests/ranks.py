@@ -3,16 +3,22 @@
 Why a helper: a rank forked from the pytest process inherits its OpenMP thread pool; once the parent
 has run a multi-threaded convolution, the child's first multi-threaded op waits forever on that pool
 (CI stalled for 90 minutes on exactly this). Each child therefore runs single-threaded, and the parent
-waits at most ``timeout_s`` before killing the ranks and failing the test with the stuck ranks named.
+waits at most ``timeout_s`` before killing the ranks and failing the test with the stuck ranks named and
+their Python stacks (each rank registers a faulthandler dump on SIGUSR1), so a rare hang on CI says where.
 Fork, not spawn: the children reuse the imported modules (spawn re-imports torch and timm per rank).
 """
 
 from __future__ import annotations
 
+import faulthandler
+import os
+import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import pytest
 import torch
@@ -25,27 +31,58 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _single_threaded(rank: int, fn: Callable[..., None], *args: Any) -> None:
+_STACKS: list[IO[str]] = []  # the rank's open stack file, kept alive for faulthandler
+
+
+def _single_threaded(rank: int, stacks: str, fn: Callable[..., None], *args: Any) -> None:
+    _STACKS.append(open(Path(stacks, f"rank{rank}.txt"), "w"))  # open for the process's life
+    faulthandler.register(signal.SIGUSR1, file=_STACKS[-1], all_threads=True)
     torch.set_num_threads(1)
     fn(rank, *args)
+
+
+def _stacks_of(processes: list[Any], stacks: Path) -> str:
+    """The Python stacks of the ranks still alive, from their faulthandler on SIGUSR1."""
+    alive = [(rank, process) for rank, process in enumerate(processes) if process.is_alive()]
+    for _, process in alive:
+        os.kill(process.pid, signal.SIGUSR1)
+    time.sleep(2.0)
+    return "\n".join(f"rank {rank}:\n{(stacks / f'rank{rank}.txt').read_text()[-6000:]}" for rank, _ in alive)
 
 
 def run_ranks(fn: Callable[..., None], args: tuple = (), nprocs: int = 2, timeout_s: float = 300.0) -> None:
     """``fn(rank, *args)`` on ``nprocs`` forked processes; raises if one fails, fails the test if one is
     still running after ``timeout_s``."""
-    context = mp.start_processes(_single_threaded, args=(fn, *args), nprocs=nprocs, join=False,
+    with tempfile.TemporaryDirectory(prefix="rank-stacks-") as stacks:
+        _run_ranks(fn, args, nprocs, timeout_s, Path(stacks))
+
+
+def _run_ranks(fn: Callable[..., None], args: tuple, nprocs: int, timeout_s: float, stacks: Path) -> None:
+    context = mp.start_processes(_single_threaded, args=(str(stacks), fn, *args), nprocs=nprocs, join=False,
                                  start_method="fork")
     deadline = time.monotonic() + timeout_s
     while not context.join(timeout=max(0.1, deadline - time.monotonic())):
         if time.monotonic() >= deadline:
             stuck = [rank for rank, process in enumerate(context.processes) if process.is_alive()]
+            where = _stacks_of(context.processes, stacks)
             for process in context.processes:
                 if process.is_alive():
                     process.kill()
             for process in context.processes:
                 process.join(5)
             pytest.fail(f"ranks {stuck} still running after {timeout_s:.0f} s (a collective or a thread pool "
-                        "deadlock); killed")
+                        f"deadlock); killed. Their stacks:\n{where}")
+
+
+def leave_group() -> None:
+    """End a rank's part in a test: a barrier, then ``destroy_process_group``. Why the barrier: a rank that
+    tears its group down and exits while the other still finishes its last collective can leave that
+    other rank waiting (pytorch/pytorch#75097); CI once had rank 1 of a 2-rank test still running after
+    rank 0 had finished."""
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def race(target: Callable[..., None], args: tuple = (), count: int = 2, timeout_s: float = 60.0) -> list[int]:

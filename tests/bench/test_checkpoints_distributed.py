@@ -16,7 +16,7 @@ import torch.distributed as dist
 from saip_bench.bench.checkpoints import CheckpointCache, checkpoint_key
 from saip_bench.errors import TrainingError
 from saip_bench.locks import owner_lock
-from tests.ranks import free_port, run_ranks
+from tests.ranks import free_port, leave_group, run_ranks
 
 
 def _collective_pretrainer(*, out_dir: Path, **_: object) -> Path:
@@ -42,7 +42,7 @@ def _rank(rank: int, port: int, cache: str, out: str) -> None:
     again = CheckpointCache(cache, pretrainer=_collective_pretrainer, is_writer=rank == 0)
     found = again.ensure("saip", "vit_tiny", "quick", 0, 2, Path(cache), "fp", False)  # from the marker
     Path(out, f"rank{rank}.json").write_text(json.dumps([first.path, found.path, first.sha256]))
-    dist.destroy_process_group()
+    leave_group()
 
 
 def test_ranks_pretrain_a_checkpoint_together_without_deadlock(tmp_path):
@@ -90,7 +90,7 @@ def _rank_failing(rank: int, port: int, cache: str, out: str, bad_rank: int) -> 
             said.append(str(exc))
     dist.barrier()  # both ranks still pair up after the failure
     Path(out, f"rank{rank}.json").write_text(json.dumps(said))
-    dist.destroy_process_group()
+    leave_group()
 
 
 @pytest.mark.parametrize("bad_rank", [0, 1])
@@ -119,7 +119,7 @@ def _rank_busy(rank: int, port: int, cache: str, out: str) -> None:
             said.append(f"{type(exc).__name__}: {exc}")
     dist.barrier()
     Path(out, f"rank{rank}.json").write_text(json.dumps(said))
-    dist.destroy_process_group()
+    leave_group()
 
 
 def test_a_busy_cache_entry_stops_every_rank_without_a_hang(tmp_path):

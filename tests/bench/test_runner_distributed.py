@@ -13,7 +13,7 @@ from saip_bench.bench.runner import BenchConfig, BenchHooks, run_bench
 from saip_bench.bench.store import load_records
 from tests.bench.fakes import FAKE_SPECS, FakePretrainer, FakeTask, fake_loader, fake_read, fake_world
 from tests.bench.test_runner import PRESET
-from tests.ranks import free_port, run_ranks
+from tests.ranks import free_port, leave_group, run_ranks
 
 
 def _rank(rank: int, port: int, tmp: str) -> None:
@@ -29,7 +29,7 @@ def _rank(rank: int, port: int, tmp: str) -> None:
     with open(f"{tmp}/rank{rank}.json", "w") as handle:
         json.dump({"units": FakeTask.calls, "pretrained": pretrainer.calls, "written": len(report.written),
                    "failed": len(report.failed)}, handle)
-    dist.destroy_process_group()
+    leave_group()
 
 
 def test_two_ranks_split_the_units_and_share_the_pretraining(tmp_path):
@@ -76,7 +76,7 @@ def _together_rank(rank: int, port: int, tmp: str) -> None:
     with open(f"{tmp}/rank{rank}.json", "w") as handle:
         json.dump({"units": FakeTask.calls, "written": len(report.written), "failed": sorted(report.failed)},
                   handle)
-    dist.destroy_process_group()
+    leave_group()
 
 
 def test_data_parallel_units_run_on_every_rank_together_and_are_recorded_once(tmp_path, capsys):

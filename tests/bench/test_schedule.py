@@ -26,7 +26,7 @@ from saip_bench.bench.schedule import (
 )
 from saip_bench.commands.bench import resolve_shard
 from saip_bench.errors import UserError
-from tests.ranks import free_port, run_ranks
+from tests.ranks import free_port, leave_group, run_ranks
 
 REPO = Path(__file__).resolve().parents[2]
 ENTRY = REPO / "tests" / "bench" / "torchrun_entry.py"
@@ -126,7 +126,7 @@ def _split_verdict(rank: int, port: int, out: str) -> None:
     except DistributedFault as exc:
         result["split"] = str(exc)
     Path(out, f"rank{rank}.json").write_text(json.dumps(result))
-    dist.destroy_process_group()
+    leave_group()
 
 
 def test_ranks_agree_on_a_failure_and_a_split_verdict_stops_every_rank(tmp_path):

@@ -5,10 +5,9 @@ import os
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from saip_bench.pretrain.trainer import Trainer, init_distributed
-from tests.ranks import free_port, run_ranks
+from tests.ranks import free_port, leave_group, run_ranks
 
 from ._micro import micro_saip, micro_train_config
 
@@ -34,7 +33,7 @@ def _run(rank: int, world: int, port: int, root: str, out: str, batch: int) -> N
         weights = {k: v.tolist() for k, v in method.student.state_dict().items() if "blocks.0.attn" in k}
         Path(out, "result.json").write_text(json.dumps({"history": result.history, "weights": weights}))
     if world > 1:
-        dist.destroy_process_group()
+        leave_group()
 
 
 def test_two_process_gloo_matches_single_process(pretrain_root, tmp_path):

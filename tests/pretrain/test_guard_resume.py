@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from saip_bench.errors import TrainingError, UserError
 from saip_bench.pretrain.base import PretrainMethod
 from saip_bench.pretrain.trainer import Trainer, init_distributed
-from tests.ranks import free_port, run_ranks
+from tests.ranks import free_port, leave_group, run_ranks
 
 from ._micro import micro_saip, micro_train_config, micro_vit
 
@@ -286,7 +285,7 @@ def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     trainer = _trainer(root, out, method=_bomb(None), dist_info=info, device=device, **config)
     report["step"] = trainer.fit().step  # resumes from step 2 by default
     Path(out, f"rank{rank}.json").write_text(json.dumps(report))
-    dist.destroy_process_group()
+    leave_group()
 
 
 def test_ddp_guard_and_resume_take_the_same_path_on_every_rank(pretrain_root, tmp_path):

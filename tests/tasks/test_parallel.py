@@ -19,7 +19,10 @@ generator, so rank 1 samples its proposals from its own stream (1.3e-3 apart mea
 head after 2 steps is too sensitive to those statistics for any useful bound (pixel accuracy 0.17 on 2
 ranks, 0.41 in one process, with step losses equal to 1e-4): its scores, like those of every task that
 writes prediction files, are checked instead to equal exactly what one process computes from the files rank
-0 wrote from both ranks' shares (``SHARDED_FILES``).
+0 wrote from both ranks' shares (``SHARDED_FILES``). Pose and whole-body run twice: with the loader workers'
+crops (what ``crops_on_device: auto`` gives on a CPU) and with the crops made in the training process
+(``device_crop_batches``, what ``auto`` gives on a GPU), each rank decoding and warping its own share only;
+both under pose's bounds.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from saip_bench.specs import get_task_spec
 from saip_bench.tasks import attributes, common, parallel, reid, retrieval
 from saip_bench.tasks.base import UnitContext, data_parallel_plan, get_task
 from saip_bench.utils import seed_everything
-from tests.ranks import free_port, run_ranks
+from tests.ranks import free_port, leave_group, run_ranks
 from tests.tasks.test_fit_resume import market_like  # noqa: F401  (fixture)
 from tests.tasks.test_parsing import make_lip_like
 from tests.tasks.test_retrieval import pedes_like  # noqa: F401  (fixture)
@@ -96,8 +99,15 @@ def test_accumulation_equals_the_full_batch_in_one_process(tmp_path, market_like
 # -- one unit per family on 2 ranks ---------------------------------------------------------------------
 
 
+DEVICE_CROPS = "_device_crops"  # a pose family with ``params.crops_on_device: true`` (off on CPU by default)
+
+
 def spec_for(family: str):
-    """A tiny fine-tune of 2 steps with the process-local random draws off (see the module docstring)."""
+    """A tiny fine-tune of 2 steps with the process-local random draws off (see the module docstring).
+    ``pose_device_crops`` / ``wholebody_device_crops``: pose / whole-body with their crops decoded and
+    warped in the training process (``device_crop_batches``), the path ``auto`` takes on a GPU."""
+    device_crops = family.endswith(DEVICE_CROPS)
+    family = family.removesuffix(DEVICE_CROPS)
     task, dataset = {"reid": ("reid", "market1501"), "attributes": ("attributes", "pa100k"),
                      "retrieval": ("t2i_retrieval", "cuhk_pedes"), "parsing": ("parsing", "lip"),
                      "pose": ("pose", "coco"), "detection": ("detection", "crowdhuman"),
@@ -119,7 +129,8 @@ def spec_for(family: str):
             params["head"] = {"text_encoder": {"type": "scratch", "max_length": 16, "width": 32, "layers": 1,
                                                "heads": 2}}
     elif family in ("pose", "wholebody"):  # their augmentation is seeded per sample: the same on every rank
-        params.update({"input_size": [64, 48], "sigma": 1.0, "head": {"deconv_channels": [16, 16]}})
+        params.update({"input_size": [64, 48], "sigma": 1.0, "head": {"deconv_channels": [16, 16]},
+                       "crops_on_device": device_crops})
     elif family in ("parsing", "cihp"):
         params["input_size"] = [64, 48]
         params.setdefault("head", {}).update({"channels": 16, "dropout": 0.0})
@@ -176,6 +187,7 @@ def _rank(rank: int, port: int, tmp: str, datasets: dict) -> None:
                            "split": {k: result.extra[k] for k in ("world_size", "per_rank_batch",
                                                                    "accumulation", "effective_batch")},
                            "predictions": [str(p) for p in result.predictions],
+                           "crops_made_on": result.extra.get("crops_made_on"),
                            "unused_parameters": flags[-1], "stderr": err.read_text()}
     # a world size that cannot hold the spec's batch: the same clear error on every rank, no hang
     task, spec = spec_for("reid")
@@ -195,7 +207,7 @@ def _rank(rank: int, port: int, tmp: str, datasets: dict) -> None:
     except Exception as exc:  # rank 1 its own error, rank 0 the fault naming rank 1
         results["broken"] = f"{type(exc).__name__}: {exc}"
     Path(tmp, f"rank{rank}.json").write_text(json.dumps(results))
-    dist.destroy_process_group()
+    leave_group()
 
 
 @contextlib.contextmanager
@@ -220,8 +232,9 @@ def run_family_spec(task, spec, data, out):
     return get_task(task).run(ctx)
 
 
-BATCHNORM_FAMILIES = ("parsing", "cihp", "pose", "wholebody", "detection")
-SHARDED_FILES = ("parsing", "cihp", "pose", "wholebody", "detection", "fashion")
+POSE_DEVICE_CROPS = ("pose_device_crops", "wholebody_device_crops")
+BATCHNORM_FAMILIES = ("parsing", "cihp", "pose", "wholebody", "detection", *POSE_DEVICE_CROPS)
+SHARDED_FILES = ("parsing", "cihp", "pose", "wholebody", "detection", "fashion", *POSE_DEVICE_CROPS)
 
 
 def test_data_parallel_units_match_one_process_with_the_same_effective_batch(
@@ -230,16 +243,20 @@ def test_data_parallel_units_match_one_process_with_the_same_effective_batch(
                          (retrieval, "retrieval_augmentation")):
         monkeypatch.setattr(module, name, lambda size, *_: None)  # inherited by the forked ranks
     spec_a, spec_d = get_task_spec("attributes", "pa100k"), get_task_spec("detection", "crowdhuman")
+    coco, wholebody = (read_dataset(name, synth_world / name) for name in ("coco", "coco_wholebody"))
     datasets = {
         "reid": market_like,
         "attributes": read_dataset("pa100k", synth_world / "pa100k", spec_a.dataset_version),
         "retrieval": pedes_like,
         "parsing": make_lip_like(tmp_path / "lip", n_train=8, n_val=3),
-        "pose": read_dataset("coco", synth_world / "coco"),
+        "pose": coco,
         "detection": read_dataset("crowdhuman", synth_world / "crowdhuman", spec_d.dataset_version),
-        "wholebody": read_dataset("coco_wholebody", synth_world / "coco_wholebody"),
+        "wholebody": wholebody,
         "cihp": read_dataset("cihp", synth_world / "cihp"),
         "fashion": read_dataset("fashionpedia", synth_world / "fashionpedia"),
+        # the crops made in the training process (on a GPU: the device) from each rank's share of the keys
+        "pose_device_crops": coco,
+        "wholebody_device_crops": wholebody,
     }
     run_ranks(_rank, args=(free_port(), str(tmp_path / "ddp"), datasets), timeout_s=600)
     import tempfile
@@ -265,6 +282,9 @@ def test_data_parallel_units_match_one_process_with_the_same_effective_batch(
             expected = pytest.approx(value, rel=bound, abs=bound, nan_ok=True)
             assert ddp["scores"][key] == expected, (family, key)
         assert all(Path(p).is_file() for p in ddp["predictions"]), family  # written by rank 0
+        if family in ("pose", "wholebody", *POSE_DEVICE_CROPS):  # each run took the path it names
+            made_on = "device" if family in POSE_DEVICE_CROPS else "loader workers"
+            assert ddp["crops_made_on"] == single.extra["crops_made_on"] == made_on, family
         if family in SHARDED_FILES:  # the files rank 0 wrote from every rank's share, re-scored here
             task, spec = spec_for(family)
             ctx = UnitContext(spec=spec, protocol="finetune", backbone=None, data=data,  # type: ignore[arg-type]
@@ -325,7 +345,7 @@ def _shards_rank(rank: int, port: int, tmp: str) -> None:
             outcomes[where] = f"{type(exc).__name__}: {exc}"
     Path(tmp, f"rank{rank}.json").write_text(json.dumps(
         {"predicted": predicted, "written": written, "whole": whole, "outcomes": outcomes}))
-    dist.destroy_process_group()
+    leave_group()
 
 
 def test_sharded_prediction_is_written_once_by_rank0_and_a_failure_stops_every_rank(tmp_path):
@@ -359,7 +379,18 @@ class Interrupted(Exception):
     """Stands for the kill of the run after the resume state of epoch 1."""
 
 
-def toy_dp_fit(rank: int, out: Path):
+def weights_digest(parameters) -> str:
+    """One hash of every parameter's bytes: equal weights, equal digests (a ViT's weights are too many
+    to send back as JSON lists)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for parameter in parameters:
+        digest.update(parameter.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def toy_dp_fit(rank: int, out: Path, data=None):
     """3 epochs x 2 steps of a dropout MLP on 2 ranks (batch 8 = 2 x 4); dropout draws from each rank's
     own generator, as in ``Task.run``."""
     from torch import nn
@@ -381,15 +412,37 @@ def toy_dp_fit(rank: int, out: Path):
         checkpoint = common.FitCheckpoint(out / common.FIT_STATE, lambda: "toy", 1, out / common.FIT_LOG)
         history = common.fit_loop(model, batches, lambda x: model(x).pow(2).mean(), schedule, optimizer, 2,
                                   amp=False, show_progress=False, checkpoint=checkpoint)
-    return history, [p.detach().flatten().tolist() for p in model.parameters()], checkpoint.resumed_from
+    return history, weights_digest(model.parameters()), checkpoint.resumed_from
 
 
-def _resume_rank(rank: int, port: int, tmp: str) -> None:
+def pose_device_crops_dp_fit(rank: int, out: Path, data=None):
+    """A whole pose unit (``Task.run``) with its crops made in the training process, on 2 ranks: 2 train
+    images, batch 4 = 2 x 2, 3 steps, so 3 epochs of one step and a resume state after each. Why: the
+    device-crop batches wrap ``epoch_batches``; a resumed fit must start the wrapped loader at the resume
+    epoch (a wrapper that started it at epoch 0 would train epoch 1 on epoch 0's keys and crops)."""
+    task, spec = spec_for("pose_device_crops")
+    spec.protocols["finetune"].schedule.max_steps = 3
+    seed_everything(0)
+    backbone = create_backbone("vit_tiny", (64, 48))
+    ctx = UnitContext(spec=spec, protocol="finetune", backbone=backbone, data=data, out_dir=out,
+                      show_progress=False, amp=False, bootstrap_resamples=0, max_train_samples=2,
+                      data_parallel=True)
+    result = get_task(task).run(ctx)
+    assert result.extra["crops_made_on"] == "device" and result.extra["steps"] == 3, result.extra
+    history = {"losses": result.extra["losses"], "scores": result.scores}
+    return history, weights_digest(backbone.parameters()), result.extra.get("resumed_from_epoch")
+
+
+RESUMED_FITS = {"toy": toy_dp_fit, "pose_device_crops": pose_device_crops_dp_fit}
+
+
+def _resume_rank(rank: int, port: int, tmp: str, fit_name: str, data) -> None:
     import os
 
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    reference, ref_weights, _ = toy_dp_fit(rank, Path(tmp) / "ref")
+    fit = RESUMED_FITS[fit_name]
+    reference, ref_weights, _ = fit(rank, Path(tmp) / "ref", data)
     save = common.FitCheckpoint.save
 
     def save_then_die(self, state):
@@ -400,20 +453,26 @@ def _resume_rank(rank: int, port: int, tmp: str) -> None:
     common.FitCheckpoint.save = save_then_die  # rank 0 writes the resume state; this forked process only
     stopped = ""
     try:
-        toy_dp_fit(rank, Path(tmp) / "run")
+        fit(rank, Path(tmp) / "run", data)
     except (Interrupted, parallel.DataParallelFault) as exc:  # rank 0 its own, rank 1 the fault
         stopped = type(exc).__name__
     common.FitCheckpoint.save = save
-    resumed, weights, resumed_from = toy_dp_fit(rank, Path(tmp) / "run")
+    resumed, weights, resumed_from = fit(rank, Path(tmp) / "run", data)
     Path(tmp, f"rank{rank}.json").write_text(json.dumps({
         "stopped": stopped, "resumed_from": resumed_from, "weights": weights,
-        "same_losses": resumed["losses"] == reference["losses"], "same_weights": weights == ref_weights}))
-    dist.destroy_process_group()
+        "same_losses": resumed["losses"] == reference["losses"], "same_weights": weights == ref_weights,
+        "same_scores": resumed.get("scores") == reference.get("scores")}))
+    leave_group()
 
 
-def test_a_data_parallel_fit_resumes_exactly_on_every_rank(tmp_path):
-    run_ranks(_resume_rank, args=(free_port(), str(tmp_path)), timeout_s=120)
+@pytest.mark.parametrize("fit_name", list(RESUMED_FITS))
+def test_a_data_parallel_fit_resumes_exactly_on_every_rank(tmp_path, request, fit_name):
+    data = None  # the toy fit makes its own; the pose unit reads the session's synthetic world
+    if fit_name != "toy":
+        data = read_dataset("coco", request.getfixturevalue("synth_world") / "coco")
+    run_ranks(_resume_rank, args=(free_port(), str(tmp_path), fit_name, data), timeout_s=180)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["stopped"] for r in ranks] == ["Interrupted", "DataParallelFault"]
-    assert all(r["resumed_from"] == 1 and r["same_losses"] and r["same_weights"] for r in ranks), ranks
+    assert all(r["resumed_from"] == 1 and r["same_losses"] and r["same_weights"] and r["same_scores"]
+               for r in ranks), ranks
     assert ranks[0]["weights"] == ranks[1]["weights"]  # DDP kept the ranks' weights equal
