@@ -133,7 +133,7 @@ def pretrain_row(method: str, args: argparse.Namespace, pool: Path, out: Path) -
     steps = args.warmup + args.steps
     overrides = {"steps": steps, "epochs": None, "warmup_epochs": None, "warmup_steps": 0,
                  "accum_steps": 1, "checkpoint_every": 10**9, "log_every": 1,
-                 "num_workers": args.workers, "amp": not args.fp32}
+                 "num_workers": args.workers, "amp": not args.fp32, "compile": args.compile}
     if args.batch:
         overrides["batch_size"] = args.batch
     reset_peak(args.device)
@@ -154,7 +154,8 @@ def pretrain_row(method: str, args: argparse.Namespace, pool: Path, out: Path) -
     with torch.no_grad():
         views = method_obj.make_views(batch_data, torch.Generator().manual_seed(0))
     counter = FlopCounterMode(display=False)
-    with counter:  # forward and backward
+    # forward and backward, counted in eager mode (the same FLOPs; a compiled graph hides from the counter)
+    with counter, torch.compiler.set_stance("force_eager"):
         with autocast(trainer.device, trainer.amp):
             out_terms = method_obj(views)
         out_terms["loss"].float().backward()
@@ -165,6 +166,7 @@ def pretrain_row(method: str, args: argparse.Namespace, pool: Path, out: Path) -
     return {
         "case": method, "status": "ok", "backbone": args.backbone, "preset": args.preset,
         "batch": batch, "precision": "bf16" if trainer.amp else "fp32", "workers": args.workers,
+        "compile": bool(trainer.config.compile),
         "timed_steps": len(timed), "ms_per_step": round(1e3 * median, 2),
         "images_per_s": round(batch / median, 1),
         "data_wait_share": round(sum(wait_s) / sum(step_s), 4),
@@ -186,6 +188,7 @@ def reference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
                       amp, args.device, None)
         row["case"] = f"{name} (random inputs)"
         row["status"] = "ok"
+        row["compile"] = False  # pretrain_step.py times the eager step only
         rows.append(row)
     return rows
 
@@ -286,7 +289,7 @@ def finetune_row(spec: Any, args: argparse.Namespace, world: Path, out: Path) ->
     task.score = timed("score", task.score)  # type: ignore[method-assign]
     ctx = UnitContext(spec=spec, protocol=args.protocol, backbone=backbone, data=data, out_dir=out / spec.key,
                       seed=0, device=torch.device(args.device), amp=not args.fp32,
-                      num_workers=args.workers, cache_dir=None, show_progress=False,
+                      num_workers=args.workers, cache_dir=None, show_progress=False, compile=args.compile,
                       max_train_samples=8 if args.quick else None, max_eval_samples=4 if args.quick else None)
     seed_everything(0)
     reset_peak(args.device)
@@ -299,6 +302,7 @@ def finetune_row(spec: Any, args: argparse.Namespace, world: Path, out: Path) ->
     batch = protocol.schedule.batch_size
     return {
         "case": spec.key, "status": "ok", "protocol": args.protocol, "input_size": list(size), "batch": batch,
+        "compile": args.compile,
         "steps": extra.get("steps"), "timed_steps": steps,
         "train_images_per_s": round(steps * batch / seconds, 1) if steps else None,
         "data_wait_share": round(wait / seconds, 4) if steps else None,
@@ -342,8 +346,9 @@ def fmt(value: Any, pattern: str = "{:.1f}", scale: float = 1.0) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
+    compiled = ", torch.compile" if report.get("args", {}).get("compile") else ""
     lines = [f"## gpu_check on {report['device_name']} ({report['device']}, torch {report['torch']}, "
-             f"{report['cpus']} CPUs, workers {report['workers']}); {report['wall_s']:.0f} s", ""]
+             f"{report['cpus']} CPUs, workers {report['workers']}{compiled}); {report['wall_s']:.0f} s", ""]
     tests = report.get("tests")
     if tests:
         lines += [f"CUDA tests: **{tests['status']}** {tests.get('summary', '')} ({tests['seconds']} s)", ""]
@@ -397,6 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", default="finetune", help="the fine-tune protocol timed per dataset")
     parser.add_argument("--no-reference", dest="reference", action="store_false")
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the backbone's blocks in pretraining and fine-tuning (the "
+                             "CLI's --compile; backend $SAIP_COMPILE_BACKEND, default inductor); the untimed "
+                             "warm-up steps (at least 1) take the compilation")
     args = parser.parse_args(argv)
 
     import torch
@@ -412,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     args.warmup = args.warmup if args.warmup is not None else defaults[1]
     args.ft_steps = args.ft_steps or defaults[2]
     args.warmup_ft = args.warmup_ft if args.warmup_ft is not None else defaults[3]
+    if args.compile:  # the first step compiles: never timed
+        args.warmup, args.warmup_ft = max(1, args.warmup), max(1, args.warmup_ft)
     if args.quick and args.batch is None:
         args.batch = 4
     from saip_bench.utils import resolve_amp
