@@ -115,7 +115,7 @@ def capture(spec: Any, args: argparse.Namespace, world: Path, out: Path, way: st
     if way:
         spec.protocols[args.protocol].params["crops_on_device"] = way == "device crops"
     row_args = argparse.Namespace(protocol=args.protocol, warmup_ft=0, ft_steps=1, quick=args.quick,
-                                  backbone=args.backbone, device="cpu", fp32=True, workers=0)
+                                  backbone=args.backbone, device="cpu", fp32=True, workers=0, compile=False)
     with mock.patch.object(common, "worker_batches", stop):
         try:
             finetune_row(spec, row_args, world, out)
