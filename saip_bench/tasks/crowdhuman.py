@@ -37,7 +37,7 @@ from torchvision.ops import box_iou
 
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
-from saip_bench.devices import to_device
+from saip_bench.devices import to_device, unit_float
 from saip_bench.errors import SpecError
 from saip_bench.metrics import crowdhuman as crowd_metric
 from saip_bench.specs import TaskSpec
@@ -46,7 +46,7 @@ from saip_bench.tasks.base import TASKS, UnitContext
 from saip_bench.tasks.common import (
     load_rgb,
     normalize,
-    pil_to_tensor,
+    pil_to_uint8,
 )
 from saip_bench.tasks.dense.features import head_params, input_size, level_channels, multi_level
 from saip_bench.tasks.detection.crowddet import CrowdDet
@@ -197,9 +197,10 @@ def sample_target(record: dict[str, Any], original: tuple[int, int],
 def load_sample(
     record: dict[str, Any], size: tuple[int, int]
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Image resized to ``size`` and its targets there: full-body boxes (label 1) and ignore regions."""
+    """Image resized to ``size`` (uint8) and its targets there: full-body boxes (label 1) and ignore
+    regions."""
     image = load_rgb(record["path"])
-    return pil_to_tensor(image, size), sample_target(record, (image.height, image.width), size)
+    return pil_to_uint8(image, size), sample_target(record, (image.height, image.width), size)
 
 
 def keep_ratio_resize(spec: TaskSpec, protocol: str | None) -> ShortSideResize:
@@ -214,16 +215,16 @@ def keep_ratio_resize(spec: TaskSpec, protocol: str | None) -> ShortSideResize:
 
 def load_keep_ratio(record: dict[str, Any],
                     resize: ShortSideResize) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Image resized with its aspect kept (not padded) and its targets there, plus ``image_size`` (h, w)
-    and ``sample_seed`` (a stable number of the image ID, for the detector's seeded sampling; a Python
-    int, so it stays on the host when the batch moves: the sampler seeds host generators with it)."""
+    """Image resized with its aspect kept (not padded; uint8) and its targets there, plus ``image_size``
+    (h, w) and ``sample_seed`` (a stable number of the image ID, for the detector's seeded sampling; a
+    Python int, so it stays on the host when the batch moves: the sampler seeds host generators with it)."""
     image = load_rgb(record["path"])
     original = (image.height, image.width)
     size = resize.resized_hw(original)
     target = sample_target(record, original, size)
     target["image_size"] = torch.tensor(size)
     target["sample_seed"] = zlib.crc32(str(record["id"]).encode()) % 2**31
-    return pil_to_tensor(image, size), target
+    return pil_to_uint8(image, size), target
 
 
 def flip_own_width(target: dict[str, torch.Tensor], _width: int) -> dict[str, torch.Tensor]:
@@ -311,7 +312,8 @@ class CrowdHumanTask(DetectionTask):
 
             def loss_fn(batch) -> torch.Tensor:
                 images, batch_targets = batch
-                return head.losses(multi_level(ctx.backbone, normalize(images), head.levels), batch_targets)
+                pixels = normalize(unit_float(images))
+                return head.losses(multi_level(ctx.backbone, pixels, head.levels), batch_targets)
 
         info = self._fit_and_count(ctx, head, plan, batches, loss_fn, len(records), original)
         info["input_size"] = list(head.size)
@@ -363,7 +365,7 @@ class CrowdHumanTask(DetectionTask):
             def loss_fn(batch) -> torch.Tensor:
                 images, batch_targets, sizes = batch
                 # normalised with the padding (CrowdHuman's behaviour so far; mmdet pads after normalising)
-                maps = multi_level(ctx.backbone, normalize(images), head.levels)
+                maps = multi_level(ctx.backbone, normalize(unit_float(images)), head.levels)
                 return head.losses(maps, batch_targets, sizes, tuple(images.shape[-2:]))
 
         info = self._fit_and_count(ctx, head, plan, batches, loss_fn, len(records), original)
@@ -388,13 +390,13 @@ class CrowdHumanTask(DetectionTask):
                 if resize is not None:  # CrowdDet: aspect kept, the chunk padded
                     sizes = [resize.resized_hw((im.height, im.width)) for im in originals]
                     padded = resize.padded_hw(sizes)
-                    resized = [pil_to_tensor(im, hw) for im, hw in zip(originals, sizes, strict=True)]
+                    resized = [pil_to_uint8(im, hw) for im, hw in zip(originals, sizes, strict=True)]
                     images = pad_to_canvas(resized, padded).to(ctx.device)
                 else:
                     sizes = [head.size] * len(originals)
-                    images = torch.stack([pil_to_tensor(im, head.size) for im in originals]).to(ctx.device)
+                    images = torch.stack([pil_to_uint8(im, head.size) for im in originals]).to(ctx.device)
                 with autocast(ctx.device, enabled=ctx.amp):
-                    maps = multi_level(ctx.backbone, normalize(images), head.levels)
+                    maps = multi_level(ctx.backbone, normalize(unit_float(images)), head.levels)
                 maps = [m.float() for m in maps]
                 detections = head.detect(maps, sizes, padded) if resize is not None else head.detect(maps)
                 for image, found, size, record in zip(originals, detections, sizes, chunk, strict=True):

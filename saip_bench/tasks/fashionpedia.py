@@ -40,7 +40,7 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from saip_bench.backbones import Backbone
 from saip_bench.data.records import DatasetSplits
-from saip_bench.devices import to_device
+from saip_bench.devices import to_device, unit_float
 from saip_bench.errors import SpecError
 from saip_bench.metrics import fashionpedia as fashion_metric
 from saip_bench.specs import TaskSpec
@@ -50,7 +50,7 @@ from saip_bench.tasks.common import (
     is_frozen,
     load_rgb,
     normalize,
-    pil_to_tensor,
+    pil_to_uint8,
 )
 from saip_bench.tasks.dense.features import (
     head_params,
@@ -395,7 +395,7 @@ class FashionpediaTask(DetectionTask):
 
                 def loss_fn(batch) -> torch.Tensor:
                     images, batch_targets, sizes = batch
-                    maps = multi_level(ctx.backbone, normalize_padded(images, sizes), head.levels)
+                    maps = multi_level(ctx.backbone, normalize_padded(unit_float(images), sizes), head.levels)
                     return head.losses(maps, batch_targets, sizes, tuple(images.shape[-2:]))
             else:
                 batches = mirrored_batches(
@@ -405,7 +405,7 @@ class FashionpediaTask(DetectionTask):
 
                 def loss_fn(batch) -> torch.Tensor:
                     images, batch_targets = batch
-                    return head.losses(multi_level(ctx.backbone, normalize(images), head.levels),
+                    return head.losses(multi_level(ctx.backbone, normalize(unit_float(images)), head.levels),
                                        batch_targets)
 
         info = self._fit_and_count(ctx, head, plan, batches, loss_fn, len(records), original)
@@ -443,8 +443,8 @@ class FashionpediaTask(DetectionTask):
                     originals = [load_rgb(r["path"]) for r in chunk]
                     stored = [(im.height, im.width) for im in originals]
                     sizes = [head.size] * len(chunk)
-                    images = torch.stack([pil_to_tensor(im, head.size) for im in originals]).to(ctx.device)
-                    pixels = normalize(images)
+                    images = torch.stack([pil_to_uint8(im, head.size) for im in originals]).to(ctx.device)
+                    pixels = normalize(unit_float(images))
                 else:  # the recipe's test resize: long side test_scale, aspect kept, padded batch
                     test_size = functools.partial(long_side_size, scale=head.resize.test_scale)
                     loaded = [load_resized(r["path"], record_hw(r) if jpeg_draft else None, test_size,
@@ -453,7 +453,7 @@ class FashionpediaTask(DetectionTask):
                     resized = [image for image, _ in loaded]
                     sizes = [image_hw(image) for image in resized]
                     images = pad_images(resized, head.resize.size_divisor).to(ctx.device)
-                    pixels = normalize_padded(images, sizes)
+                    pixels = normalize_padded(unit_float(images), sizes)
                 with autocast(ctx.device, enabled=ctx.amp):
                     maps = multi_level(ctx.backbone, pixels, head.levels)
                 found_all = head.detect([m.float() for m in maps], None if head.resize is None else sizes,

@@ -94,6 +94,7 @@ def test_boxes_round_trip_through_the_keep_ratio_resize(synth_world):
     resize = ShortSideResize(96, 128, 32)
     image, target = load_keep_ratio(record, resize)
     h, w = target["image_size"].tolist()
+    assert image.dtype == torch.uint8  # made float on the device
     assert tuple(image.shape[1:]) == (h, w) and max(h, w) <= 128 and (min(h, w) == 96 or max(h, w) == 128)
     original = (record["height"], record["width"])
     assert abs(h / original[0] - w / original[1]) < 0.01  # aspect kept

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from saip_bench.devices import unit_float
 from saip_bench.specs import Schedule, stable_hash
 from saip_bench.tasks.base import Task, UnitContext
 from saip_bench.tasks.common import (
@@ -27,7 +28,7 @@ from saip_bench.tasks.common import (
     load_rgb,
     n_samples,
     normalize,
-    pil_to_tensor,
+    pil_to_uint8,
     schedule_param_groups,
     set_backbone_trainable,
 )
@@ -81,9 +82,9 @@ def cached_level_maps(
     The key includes the backbone's weight fingerprint, so a cache folder shared by mistake across
     checkpoints never hands one backbone's features to another. ``load`` (default: the whole image
     resized to ``size``) gives a record's (3, *size) image another way (an aspect-kept resize padded to
-    ``size``); ``layout`` names that way in the key.
+    ``size``); ``layout`` names that way in the key. Images are uint8, made float on the device.
     """
-    load = load or (lambda record: pil_to_tensor(load_rgb(record["path"]), size))
+    load = load or (lambda record: pil_to_uint8(load_rgb(record["path"]), size))
 
     def compute() -> dict[str, torch.Tensor]:
         ctx.backbone.eval()
@@ -94,7 +95,7 @@ def cached_level_maps(
                 yield torch.stack([load(r) for r in chunk])
 
         def fn(images: torch.Tensor) -> dict[str, torch.Tensor]:
-            maps = multi_level(ctx.backbone, normalize(images.to(ctx.device)), levels)
+            maps = multi_level(ctx.backbone, normalize(unit_float(images.to(ctx.device))), levels)
             return {f"level{i}": m for i, m in enumerate(maps)}
 
         return extract(fn, loader(), ctx.amp, ctx.device)

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torchvision.models.detection.image_list import ImageList
 
+from saip_bench.devices import unit_float
 from saip_bench.errors import DataFormatError, SpecError
 from saip_bench.metrics import fashionpedia as fashion_metric
 from saip_bench.specs import get_task_spec
@@ -310,7 +311,8 @@ def test_a_drafted_photo_has_the_target_size_and_the_full_decodes_targets(tmp_pa
         full, full_target = load_sample(record, lambda hw, s=scale: long_side_size(hw, s), 5)
         drafted, target = load_sample(record, lambda hw, s=scale: long_side_size(hw, s), 5, jpeg_draft=True)
         assert tuple(drafted.shape[-2:]) == tuple(full.shape[-2:]) == size
-        assert not torch.equal(drafted, full) and (drafted - full).abs().mean() < 2 / 255
+        assert drafted.dtype == full.dtype == torch.uint8  # made float on the device
+        assert not torch.equal(drafted, full) and (drafted.float() - full.float()).abs().mean() < 2
         assert torch.equal(target["boxes"], full_target["boxes"])
         assert torch.equal(target["masks"], full_target["masks"]) and target["masks"].shape == (1, *size)
         back = scale_boxes(target["boxes"], size, (900, 600))
@@ -321,11 +323,12 @@ def test_without_the_draft_or_for_a_png_the_sample_is_the_full_decode(tmp_path):
     record = garment_photo(tmp_path / "a.jpg")
     png = dict(record, path=str(tmp_path / "a.png"))
     Image.open(record["path"]).save(png["path"])
-    before = pil_to_tensor(load_rgb(record["path"]), long_side_size((900, 600), 448))  # the loader before
+    before = pil_to_tensor(load_rgb(record["path"]), long_side_size((900, 600), 448))  # the float loader
     off, _ = load_sample(record, lambda hw: long_side_size(hw, 448), 5)
-    assert torch.equal(off, before)
+    assert off.dtype == torch.uint8 and torch.equal(unit_float(off), before)  # what the step makes of it
     png_on, _ = load_sample(png, lambda hw: long_side_size(hw, 448), 5, jpeg_draft=True)
-    assert torch.equal(png_on, pil_to_tensor(load_rgb(png["path"]), long_side_size((900, 600), 448)))
+    assert torch.equal(unit_float(png_on),
+                       pil_to_tensor(load_rgb(png["path"]), long_side_size((900, 600), 448)))
 
 
 def test_a_drafted_photo_whose_size_is_not_the_annotations_is_refused(tmp_path):
