@@ -973,7 +973,8 @@ def erasing_box(erasing: Any, image: torch.Tensor) -> tuple[int, int, int, int]:
         raise ValueError("erasing_box: RandomErasing with value=None (a random fill) cannot be deferred")
     if torch.rand(1) >= erasing.p:
         return (0, 0, 0, 0)
-    params = erasing.make_params([image])
+    # ``make_params`` since torchvision 0.21, ``_get_params`` before (pyproject allows >= 0.19)
+    params = (getattr(erasing, "make_params", None) or erasing._get_params)([image])
     if params["v"] is None:  # no box fitted in ten tries: torchvision leaves the image alone
         return (0, 0, 0, 0)
     return (int(params["i"]), int(params["j"]), int(params["h"]), int(params["w"]))
