@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from saip_bench.devices import unit_float
 from saip_bench.tasks.dense.heatmap_targets import (
     heatmap_scale,
     render_heatmaps,
     to_heatmap_coordinates,
-    unit_float,
 )
 from saip_bench.tasks.dense.topdown import build_codec, codec_config
 
