@@ -12,8 +12,9 @@ rounding, and each is kept to the letter here (tests pin both):
 The rest is one copy: the padded canvas, zero padding at the bottom / right, the collate that keeps each
 image's own size, normalisation that leaves the padding at 0, the multi-scale loader, and the optional
 JPEG draft decode of a whole photo about to be shrunk (``load_resized``). Images cross the loader as uint8
-(a quarter of the float bytes: 2.7 MB instead of 10.8 MB an 800x1125 image) and become [0, 1] floats on
-the device (``devices.unit_float``, the same numbers as ``/ 255``).
+(a quarter of the float bytes: a CrowdHuman sample 2.7 MB instead of 10.9 MB in
+``benchmarks/finetune_loader.py``) and become [0, 1] floats on the device (``devices.unit_float``, the
+same numbers as ``/ 255``).
 """
 
 from __future__ import annotations
