@@ -97,13 +97,14 @@ class SyncCounts:
                 "batch_h2d": sum(self.batch_h2d.values())}
 
 
-def _site() -> str:
-    """The innermost caller outside torch, the standard library, this file and the copy helpers."""
+def source_site(also_skip: frozenset[str] = frozenset()) -> str:
+    """The innermost caller outside torch, the standard library, this file, the copy helpers and the
+    files in ``also_skip`` (absolute paths: another profiling mode's own file)."""
     frame = sys._getframe(1)
     while frame is not None:
         name = os.path.abspath(frame.f_code.co_filename)
         if not (name.startswith(_TORCH_DIR) or name.startswith(_STDLIB_DIR) or name in _HELPERS
-                or name.startswith("<")):
+                or name in also_skip or name.startswith("<")):
             return f"{os.path.relpath(name)}:{frame.f_lineno}"
         frame = frame.f_back
     return "?"
@@ -173,7 +174,7 @@ class SyncCounter:
         if self.counts is None:
             return
         getattr(self.counts, kind)[what] += 1
-        self.counts.sites[f"{kind} {what}: {_site()}"] += 1
+        self.counts.sites[f"{kind} {what}: {source_site()}"] += 1
 
     def _copy_to_device(self, source: torch.Tensor, what: str, non_blocking: bool) -> None:
         placement, fresh = self._get(source)

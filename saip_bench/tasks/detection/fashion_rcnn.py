@@ -165,6 +165,16 @@ def sample_positives(
             torch.cat(attributes) if attributes else empty.reshape(0, 0))
 
 
+def per_box_context(context: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+    """Each box's row of its image's ``context`` (one row per image), in box order.
+
+    Why expanded, not indexed with each box's image index: the backward of an index that repeats sums
+    with atomic adds across CPU threads (``index_put_``), in an order that changes the rounding, so two
+    same-seed fine-tunes on 2 threads differed from step 2 (``saip_bench/profiling/races.py``)."""
+    rows = context.split(1)
+    return torch.cat([row.expand(len(b), *row.shape[1:]) for row, b in zip(rows, boxes, strict=True)])
+
+
 class KnowledgeAttributeHead(nn.Module):
     """Attribute logits from RoI features, box geometry and a category -> attribute prior (KE-RCNN's design,
     docs/tasks_multi_person.md#fashionpedia; an approximation where the recipe's parts are not ours).
@@ -226,8 +236,8 @@ class KnowledgeAttributeHead(nn.Module):
                                for i, b in enumerate(boxes)])
         half = rois.shape[1] // 2
         local = self.local(rois[:, :half])
-        related = self.context(rois[:, half:].flatten(2).transpose(1, 2),
-                               context[per_image].flatten(2).transpose(1, 2))  # (N, 49, C - half)
+        related = self.context(rois[:, half:].flatten(2).transpose(1, 2),  # (N, 49, C - half)
+                               per_box_context(context, boxes).flatten(2).transpose(1, 2))
         tokens = torch.cat([local.flatten(2).transpose(1, 2), related], dim=2)
         visual = self.visual(tokens) + self.position
         scale = host_to_device(torch.tensor([[w, h, w, h] for h, w in sizes], dtype=rois.dtype), rois.device)
