@@ -83,10 +83,35 @@ def peak_mib(device: str) -> float | None:
 
 def window(ends: list[float], waits: list[float], warmup: int) -> tuple[float, float, int]:
     """(seconds, data-wait seconds, steps) of the steps after ``warmup`` (at least the last one)."""
-    first = min(max(warmup, 1), len(ends) - 1) if len(ends) > 1 else 0
+    first = first_timed(ends, warmup)
     start = ends[first - 1] if first > 0 else 0.0
     steps = len(ends) - first
     return ends[-1] - start, sum(waits[first:]), steps
+
+
+def first_timed(ends: list[float], warmup: int) -> int:
+    """Index of the first timed step: after ``warmup`` (at least 1) steps, leaving at least the last one."""
+    return min(max(warmup, 1), len(ends) - 1) if len(ends) > 1 else 0
+
+
+def timed_steps(ends: list[float], waits: list[float], warmup: int) -> tuple[list[float], list[float]]:
+    """Seconds and data-wait seconds of each step after ``warmup``, from the loop's step end times."""
+    first = first_timed(ends, warmup)
+    starts = [ends[i - 1] if i > 0 else 0.0 for i in range(first, len(ends))]
+    step_s = [end - start for start, end in zip(starts, ends[first:], strict=True)]
+    return step_s, list(waits[first:len(ends)])
+
+
+def per_step(step_s: list[float], wait_s: list[float]) -> dict[str, Any]:
+    """Each timed step's milliseconds and data wait, and the wait share of the window's second half.
+
+    Why: a wait share over a short window mixes the loader's pipeline filling up (waits that shrink step by
+    step) with a loader that cannot keep up (waits that stay); the per-step lists tell the two apart."""
+    half = len(step_s) // 2
+    late_s = sum(step_s[half:])
+    return {"step_ms": [round(1000 * t, 2) for t in step_s],
+            "step_wait_ms": [round(1000 * w, 2) for w in wait_s],
+            "data_wait_share_second_half": round(sum(wait_s[half:]) / late_s, 4) if late_s > 0 else None}
 
 
 def error_row(row: dict[str, Any], exc: BaseException) -> dict[str, Any]:
@@ -173,6 +198,7 @@ def pretrain_row(method: str, args: argparse.Namespace, pool: Path, out: Path) -
         "step_tflop": round(flops / 1e12, 4), "achieved_tflops": round(achieved, 2),
         "mfu": round(achieved / peak, 4) if peak else None, "peak_mib": memory,
         "final_loss": round(float(result.last.get("loss", float("nan"))), 4),
+        **per_step(step_s, wait_s),
     }
 
 
@@ -313,6 +339,7 @@ def finetune_row(spec: Any, args: argparse.Namespace, world: Path, out: Path) ->
         "main_metric": result.main_metric, "main_score": round(float(result.main_score), 4),
         "eval_samples": result.n_samples.get("eval", result.n_samples.get("test")),
         **({"crops_made_on": extra["crops_made_on"]} if "crops_made_on" in extra else {}),
+        **(per_step(*timed_steps(ends, waits, args.warmup_ft)) if ends else {}),
     }
 
 

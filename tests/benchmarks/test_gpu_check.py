@@ -23,6 +23,13 @@ def finite_positive(value: object) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+def assert_per_step(row: dict) -> None:
+    """One figure per timed step; waits within their steps; the late-half share a fraction."""
+    assert len(row["step_ms"]) == len(row["step_wait_ms"]) == row["timed_steps"], row
+    assert all(0 <= w <= t for w, t in zip(row["step_wait_ms"], row["step_ms"], strict=True)), row
+    assert 0.0 <= row["data_wait_share_second_half"] <= 1.0, row
+
+
 def test_gpu_check_quick_on_cpu(synth_world, tmp_path):
     assert (synth_world / "pretrain").is_dir()
     out = tmp_path / "gpu_check"
@@ -46,6 +53,7 @@ def test_gpu_check_quick_on_cpu(synth_world, tmp_path):
         assert finite_positive(row["images_per_s"]) and finite_positive(row["ms_per_step"]), row
         assert 0.0 <= row["data_wait_share"] <= 1.0, row
         assert row["timed_steps"] >= 1 and math.isfinite(row["final_loss"]), row
+        assert_per_step(row)
 
     finetune = report["finetune"]
     assert {r["case"] for r in finetune} == DATASETS
@@ -56,6 +64,7 @@ def test_gpu_check_quick_on_cpu(synth_world, tmp_path):
         assert 0.0 <= row["data_wait_share"] <= 1.0, row
         assert row["eval_s"] >= 0 and row["predict_s"] >= 0 and row["score_s"] >= 0, row
         assert math.isfinite(row["main_score"]), row
+        assert_per_step(row)
 
     table = (out / "gpu_check.md").read_text().splitlines()
     for row in pretrain + finetune:
