@@ -43,7 +43,7 @@ from saip_bench.tasks.common import (
     load_rgb,
     n_samples,
     normalize,
-    pil_to_tensor,
+    pil_to_uint8,
     schedule_param_groups,
     set_backbone_trainable,
 )
@@ -144,10 +144,11 @@ def check_label_size(record: dict[str, Any], image: Image.Image) -> None:
 
 
 def load_pair(record: dict[str, Any], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image (3, H, W) in [0, 1] resized bilinearly, label (H, W) uint8 resized by nearest neighbour."""
+    """Image (3, H, W) uint8 resized bilinearly, label (H, W) uint8 resized by nearest neighbour; the image
+    becomes float where it is used (``devices.unit_float``: the same numbers as ``/ 255``)."""
     image, label = read_pair(record)
     resized = Image.fromarray(label).resize((size[1], size[0]), Image.NEAREST)
-    return pil_to_tensor(image, size), torch.from_numpy(np.array(resized))
+    return pil_to_uint8(image, size), torch.from_numpy(np.array(resized))
 
 
 def load_affine_pair(record: dict[str, Any], size: tuple[int, int], scale: float, rotation: float, flip: bool,
@@ -371,9 +372,7 @@ class SegmentationTask(Task):
 
             def loss_fn(batch) -> torch.Tensor:
                 images, target, *plan = batch
-                if images.dtype == torch.uint8:  # the affine recipe's crops (load_affine_pair)
-                    images = unit_float(images)
-                out = head.outputs(ctx.backbone, images)
+                out = head.outputs(ctx.backbone, unit_float(images))  # uint8 crops from both loaders
                 if isinstance(out, CE2POutput):
                     return ce2p_loss([out.parsing, out.fused], out.edge, target, **losses,
                                      ignore_index=IGNORE_INDEX, plan=plan[0] if plan else None)
@@ -407,7 +406,7 @@ class SegmentationTask(Task):
                     yield [load_pair(r, size) for r in records[start:start + 32]]
 
             def fn(pairs):
-                images = torch.stack([p[0] for p in pairs]).to(ctx.device)
+                images = unit_float(torch.stack([p[0] for p in pairs]).to(ctx.device))
                 maps = multi_level(ctx.backbone, normalize(images), head.levels)
                 out = {f"level{i}": m for i, m in enumerate(maps)}
                 out["labels"] = torch.stack([p[1] for p in pairs]).float()
@@ -456,7 +455,7 @@ class SegmentationTask(Task):
                 maps = self._affine_label_maps(ctx, head, list(indices), originals, size, scales or [1.0],
                                                flip_test, affine)
             else:
-                images = torch.stack([pil_to_tensor(im, size) for im in originals]).to(ctx.device)
+                images = unit_float(torch.stack([pil_to_uint8(im, size) for im in originals]).to(ctx.device))
                 with autocast(ctx.device, enabled=ctx.amp):
                     logits = head.logits(ctx.backbone, images).float()
                     if flip_test:
@@ -500,11 +499,10 @@ class SegmentationTask(Task):
         logits fused at the input size, warped back to the original size by the inverse map (``affine``;
         else the plain anisotropic resize both ways), argmax."""
         if affine:
-            crops = [torch.from_numpy(warp_image(np.asarray(im), size)).permute(2, 0, 1).float().div(255.0)
-                     for im in originals]
+            crops = [torch.from_numpy(warp_image(np.asarray(im), size)).permute(2, 0, 1) for im in originals]
         else:
-            crops = [pil_to_tensor(im, size) for im in originals]
-        images = torch.stack(crops).to(ctx.device)
+            crops = [pil_to_uint8(im, size) for im in originals]
+        images = unit_float(torch.stack(crops).to(ctx.device))  # uint8 to the device, a quarter of the bytes
         with autocast(ctx.device, enabled=ctx.amp):
             fused = multi_scale_logits(head, ctx.backbone, images, scales, flip).float()
         maps = []

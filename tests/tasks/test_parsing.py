@@ -228,22 +228,35 @@ def test_bad_test_scales_fail_before_training(lip_like, tmp_path, monkeypatch):
         run_unit(lip_like, tmp_path, "finetune", max_steps=1)
 
 
-def test_affine_crops_travel_as_uint8_and_train_as_the_float_crops_did(lip_like, tmp_path, monkeypatch):
-    """The recipe's crops cross the loader as uint8 (a quarter of the bytes) and become floats in the step:
-    the losses equal, bit for bit, those of crops made float in the loader as before."""
-    from saip_bench.tasks import parsing
+@pytest.mark.parametrize("protocol", ["finetune", "finetune_cpu", "frozen"])
+def test_images_travel_as_uint8_and_give_the_numbers_of_float_images(lip_like, tmp_path, monkeypatch,
+                                                                     protocol):
+    """Every parsing image (the recipe's affine crops, the plain resizes of training, frozen caching and
+    evaluation) crosses the loader or the host as uint8, a quarter of the bytes, and becomes floats on the
+    device: losses and scores equal, bit for bit, those of the images made float on the host as before."""
+    from saip_bench.tasks import common, parsing
 
     image, label = load_affine_pair(lip_like.splits["train"][0], (64, 48), 1.1, 10.0, True, PAIRS)
     assert image.dtype == torch.uint8 and image.shape == (3, 64, 48) and label.dtype == torch.uint8
-    uint8_run = run_unit(lip_like, tmp_path / "uint8", "finetune", max_steps=3)
-    as_uint8 = parsing.load_affine_pair
+    uint8_run = run_unit(lip_like, tmp_path / "uint8", protocol, max_steps=3)
+    as_uint8, warp_uint8, to_float = parsing.load_affine_pair, parsing.warp_image, parsing.unit_float
 
     def float_crops(*args, **kwargs):
         crop, target = as_uint8(*args, **kwargs)
         return crop.float().div(255.0), target
 
     monkeypatch.setattr(parsing, "load_affine_pair", float_crops)
-    float_run = run_unit(lip_like, tmp_path / "float", "finetune", max_steps=3)
+    monkeypatch.setattr(parsing, "pil_to_uint8", common.pil_to_tensor)  # plain resizes, as floats
+    monkeypatch.setattr(parsing, "warp_image", lambda *a: warp_uint8(*a).astype(np.float32) / np.float32(255))
+    floats_seen = []
+
+    def already_float(images):
+        floats_seen.append(images.is_floating_point())
+        return images if images.is_floating_point() else to_float(images)
+
+    monkeypatch.setattr(parsing, "unit_float", already_float)
+    float_run = run_unit(lip_like, tmp_path / "float", protocol, max_steps=3)
+    assert floats_seen and all(floats_seen)  # the comparison run made every image float on the host
     assert len(uint8_run.extra["losses"]) == 3
     assert uint8_run.extra["losses"] == float_run.extra["losses"]
     assert uint8_run.scores == float_run.scores
