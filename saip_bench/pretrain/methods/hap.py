@@ -49,32 +49,34 @@ BODY_PARTS: tuple[tuple[tuple[int, int], ...], ...] = (
 )
 
 
-def part_patch_sets(keypoints: torch.Tensor, grid: tuple[int, int], patch: int) -> list[list[torch.Tensor]]:
-    """Per image, per part: the flat patch indices covered by the part's segment boxes (may be empty).
+# the skeleton segments flat, and the part each belongs to
+SEGMENTS = np.array([segment for part in BODY_PARTS for segment in part])  # (S, 2) keypoint indices
+SEGMENT_PART = np.array([p for p, part in enumerate(BODY_PARTS) for _ in part])  # (S,)
 
-    ``keypoints`` (B, 17, 3) are in view pixels with visibility > 0 where usable.
+
+def part_patch_masks(keypoints: torch.Tensor, grid: tuple[int, int], patch: int) -> np.ndarray:
+    """(B, parts, L) bool: the patches covered by each part's segment boxes (in patch units, inclusive),
+    per image; a segment counts when both its keypoints are visible and inside the view.
+
+    ``keypoints`` (B, 17, 3) are in view pixels with visibility > 0 where usable. Why numpy over the whole
+    batch at once: the per-image, per-segment version ran ~170 tiny host ops an image, 10,951 of a
+    batch-64 ``paper`` step's ops (``benchmarks/roofline.py``), each stalling the kernel launches.
     """
     grid_h, grid_w = grid
-    kp = keypoints.detach().float().cpu()
-    cells = torch.floor(kp[..., :2] / patch).long()  # (B, 17, 2) as (col, row)
+    kp = keypoints.detach().float().cpu().numpy()
+    cells = np.floor(kp[..., :2] / np.float32(patch)).astype(np.int64)  # (B, 17, 2) as (col, row)
     inside = (kp[..., 2] > 0) & (kp[..., 0] >= 0) & (kp[..., 1] >= 0)
     inside &= (cells[..., 0] < grid_w) & (cells[..., 1] < grid_h)
-    rows = torch.arange(grid_h).view(-1, 1)
-    cols = torch.arange(grid_w).view(1, -1)
-    result: list[list[torch.Tensor]] = []
-    for b in range(kp.shape[0]):
-        per_part: list[torch.Tensor] = []
-        for segments in BODY_PARTS:
-            covered = torch.zeros(grid_h, grid_w, dtype=torch.bool)
-            for i, j in segments:
-                if not (inside[b, i] and inside[b, j]):
-                    continue
-                c0, c1 = sorted((int(cells[b, i, 0]), int(cells[b, j, 0])))
-                r0, r1 = sorted((int(cells[b, i, 1]), int(cells[b, j, 1])))
-                covered |= (rows >= r0) & (rows <= r1) & (cols >= c0) & (cols <= c1)
-            per_part.append(torch.nonzero(covered.flatten()).flatten())
-        result.append(per_part)
-    return result
+    first, second = SEGMENTS[:, 0], SEGMENTS[:, 1]
+    usable = inside[:, first] & inside[:, second]  # (B, S)
+    low = np.minimum(cells[:, first], cells[:, second])[..., None, None]  # (B, S, 2, 1, 1)
+    high = np.maximum(cells[:, first], cells[:, second])[..., None, None]
+    rows = np.arange(grid_h).reshape(-1, 1)
+    cols = np.arange(grid_w).reshape(1, -1)
+    boxes = (usable[..., None, None] & (rows >= low[:, :, 1]) & (rows <= high[:, :, 1])
+             & (cols >= low[:, :, 0]) & (cols <= high[:, :, 0]))  # (B, S, H, W)
+    covered = np.stack([boxes[:, SEGMENT_PART == part].any(axis=1) for part in range(len(BODY_PARTS))], 1)
+    return covered.reshape(kp.shape[0], len(BODY_PARTS), grid_h * grid_w)
 
 
 def structure_guided_noise(
@@ -92,14 +94,14 @@ def structure_guided_noise(
     """
     length = grid[0] * grid[1]
     noise = np.stack([rng.random(length) for rng in rngs])
-    sets = part_patch_sets(keypoints, grid, patch)
+    masks = part_patch_masks(keypoints, grid, patch)
     for b, rng in enumerate(rngs):
         wanted = int(rng.integers(0, num_parts + 1))
         used = 0
         for part in rng.permutation(len(BODY_PARTS)).tolist():
             if used >= wanted:
                 break
-            patches = sets[b][part].numpy()
+            patches = np.flatnonzero(masks[b, part])  # ascending flat indices
             if patches.size == 0:
                 continue
             count = int(patches.size * rng.uniform(0.0, part_patch_fraction))

@@ -12,7 +12,7 @@ from saip_bench.pretrain.methods._common import COCO_FLIP, crop_views_with_keypo
 from saip_bench.pretrain.methods.hap import (
     BODY_PARTS,
     alignment_loss,
-    part_patch_sets,
+    part_patch_masks,
     structure_guided_noise,
 )
 
@@ -29,19 +29,58 @@ def _keypoints(points: dict[int, tuple[float, float]]) -> torch.Tensor:
 def test_part_patches_are_the_segment_boxes_in_patch_units() -> None:
     # left arm: shoulder (5) at patch (col 0, row 1), elbow (7) at (1, 2), wrist (9) at (1, 4)
     kp = _keypoints({5: (8.0, 20.0), 7: (20.0, 40.0), 9: (30.0, 70.0)})
-    sets = part_patch_sets(kp, grid=(8, 4), patch=16)
-    left_arm = sorted(sets[0][1].tolist())
+    masks = part_patch_masks(kp, grid=(8, 4), patch=16)
+    assert masks.shape == (1, len(BODY_PARTS), 32) and masks.dtype == bool
+    left_arm = np.flatnonzero(masks[0, 1]).tolist()
     # boxes rows 1-2 x cols 0-1 and rows 2-4 x col 1 -> raster indices row * 4 + col
     expected = sorted({r * 4 + c for r in (1, 2) for c in (0, 1)} | {r * 4 + 1 for r in (2, 3, 4)})
     assert left_arm == expected
-    assert all(s.numel() == 0 for i, s in enumerate(sets[0]) if i != 1)  # no other part is visible
+    assert not masks[0, [i for i in range(len(BODY_PARTS)) if i != 1]].any()  # no other part is visible
 
 
 def test_invisible_or_outside_keypoints_give_no_part() -> None:
     kp = _keypoints({5: (8.0, 20.0), 7: (20.0, 40.0), 9: (30.0, 70.0)})
     kp[0, 7, 2] = 0  # elbow not visible: both arm segments lose an end
     kp[0, 9, 0] = 500.0  # and the wrist is outside the view
-    assert all(s.numel() == 0 for s in part_patch_sets(kp, (8, 4), 16)[0])
+    assert not part_patch_masks(kp, (8, 4), 16).any()
+
+
+def _segment_boxes(keypoints: np.ndarray, grid: tuple[int, int], patch: int) -> list[list[set[int]]]:
+    """The rule in plain Python, one image and segment at a time: the oracle of the batched masks."""
+    grid_h, grid_w = grid
+    result = []
+    for points in keypoints:
+        def cell(k, points=points):
+            x, y, visible = (float(v) for v in points[k])
+            col, row = math.floor(x / patch), math.floor(y / patch)
+            usable = visible > 0 and x >= 0 and y >= 0 and col < grid_w and row < grid_h
+            return (col, row) if usable else None
+
+        parts = []
+        for segments in BODY_PARTS:
+            covered: set[int] = set()
+            for i, j in segments:
+                a, b = cell(i), cell(j)
+                if a is None or b is None:
+                    continue
+                covered |= {r * grid_w + c for r in range(min(a[1], b[1]), max(a[1], b[1]) + 1)
+                            for c in range(min(a[0], b[0]), max(a[0], b[0]) + 1)}
+            parts.append(covered)
+        result.append(parts)
+    return result
+
+
+def test_batched_part_masks_match_the_rule_applied_one_segment_at_a_time() -> None:
+    generator = torch.Generator().manual_seed(5)
+    # keypoints partly outside the 64x128 view, partly invisible
+    kp = torch.rand(32, 17, 3, generator=generator) * torch.tensor([90.0, 160.0, 1.0]) \
+        - torch.tensor([10.0, 10.0, 0.3])
+    masks = part_patch_masks(kp, (8, 4), 16)
+    expected = _segment_boxes(kp.numpy(), (8, 4), 16)
+    assert any(part for parts in expected for part in parts) and not all(all(p) for p in expected)
+    for b in range(32):
+        for part in range(len(BODY_PARTS)):
+            assert set(np.flatnonzero(masks[b, part]).tolist()) == expected[b][part], (b, part)
 
 
 def test_prioritised_patches_lie_inside_body_parts() -> None:
@@ -50,10 +89,10 @@ def test_prioritised_patches_lie_inside_body_parts() -> None:
     grid = (8, 4)
     rngs = [np.random.default_rng(i) for i in range(16)]
     noise = structure_guided_noise(kp, grid, 16, rngs, num_parts=6, part_patch_fraction=1.0)
-    sets = part_patch_sets(kp, grid, 16)
+    masks = part_patch_masks(kp, grid, 16)
     prioritised_total = 0
     for b in range(16):
-        union = set().union(*(s.tolist() for s in sets[b]))
+        union = set(np.flatnonzero(masks[b].any(0)).tolist())
         prioritised = set(torch.nonzero(noise[b] >= 1.0).flatten().tolist())
         assert prioritised <= union
         prioritised_total += len(prioritised)
