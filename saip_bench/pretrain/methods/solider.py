@@ -241,8 +241,8 @@ class SOLIDER(DINO):
         lam_all = torch.cat([lam, views["lambda"].repeat(n_local)]) if n_local else lam
         cls_all = torch.cat([global_cls, *local_cls]) if n_local else global_cls
         controlled = self.controller(cls_all, semantic_weight(lam_all))
-        heads = [self.head_logits(c) for c in controlled.chunk(n_global + n_local)]
-        student = torch.stack([logits for logits, _ in heads])
+        logits_all, embedding = self.head_logits(controlled)  # every view's rows in one call
+        student = logits_all.view(n_global + n_local, -1, logits_all.shape[-1])
         loss_dino = self.loss_fn(student, t_logits)
 
         # semantic token classification on the removed copies and the intact labelled crops
@@ -263,7 +263,7 @@ class SOLIDER(DINO):
             "loss": loss,
             "loss/dino": loss_dino.detach(),
             "loss/semantic": loss_sem.detach(),
-            **self.dino_stats(t_logits, heads[0][1]),
+            **self.dino_stats(t_logits, embedding[:student.shape[1]]),
             "stat/labelled_fraction": labelled.float().mean(),
             "stat/semantic_accuracy": accuracy,
         }

@@ -138,3 +138,27 @@ def test_colour_switch_reaches_every_view() -> None:
     assert method.augs["global1_aug"].blur_p == 1.0 and build_method("dino").augs["local_aug"].jitter_p == 0.8
     with pytest.raises(SpecError, match="dino colour: unknown colour field"):
         build_method("dino", colour={"hue_p": 0.1})
+
+
+@pytest.mark.parametrize("name", ["dino", "solider"])
+def test_the_student_head_runs_once_for_all_views_as_it_would_view_by_view(name: str) -> None:
+    """One head call per step (the 65536-wide last layer normalised once, not once per view), with the
+    logits each view would get from its own call (rows are independent; sums may round differently)."""
+    method = build_method(name, local_crops=3)
+    views = method.make_views(fake_batch(2), torch.Generator().manual_seed(0))
+    calls = []
+    original = method.head_logits
+
+    def counted(features):
+        calls.append(features.shape[0])
+        return original(features)
+
+    method.head_logits = counted
+    with torch.no_grad():
+        out = method(views)
+        assert calls == [2 * 5]  # 2 images x (2 global + 3 local views), in one call
+        features = torch.randn(10, method.head.mlp[0].in_features)
+        together, _ = original(features)
+        one_by_one = torch.cat([original(rows)[0] for rows in features.split(2)])
+    torch.testing.assert_close(together, one_by_one, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(out["loss"])
