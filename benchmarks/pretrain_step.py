@@ -55,35 +55,24 @@ def peak_tflops_for(device: str, bf16: bool) -> float | None:
     return None
 
 
-def measure(
-    name: str,
-    preset: str,
-    backbone: str,
-    batch: int,
-    steps: int,
-    warmup: int,
-    amp: bool,
-    device: str,
-    threads: int | None,
-) -> dict:
-    import resource
-
+def step_inputs(name: str, preset: str, backbone: str, batch: int, device: str) -> tuple:
+    """(method, AdamW, batch dict, generator) of one configuration's step on random images at the preset's
+    source size, seeded: what ``measure`` times and ``roofline.py`` counts."""
     import torch
 
     from saip_bench.backbones import create_backbone
     from saip_bench.discovery import import_submodules
     from saip_bench.pretrain.base import METHODS
     from saip_bench.pretrain.trainer import load_preset, param_groups
-    from saip_bench.utils import autocast, seed_everything
+    from saip_bench.utils import seed_everything
 
-    if threads:
-        torch.set_num_threads(threads)
     import_submodules("saip_bench.pretrain.methods")
     seed_everything(0)
-    reference = name == "reference"
-    method_name = "saip" if reference or name.startswith("saip") else name
+    method_name = "saip" if name == "reference" or name.startswith("saip") else name
     train_cfg, method_cfg = load_preset(method_name, preset)
     method_cfg = {**method_cfg, **OBJECTIVES.get(name, {})}
+    if method_name == "supervised_ids" and not method_cfg.get("num_classes"):
+        method_cfg["num_classes"] = 1000  # a pool's identity count sizes only the classifier; random labels
     net = create_backbone(backbone, img_size=tuple(train_cfg.img_size))
     method = METHODS.get(method_name)(net, method_cfg).to(device)
     optimizer = torch.optim.AdamW(param_groups(method, 0.05), lr=1e-4, betas=(0.9, 0.95))
@@ -99,6 +88,30 @@ def measure(
         "label": torch.arange(batch) % 4,
         "keypoints": torch.rand(batch, 17, 3, generator=generator) * 64,
     }
+    return method, optimizer, batch_data, generator
+
+
+def measure(
+    name: str,
+    preset: str,
+    backbone: str,
+    batch: int,
+    steps: int,
+    warmup: int,
+    amp: bool,
+    device: str,
+    threads: int | None,
+) -> dict:
+    import resource
+
+    import torch
+
+    from saip_bench.utils import autocast
+
+    if threads:
+        torch.set_num_threads(threads)
+    reference = name == "reference"
+    method, optimizer, batch_data, generator = step_inputs(name, preset, backbone, batch, device)
     same_math = None
     if reference:
         from reference_saip import check_same_math, reference_step
