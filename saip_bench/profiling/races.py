@@ -9,7 +9,7 @@ with repeated indices that order changes the sum's rounding. At test sizes the k
 run-twice-and-compare test rarely sees it; this mode flags the op itself, at any size: an accumulating
 ``index_put`` / ``put_`` on float32 whose indices repeat. Distinct indices are exact (each slot gets one
 addition) and are not flagged. ``torch.use_deterministic_algorithms`` would make the kernel serial instead,
-process-wide; we keep the steps free of the op (expand, ``index_add_``, ``scatter_add_`` are ordered).
+process-wide; we keep the steps free of the op instead (expanding each row where it repeats is ordered).
 """
 
 from __future__ import annotations

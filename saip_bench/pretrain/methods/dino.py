@@ -161,8 +161,8 @@ class DINO(PretrainMethod):
 
         The last layer gets no gradient during ``freeze_last_layer_steps`` (DINO's ``freeze_last_layer``).
         Why one call for all views: the (65536 x 256) weight is normalised per call, forward and backward;
-        one call per view did that 12 times a ``paper`` step, moving 27 GB of the 38 GB of a batch-16 step
-        (``benchmarks/roofline.py``).
+        one call per view did that 10 times a ``paper`` step (2 global + 8 local crops), about 23 GB moved
+        a step whatever the batch (37.7 of a batch-16 step's GB, 14.4 now; ``benchmarks/roofline.py``).
         """
         weight = F.normalize(self.head.last_layer.weight, dim=1)
         if self.schedule_value("step") < self.schedule_value("freeze_steps"):
