@@ -25,12 +25,9 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from saip_bench.profiling.syncs import source_site
+from saip_bench.profiling.syncs import is_caller_code, source_site
 
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
-_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
-_STDLIB_DIR = os.path.dirname(contextlib.__file__) + os.sep
-_PROFILING_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _THIS_FILE = frozenset({os.path.abspath(__file__)})
 
 aten = torch.ops.aten
@@ -53,9 +50,8 @@ def op_site() -> str:
     node = torch._C._current_autograd_node()
     if node is None:
         return source_site(_THIS_FILE)
-    skipped = (_TORCH_DIR, _STDLIB_DIR, _PROFILING_DIR)  # the modes' own frames (SyncCounter's too)
     frames = [m for m in _FRAME.finditer("".join(node.metadata.get("traceback_", [])))
-              if not os.path.abspath(m["file"]).startswith(skipped)]
+              if is_caller_code(m["file"], _THIS_FILE)]
     if not frames:
         return f"{node.name()} of {source_site(_THIS_FILE)}"
     return f"{node.name()} of {os.path.relpath(frames[-1]['file'])}:{frames[-1]['line']}"

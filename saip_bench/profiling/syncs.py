@@ -97,15 +97,20 @@ class SyncCounts:
                 "batch_h2d": sum(self.batch_h2d.values())}
 
 
+def is_caller_code(filename: str, also_skip: frozenset[str] = frozenset()) -> bool:
+    """Whether a frame's file is the code an event is reported at: not torch, the standard library, this
+    file, the copy helpers or the files in ``also_skip`` (absolute paths: another profiling mode's own)."""
+    name = os.path.abspath(filename)
+    return not (name.startswith(_TORCH_DIR) or name.startswith(_STDLIB_DIR) or name in _HELPERS
+                or name in also_skip or filename.startswith("<"))
+
+
 def source_site(also_skip: frozenset[str] = frozenset()) -> str:
-    """The innermost caller outside torch, the standard library, this file, the copy helpers and the
-    files in ``also_skip`` (absolute paths: another profiling mode's own file)."""
+    """The innermost calling line that ``is_caller_code``."""
     frame = sys._getframe(1)
     while frame is not None:
-        name = os.path.abspath(frame.f_code.co_filename)
-        if not (name.startswith(_TORCH_DIR) or name.startswith(_STDLIB_DIR) or name in _HELPERS
-                or name in also_skip or name.startswith("<")):
-            return f"{os.path.relpath(name)}:{frame.f_lineno}"
+        if is_caller_code(frame.f_code.co_filename, also_skip):
+            return f"{os.path.relpath(frame.f_code.co_filename)}:{frame.f_lineno}"
         frame = frame.f_back
     return "?"
 
