@@ -99,23 +99,28 @@ class DINOLoss(nn.Module):
         self.center_momentum = center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
-        # the buffer's value on the host (None: read it once, after a checkpoint was loaded): the step is
-        # asked for every teacher temperature, and reading the buffer from a GPU stalled the host each time
-        self._host_step: int | None = 0
+        # the teacher temperature at ``step``, kept on the device beside it (derived, not saved): dividing by
+        # it reads nothing back to the host (a GPU never stalls) and gives a compiled step no Python number
+        # to specialise on (a host float recompiled the whole step once per warm-up step)
+        self.register_buffer("temperature", torch.full((), self._temperature_at(0)), persistent=False)
+        self._host_step = 0  # the step buffer's value on the host: refilling the temperature reads no GPU
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
-        self._host_step = None
+        self._host_step = int(self.step)  # once per load
+        self.temperature.fill_(self._temperature_at(self._host_step))
 
-    def current_teacher_temp(self) -> float:
-        if self._host_step is None:
-            self._host_step = int(self.step)
+    def _temperature_at(self, step: int) -> float:
         return teacher_temperature(
-            self._host_step, self.warmup_teacher_temp, self.teacher_temp, self.warmup_teacher_steps
+            step, self.warmup_teacher_temp, self.teacher_temp, self.warmup_teacher_steps
         )
 
+    def current_teacher_temp(self) -> float:
+        """The temperature as a host number (the step divides by the ``temperature`` buffer instead)."""
+        return self._temperature_at(self._host_step)
+
     def teacher_probs(self, teacher: torch.Tensor) -> torch.Tensor:
-        return F.softmax((teacher.float() - self.center) / self.current_teacher_temp(), dim=-1)
+        return F.softmax((teacher.float() - self.center) / self.temperature, dim=-1)
 
     def forward(
         self, student: torch.Tensor, teacher: torch.Tensor, update_center: bool = True
@@ -150,10 +155,16 @@ class DINOLoss(nn.Module):
         batch_center = (total / count).unsqueeze(0)
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1.0 - self.center_momentum)
 
+    def set_warmup_steps(self, steps: int) -> None:
+        """A new warm-up length (a fraction of a run's steps, known once it runs): the temperature follows."""
+        self.warmup_teacher_steps = int(steps)
+        self.temperature.fill_(self._temperature_at(self._host_step))
+
     def set_step(self, step: int) -> None:
         """Global optimiser step, for the teacher-temperature warm-up (call from ``on_after_step``)."""
         self.step.fill_(step)
         self._host_step = int(step)
+        self.temperature.fill_(self._temperature_at(step))
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:

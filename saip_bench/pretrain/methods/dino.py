@@ -113,12 +113,23 @@ class DINO(PretrainMethod):
         # they are asked every step (per view), and reading them from a GPU stalled the host each time
         self._host_schedule: dict[str, int] | None = {"step": 0, "freeze_steps": frozen,
                                                       "temp_warmup_steps": warming}
+        # what the step reads of them, as one host flag that changes once a run, when the frozen window
+        # ends: a compiled step (``compile: step``) specialises on it, and would recompile every step if it
+        # compared the step counters itself
+        self._last_layer_frozen = frozen > 0
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._refresh_schedules())
+        self.sync_schedules()
 
     SCHEDULE_BUFFERS: ClassVar[tuple[str, ...]] = ("step", "freeze_steps", "temp_warmup_steps")
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._host_schedule = None
+
+    def _refresh_schedules(self) -> None:
+        """After a load (the loss's buffers included): the host copies, the frozen flag, the temperature."""
+        self._last_layer_frozen = self.schedule_value("step") < self.schedule_value("freeze_steps")
+        self.sync_schedules()
 
     def schedule_value(self, name: str) -> int:
         """A schedule buffer's value, from its host copy."""
@@ -131,6 +142,7 @@ class DINO(PretrainMethod):
         self.schedule_value(name)  # the host copy exists before it is changed
         assert self._host_schedule is not None
         self._host_schedule[name] = int(value)
+        self._last_layer_frozen = self._host_schedule["step"] < self._host_schedule["freeze_steps"]
 
     # ---- views -------------------------------------------------------------------------------
     def global_views(self, images: torch.Tensor, rngs: list[np.random.Generator]) -> list[torch.Tensor]:
@@ -165,7 +177,7 @@ class DINO(PretrainMethod):
         a step whatever the batch (37.7 of a batch-16 step's GB, 14.4 now; ``benchmarks/roofline.py``).
         """
         weight = F.normalize(self.head.last_layer.weight, dim=1)
-        if self.schedule_value("step") < self.schedule_value("freeze_steps"):
+        if self._last_layer_frozen:
             # a zero gradient rather than none: DDP (find_unused_parameters=False) needs every
             # parameter in the graph; AdamW then leaves the row-normalised weight's direction unchanged
             weight = weight.detach() + 0.0 * weight
@@ -199,16 +211,15 @@ class DINO(PretrainMethod):
         return {
             "stat/embedding_std": embedding_std(student_embed),
             "stat/teacher_entropy": entropy(probs).detach(),
-            # made on the device like the other terms (a fill, no copy): the trainer stacks them all
-            "stat/teacher_temp": torch.full((), self.loss_fn.current_teacher_temp(), device=probs.device),
+            # on the device like the other terms (a copy of the loss's buffer): the trainer stacks them all
+            "stat/teacher_temp": self.loss_fn.temperature.clone(),
         }
 
     def sync_schedules(self) -> None:
-        """Give the loss the persisted warm-up length (set by ``advance_schedules``) before each step."""
-        self.loss_fn.warmup_teacher_steps = self.schedule_value("temp_warmup_steps")
+        """Give the loss the persisted warm-up length (set by ``advance_schedules``, or loaded)."""
+        self.loss_fn.set_warmup_steps(self.schedule_value("temp_warmup_steps"))
 
     def forward(self, views: dict[str, Any]) -> dict[str, torch.Tensor]:
-        self.sync_schedules()
         all_views = list(views["global"]) + list(views["local"])
         cls = torch.cat(self.student_cls(all_views))  # (views x B, D), view by view
         logits, embedding = self.head_logits(cls)

@@ -206,7 +206,6 @@ class SOLIDER(DINO):
 
     def forward(self, views: dict[str, Any]) -> dict[str, torch.Tensor]:
         cfg = self.config
-        self.sync_schedules()
         globals_ = list(views["global"])
         n_global = len(globals_)
         batch = globals_[0].shape[0]

@@ -119,14 +119,17 @@ def test_warm_up_starts_at_the_warm_up_temperature_and_survives_a_reload() -> No
     warm = {"warmup_teacher_temp": 0.04, "teacher_temp": 0.07, "teacher_temp_warmup_fraction": 0.1}
     method = build_method("dino", **warm)
     views = method.make_views(fake_batch(2), torch.Generator().manual_seed(0))
-    method(views)  # step 0: the length is not known yet, the temperature is the warm-up one
+    out = method(views)  # step 0: the length is not known yet, the temperature is the warm-up one
     assert method.loss_fn.current_teacher_temp() == pytest.approx(0.04)
+    assert float(out["stat/teacher_temp"]) == pytest.approx(0.04)  # what the step divided by
     method.on_after_step(5, 100)
     state = method.state_dict()
+    assert "loss_fn.temperature" not in state  # derived from the step and the warm-up length, not saved
     resumed = build_method("dino", **warm)
     resumed.load_state_dict(state)
-    resumed(views)  # a resumed run's first step already knows the 10-step warm-up
+    out = resumed(views)  # a resumed run's first step already knows the 10-step warm-up
     assert resumed.loss_fn.current_teacher_temp() == pytest.approx(0.055)
+    assert float(out["stat/teacher_temp"]) == pytest.approx(0.055)
 
 
 def test_colour_switch_reaches_every_view() -> None:
