@@ -151,6 +151,7 @@ def pretrain_row(method: str, args: argparse.Namespace, pool: Path, out: Path) -
     from pretrain_step import peak_tflops_for
     from torch.utils.flop_counter import FlopCounterMode
 
+    from saip_bench.devices import compile_scope
     from saip_bench.pretrain.api import run_training
     from saip_bench.pretrain.data import images_to_float
     from saip_bench.utils import autocast
@@ -158,7 +159,7 @@ def pretrain_row(method: str, args: argparse.Namespace, pool: Path, out: Path) -
     steps = args.warmup + args.steps
     overrides = {"steps": steps, "epochs": None, "warmup_epochs": None, "warmup_steps": 0,
                  "accum_steps": 1, "checkpoint_every": 10**9, "log_every": 1,
-                 "num_workers": args.workers, "amp": not args.fp32, "compile": args.compile}
+                 "num_workers": args.workers, "amp": not args.fp32, "compile": args.compile or False}
     if args.batch:
         overrides["batch_size"] = args.batch
     reset_peak(args.device)
@@ -191,7 +192,7 @@ def pretrain_row(method: str, args: argparse.Namespace, pool: Path, out: Path) -
     return {
         "case": method, "status": "ok", "backbone": args.backbone, "preset": args.preset,
         "batch": batch, "precision": "bf16" if trainer.amp else "fp32", "workers": args.workers,
-        "compile": bool(trainer.config.compile),
+        "compile": compile_scope(trainer.config.compile) or False,
         "timed_steps": len(timed), "ms_per_step": round(1e3 * median, 2),
         "images_per_s": round(batch / median, 1),
         "data_wait_share": round(sum(wait_s) / sum(step_s), 4),
@@ -210,11 +211,11 @@ def reference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for name, amp in (("reference", False), ("saip", not args.fp32)):
         reset_peak(args.device)
+        # both eager: the same inputs for the speed-up; the compiled step is timed in the rows above
         row = measure(name, args.preset, args.backbone, batch, max(2, args.steps // 2), max(1, args.warmup),
                       amp, args.device, None)
         row["case"] = f"{name} (random inputs)"
         row["status"] = "ok"
-        row["compile"] = False  # pretrain_step.py times the eager step only
         rows.append(row)
     return rows
 
@@ -315,7 +316,8 @@ def finetune_row(spec: Any, args: argparse.Namespace, world: Path, out: Path) ->
     task.score = timed("score", task.score)  # type: ignore[method-assign]
     ctx = UnitContext(spec=spec, protocol=args.protocol, backbone=backbone, data=data, out_dir=out / spec.key,
                       seed=0, device=torch.device(args.device), amp=not args.fp32,
-                      num_workers=args.workers, cache_dir=None, show_progress=False, compile=args.compile,
+                      num_workers=args.workers, cache_dir=None, show_progress=False,
+                      compile=bool(args.compile),  # a unit compiles its backbone's blocks (no step scope)
                       max_train_samples=8 if args.quick else None, max_eval_samples=4 if args.quick else None)
     seed_everything(0)
     reset_peak(args.device)
@@ -328,7 +330,7 @@ def finetune_row(spec: Any, args: argparse.Namespace, world: Path, out: Path) ->
     batch = protocol.schedule.batch_size
     return {
         "case": spec.key, "status": "ok", "protocol": args.protocol, "input_size": list(size), "batch": batch,
-        "compile": args.compile,
+        "compile": "blocks" if args.compile else False,
         "steps": extra.get("steps"), "timed_steps": steps,
         "train_images_per_s": round(steps * batch / seconds, 1) if steps else None,
         "data_wait_share": round(wait / seconds, 4) if steps else None,
@@ -373,7 +375,8 @@ def fmt(value: Any, pattern: str = "{:.1f}", scale: float = 1.0) -> str:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    compiled = ", torch.compile" if report.get("args", {}).get("compile") else ""
+    scope = report.get("args", {}).get("compile")
+    compiled = f", torch.compile ({scope})" if scope else ""
     lines = [f"## gpu_check on {report['device_name']} ({report['device']}, torch {report['torch']}, "
              f"{report['cpus']} CPUs, workers {report['workers']}{compiled}); {report['wall_s']:.0f} s", ""]
     tests = report.get("tests")
@@ -429,10 +432,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", default="finetune", help="the fine-tune protocol timed per dataset")
     parser.add_argument("--no-reference", dest="reference", action="store_false")
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
-    parser.add_argument("--compile", action="store_true",
+    parser.add_argument("--compile", nargs="?", const="blocks", default=None, choices=("blocks", "step"),
                         help="torch.compile the backbone's blocks in pretraining and fine-tuning (the "
-                             "CLI's --compile; backend $SAIP_COMPILE_BACKEND, default inductor); the untimed "
-                             "warm-up steps (at least 1) take the compilation")
+                             "CLI's --compile), or with 'step' each pretraining method's whole forward and "
+                             "backward (`saip-bench pretrain --compile step`; fine-tuning still compiles the "
+                             "blocks); backend $SAIP_COMPILE_BACKEND (default inductor), step mode "
+                             "$SAIP_COMPILE_MODE; the untimed warm-up steps (at least 1) take the "
+                             "compilation")
     args = parser.parse_args(argv)
 
     import torch

@@ -9,6 +9,7 @@ is its own. The reference run first checks that both implementations give the sa
 
     python benchmarks/pretrain_step.py --preset paper --batch 4 --threads 1
     python benchmarks/pretrain_step.py --preset paper --device cuda --batch 64 --methods all
+    python benchmarks/pretrain_step.py --preset paper --device cuda --batch 64 --configs saip --compile step
 """
 
 from __future__ import annotations
@@ -101,17 +102,25 @@ def measure(
     amp: bool,
     device: str,
     threads: int | None,
+    compile: str | None = None,
 ) -> dict:
     import resource
 
     import torch
 
+    from saip_bench.devices import compile_backbone, compile_step, compiled_step_inputs
     from saip_bench.utils import autocast
 
     if threads:
         torch.set_num_threads(threads)
     reference = name == "reference"
     method, optimizer, batch_data, generator = step_inputs(name, preset, backbone, batch, device)
+    if compile and reference:
+        raise ValueError("the reference step is timed eager only")
+    if compile == "blocks":
+        compile_backbone(method.backbone)
+    elif compile == "step":
+        compile_step(method)
     same_math = None
     if reference:
         from reference_saip import check_same_math, reference_step
@@ -122,7 +131,7 @@ def measure(
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    timings = []
+    timings, warmup_s = [], 0.0
     for index in range(warmup + steps):
         sync()
         tic = time.perf_counter()
@@ -132,6 +141,8 @@ def measure(
         else:
             with torch.no_grad():
                 views = method.make_views(batch_data, generator)
+                if compile == "step":  # as the trainer prepares them (one layout, dynamic sizes)
+                    views = compiled_step_inputs(views, method.dynamic_view_dims)
             with autocast(device, amp):
                 out = method(views)
             out["loss"].float().backward()
@@ -140,6 +151,8 @@ def measure(
         sync()
         if index >= warmup:
             timings.append(time.perf_counter() - tic)
+        else:  # the compilation, when asked, happens here
+            warmup_s += time.perf_counter() - tic
     timings.sort()
     median = timings[len(timings) // 2]
     # Model FLOPs of one step (forward + backward, counted by torch.utils.flop_counter on the saip-bench
@@ -150,7 +163,8 @@ def measure(
     optimizer.zero_grad(set_to_none=True)
     with torch.no_grad():
         views = method.make_views(batch_data, generator)
-    with counter, autocast(device, amp and not reference):
+    # counted in eager mode: the same FLOPs, and a compiled graph hides from the counter
+    with counter, autocast(device, amp and not reference), torch.compiler.set_stance("force_eager"):
         out = method(views)
         out["loss"].float().backward()
     step_flops = counter.get_total_flops()
@@ -167,6 +181,8 @@ def measure(
         "precision": "fp32" if (reference or not amp) else "bf16",
         "device": device,
         "threads": torch.get_num_threads(),
+        "compile": compile or False,
+        "warmup_s": round(warmup_s, 1),
         "ms_per_step": median * 1e3,
         "images_per_s": batch / median,
         "peak_mem_mb": peak_mb,
@@ -197,6 +213,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=[], help="extra METHODS names, or 'all'")
     parser.add_argument("--amp", choices=["fp32", "bf16", "both"], default="both")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--compile", choices=["blocks", "step"], default=None,
+                        help="torch.compile every configuration but the reference (the trainer's "
+                             "compile: blocks | step); the --warmup steps take the compilation")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -225,6 +244,7 @@ def main() -> None:
                     "amp": amp,
                     "device": args.device,
                     "threads": args.threads,
+                    "compile": None if name == "reference" else args.compile,
                 }
             )
     rows = []
@@ -240,14 +260,16 @@ def main() -> None:
         rows.append(row)
         print(f"  {row['config']:<10} {row['precision']}: {row['ms_per_step']:.0f} ms/step", file=sys.stderr)
     ref = next((r for r in rows if r["config"] == "reference"), None)
-    print("| config | precision | batch | ms/step | images/s | peak MB | TFLOP/step | TFLOP/s | MFU "
-          "| vs reference |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| config | precision | compile | warm-up s | batch | ms/step | images/s | peak MB | TFLOP/step "
+          "| TFLOP/s | MFU | vs reference |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         speedup = f"{ref['ms_per_step'] / row['ms_per_step']:.2f}x" if ref and row["config"] == "saip" else ""
         mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] else "- (no GPU peak)"
         print(
-            f"| {row['config']} | {row['precision']} | {row['batch']} | {row['ms_per_step']:.0f} | "
+            f"| {row['config']} | {row['precision']} | {row['compile'] or '-'} | {row['warmup_s']} | "
+            f"{row['batch']} | "
+            f"{row['ms_per_step']:.0f} | "
             f"{row['images_per_s']:.2f} | {row['peak_mem_mb']:.0f} | {row['step_tflop']:.3f} | "
             f"{row['achieved_tflops']:.3f} | {mfu} | {speedup} |"
         )

@@ -202,6 +202,71 @@ def compile_backbone(backbone: nn.Module) -> int:
     return len(regions)
 
 
+COMPILE_MODE_ENV = "SAIP_COMPILE_MODE"  # torch.compile mode of ``compile: step`` (e.g. reduce-overhead)
+COMPILE_SCOPES = ("blocks", "step")
+
+
+def compile_scope(setting: bool | str | None) -> str | None:
+    """What a ``compile`` setting compiles: ``None`` (off), ``"blocks"`` (``true``) or ``"step"``."""
+    if setting is None or setting is False:
+        return None
+    if setting is True:
+        return "blocks"
+    if setting not in COMPILE_SCOPES:
+        from saip_bench.errors import UserError
+
+        raise UserError(f"compile: {setting!r} is none of true, false, {', '.join(COMPILE_SCOPES)}")
+    return str(setting)
+
+
+def compile_step(method: nn.Module) -> None:
+    """``torch.compile`` a pretraining method's whole ``forward`` in place: backbone passes, heads, losses
+    and the teacher's pass, so inductor fuses the element-wise work around the matrix products and
+    AOTAutograd compiles the backward as one graph too.
+
+    Why beyond the blocks: a ViT-Tiny step is host-bound, one eager op at a time (the roofline in
+    docs/performance.md, "How high can pretraining MFU go?"): an eager SAIP step cannot pass ~27 % MFU
+    however good its kernels, fused it could reach ~75 %. Every method's forward traces as one graph with no
+    graph break (SOLIDER: two, split at its one data-dependent shape) and no recompilation from step to
+    step (tests/test_compile.py), so the compilation is paid once. The view making stays eager (numpy draws
+    per sample). Compiling in place keeps every parameter name. Backend ``$SAIP_COMPILE_BACKEND`` (default
+    inductor), mode ``$SAIP_COMPILE_MODE`` (default: torch's; ``reduce-overhead`` adds CUDA graphs).
+    """
+    import os
+
+    backend = os.environ.get(COMPILE_BACKEND_ENV) or "inductor"
+    mode = os.environ.get(COMPILE_MODE_ENV) or None
+    method.compile(backend=backend, mode=mode)
+
+
+def compiled_step_inputs(views: dict[str, Any], dynamic_dims: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """A method's views made ready for its compiled step (``compile: step``): every tensor contiguous, and
+    the dimensions the method declares as varying from step to step marked dynamic (SAIP's rescaled
+    views take one of 4 x 4 sizes): one graph from the first step, where dynamo alone compiled three
+    before it saw the sizes vary."""
+    views = contiguous_tensors(views)
+    for key, dims in dynamic_dims.items():
+        if isinstance(views.get(key), torch.Tensor):
+            for dim in dims:
+                torch._dynamo.maybe_mark_dynamic(views[key], dim)
+    return views
+
+
+def contiguous_tensors(tree: Any) -> Any:
+    """``tree`` (dicts, lists, tuples of tensors and other values) with every tensor contiguous.
+
+    Why: a compiled step guards on its inputs' strides, and a view's layout depends on which augmentations
+    its batch drew (a broadcast ``where`` keeps the layout of its widest input): without this, a step whose
+    grayscale draw differed recompiled. A contiguous tensor is returned as is."""
+    if isinstance(tree, torch.Tensor):
+        return tree.contiguous()
+    if isinstance(tree, dict):
+        return {key: contiguous_tensors(value) for key, value in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(contiguous_tensors(value) for value in tree)
+    return tree
+
+
 def fused_optimizer_ok(groups: Iterable[dict[str, Any]]) -> bool:
     """Whether torch's fused AdamW/Adam kernel applies: every parameter on a CUDA device."""
     params = [p for group in groups for p in group["params"]]

@@ -105,3 +105,113 @@ def test_bench_and_eval_take_compile_and_workers_pass_it_on(tmp_path):
     pretrain_args = build_parser().parse_args(["pretrain", "--method", "saip", "--backbone", "vit_tiny",
                                                "--out", str(tmp_path), "--compile"])
     assert pretrain_args.compile
+
+
+# ------------------------------------------------------------------------------ compile: step (issue 20)
+def test_compile_settings_name_their_scope():
+    from saip_bench.devices import compile_scope
+
+    assert [compile_scope(v) for v in (None, False, True, "blocks", "step")] == [
+        None, None, "blocks", "blocks", "step"]
+    with pytest.raises(UserError, match="none of true, false, blocks, step"):
+        compile_scope("everything")
+    from saip_bench.cli import build_parser
+
+    def parsed(*extra: str) -> Any:
+        return build_parser().parse_args(["pretrain", "--method", "saip", "--backbone", "vit_tiny",
+                                          "--out", "x", *extra]).compile
+
+    assert (parsed(), parsed("--compile"), parsed("--compile", "step")) == (None, "blocks", "step")
+
+
+def _method_trainer(name: str, pool: Path, out: Path, compile: bool | str, **method_overrides: Any) -> Any:
+    """The ``quick`` preset of method ``name`` at micro-batch 2 on a 7-block ViT-Tiny (SAIP taps block 6):
+    every code path of the step, half the tracing of 12 blocks."""
+    from saip_bench.discovery import import_submodules
+    from saip_bench.pretrain.base import METHODS
+    from saip_bench.pretrain.trainer import Trainer, load_preset
+    from saip_bench.utils import seed_everything
+
+    import_submodules("saip_bench.pretrain.methods")
+    train, config = load_preset(name, "quick", {"batch_size": 2, "amp": False, "num_workers": 0, "steps": 4,
+                                                "compile": compile})
+    if name == "supervised_ids":
+        config = {**config, "num_classes": 1000}
+    config = {**config, **method_overrides}
+    seed_everything(0)
+    backbone = create_backbone("vit_tiny", img_size=tuple(train.img_size))
+    backbone.body.blocks = backbone.body.blocks[:7]
+    method = METHODS.get(name)(backbone, config)
+    trainer = Trainer(method, train, pool, out, seed=0, progress=False, loggers=["jsonl"])
+    trainer._start()
+    return trainer
+
+
+@pytest.mark.parametrize("name", ["saip", "mae", "dino", "hap", "solider", "mocov3", "supervised_ids",
+                                  "random"])
+def test_a_compiled_step_traces_once_and_trains_as_eager(name, synth_world, tmp_path, monkeypatch):
+    """``compile: step`` compiles the method's whole forward (devices.compile_step). What makes it pay on a
+    GPU is that it compiles once, not every step: no Python number the step reads may change from step to
+    step (the teacher temperature, DINO's schedule counters), nor the views' layouts, and sizes that vary
+    are dynamic from the start (SAIP's rescaled views). Expected graphs after each of 4 steps: one; DINO
+    two from step 2 (its last layer stops being frozen after step 1: one recompile a run); SOLIDER's
+    labelled-crop count is data-dependent (a graph break; counts 0 and 1 get graphs of their own), so it
+    is only held to its first step. The ``eager`` backend keeps it fast; the losses are eager's.
+
+    SAIP runs on ``aot_eager``, which also builds the backward graph, as inductor does, with the sizes that
+    vary: timm's antialiased position-embedding resample had no backward for them (vit.add_pos_embed). Its
+    ROI crop and small anchor take one of 4 scales each per batch: all 16 size pairs must then run through
+    the first graph (dynamo's limit is 8 graphs a function; past it the step silently runs eager).
+    """
+    from torch._dynamo.utils import counters
+
+    if name == "saip":
+        monkeypatch.setenv("SAIP_COMPILE_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    pool = synth_world / "pretrain"
+    # DINO: the last layer frozen for the first of the 4 steps
+    extra = {"freeze_last_layer_fraction": 0.25} if name == "dino" else {}
+    eager = _method_trainer(name, pool, tmp_path / "eager", False, **extra)
+    compiled = _method_trainer(name, pool, tmp_path / "compiled", "step", **extra)
+    assert compiled.method._compiled_call_impl is not None and compiled.compiled_step
+    eager_batches, compiled_batches = eager._batches(), compiled._batches()
+    graphs, before = [], counters["stats"]["unique_graphs"]
+    for _ in range(4):
+        expected, _ = eager._train_step(eager_batches)
+        logs, _ = compiled._train_step(compiled_batches)
+        assert logs["loss"] == pytest.approx(expected["loss"], rel=1e-5, abs=1e-6)
+        graphs.append(counters["stats"]["unique_graphs"] - before)
+    if name == "solider":
+        assert graphs[0] == 2, graphs  # split at the one data-dependent shape
+    elif name == "dino":
+        assert graphs == [1, 2, 2, 2], graphs
+    else:
+        assert graphs == [1, 1, 1, 1], graphs
+    if name == "saip":
+        assert every_rescale_in_one_graph(compiled) == 16
+
+
+def every_rescale_in_one_graph(trainer: Any) -> int:
+    """Runs the compiled SAIP step on each (ROI, anchor) scale pair, failing on any recompilation; returns
+    how many distinct view-size pairs it ran."""
+    import numpy as np
+
+    from saip_bench.devices import compiled_step_inputs
+    from saip_bench.pretrain.data import images_to_float
+
+    method = trainer.method
+    trainer.step = 0  # the sampler starts where training stopped: rewind for one more batch
+    batch = images_to_float(next(trainer._batches()), trainer.device)
+    first_seed = {}  # (roi scale, anchor scale) -> a step seed that draws it, as make_saip_views does
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        first_seed.setdefault((float(rng.choice(method.view_cfg.scales)),
+                               float(rng.choice(method.view_cfg.scales))), seed)
+    sizes = set()
+    for seed in first_seed.values():
+        with torch.no_grad():
+            views = method.make_views({**batch, "step_seed": torch.tensor(seed)}, torch.Generator())
+        sizes.add((tuple(views["roi_scaled"].shape[-2:]), tuple(views["anchor_scaled"].shape[-2:])))
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            method(compiled_step_inputs(views, method.dynamic_view_dims))["loss"].backward()
+    return len(sizes)

@@ -25,8 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="output folder (checkpoints, log, export); a compatible checkpoint there is continued",
     )
     parser.add_argument("--steps", type=int, default=None, help="override the preset's number of steps")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the backbone's blocks (= --set compile=true; for GPUs)")
+    parser.add_argument("--compile", nargs="?", const="blocks", default=None, choices=("blocks", "step"),
+                        help="torch.compile (for GPUs): the backbone's blocks (--compile, = --set "
+                        "compile=true), or the method's whole forward and backward (--compile step; "
+                        "docs/performance.md)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--resume", action="store_true",
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--allow-config-change needs --resume-from CKPT (the checkpoint to continue)")
     train_overrides = parse_settings(args.train_set, "--set")
     if args.compile:
-        train_overrides["compile"] = True
+        train_overrides["compile"] = True if args.compile == "blocks" else args.compile
     check_train_overrides(args.method, args.preset, train_overrides or None)
     path = pretrain(
         args.method,

@@ -65,6 +65,9 @@ class PretrainMethod(nn.Module, metaclass=ABCMeta):
     # The config keys a dict-configured method reads; any other key is a SpecError (a typo in a preset or
     # an override must not pass silently). None: the method validates its config itself (SAIP: pydantic).
     config_keys: ClassVar[frozenset[str] | None] = None
+    # The views whose dimensions change from step to step ({view key: dims}), e.g. a per-batch rescale: a
+    # compiled step (``compile: step``) traces them as dynamic from its first step instead of recompiling.
+    dynamic_view_dims: ClassVar[dict[str, tuple[int, ...]]] = {}
 
     def __init__(self, backbone: Backbone, config: dict[str, Any]) -> None:
         super().__init__()

@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -49,7 +49,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from saip_bench.backbones import Backbone
-from saip_bench.devices import compile_backbone, enable_speed, fused_optimizer_ok
+from saip_bench.devices import (
+    compile_backbone,
+    compile_scope,
+    compile_step,
+    compiled_step_inputs,
+    enable_speed,
+    fused_optimizer_ok,
+)
 from saip_bench.errors import SpecError, TrainingError, UserError
 from saip_bench.logsinks import RunLog, resolve_loggers
 from saip_bench.pretrain.base import PretrainMethod
@@ -116,9 +123,10 @@ class TrainConfig(BaseModel):
         False, description="keep a ViT's patch projection at its random init (MoCo v3's 'random patch "
         "projection', Chen et al. 2021): the tokens keep a random linear code of the patch pixels")
     guard: GuardConfig = Field(default_factory=GuardConfig)
-    compile: bool = Field(
-        False, description="torch.compile the backbone's blocks (devices.compile_backbone); a speed switch, "
-        "not part of what is trained: a run resumes with it on or off")
+    compile: bool | Literal["blocks", "step"] = Field(
+        False, description="torch.compile: true or 'blocks' compiles the backbone's blocks "
+        "(devices.compile_backbone), 'step' the method's whole forward and backward (devices.compile_step); "
+        "a speed switch, not part of what is trained: a run resumes with it on or off")
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainConfig:
@@ -355,8 +363,12 @@ class Trainer:
         enable_speed(self.device)  # TF32 for what runs in float32 on a GPU
         if config.freeze_patch_embed:
             freeze_patch_embedding(method.backbone)
-        if config.compile:
+        scope = compile_scope(config.compile)
+        self.compiled_step = scope == "step"
+        if scope == "blocks":
             compile_backbone(method.backbone)
+        elif self.compiled_step:
+            compile_step(method)
         groups = param_groups(method, config.weight_decay)
         self.optimizer = torch.optim.AdamW(  # fused on a GPU: one kernel per step (provenance: speed)
             groups, lr=self.lr, betas=tuple(config.betas), fused=fused_optimizer_ok(groups) or None
@@ -770,6 +782,8 @@ class Trainer:
             images += int(batch["image"].shape[0])
             with torch.no_grad():
                 views = self.method.make_views(batch, generator)
+                if self.compiled_step:  # one input layout, one compiled graph (eager keeps its layouts)
+                    views = compiled_step_inputs(views, self.method.dynamic_view_dims)
             sync = micro == cfg.accum_steps - 1 or not self.dist.enabled
             ctx = contextlib.nullcontext() if sync else self.model.no_sync()  # type: ignore[operator]
             with ctx:

@@ -39,10 +39,56 @@ def embed(body: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, tuple[in
         grid = (int(x.shape[1]), int(x.shape[2]))
     else:
         grid = tuple(body.patch_embed.grid_size)  # type: ignore[assignment]
-    x = body._pos_embed(x)
+    x = add_pos_embed(body, x)
     x = body.patch_drop(x)
     x = body.norm_pre(x)
     return x, grid
+
+
+def add_pos_embed(body: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm's ``VisionTransformer._pos_embed`` (prefix tokens + position embedding resampled to the grid of
+    the NHWC patch tokens ``x``), with the resampling done by ``separable_resample`` inside a compiled step.
+
+    Why: timm resamples with an antialiased bicubic ``F.interpolate``, whose backward has no shape function
+    for sizes that vary (SAIP's rescaled views, traced as dynamic): the compiled step failed to build. The
+    separable form is the same linear map, whose gradient is plain matrix products. Eager keeps timm's.
+    """
+    if not (torch.compiler.is_compiling() and x.ndim == 4 and body.pos_embed is not None):
+        return body._pos_embed(x)
+    batch, height, width, channels = x.shape
+    prefix_tokens = [token.expand(batch, -1, -1) for token in (body.cls_token, body.reg_token)
+                     if token is not None]
+    in_pos = 0 if body.no_embed_class else body.num_prefix_tokens
+    pos_embed = body.pos_embed
+    old_grid = tuple(body.patch_embed.grid_size)
+    if (height, width) != old_grid:
+        grid_pos = pos_embed[:, in_pos:].reshape(1, *old_grid, -1)
+        grid_pos = separable_resample(grid_pos, (height, width)).reshape(1, -1, pos_embed.shape[-1])
+        pos_embed = torch.cat([pos_embed[:, :in_pos], grid_pos], dim=1)
+    x = x.view(batch, -1, channels)
+    if body.no_embed_class:
+        x = torch.cat([*prefix_tokens, x + pos_embed], dim=1)
+    else:
+        x = torch.cat([*prefix_tokens, x], dim=1) + pos_embed
+    return body.pos_drop(x)
+
+
+def resample_weights(old: int, new: int | torch.SymInt, device: torch.device) -> torch.Tensor:
+    """(new, old) weights of 1-D antialiased bicubic resampling, as ``F.interpolate`` computes them: the
+    rows of an identity resampled along the width (a constant, so no gradient flows through the
+    interpolation). Two rows high: with one, torch's antialiased kernel returned a constant."""
+    identity = torch.eye(old, device=device).view(old, 1, 1, old).expand(old, 1, 2, old)
+    rows = F.interpolate(identity, size=(2, new), mode="bicubic", antialias=True, align_corners=False)
+    return rows[:, 0, 0, :].t()
+
+
+def separable_resample(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A (1, H, W, C) grid resampled to ``size`` by antialiased bicubic interpolation, one matrix per axis:
+    timm's ``resample_abs_pos_embed`` up to float rounding (tests/pretrain/components/test_vit.py)."""
+    rows = resample_weights(grid.shape[1], size[0], grid.device)
+    cols = resample_weights(grid.shape[2], size[1], grid.device)
+    out = torch.einsum("hi,bijc,wj->bhwc", rows, grid.float(), cols)
+    return out.to(grid.dtype)
 
 
 def attention_logits(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ CLS), no CSR (as the authors' TinyViT wrapper: CSM + CSS). ``csr: true`` with su
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -227,6 +227,8 @@ class SAIP(PretrainMethod):
     supported_families = frozenset({"vit", "hybrid", "convnet"})
     needs_backgrounds = True
     find_unused_parameters = False
+    # the ROI crop and the small anchor are rescaled by one of ``views.scales`` per batch
+    dynamic_view_dims: ClassVar[dict[str, tuple[int, ...]]] = {"roi_scaled": (2, 3), "anchor_scaled": (2, 3)}
 
     def __init__(self, backbone: Backbone, config: dict[str, Any]) -> None:
         super().__init__(backbone, config)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 import saip_bench  # noqa: F401  (torchvision shim first)
@@ -63,3 +64,40 @@ def test_resize_pos_embed_identity_and_new_grid():
     resized = resize_pos_embed(pos, (16, 8), (20, 10), 1)
     assert resized.shape == (1, 201, 4)
     torch.testing.assert_close(resized[:, :1], pos[:, :1])
+
+
+def test_separable_resample_is_timms_antialiased_bicubic():
+    """The compiled step's position-embedding resample (vit.separable_resample) against timm's, down and
+    up, including the one-row and one-column grids where torch's kernel needs care."""
+    from timm.layers import resample_abs_pos_embed
+
+    from saip_bench.pretrain.components.vit import separable_resample
+
+    torch.manual_seed(0)
+    pos = torch.randn(1, 16 * 8, 192)
+    for size in [(6, 3), (7, 4), (9, 5), (10, 5), (16, 8), (20, 10), (1, 1), (2, 1), (1, 3)]:
+        timm_pos = resample_abs_pos_embed(pos, new_size=list(size), old_size=[16, 8], num_prefix_tokens=0)
+        ours = separable_resample(pos.reshape(1, 16, 8, 192), size).reshape(1, -1, 192)
+        torch.testing.assert_close(ours, timm_pos, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("timm_kwargs", [{}, {"no_embed_class": True, "reg_tokens": 2}])
+def test_compiled_embedding_is_timms(timm_kwargs):
+    """Inside a compiled function ``embed`` adds the position embedding itself (vit.add_pos_embed); with
+    and without an embedded class token and with register tokens it gives timm's tokens and gradients."""
+    import timm
+
+    torch.manual_seed(0)
+    body = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=(64, 32),
+                             dynamic_img_size=True, dynamic_img_pad=True, depth=1, **timm_kwargs)
+    images = torch.randn(2, 3, 48, 40)  # another grid: the embedding is resampled
+    eager_tokens, grid = embed(body, images)
+    eager_tokens.square().sum().backward()
+    eager_grad = body.pos_embed.grad.clone()
+    body.zero_grad()
+    compiled = torch.compile(lambda x: embed(body, x)[0], backend="eager", fullgraph=True)
+    tokens = compiled(images)
+    tokens.square().sum().backward()
+    assert grid == (3, 3)
+    torch.testing.assert_close(tokens, eager_tokens, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(body.pos_embed.grad, eager_grad, atol=2e-5, rtol=1e-4)
