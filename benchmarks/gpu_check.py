@@ -18,6 +18,9 @@ Sections (each case is independent: a failure is recorded with its traceback and
 Timing: warm-up steps excluded, CUDA synchronised at every timed point (the loops read their losses at
 log points; the step ends are taken after the host has the loss), medians or sums over the timed steps.
 ``--quick`` (CPU, CI): the ``tiny`` world, 2 steps, batch 4, each spec's CPU-sized input size.
+``--compile`` compiles the backbone's blocks everywhere; ``--compile step`` each pretraining method's whole
+step (fine-tuning still the blocks). Its compilation takes minutes: give it a call of its own, e.g.
+``--sections pretrain --methods saip --no-reference --compile step``.
 """
 
 from __future__ import annotations

@@ -236,6 +236,11 @@ def compile_step(method: nn.Module) -> None:
 
     backend = os.environ.get(COMPILE_BACKEND_ENV) or "inductor"
     mode = os.environ.get(COMPILE_MODE_ENV) or None
+    # Under DDP, dynamo would split the graph at DDP's gradient buckets (to overlap their all-reduce with
+    # the backward) and re-run each piece on fake tensors, where the dynamic-size position-embedding
+    # resample fails (it needs concrete sizes there). One graph instead: the all-reduce follows the
+    # backward, a few MB for a ViT-Tiny (tests/pretrain/test_distributed.py runs it on 2 ranks).
+    torch._dynamo.config.optimize_ddp = False
     method.compile(backend=backend, mode=mode)
 
 

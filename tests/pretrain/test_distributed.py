@@ -4,6 +4,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from saip_bench.pretrain.trainer import Trainer, init_distributed
@@ -12,7 +13,9 @@ from tests.ranks import free_port, leave_group, run_ranks
 from ._micro import micro_saip, micro_train_config
 
 
-def _run(rank: int, world: int, port: int, root: str, out: str, batch: int) -> None:
+def _run(
+    rank: int, world: int, port: int, root: str, out: str, batch: int, compile: bool | str = False
+) -> None:
     os.environ.update(
         {
             "RANK": str(rank),
@@ -26,7 +29,7 @@ def _run(rank: int, world: int, port: int, root: str, out: str, batch: int) -> N
     info, device = init_distributed(torch.device("cpu"))
     torch.manual_seed(0)
     method = micro_saip()
-    config = micro_train_config(steps=2, batch_size=batch, checkpoint_every=100)
+    config = micro_train_config(steps=2, batch_size=batch, checkpoint_every=100, compile=compile)
     trainer = Trainer(method, config, root, out, seed=3, device=device, progress=False, dist_info=info)
     result = trainer.fit()
     if info.is_main:
@@ -36,9 +39,13 @@ def _run(rank: int, world: int, port: int, root: str, out: str, batch: int) -> N
         leave_group()
 
 
-def test_two_process_gloo_matches_single_process(pretrain_root, tmp_path):
+@pytest.mark.parametrize("compile", [False, "step"])
+def test_two_process_gloo_matches_single_process(pretrain_root, tmp_path, monkeypatch, compile):
+    """``compile``: ``step`` compiles each rank's whole step (eager backend, inherited by the ranks) under
+    DDP, against one eager process: what a ``torchrun ... --compile step`` pretraining runs."""
+    monkeypatch.setenv("SAIP_COMPILE_BACKEND", "eager")
     port = free_port()
-    run_ranks(_run, args=(2, port, str(pretrain_root), str(tmp_path / "ddp"), 2))
+    run_ranks(_run, args=(2, port, str(pretrain_root), str(tmp_path / "ddp"), 2, compile))
     os.environ.pop("WORLD_SIZE", None)
     _run(0, 1, port, str(pretrain_root), str(tmp_path / "single"), 4)
     ddp = json.loads((tmp_path / "ddp/result.json").read_text())
