@@ -226,11 +226,13 @@ def compile_step(method: nn.Module) -> None:
 
     Why beyond the blocks: a ViT-Tiny step is host-bound, one eager op at a time (the roofline in
     docs/performance.md, "How high can pretraining MFU go?"): an eager SAIP step cannot pass ~27 % MFU
-    however good its kernels, fused it could reach ~75 %. Every method's forward traces as one graph with no
-    graph break (SOLIDER: two, split at its one data-dependent shape) and no recompilation from step to
-    step (tests/test_compile.py), so the compilation is paid once. The view making stays eager (numpy draws
-    per sample). Compiling in place keeps every parameter name. Backend ``$SAIP_COMPILE_BACKEND`` (default
-    inductor), mode ``$SAIP_COMPILE_MODE`` (default: torch's; ``reduce-overhead`` adds CUDA graphs).
+    however good its kernels, fused it could reach ~75 %. Every method's forward traces as one graph
+    (SOLIDER: two, split at its one data-dependent shape) that is not recompiled from step to step
+    (tests/test_compile.py; DINO and SOLIDER once, when their frozen last layer is released), so the
+    compilation is paid once. The trainer prepares the views (``compiled_step_inputs``); making them stays
+    eager (numpy draws per sample). Compiling in place keeps every parameter name. Backend
+    ``$SAIP_COMPILE_BACKEND`` (default inductor), mode ``$SAIP_COMPILE_MODE`` (default: torch's;
+    ``reduce-overhead`` adds CUDA graphs).
     """
     import os
 
