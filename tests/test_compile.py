@@ -125,26 +125,12 @@ def test_compile_settings_name_their_scope():
 
 
 def _method_trainer(name: str, pool: Path, out: Path, compile: bool | str, **method_overrides: Any) -> Any:
-    """The ``quick`` preset of method ``name`` at micro-batch 2 on a 7-block ViT-Tiny (SAIP taps block 6):
-    every code path of the step, half the tracing of 12 blocks."""
-    from saip_bench.discovery import import_submodules
-    from saip_bench.pretrain.base import METHODS
-    from saip_bench.pretrain.trainer import Trainer, load_preset
-    from saip_bench.utils import seed_everything
+    """Micro-batch 2 on a 7-block ViT-Tiny (SAIP taps block 6): every code path of the step, about half
+    the tracing of 12 blocks."""
+    from saip_bench.profiling.step_syncs import method_trainer
 
-    import_submodules("saip_bench.pretrain.methods")
-    train, config = load_preset(name, "quick", {"batch_size": 2, "amp": False, "num_workers": 0, "steps": 4,
-                                                "compile": compile})
-    if name == "supervised_ids":
-        config = {**config, "num_classes": 1000}
-    config = {**config, **method_overrides}
-    seed_everything(0)
-    backbone = create_backbone("vit_tiny", img_size=tuple(train.img_size))
-    backbone.body.blocks = backbone.body.blocks[:7]
-    method = METHODS.get(name)(backbone, config)
-    trainer = Trainer(method, train, pool, out, seed=0, progress=False, loggers=["jsonl"])
-    trainer._start()
-    return trainer
+    return method_trainer(name, pool, out, batch=2, blocks=7, train_overrides={"compile": compile},
+                          method_overrides=method_overrides)
 
 
 @pytest.mark.parametrize("name", ["saip", "mae", "dino", "hap", "solider", "mocov3", "supervised_ids",

@@ -218,9 +218,13 @@ def task_step(name: str, world: Path, out: Path | None = None) -> StepResult:
     raise RuntimeError(f"{name}: the fit loop was never reached")
 
 
-def method_step(name: str, pool: Path, out: Path | None = None, batch: int = 4) -> StepResult:
-    """One ``Trainer._train_step`` of pretraining method ``name`` (``quick`` preset,
-    ViT-Tiny, micro-batch ``batch``) on the pretraining folder ``pool``."""
+def method_trainer(
+    name: str, pool: Path, out: Path, batch: int = 4, blocks: int | None = None,
+    train_overrides: dict[str, Any] | None = None, method_overrides: dict[str, Any] | None = None,
+) -> Any:
+    """A started ``Trainer`` of pretraining method ``name`` (``quick`` preset, fp32, ViT-Tiny cut to its
+    first ``blocks`` blocks when given, micro-batch ``batch``, 4 steps, seed 0) on the pretraining folder
+    ``pool``, writing to ``out``: the step the counting and compile tests run."""
     from saip_bench.backbones import create_backbone
     from saip_bench.discovery import import_submodules
     from saip_bench.pretrain.base import METHODS
@@ -229,17 +233,28 @@ def method_step(name: str, pool: Path, out: Path | None = None, batch: int = 4) 
 
     import_submodules("saip_bench.pretrain.methods")
     train, config = load_preset(name, "quick", {"batch_size": batch, "amp": False, "num_workers": 0,
-                                                        "steps": 4})
+                                                "steps": 4, **(train_overrides or {})})
     if name == "supervised_ids":
         config = {**config, "num_classes": 1000}
+    config = {**config, **(method_overrides or {})}
     seed_everything(0)
     backbone = create_backbone("vit_tiny", img_size=tuple(train.img_size))
+    if blocks is not None:
+        backbone.body.blocks = backbone.body.blocks[:blocks]
     method = METHODS.get(name)(backbone, config)
+    trainer = Trainer(method, train, pool, out, seed=0, progress=False, loggers=["jsonl"])
+    trainer._start()
+    return trainer
+
+
+def method_step(name: str, pool: Path, out: Path | None = None, batch: int = 4) -> StepResult:
+    """One ``Trainer._train_step`` of pretraining method ``name`` (``method_trainer``) on the pretraining
+    folder ``pool``."""
     with contextlib.ExitStack() as stack:
         if out is None:
             out = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="step-syncs-")))
-        trainer = Trainer(method, train, pool, out / name, seed=0, progress=False, loggers=["jsonl"])
-        trainer._start()
+        trainer = method_trainer(name, pool, out / name, batch)
+        method = trainer.method
         method.train()
         loader = trainer._batches()
         counter = SyncCounter()
