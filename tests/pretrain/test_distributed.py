@@ -57,3 +57,22 @@ def test_two_process_gloo_matches_single_process(pretrain_root, tmp_path, monkey
         torch.testing.assert_close(
             torch.tensor(ddp["weights"][key]), torch.tensor(value), atol=1e-5, rtol=1e-4
         )
+
+
+@pytest.mark.parametrize("amp", [False, True])
+@pytest.mark.parametrize("name", ["saip", "mae", "dino", "hap", "solider", "mocov3", "supervised_ids"])
+def test_every_gradient_has_its_parameters_layout(name, amp, synth_world, tmp_path):
+    """DDP copies each gradient into a bucket view laid out like its parameter. A gradient with other
+    strides still works, but the reducer warns "Grad strides do not match bucket view strides" on every
+    rank of every run. Under bf16 autocast, SAIP's 1x1 search-head convolution, fed the expert's
+    channels-last feature map, had a channels-last gradient (autograd keeps a gradient whose strides differ
+    only on size-1 dimensions as it is; DDP compares all of them)."""
+    from saip_bench.profiling.step_syncs import method_trainer
+
+    overrides = {"tap_block": 1} if name == "saip" else {}
+    trainer = method_trainer(name, synth_world / "pretrain", tmp_path, batch=2, blocks=3,
+                             train_overrides={"amp": amp}, method_overrides=overrides)
+    trainer._train_step(trainer._batches())
+    mismatched = {key: (p.grad.stride(), p.stride()) for key, p in trainer.method.named_parameters()
+                  if p.grad is not None and p.grad.stride() != p.stride()}
+    assert not mismatched, mismatched
