@@ -19,20 +19,25 @@ Timing: warm-up steps excluded, CUDA synchronised at every timed point (the loop
 log points; the step ends are taken after the host has the loss), medians or sums over the timed steps.
 ``--quick`` (CPU, CI): the ``tiny`` world, 2 steps, batch 4, each spec's CPU-sized input size.
 ``--compile`` compiles the backbone's blocks everywhere; ``--compile step`` each pretraining method's whole
-step (fine-tuning still the blocks). Its compilation takes minutes: give it a call of its own, e.g.
-``--sections pretrain --methods saip --no-reference --compile step``.
+step (fine-tuning still the blocks). ``--compiled-rows saip saip:reduce-overhead`` instead adds rows after
+the eager ones that time those methods with the whole step compiled (in that torch.compile mode), so one
+call measures eager and compiled side by side. A compilation takes minutes on a GPU host: each such row
+costs that once, in its untimed warm-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -223,21 +228,70 @@ def reference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def compiled_row(spec: str) -> tuple[str, str]:
+    """``METHOD[:MODE]`` of ``--compiled-rows`` -> (method, torch.compile mode; ``default``: torch's)."""
+    method, _, mode = spec.partition(":")
+    return method, mode or "default"
+
+
+def case_label(method: str, batch: int | None, mode: str | None) -> str:
+    """A pretraining row's name: the method, then what differs from the run's eager rows."""
+    notes = ([f"batch {batch}"] if batch is not None else []) + (
+        [] if mode is None else ["compile step" + ("" if mode == "default" else f", {mode}")])
+    return f"{method} ({', '.join(notes)})" if notes else method
+
+
+@contextlib.contextmanager
+def compile_mode(mode: str | None) -> Iterator[None]:
+    """A compiled row's ``$SAIP_COMPILE_MODE`` (``devices.compile_step`` reads it when the trainer starts)
+    on a fresh dynamo cache, so each row compiles and times its own graphs; the caller's value comes back
+    after."""
+    if mode is None:
+        yield
+        return
+    import torch
+
+    from saip_bench.devices import COMPILE_MODE_ENV
+
+    saved = os.environ.get(COMPILE_MODE_ENV)
+    torch._dynamo.reset()
+    if mode == "default":
+        os.environ.pop(COMPILE_MODE_ENV, None)
+    else:
+        os.environ[COMPILE_MODE_ENV] = mode
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(COMPILE_MODE_ENV, None)
+        else:
+            os.environ[COMPILE_MODE_ENV] = saved
+        torch._dynamo.reset()
+
+
 def run_pretrain(
     args: argparse.Namespace, pool: Path, out: Path, clock: Clock, rows: list, save: Any
 ) -> None:
     methods = args.methods or list(PRETRAIN_METHODS)
-    cases = [(m, args.batch) for m in methods] + [("saip", b) for b in args.saip_batches]
-    for method, batch in cases:
+    cases = ([(m, args.batch, None) for m in methods] + [("saip", b, None) for b in args.saip_batches]
+             + [(m, args.batch, mode) for m, mode in map(compiled_row, args.compiled_rows)])
+    for method, batch, mode in cases:
+        label = case_label(method, batch if batch != args.batch else None, mode)
         if clock.left() < args.reserve_s:
-            rows.append({"case": method, "status": "skipped (time budget)"})
+            rows.append({"case": label, "status": "skipped (time budget)"})
             continue
-        print(f"pretrain {method} ({clock.elapsed():.0f} s)", file=sys.stderr, flush=True)
-        row = {"case": method}
+        print(f"pretrain {label} ({clock.elapsed():.0f} s)", file=sys.stderr, flush=True)
+        row = {"case": label}
+        row_args = argparse.Namespace(**{**vars(args), "batch": batch})
+        if mode is not None:  # this row alone compiles its whole step, after a clean dynamo cache
+            row_args.compile = "step"
+            row_args.warmup = max(1, args.warmup)
         try:
-            row = pretrain_row(method, argparse.Namespace(**{**vars(args), "batch": batch}), pool, out)
-            if batch != args.batch:
-                row["case"] = f"{method} (batch {batch})"
+            with compile_mode(mode):
+                row = pretrain_row(method, row_args, pool, out / re.sub(r"[^\w.-]+", "_", label).strip("_"))
+            row["case"] = label
+            if mode is not None:
+                row["compile_mode"] = mode
         except Exception as exc:
             error_row(row, exc)
         rows.append(row)
@@ -429,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ft-steps", type=int, default=None, help="timed fine-tune steps")
     parser.add_argument("--warmup-ft", type=int, default=None)
     parser.add_argument("--methods", nargs="*", default=None)
+    parser.add_argument("--compiled-rows", nargs="*", default=[], metavar="METHOD[:MODE]",
+                        help="after the eager rows, time these methods again with their whole step "
+                             "compiled (compile: step), e.g. saip saip:reduce-overhead (MODE: "
+                             "torch.compile's mode, default torch's); each row's untimed warm-up takes "
+                             "its compilation")
     parser.add_argument("--saip-batches", nargs="*", type=int, default=[],
                         help="also time SAIP at these per-GPU micro-batches (how the step scales)")
     parser.add_argument("--datasets", nargs="*", default=None)

@@ -249,8 +249,8 @@ def compile_step(method: nn.Module) -> None:
 def compiled_step_inputs(views: dict[str, Any], dynamic_dims: dict[str, tuple[int, ...]]) -> dict[str, Any]:
     """A method's views made ready for its compiled step (``compile: step``): every tensor contiguous, and
     the dimensions the method declares as varying from step to step marked dynamic (SAIP's rescaled
-    views take one of 4 x 4 sizes): one graph from the first step, where dynamo alone compiled three
-    before it saw the sizes vary."""
+    views take one of 4 x 4 sizes): one graph from the first step, where dynamo alone compiled a second
+    one when it first saw the sizes vary (tests/test_compile.py: 2 graphs in 4 steps without this)."""
     views = contiguous_tensors(views)
     for key, dims in dynamic_dims.items():
         if isinstance(views.get(key), torch.Tensor):

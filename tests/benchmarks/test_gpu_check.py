@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,50 @@ def test_gpu_check_compile_compiles_and_keeps_the_compiling_step_out_of_the_timi
     assert [(r["status"], r["compile"]) for r in rows] == [("ok", "step"), ("ok", "blocks")], rows
     assert finite_positive(report["pretrain"][0]["step_tflop"]), report["pretrain"][0]
     assert "torch.compile (step)" in (out / "gpu_check.md").read_text().splitlines()[0]
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_compiled_rows_time_the_compiled_step_beside_the_eager_one(synth_world, tmp_path, monkeypatch):
+    """``--compiled-rows``: one call measures a method eager and with its whole step compiled (dynamo's
+    eager backend here); the compiled row compiled something, and only it."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("SAIP_COMPILE_BACKEND", "eager")
+    script = _load_script("gpu_check_compiled_rows")
+    out = tmp_path / "gpu_check"
+    before = counters["frames"]["ok"]
+    assert script.main(["--device", "cpu", "--quick", "--methods", "supervised_ids", "--no-reference",
+                        "--compiled-rows", "supervised_ids", "--world", str(synth_world), "--out", str(out),
+                        "--sections", "pretrain", "--warmup", "0"]) == 0
+    assert counters["frames"]["ok"] > before
+    rows = json.loads((out / "gpu_check.json").read_text())["pretrain"]
+    assert [(r["case"], r["status"], r["compile"]) for r in rows] == [
+        ("supervised_ids", "ok", False), ("supervised_ids (compile step)", "ok", "step")], rows
+    assert rows[1]["compile_mode"] == "default" and rows[1]["timed_steps"] >= 1
+    assert all(finite_positive(r["images_per_s"]) and finite_positive(r["step_tflop"]) for r in rows), rows
+    assert "| supervised_ids (compile step) |" in (out / "gpu_check.md").read_text()
+
+
+def test_a_compiled_rows_mode_holds_for_its_row_only(monkeypatch):
+    from saip_bench.devices import COMPILE_MODE_ENV
+
+    script = _load_script("gpu_check_modes")
+    assert [script.compiled_row(s) for s in ("saip", "saip:reduce-overhead")] == [
+        ("saip", "default"), ("saip", "reduce-overhead")]
+    assert script.case_label("saip", None, None) == "saip"
+    label = script.case_label("saip", 256, "reduce-overhead")
+    assert label == "saip (batch 256, compile step, reduce-overhead)"
+    monkeypatch.setenv(COMPILE_MODE_ENV, "max-autotune")
+    with script.compile_mode("reduce-overhead"):
+        assert os.environ[COMPILE_MODE_ENV] == "reduce-overhead"
+    with script.compile_mode("default"):
+        assert COMPILE_MODE_ENV not in os.environ
+    assert os.environ[COMPILE_MODE_ENV] == "max-autotune"
