@@ -230,7 +230,9 @@ def compile_step(method: nn.Module) -> None:
     (SOLIDER: two, split at its one data-dependent shape) that is not recompiled from step to step
     (tests/test_compile.py; DINO and SOLIDER once, when their frozen last layer is released), so the
     compilation is paid once. The trainer prepares the views (``compiled_step_inputs``); making them stays
-    eager (numpy draws per sample). Compiling in place keeps every parameter name. Backend
+    eager (numpy draws per sample). Compiling in place keeps every parameter name. Under DDP, dynamo splits
+    the graph at the gradient buckets as usual, so their all-reduce can overlap the backward (the
+    position-embedding resample keeps that working: vit.resample_weights). Backend
     ``$SAIP_COMPILE_BACKEND`` (default inductor), mode ``$SAIP_COMPILE_MODE`` (default: torch's;
     ``reduce-overhead`` adds CUDA graphs).
     """
@@ -238,11 +240,6 @@ def compile_step(method: nn.Module) -> None:
 
     backend = os.environ.get(COMPILE_BACKEND_ENV) or "inductor"
     mode = os.environ.get(COMPILE_MODE_ENV) or None
-    # Under DDP, dynamo would split the graph at DDP's gradient buckets (to overlap their all-reduce with
-    # the backward) and re-run each piece on fake tensors, where the dynamic-size position-embedding
-    # resample fails (it needs concrete sizes there). One graph instead: the all-reduce follows the
-    # backward, a few MB for a ViT-Tiny (tests/pretrain/test_distributed.py runs it on 2 ranks).
-    torch._dynamo.config.optimize_ddp = False
     method.compile(backend=backend, mode=mode)
 
 

@@ -26,6 +26,8 @@ def _run(
         }
     )
     torch.set_num_threads(1)
+    if compile == "step" and world > 1:
+        small_buckets(1.0)
     info, device = init_distributed(torch.device("cpu"))
     torch.manual_seed(0)
     method = micro_saip()
@@ -39,10 +41,24 @@ def _run(
         leave_group()
 
 
+def small_buckets(megabytes: float) -> None:
+    """DDP in this (spawned) process cuts its gradient buckets at ``megabytes``: the micro model's ~1 MB of
+    gradients then fills several, so a compiled step is split at them (dynamo's DDP graph split)."""
+    full = torch.nn.parallel.DistributedDataParallel
+
+    class SmallBuckets(full):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "bucket_cap_mb": megabytes})
+
+    torch.nn.parallel.DistributedDataParallel = SmallBuckets
+
+
 @pytest.mark.parametrize("compile", [False, "step"])
 def test_two_process_gloo_matches_single_process(pretrain_root, tmp_path, monkeypatch, compile):
     """``compile``: ``step`` compiles each rank's whole step (eager backend, inherited by the ranks) under
-    DDP, against one eager process: what a ``torchrun ... --compile step`` pretraining runs."""
+    DDP, against one eager process: what a ``torchrun ... --compile step`` pretraining runs. Dynamo splits
+    that step at DDP's gradient buckets (small ones here, so there are several) and replays the pieces on
+    fake tensors, which the position-embedding resample once failed (vit.resample_weights)."""
     monkeypatch.setenv("SAIP_COMPILE_BACKEND", "eager")
     port = free_port()
     run_ranks(_run, args=(2, port, str(pretrain_root), str(tmp_path / "ddp"), 2, compile))

@@ -54,8 +54,9 @@ class CSSDecoder(nn.Module):
             convs += [nn.Conv2d(dim, dim, 3, padding=1), nn.GELU()]
         self.mask_head = nn.Sequential(*convs)
         # the canvas map reaches the convolutions channels-last (tokens_to_fmap's transpose), so their
-        # gradients come out channels-last: weights in the same layout keep DDP's gradient buckets from
-        # copying (and warning "Grad strides do not match bucket view strides" on every rank)
+        # gradients come out channels-last: weights in the same layout spare autograd re-laying out the 3x3
+        # kernels' gradients, and DDP's reducer the warning "Grad strides do not match bucket view
+        # strides" (the 1x1 kernel's, on every rank)
         self.mask_head.to(memory_format=torch.channels_last)
 
     def canvas_features(self, canvas_fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -73,13 +73,24 @@ def add_pos_embed(body: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return body.pos_drop(x)
 
 
-def resample_weights(old: int, new: int | torch.SymInt, device: torch.device) -> torch.Tensor:
+@torch.library.custom_op("saip_bench::resample_weights", mutates_args=())
+def resample_weights(old: int, new: int, device: torch.device) -> torch.Tensor:
     """(new, old) weights of 1-D antialiased bicubic resampling, as ``F.interpolate`` computes them: the
     rows of an identity resampled along the width (a constant, so no gradient flows through the
-    interpolation). Two rows high: with one, torch's antialiased kernel returned a constant."""
+    interpolation). Two rows high: with one, torch's antialiased kernel returned a constant.
+
+    Why an operator of its own: a compiled graph holds it as one opaque call whose size may stay symbolic
+    (``new`` is a SymInt there), and it runs on concrete sizes only. Inline, the interpolation needs
+    concrete sizes wherever the graph is replayed on fake tensors, which DDP's bucket split does: the
+    compiled step then failed to build under DDP."""
     identity = torch.eye(old, device=device).view(old, 1, 1, old).expand(old, 1, 2, old)
     rows = F.interpolate(identity, size=(2, new), mode="bicubic", antialias=True, align_corners=False)
-    return rows[:, 0, 0, :].t()
+    return rows[:, 0, 0, :].t().contiguous()
+
+
+@resample_weights.register_fake
+def _resample_weights_shape(old: int, new: int, device: torch.device) -> torch.Tensor:
+    return torch.empty(new, old, device=device)
 
 
 def separable_resample(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
