@@ -516,6 +516,14 @@ def main(argv: list[str] | None = None) -> int:
     args.warmup = args.warmup if args.warmup is not None else defaults[1]
     args.ft_steps = args.ft_steps or defaults[2]
     args.warmup_ft = args.warmup_ft if args.warmup_ft is not None else defaults[3]
+    for spec in args.compiled_rows:  # before any work: a typo would otherwise cost a GPU call's row
+        import torch._inductor
+
+        method, mode = compiled_row(spec)
+        modes = list(torch._inductor.list_mode_options())
+        if method not in PRETRAIN_METHODS or mode not in modes:
+            parser.error(f"--compiled-rows {spec}: expected METHOD[:MODE], METHOD one of "
+                         f"{', '.join(PRETRAIN_METHODS)} and MODE one of {', '.join(modes)}")
     if args.compile:  # the first step compiles: never timed
         args.warmup, args.warmup_ft = max(1, args.warmup), max(1, args.warmup_ft)
     if args.quick and args.batch is None:

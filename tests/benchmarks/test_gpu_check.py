@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,3 +149,13 @@ def test_a_compiled_rows_mode_holds_for_its_row_only(monkeypatch):
     with script.compile_mode("default"):
         assert COMPILE_MODE_ENV not in os.environ
     assert os.environ[COMPILE_MODE_ENV] == "max-autotune"
+
+
+@pytest.mark.parametrize("spec", ["sapi", "saip:fast"])
+def test_a_bad_compiled_row_is_a_usage_error_before_any_work(spec, tmp_path, capsys):
+    script = _load_script("gpu_check_bad_row")
+    with pytest.raises(SystemExit) as stop:
+        script.main(["--device", "cpu", "--quick", "--compiled-rows", spec, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"--compiled-rows {spec}: expected METHOD[:MODE]" in err
+    assert "reduce-overhead" in err and "supervised_ids" in err and not (tmp_path / "out").exists()
