@@ -42,8 +42,9 @@ def _run(
 
 
 def small_buckets(megabytes: float) -> None:
-    """DDP in this (spawned) process cuts its gradient buckets at ``megabytes``: the micro model's ~1 MB of
-    gradients then fills several, so a compiled step is split at them (dynamo's DDP graph split)."""
+    """DDP in this (spawned) process cuts its gradient buckets at ``megabytes`` (DDP's default is 25): the
+    micro model's gradients then fill several, so a compiled step is split at them (dynamo's DDP graph
+    split; 1 MB is the least it takes, its first bucket's size)."""
     full = torch.nn.parallel.DistributedDataParallel
 
     class SmallBuckets(full):
