@@ -74,36 +74,6 @@ def test_gpu_check_quick_on_cpu(synth_world, tmp_path):
         assert len(lines) == 1 and lines[0].endswith("| ok |"), (row["case"], table)
 
 
-def test_gpu_check_compile_compiles_and_keeps_the_compiling_step_out_of_the_timing(synth_world, tmp_path,
-                                                                                  monkeypatch):
-    """``--compile step`` in this process with dynamo's eager backend (fast, exact): dynamo compiled frames,
-    the rows say what (pretraining the whole step, fine-tuning the blocks), the FLOPs are still counted (in
-    eager mode), and an asked warm-up of 0 became 1."""
-    import importlib.util
-
-    from torch._dynamo.utils import counters
-
-    monkeypatch.setenv("SAIP_COMPILE_BACKEND", "eager")
-    spec = importlib.util.spec_from_file_location("gpu_check_compile", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    out = tmp_path / "gpu_check"
-    before = counters["frames"]["ok"]
-    assert script.main(["--device", "cpu", "--quick", "--compile", "step", "--methods", "supervised_ids",
-                        "--no-reference", "--datasets", "market1501", "--world", str(synth_world),
-                        "--out", str(out), "--sections", "pretrain,finetune", "--warmup", "0",
-                        "--warmup-ft", "0"]) == 0
-    assert counters["frames"]["ok"] > before  # something was compiled
-    report = json.loads((out / "gpu_check.json").read_text())
-    assert report["args"]["compile"] == "step"
-    assert (report["args"]["warmup"], report["args"]["warmup_ft"]) == (1, 1)
-    rows = report["pretrain"] + report["finetune"]
-    assert [r["case"] for r in rows] == ["supervised_ids", "reid/market1501"]
-    assert [(r["status"], r["compile"]) for r in rows] == [("ok", "step"), ("ok", "blocks")], rows
-    assert finite_positive(report["pretrain"][0]["step_tflop"]), report["pretrain"][0]
-    assert "torch.compile (step)" in (out / "gpu_check.md").read_text().splitlines()[0]
-
-
 def _load_script(name: str):
     import importlib.util
 
@@ -113,25 +83,34 @@ def _load_script(name: str):
     return script
 
 
-def test_compiled_rows_time_the_compiled_step_beside_the_eager_one(synth_world, tmp_path, monkeypatch):
-    """``--compiled-rows``: one call measures a method eager and with its whole step compiled (dynamo's
-    eager backend here); the compiled row compiled something, and only it."""
+def test_gpu_check_compile_scopes_and_compiled_rows(synth_world, tmp_path, monkeypatch):
+    """``--compile`` (blocks) with ``--compiled-rows`` in this process, on dynamo's eager backend (fast,
+    exact): the plain pretraining row compiles its blocks, the compiled row its whole step, the fine-tune
+    its blocks; dynamo compiled frames; the FLOPs are still counted (in eager mode); an asked warm-up of 0
+    became 1 (the first step compiles); so one call measures a method with and without its whole step
+    compiled."""
     from torch._dynamo.utils import counters
 
     monkeypatch.setenv("SAIP_COMPILE_BACKEND", "eager")
-    script = _load_script("gpu_check_compiled_rows")
+    script = _load_script("gpu_check_compile")
     out = tmp_path / "gpu_check"
     before = counters["frames"]["ok"]
-    assert script.main(["--device", "cpu", "--quick", "--methods", "supervised_ids", "--no-reference",
-                        "--compiled-rows", "supervised_ids", "--world", str(synth_world), "--out", str(out),
-                        "--sections", "pretrain", "--warmup", "0"]) == 0
-    assert counters["frames"]["ok"] > before
-    rows = json.loads((out / "gpu_check.json").read_text())["pretrain"]
+    assert script.main(["--device", "cpu", "--quick", "--compile", "--methods", "supervised_ids",
+                        "--compiled-rows", "supervised_ids", "--no-reference", "--datasets", "market1501",
+                        "--world", str(synth_world), "--out", str(out), "--sections", "pretrain,finetune",
+                        "--warmup", "0", "--warmup-ft", "0"]) == 0
+    assert counters["frames"]["ok"] > before  # something was compiled
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["args"]["compile"] == "blocks"
+    assert (report["args"]["warmup"], report["args"]["warmup_ft"]) == (1, 1)
+    rows = report["pretrain"] + report["finetune"]
     assert [(r["case"], r["status"], r["compile"]) for r in rows] == [
-        ("supervised_ids", "ok", False), ("supervised_ids (compile step)", "ok", "step")], rows
+        ("supervised_ids", "ok", "blocks"), ("supervised_ids (compile step)", "ok", "step"),
+        ("reid/market1501", "ok", "blocks")], rows
     assert rows[1]["compile_mode"] == "default" and rows[1]["timed_steps"] >= 1
-    assert all(finite_positive(r["images_per_s"]) and finite_positive(r["step_tflop"]) for r in rows), rows
-    assert "| supervised_ids (compile step) |" in (out / "gpu_check.md").read_text()
+    assert all(finite_positive(r["step_tflop"]) for r in report["pretrain"]), report["pretrain"]
+    table = (out / "gpu_check.md").read_text()
+    assert "torch.compile (blocks)" in table.splitlines()[0] and "| supervised_ids (compile step) |" in table
 
 
 def test_a_compiled_rows_mode_holds_for_its_row_only(monkeypatch):
