@@ -108,8 +108,10 @@ _run_workers([[str(out / "beat.txt")]], [out / "worker.log"], 1, module="beat_wo
 BEAT = """
 import os, sys, time
 from pathlib import Path
-for step in range(600):
-    Path(sys.argv[1]).write_text(f"{os.getpid()} {step}")
+beat = Path(sys.argv[1])
+for step in range(600):  # each beat replaces the file whole: a reader never sees it empty or half written
+    Path(f"{beat}.tmp").write_text(f"{os.getpid()} {step}")
+    os.replace(f"{beat}.tmp", beat)
     time.sleep(0.05)
 """
 
@@ -128,10 +130,12 @@ def test_killing_the_parent_stops_its_workers(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)], cwd=tmp_path)
     try:
         deadline = time.monotonic() + 60
-        while not beat.exists() or not beat.read_text():
+        # read once per look: the first beat's text is the one parsed (a second read raced the next beat's
+        # rewrite and once found the file empty)
+        while not (text := beat.read_text() if beat.exists() else ""):
             assert time.monotonic() < deadline and parent.poll() is None, "the worker never started"
             time.sleep(0.05)
-        worker = int(beat.read_text().split()[0])
+        worker = int(text.split()[0])
     finally:
         parent.kill()
         parent.wait()

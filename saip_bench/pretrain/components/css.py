@@ -53,10 +53,10 @@ class CSSDecoder(nn.Module):
         for _ in range(conv_layers):
             convs += [nn.Conv2d(dim, dim, 3, padding=1), nn.GELU()]
         self.mask_head = nn.Sequential(*convs)
-        # the canvas map reaches the convolutions channels-last (tokens_to_fmap's transpose), so their
-        # gradients come out channels-last: weights in the same layout spare autograd re-laying out the 3x3
-        # kernels' gradients, and DDP's reducer the warning "Grad strides do not match bucket view
-        # strides" (the 1x1 kernel's, on every rank)
+        # the canvas map reaches the convolutions channels-last (tokens_to_fmap's transpose), so under
+        # bf16 autocast their weight gradients come out channels-last: weights in the same layout keep
+        # DDP's reducer from warning "Grad strides do not match bucket view strides" on every rank (the
+        # 1x1 kernel's gradient, whose strides differ only on its size-1 dimensions, autograd keeps as is)
         self.mask_head.to(memory_format=torch.channels_last)
 
     def canvas_features(self, canvas_fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
