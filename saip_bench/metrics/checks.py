@@ -88,7 +88,8 @@ def check_ids(array: np.ndarray, source: str, field: str) -> np.ndarray:
         return array.astype(np.int64)
     if array.dtype.kind != "f":
         raise DataFormatError(source, f"{field} as integers", f"dtype {array.dtype}")
-    whole = np.isfinite(array) & (np.abs(array) <= MAX_EXACT_ID)
+    # compared in float64: the bound cast to float16 overflows (a RuntimeWarning; inf still bounds it)
+    whole = np.isfinite(array) & (np.abs(array.astype(np.float64)) <= MAX_EXACT_ID)
     whole &= np.equal(np.mod(array, 1, where=whole, out=np.zeros_like(array)), 0)
     if not whole.all():
         index = first_false(whole)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from PIL import Image
 
 from saip_bench.cli import main
 from saip_bench.errors import DataFormatError
+from saip_bench.metrics.checks import check_ids
 from tests.metrics import metric_inputs as mi
 
 
@@ -254,6 +256,17 @@ def test_fractional_or_huge_float_ids_are_rejected(tmp_path, capsys):
     code, _, err = run_metric(capsys, "reid", "--input", str(path))
     assert_one_line_error(code, err, "ids.npz", "g_pids", "index 4")
 
+
+
+def test_half_precision_whole_ids_are_accepted_without_a_warning():
+    """float16 ids (an npz saved from a half-precision pipeline): the bound check once cast 2**53 to
+    float16 and numpy warned about the overflow on every call."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ids = check_ids(np.array([0.0, 3.0, 2047.0], dtype=np.float16), "ids.npz", "g_pids")
+    assert ids.dtype == np.int64 and ids.tolist() == [0, 3, 2047]
+    with pytest.raises(DataFormatError, match="index 1"):
+        check_ids(np.array([0.0, 1.5], dtype=np.float16), "ids.npz", "g_pids")
 
 # -- attributes ----------------------------------------------------------------------------------
 
