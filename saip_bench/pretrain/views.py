@@ -77,24 +77,63 @@ def crop_resize(
     flip: torch.Tensor | None = None,
     mode: str = "bicubic",
 ) -> torch.Tensor:
-    """Crop ``boxes`` (B, 4) = (top, left, h, w) in pixels of ``images`` and resize to ``out_size``.
+    """Crop ``boxes`` = (top, left, h, w) in pixels of ``images`` (B, C, H, W) and resize to ``out_size``.
 
-    One ``affine_grid`` + ``grid_sample`` call for the whole batch; ``flip`` (B,) mirrors horizontally.
+    ``boxes`` (N*B, 4) holds N crops of every image, view-major (rows n*B .. n*B+B-1 are crop n of each
+    image), and so does the result; ``flip`` (N*B,) mirrors horizontally. One ``affine_grid`` +
+    ``grid_sample`` call for all of them: the N crops of an image lie one above the other in a single
+    sampling grid, so the images are not copied N times. Each output pixel is sampled as by N calls.
     """
-    batch, _, height, width = images.shape
+    batch, channels, height, width = images.shape
+    crops = boxes.shape[0] // batch
+    if crops < 1 or crops * batch != boxes.shape[0]:
+        raise ValueError(f"boxes has {boxes.shape[0]} rows, not a multiple of the {batch} images")
     boxes = host_to_device(boxes.to(torch.float32), images.device)  # queued: no wait for the device
     top, left, box_h, box_w = boxes.unbind(1)
-    theta = torch.zeros(batch, 2, 3, device=images.device)
-    sign = torch.ones(batch, device=images.device)
+    theta = torch.zeros(crops * batch, 2, 3, device=images.device)
+    sign = torch.ones(crops * batch, device=images.device)
     if flip is not None:
         sign = torch.where(host_to_device(flip, images.device), -1.0, 1.0)
     theta[:, 0, 0] = box_w / width * sign
     theta[:, 0, 2] = (2 * left + box_w) / width - 1
     theta[:, 1, 1] = box_h / height
     theta[:, 1, 2] = (2 * top + box_h) / height - 1
-    grid = F.affine_grid(theta, [batch, images.shape[1], *out_size], align_corners=False)
+    out_h, out_w = out_size
+    grid = F.affine_grid(theta, [crops * batch, channels, out_h, out_w], align_corners=False)
+    if crops > 1:  # (N*B, h, w, 2) -> (B, N*h, w, 2): image b's N grids stacked vertically
+        grid = grid.view(crops, batch, out_h, out_w, 2).transpose(0, 1)
+        grid = grid.reshape(batch, crops * out_h, out_w, 2)
     out = F.grid_sample(images, grid.to(images.dtype), mode=mode, padding_mode="border", align_corners=False)
+    if crops > 1:  # (B, C, N*h, w) -> (N*B, C, h, w), view-major
+        out = out.view(batch, channels, crops, out_h, out_w).permute(2, 0, 1, 3, 4)
+        out = out.reshape(crops * batch, channels, out_h, out_w)
     return out.clamp(0.0, 1.0) if mode == "bicubic" else out
+
+
+def crop_params(
+    rngs: Sequence[np.random.Generator],
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    flip_p: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One RandomResizedCrop box (B, 4) and flip (B,) per sample, drawn on the host: every generator
+    draws its box first, then its flip."""
+    boxes, flips = _crop_draws(rngs, height, width, scale, ratio, flip_p)
+    return torch.tensor(boxes, dtype=torch.float32).view(-1, 4), torch.tensor(flips, dtype=torch.bool)
+
+
+def _crop_draws(
+    rngs: Sequence[np.random.Generator],
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    flip_p: float,
+) -> tuple[list[tuple[float, float, float, float]], list[bool]]:
+    boxes = [rrc_params(rng, height, width, scale, ratio) for rng in rngs]
+    return boxes, [bool(rng.random() < flip_p) for rng in rngs]
 
 
 def random_resized_crop(
@@ -107,10 +146,7 @@ def random_resized_crop(
     mode: str = "bicubic",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched RandomResizedCrop + horizontal flip; returns (views, boxes (B, 4))."""
-    height, width = images.shape[-2:]
-    params = [rrc_params(rng, height, width, scale, ratio) for rng in rngs]
-    flips = torch.tensor([bool(rng.random() < flip_p) for rng in rngs])
-    boxes = torch.tensor(params, dtype=torch.float32)
+    boxes, flips = crop_params(rngs, *images.shape[-2:], scale, ratio, flip_p)
     return crop_resize(images, boxes, out_size, flips, mode), boxes
 
 
@@ -201,10 +237,21 @@ class ColorAugment:
     solarize_p: float = 0.0
 
     def apply(self, images: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
-        """Why host-side decisions: every random draw is made on the host first, copied to the device in
+        """``render(images, draw(rngs))``."""
+        return self.render(images, self.draw(rngs))
+
+    def draw(self, rngs: Sequence[np.random.Generator]) -> list[dict[str, float | bool]]:
+        """Every sample's random decisions, one generator per sample (drawn on the host)."""
+        return [self._draw(rng) for rng in rngs]
+
+    def render(self, images: torch.Tensor, draws: Sequence[dict[str, float | bool]]) -> torch.Tensor:
+        """The batch (B, 3, H, W) in [0, 1] with ``draws[i]`` applied to image i.
+
+        Why host-side decisions: every random draw is made on the host first, copied to the device in
         one transfer, and which ops run at all is decided from the host copy. A ``bool(tensor.any())``
         per op was a device-to-host sync per op: 30 a SAIP micro-step (make_saip_views)."""
-        draws = [self._draw(rng) for rng in rngs]
+        if len(draws) != images.shape[0]:
+            raise ValueError(f"{len(draws)} colour draws for {images.shape[0]} images")
         x = images
         columns = ("jitter", "b", "c", "s", "h", "gray", "solar")
         host = torch.tensor([[float(d[k]) for k in columns] for d in draws], dtype=torch.float32)
@@ -243,6 +290,51 @@ class ColorAugment:
             "sigma": float(rng.uniform(*self.blur_sigma)),
             "solar": bool(rng.random() < self.solarize_p),
         }
+
+
+def augmented_crops(
+    images: torch.Tensor,
+    rngs: Sequence[np.random.Generator],
+    augments: Sequence[ColorAugment],
+    out_size: tuple[int, int],
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    flip_p: float = 0.5,
+    mode: str = "bicubic",
+) -> list[torch.Tensor]:
+    """One view per entry of ``augments``: a RandomResizedCrop + flip of every image, then that colour
+    pipeline. The draws and the pixels are those of ``augment.apply(random_resized_crop(...))`` called
+    once per view, in order.
+
+    Why: each such pair is ~100 operators whatever the batch (on a GPU, ~100 kernel launches paid by the
+    host); here the crops of all views are one ``crop_resize`` and each run of equal pipelines one
+    ``render`` (SAIP's 7 local crops, DINO's 8: one pass instead of 7 or 8).
+    """
+    if not augments:
+        return []
+    height, width = images.shape[-2:]
+    boxes: list[tuple[float, float, float, float]] = []
+    flips: list[bool] = []
+    draws = []
+    for augment in augments:  # per generator: box, flip, colour of view 1, then of view 2, ...
+        view_boxes, view_flips = _crop_draws(rngs, height, width, scale, ratio, flip_p)
+        boxes += view_boxes
+        flips += view_flips
+        draws.append(augment.draw(rngs))
+    crops = crop_resize(images, torch.tensor(boxes, dtype=torch.float32).view(-1, 4), out_size,
+                        torch.tensor(flips, dtype=torch.bool), mode)
+    batch = images.shape[0]
+    views: list[torch.Tensor] = []
+    start = 0
+    while start < len(augments):  # a run of equal pipelines renders in one pass
+        stop = start + 1
+        while stop < len(augments) and augments[stop] == augments[start]:
+            stop += 1
+        run = augments[start].render(crops[start * batch:stop * batch],
+                                     [d for view in draws[start:stop] for d in view])
+        views.extend(run.split(batch))
+        start = stop
+    return views
 
 
 GLOBAL1_AUG = ColorAugment(blur_p=1.0)
@@ -425,14 +517,10 @@ def make_saip_views(
     rngs = sample_rngs(sample_seeds)
     srng = step_rng(step_seed)
     views: dict[str, torch.Tensor] = {}
-    x_a, _ = random_resized_crop(images, rngs, cfg.global_size, cfg.global_scale, cfg.ratio)
-    x_a = cfg.global1_aug.apply(x_a, rngs)
-    x_g, _ = random_resized_crop(images, rngs, cfg.global_size, cfg.global_scale, cfg.ratio)
-    x_g = cfg.global2_aug.apply(x_g, rngs)
-    locals_ = []
-    for _ in range(cfg.n_local + 1):
-        crop, _ = random_resized_crop(images, rngs, cfg.local_size, cfg.local_scale, cfg.ratio)
-        locals_.append(cfg.local_aug.apply(crop, rngs))
+    x_a, x_g = augmented_crops(images, rngs, (cfg.global1_aug, cfg.global2_aug), cfg.global_size,
+                               cfg.global_scale, cfg.ratio)
+    locals_ = augmented_crops(images, rngs, (cfg.local_aug,) * (cfg.n_local + 1), cfg.local_size,
+                              cfg.local_scale, cfg.ratio)
     roi = locals_.pop()  # l_7: pasted into the canvas and rescaled as a query
     anchor_small = resize_nearest(x_a, cfg.local_size)  # r
     roi_scale = float(srng.choice(cfg.scales))

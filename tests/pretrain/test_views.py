@@ -5,7 +5,9 @@ import torch
 from saip_bench.pretrain.views import (
     SAIPViewConfig,
     anchor_grid_mask,
+    augmented_crops,
     colour_augments,
+    crop_params,
     crop_resize,
     gaussian_blur,
     make_saip_views,
@@ -156,3 +158,57 @@ def test_saip_views_never_read_a_tensor_value_back_to_the_host():
     reads = [e.name for e in prof.events() if e.name in ("aten::is_nonzero", "aten::item",
                                                             "aten::_local_scalar_dense")]
     assert reads == []
+
+
+def test_several_crops_per_image_equal_one_crop_resize_call_per_crop():
+    """crop_resize with N boxes per image samples all N crops in one grid: bit-identical to N calls."""
+    images = torch.rand(3, 3, 40, 24, generator=torch.Generator().manual_seed(0))
+    rngs = sample_rngs(torch.arange(3))
+    per_view = [crop_params(rngs, 40, 24, (0.05, 0.8), (0.4, 0.6)) for _ in range(4)]
+    boxes = torch.cat([b for b, _ in per_view])
+    flips = torch.cat([f for _, f in per_view])
+    assert flips.any() and not flips.all()  # both directions are exercised
+    together = crop_resize(images, boxes, (16, 8), flips)
+    one_by_one = torch.cat([crop_resize(images, b, (16, 8), f) for b, f in per_view])
+    assert torch.equal(together, one_by_one)
+    with pytest.raises(ValueError, match="not a multiple of the 3 images"):
+        crop_resize(images, boxes[:5], (16, 8))
+
+
+def test_augmented_crops_draw_and_render_as_one_call_per_view():
+    """augmented_crops gives the pixels and leaves each generator where crop + colour calls per view in
+    order would, also when pipelines alternate (equal neighbours render together)."""
+    images = torch.rand(4, 3, 48, 24, generator=torch.Generator().manual_seed(1))
+    augs = colour_augments({})
+    augments = (augs["global1_aug"], augs["local_aug"], augs["local_aug"], augs["global2_aug"])
+    rngs = sample_rngs(torch.arange(4))
+    views = augmented_crops(images, rngs, augments, (16, 8), (0.3, 1.0), (0.4, 0.6))
+    reference_rngs = sample_rngs(torch.arange(4))
+    expected = []
+    for augment in augments:
+        crop, _ = random_resized_crop(images, reference_rngs, (16, 8), (0.3, 1.0), (0.4, 0.6))
+        expected.append(augment.apply(crop, reference_rngs))
+    assert len(views) == len(expected)
+    assert all(torch.equal(v, e) for v, e in zip(views, expected, strict=True))
+    assert [r.random() for r in rngs] == [r.random() for r in reference_rngs]
+    assert augmented_crops(images, rngs, (), (16, 8), (0.3, 1.0), (0.4, 0.6)) == []
+
+
+def test_saip_view_launches_do_not_grow_with_the_number_of_local_crops():
+    """All local crops are one crop and one colour pass: 1 or 6 plain local crops ask the device for the
+    same number of operators (on a GPU each is a launch the host pays; a loop per crop cost ~100 each)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    # every colour op on for every sample of every view, so no count depends on what was drawn
+    every_op = colour_augments({"jitter_p": 1.0, "grayscale_p": 1.0, "blur_p": 1.0, "solarize_p": 1.0})
+
+    def operators(n_local: int) -> int:
+        cfg = SAIPViewConfig(global_size=(64, 32), local_size=(32, 16), canvas_size=(64, 64), n_local=n_local,
+                             **every_op)
+        images, backgrounds = torch.rand(8, 3, 64, 32), torch.rand(8, 3, 64, 64)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            make_saip_views(images, torch.arange(8), 7, cfg, backgrounds)
+        return sum(1 for e in prof.events() if e.name.startswith("aten::")
+                   and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+
+    assert operators(1) == operators(6)

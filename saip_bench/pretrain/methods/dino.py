@@ -24,8 +24,8 @@ from saip_bench.errors import SpecError
 from saip_bench.pretrain.base import METHODS, PretrainMethod
 from saip_bench.pretrain.components.dino import DINOHead, DINOLoss, entropy
 from saip_bench.pretrain.components.ema import EMATeacher
-from saip_bench.pretrain.methods._common import batch_rngs, crop_views, method_colour_augments
-from saip_bench.pretrain.views import normalize
+from saip_bench.pretrain.methods._common import batch_rngs, method_colour_augments
+from saip_bench.pretrain.views import augmented_crops, normalize
 
 DINO_DEFAULTS: dict[str, Any] = {
     "global_size": None,  # None: the backbone input size (256x128 in paper)
@@ -148,19 +148,17 @@ class DINO(PretrainMethod):
     def global_views(self, images: torch.Tensor, rngs: list[np.random.Generator]) -> list[torch.Tensor]:
         """Two global crops: blur p=1 / p=0.1 + solarize p=0.2 (DINO; shared SAIP colour ops)."""
         cfg = self.config
-        views = []
-        for augment in (self.augs["global1_aug"], self.augs["global2_aug"]):
-            crop = crop_views(images, rngs, self.global_size, cfg["global_scale"], cfg["crop_ratio"])
-            views.append(normalize(augment.apply(crop, rngs)))
-        return views
+        augments = (self.augs["global1_aug"], self.augs["global2_aug"])
+        crops = augmented_crops(images, rngs, augments, self.global_size, tuple(cfg["global_scale"]),
+                                tuple(cfg["crop_ratio"]))
+        return [normalize(crop) for crop in crops]
 
     def local_views(self, images: torch.Tensor, rngs: list[np.random.Generator]) -> list[torch.Tensor]:
         cfg = self.config
-        views = []
-        for _ in range(int(cfg["local_crops"])):
-            crop = crop_views(images, rngs, self.local_size, cfg["local_scale"], cfg["crop_ratio"])
-            views.append(normalize(self.augs["local_aug"].apply(crop, rngs)))
-        return views
+        augments = (self.augs["local_aug"],) * int(cfg["local_crops"])
+        crops = augmented_crops(images, rngs, augments, self.local_size, tuple(cfg["local_scale"]),
+                                tuple(cfg["crop_ratio"]))
+        return [normalize(crop) for crop in crops]
 
     def make_views(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, Any]:
         images = batch["image"]

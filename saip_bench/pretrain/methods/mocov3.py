@@ -21,9 +21,9 @@ from saip_bench.backbones import Backbone
 from saip_bench.errors import SpecError
 from saip_bench.pretrain.base import METHODS, PretrainMethod
 from saip_bench.pretrain.components.ema import EMATeacher
-from saip_bench.pretrain.methods._common import batch_rngs, crop_views, info_nce, method_colour_augments
+from saip_bench.pretrain.methods._common import batch_rngs, info_nce, method_colour_augments
 from saip_bench.pretrain.methods.dino import embedding_std
-from saip_bench.pretrain.views import normalize
+from saip_bench.pretrain.views import augmented_crops, normalize
 
 MOCO_DEFAULTS: dict[str, Any] = {
     "view_size": None,  # None: the backbone input size
@@ -86,12 +86,10 @@ class MoCoV3(PretrainMethod):
         cfg = self.config
         size = tuple(int(v) for v in (cfg["view_size"] or self.backbone.img_size))
         rngs = batch_rngs(batch, generator)
-        views = []
-        augs = self.augs  # BYOL's asymmetric blur / solarize, shared SAIP ops
-        for augment in (augs["global1_aug"], augs["global2_aug"]):
-            crop = crop_views(batch["image"], rngs, size, cfg["crop_scale"], cfg["crop_ratio"])
-            views.append(normalize(augment.apply(crop, rngs)))
-        return {"views": views}
+        augments = (self.augs["global1_aug"], self.augs["global2_aug"])  # BYOL's asymmetric blur / solarize
+        crops = augmented_crops(batch["image"], rngs, augments, size, tuple(cfg["crop_scale"]),
+                                tuple(cfg["crop_ratio"]))
+        return {"views": [normalize(crop) for crop in crops]}
 
     def forward(self, views: dict[str, Any]) -> dict[str, torch.Tensor]:
         first, second = views["views"]
