@@ -27,12 +27,12 @@ TASK_BUDGETS = {
 METHOD_BUDGETS = {  # every method: the trainer's one packed read of the loss terms (the guard, by design)
     "supervised_ids": (1, 0, 0, 3, 0),
     "mae": (1, 0, 0, 3, 0),
-    "dino": (1, 0, 0, 20, 0),  # queued copies: the views' per-sample parameters, drawn on the host
+    "dino": (1, 0, 0, 13, 0),  # queued copies: the views' per-sample parameters, drawn on the host
     "hap": (1, 0, 0, 4, 0),
-    "solider": (1, 1, 0, 22, 0),  # the labelled crops' rows: SOLIDER's semantic head sees only those
-    "mocov3": (1, 0, 0, 10, 0),
+    "solider": (1, 1, 0, 15, 0),  # the labelled crops' rows: SOLIDER's semantic head sees only those
+    "mocov3": (1, 0, 0, 8, 0),
     "random": (1, 0, 0, 0, 0),
-    "saip": (1, 0, 0, 29, 0),
+    "saip": (1, 0, 0, 17, 0),  # views.augmented_crops: one copy per crop call, not per view
 }
 
 
