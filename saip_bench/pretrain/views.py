@@ -132,6 +132,7 @@ def _crop_draws(
     ratio: tuple[float, float],
     flip_p: float,
 ) -> tuple[list[tuple[float, float, float, float]], list[bool]]:
+    """``crop_params`` as Python lists, so that several views' draws become one tensor each."""
     boxes = [rrc_params(rng, height, width, scale, ratio) for rng in rngs]
     return boxes, [bool(rng.random() < flip_p) for rng in rngs]
 
@@ -315,7 +316,7 @@ def augmented_crops(
     height, width = images.shape[-2:]
     boxes: list[tuple[float, float, float, float]] = []
     flips: list[bool] = []
-    draws = []
+    draws: list[list[dict[str, float | bool]]] = []
     for augment in augments:  # per generator: box, flip, colour of view 1, then of view 2, ...
         view_boxes, view_flips = _crop_draws(rngs, height, width, scale, ratio, flip_p)
         boxes += view_boxes
