@@ -124,14 +124,8 @@ def crop_params(
     return torch.tensor(boxes, dtype=torch.float32).view(-1, 4), torch.tensor(flips, dtype=torch.bool)
 
 
-def _crop_draws(
-    rngs: Sequence[np.random.Generator],
-    height: int,
-    width: int,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    flip_p: float,
-) -> tuple[list[tuple[float, float, float, float]], list[bool]]:
+def _crop_draws(rngs: Sequence[np.random.Generator], height: int, width: int, scale: tuple[float, float],
+                ratio: tuple[float, float], flip_p: float) -> tuple[list[tuple[float, ...]], list[bool]]:
     """``crop_params`` as Python lists, so that several views' draws become one tensor each."""
     boxes = [rrc_params(rng, height, width, scale, ratio) for rng in rngs]
     return boxes, [bool(rng.random() < flip_p) for rng in rngs]
@@ -314,7 +308,7 @@ def augmented_crops(
     if not augments:
         return []
     height, width = images.shape[-2:]
-    boxes: list[tuple[float, float, float, float]] = []
+    boxes: list[tuple[float, ...]] = []
     flips: list[bool] = []
     draws: list[list[dict[str, float | bool]]] = []
     for augment in augments:  # per generator: box, flip, colour of view 1, then of view 2, ...
