@@ -20,9 +20,9 @@ from saip_bench.errors import SpecError, UserError
 from saip_bench.pretrain.views import (
     ColorAugment,
     colour_augments,
+    crop_params,
     crop_resize,
     random_resized_crop,
-    rrc_params,
     sample_rngs,
 )
 
@@ -120,9 +120,7 @@ def crop_views_with_keypoints(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Like ``crop_views`` but keypoints (B, 17, 3) follow the crop and flip; points outside get v = 0."""
     height, width = images.shape[-2:]
-    params = [rrc_params(rng, height, width, tuple(scale), tuple(ratio)) for rng in rngs]
-    flips = torch.tensor([bool(rng.random() < flip_p) for rng in rngs])
-    boxes = torch.tensor(params, dtype=torch.float32)
+    boxes, flips = crop_params(rngs, height, width, tuple(scale), tuple(ratio), flip_p)
     crops = crop_resize(images, boxes, out_size, flips)
     boxes = boxes.to(keypoints.device)
     top, left, box_h, box_w = boxes.unbind(1)
