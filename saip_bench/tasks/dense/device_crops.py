@@ -7,7 +7,7 @@ mmpose's geometry (centre, scale, flip, half body, random scale/rotation/shift) 
 device decodes the batch (nvJPEG through ``torchvision.io.decode_jpeg``) and samples every crop with
 one ``grid_sample`` per chunk. The geometry, keypoints and targets are mmpose's, exactly as in the worker
 path; the pixels differ from ``cv2.warpAffine``'s only by its fixed-point rounding (cv2 snaps sampling
-positions to 1/32 pixel; here they are exact), see ``tests/tasks/dense/test_device_crops.py``.
+positions to 1/32 pixel, here to 1/1024), see ``tests/tasks/dense/test_device_crops.py``.
 """
 
 from __future__ import annotations
@@ -90,8 +90,13 @@ def warp_crops(images: Sequence[torch.Tensor], matrices: torch.Tensor, flips: to
     the photo before the warp), then warped by the forward matrix ``matrices[i]`` (B, 2, 3) with bilinear
     sampling and black outside the photo, as ``cv2.warpAffine(..., INTER_LINEAR)`` with a zero border.
 
-    Pixel centres sit on integer coordinates (cv2's convention). Chunks of ``chunk`` photos are padded to
-    their largest size; the padding is zeros, which is what a zero border samples anyway.
+    Pixel centres sit on integer coordinates (cv2's convention). Chunks of ``chunk`` photos are padded
+    with zeros (what a zero border samples anyway) to a power-of-two canvas, and each sampling position
+    is snapped to 1/1024 pixel. Why both: ``grid_sample`` takes positions normalised by the canvas size
+    and scales them back. For a position on that 1/1024 grid in a power-of-two canvas of up to 8,192
+    pixels a side, every step of that float32 round trip is exact, so a crop is the same bits whichever
+    photos share its chunk. With a canvas of the chunk's largest photo and unsnapped positions, a crop
+    moved by a grey level with its neighbours (seen on an AVX-512 machine).
     """
     height, width = output_hw
     count = len(images)
@@ -109,21 +114,34 @@ def warp_crops(images: Sequence[torch.Tensor], matrices: torch.Tensor, flips: to
     # the sampling grid is built on the device: a batch's grid is far larger than its photos' headers
     ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32, device=device),
                             torch.arange(width, dtype=torch.float32, device=device), indexing="ij")
-    pixels = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3)  # (h*w, 3)
-    inverse = host_to_device(inverse.float(), device)
+    xs, ys = xs.reshape(1, -1), ys.reshape(1, -1)
+    inverse = host_to_device(inverse.reshape(count, 6, 1).float(), device)
     crops = []
     for start in range(0, count, chunk):
         stop = min(count, start + chunk)
         part = images[start:stop]
-        pad_h = max(int(image.shape[-2]) for image in part)
-        pad_w = max(int(image.shape[-1]) for image in part)
+        pad_h = _power_of_two_above(max(int(image.shape[-2]) for image in part))
+        pad_w = _power_of_two_above(max(int(image.shape[-1]) for image in part))
         canvas = torch.zeros((stop - start, 3, pad_h, pad_w), dtype=torch.float32, device=device)
         for k, image in enumerate(part):
             canvas[k, :, : image.shape[-2], : image.shape[-1]] = image
-        source = pixels @ inverse[start:stop].transpose(1, 2)  # (n, h*w, 2) photo coordinates
-        grid = torch.stack([(2 * source[..., 0] + 1) / pad_w - 1, (2 * source[..., 1] + 1) / pad_h - 1], -1)
+        rows = inverse[start:stop]
+        # photo coordinates by a product and a sum per element (a matmul's rounding may follow the batch)
+        source_x = _snapped(rows[:, 0] * xs + rows[:, 1] * ys + rows[:, 2])
+        source_y = _snapped(rows[:, 3] * xs + rows[:, 4] * ys + rows[:, 5])
+        grid = torch.stack([(2 * source_x + 1) / pad_w - 1, (2 * source_y + 1) / pad_h - 1], -1)
         grid = grid.reshape(stop - start, height, width, 2)
         sampled = F.grid_sample(canvas, grid, mode="bilinear", padding_mode="zeros",
                                 align_corners=False)
         crops.append(sampled.round_().clamp_(0, 255).to(torch.uint8))
     return torch.cat(crops)
+
+
+def _power_of_two_above(size: int) -> int:
+    """The smallest power of two >= ``size``: dividing a position by it and multiplying back is exact."""
+    return 1 << max(0, size - 1).bit_length()
+
+
+def _snapped(positions: torch.Tensor) -> torch.Tensor:
+    """Positions rounded to 1/1024 pixel, in place (the grid that makes ``warp_crops``' round trip exact)."""
+    return positions.mul_(1024).round_().div_(1024)
