@@ -6,17 +6,24 @@ has run a multi-threaded convolution, the child's first multi-threaded op waits 
 waits at most ``timeout_s`` before killing the ranks and failing the test with the stuck ranks named and
 their Python stacks (each rank registers a faulthandler dump on SIGUSR1), so a rare hang on CI says where.
 Fork, not spawn: the children reuse the imported modules (spawn re-imports torch and timm per rank).
+
+The children get their one thread from the parent (``forking_single_threaded``), not by calling
+``torch.set_num_threads`` after the fork: that call reaches into OpenMP, MKL and the XNNPACK thread
+pool, whose locks a fork copies in whatever state the parent's threads left them, and the one hang
+this helper has caught since it exists was a fresh rank stuck inside that call, before any code under
+test had run (1 full suite run in about 5).
 """
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,10 +41,22 @@ def free_port() -> int:
 _STACKS: list[IO[str]] = []  # the rank's open stack file, kept alive for faulthandler
 
 
-def _single_threaded(rank: int, stacks: str, fn: Callable[..., None], *args: Any) -> None:
+@contextlib.contextmanager
+def forking_single_threaded() -> Iterator[None]:
+    """One intra-op thread in this process while it forks, so that every child starts with one (the
+    setting is process memory, which a fork copies) and never has to set it; the parent's own setting
+    is back when the block ends."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _rank_entry(rank: int, stacks: str, fn: Callable[..., None], *args: Any) -> None:
     _STACKS.append(open(Path(stacks, f"rank{rank}.txt"), "w"))  # open for the process's life
     faulthandler.register(signal.SIGUSR1, file=_STACKS[-1], all_threads=True)
-    torch.set_num_threads(1)
     fn(rank, *args)
 
 
@@ -58,8 +77,9 @@ def run_ranks(fn: Callable[..., None], args: tuple = (), nprocs: int = 2, timeou
 
 
 def _run_ranks(fn: Callable[..., None], args: tuple, nprocs: int, timeout_s: float, stacks: Path) -> None:
-    context = mp.start_processes(_single_threaded, args=(str(stacks), fn, *args), nprocs=nprocs, join=False,
-                                 start_method="fork")
+    with forking_single_threaded():
+        context = mp.start_processes(_rank_entry, args=(str(stacks), fn, *args), nprocs=nprocs, join=False,
+                                     start_method="fork")
     deadline = time.monotonic() + timeout_s
     while not context.join(timeout=max(0.1, deadline - time.monotonic())):
         if time.monotonic() >= deadline:
@@ -95,8 +115,9 @@ def race(target: Callable[..., None], args: tuple = (), count: int = 2, timeout_
     fork = multiprocessing.get_context("fork")  # the children keep the test's monkeypatches
     go = fork.Event()
     children = [fork.Process(target=target, args=(*args, go)) for _ in range(count)]
-    for child in children:
-        child.start()
+    with forking_single_threaded():
+        for child in children:
+            child.start()
     go.set()
     for child in children:
         child.join(timeout_s)

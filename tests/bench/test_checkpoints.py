@@ -18,9 +18,6 @@ def _ensure_in_child(cache_dir, out, go) -> None:
     import time
     from dataclasses import asdict
 
-    import torch
-
-    torch.set_num_threads(1)  # forked: never touch the parent's OpenMP pool
     from saip_bench import locks
     from saip_bench.bench.checkpoints import CheckpointCache
     from tests.bench.fakes import FakePretrainer, fake_loader

@@ -154,9 +154,6 @@ def test_a_record_written_by_another_process_after_planning_is_not_recomputed(tm
 
 def _bench_in_child(tmp, go) -> None:
     """One benchmark process (fakes; each unit logs its run and takes a while)."""
-    import torch
-
-    torch.set_num_threads(1)  # forked: never touch the parent's OpenMP pool
     from saip_bench.bench.runner import BenchHooks, run_bench
     from tests.bench.fakes import FAKE_SPECS, FakePretrainer, FakeTask, fake_loader, fake_read, fake_world
     from tests.bench.test_runner import config

@@ -25,7 +25,6 @@ def _run(
             "MASTER_PORT": str(port),
         }
     )
-    torch.set_num_threads(1)
     info, device = init_distributed(torch.device("cpu"))
     torch.manual_seed(0)
     method = micro_saip()

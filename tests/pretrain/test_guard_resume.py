@@ -273,7 +273,6 @@ def test_a_fresh_start_drops_the_log_of_a_run_without_checkpoint(pretrain_root, 
 def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    torch.set_num_threads(1)
     info, device = init_distributed(torch.device("cpu"))
     report: dict = {}
     config = {"steps": 4, "batch_size": 2, "checkpoint_every": 2}
