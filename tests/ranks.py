@@ -9,9 +9,9 @@ Fork, not spawn: the children reuse the imported modules (spawn re-imports torch
 
 The children get their one thread from the parent (``forking_single_threaded``), not by calling
 ``torch.set_num_threads`` after the fork: that call reaches into OpenMP, MKL and the XNNPACK thread
-pool, whose locks a fork copies in whatever state the parent's threads left them, and the one hang
-this helper has caught since it exists was a fresh rank stuck inside that call, before any code under
-test had run (1 full suite run in about 5).
+pool, whose locks a fork copies in whatever state the parent's threads left them. A hang this helper
+caught (1 of 5 full suite runs in one session, not reproduced since) was a fresh rank stuck inside that
+call, before any code under test had run.
 """
 
 from __future__ import annotations
