@@ -22,7 +22,10 @@ log points; the step ends are taken after the host has the loss), medians or sum
 step (fine-tuning still the blocks). ``--compiled-rows saip saip:reduce-overhead`` instead adds rows after
 the eager ones that time those methods with the whole step compiled (in that torch.compile mode), so one
 call measures eager and compiled side by side. A compilation takes minutes on a GPU host: each such row
-costs that once, in its untimed warm-up.
+costs that once, in its untimed warm-up, unless the step recompiles (a new size or a guarded value). The
+trainer logs its graph count per step (``compile/graphs``); timed steps that compiled are left out of
+ms/step and listed under the table (on this project's CPU, inductor recompiled SAIP's step for its
+rescaled view sizes; aot_eager did not).
 """
 
 from __future__ import annotations
@@ -179,7 +182,10 @@ def pretrain_row(method: str, args: argparse.Namespace, pool: Path, out: Path) -
     batch = trainer.config.batch_size
     step_s = [batch / h["images_per_s"] for h in timed]
     wait_s = [h.get("time/data_wait_s", 0.0) for h in timed]
-    median = statistics.median(step_s)
+    compiling = compiling_steps(history)  # a compiled step's steps that compiled a graph: never timed
+    steady = [i for i, h in enumerate(timed) if int(h["step"]) not in compiling]
+    kept = steady or list(range(len(timed)))
+    median = statistics.median(step_s[i] for i in kept)
     # Model FLOPs of one micro-step (views + forward + backward), counted once after the timed steps.
     trainer.step = 0  # the sampler starts where training stopped: rewind for one more batch
     batch_data = images_to_float(next(iter(trainer._batches())), trainer.device)
@@ -197,18 +203,38 @@ def pretrain_row(method: str, args: argparse.Namespace, pool: Path, out: Path) -
     flops = counter.get_total_flops()
     peak = peak_tflops_for(args.device, trainer.amp)  # the datasheet's dense peak (pretrain_step.py)
     achieved = flops / median / 1e12
-    return {
+    row = {
         "case": method, "status": "ok", "backbone": args.backbone, "preset": args.preset,
         "batch": batch, "precision": "bf16" if trainer.amp else "fp32", "workers": args.workers,
         "compile": compile_scope(trainer.config.compile) or False,
         "timed_steps": len(timed), "ms_per_step": round(1e3 * median, 2),
         "images_per_s": round(batch / median, 1),
-        "data_wait_share": round(sum(wait_s) / sum(step_s), 4),
+        "data_wait_share": round(sum(wait_s[i] for i in kept) / sum(step_s[i] for i in kept), 4),
         "step_tflop": round(flops / 1e12, 4), "achieved_tflops": round(achieved, 2),
         "mfu": round(achieved / peak, 4) if peak else None, "peak_mib": memory,
         "final_loss": round(float(result.last.get("loss", float("nan"))), 4),
         **per_step(step_s, wait_s),
     }
+    if trainer.compiled_step:
+        row["graphs"] = int(history[-1].get("compile/graphs", 0))
+        row["compiling_steps"] = sorted(compiling)
+        row["timed_steps_compiling"] = len(step_s) - len(steady)
+        if not steady:  # every timed step compiled: its time is the compiler's, not the step's
+            row["status"] = f"every timed step compiled ({row['graphs']} graphs)"
+            for key in ("ms_per_step", "images_per_s", "data_wait_share", "achieved_tflops", "mfu"):
+                row[key] = None
+    return row
+
+
+def compiling_steps(history: list[dict[str, Any]]) -> set[int]:
+    """The steps of a compiled-step run whose ``compile/graphs`` (trainer log) grew: they compiled."""
+    steps, before = set(), 0.0
+    for entry in history:
+        graphs = entry.get("compile/graphs")
+        if graphs is not None and graphs > before:
+            steps.add(int(entry["step"]))
+            before = graphs
+    return steps
 
 
 def reference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -450,6 +476,11 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{fmt(r.get('achieved_tflops'))} | {fmt(r.get('mfu'), '{:.1f}%', 100)} | "
                 f"{fmt(r.get('peak_mib') or r.get('peak_mem_mb'), '{:.0f}')} | {r['status']} |")
         lines.append("")
+        for r in report["pretrain"]:
+            if "graphs" in r:
+                lines += [f"{r['case']}: {r['graphs']} graph(s) compiled; {r['timed_steps_compiling']} of "
+                          f"{r['timed_steps']} timed steps compiled (left out of ms/step); steps that "
+                          f"compiled: {', '.join(map(str, r['compiling_steps'])) or 'none'}", ""]
     if report.get("finetune"):
         lines += ["| fine-tune | input | batch | train images/s | data wait | eval s | peak MiB | main "
                   "| status |", "|---|---|---|---|---|---|---|---|---|"]

@@ -243,6 +243,22 @@ def compile_step(method: nn.Module) -> None:
     method.compile(backend=backend, mode=mode)
 
 
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled in this process so far (every frame and every recompilation).
+
+    Why: a compiled step that recompiles pays the compilation again at that step; the trainer logs this
+    count (``compile/graphs``) so a run and ``benchmarks/gpu_check.py`` see which steps compiled."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def recompile_limit() -> int:
+    """Dynamo's graphs per function; past it a function silently runs eager (its config key was renamed)."""
+    config = torch._dynamo.config
+    return int(getattr(config, "recompile_limit", getattr(config, "cache_size_limit", 8)))
+
+
 def compiled_step_inputs(views: dict[str, Any], dynamic_dims: dict[str, tuple[int, ...]]) -> dict[str, Any]:
     """A method's views made ready for its compiled step (``compile: step``): every tensor contiguous, and
     the dimensions the method declares as varying from step to step marked dynamic (SAIP's rescaled

@@ -202,3 +202,24 @@ def every_rescale_in_one_graph(trainer: Any) -> int:
         with torch._dynamo.config.patch(error_on_recompile=True):
             method(compiled_step_inputs(views, method.dynamic_view_dims))["loss"].backward()
     return len(sizes)
+
+
+def test_the_compiled_step_logs_its_graphs_and_says_when_a_later_step_compiles(synth_world, tmp_path, caplog):
+    """The trainer logs dynamo's graph count per step (``compile/graphs``) and says when a step after the
+    first compiled again; ``gpu_check.py`` leaves such steps out of its timing. DINO with its last layer
+    frozen for the first of 4 steps recompiles once, at step 2 (as above)."""
+    import logging
+
+    from saip_bench.profiling.step_syncs import method_trainer
+
+    torch._dynamo.reset()
+    trainer = method_trainer("dino", synth_world / "pretrain", tmp_path / "dino", batch=2, blocks=3,
+                             train_overrides={"compile": "step", "log_every": 1},
+                             method_overrides={"freeze_last_layer_fraction": 0.25})
+    with caplog.at_level(logging.INFO, logger="saip_bench.pretrain.trainer"):
+        history = trainer.fit().history
+    assert [h["compile/graphs"] for h in history] == [1.0, 2.0, 2.0, 2.0]
+    notes = [r.getMessage() for r in caplog.records if r.getMessage().startswith("compile step")]
+    assert len(notes) == 1
+    assert notes[0].startswith("compile step: step 2 compiled 1 new graph(s), 2 in this run")
+

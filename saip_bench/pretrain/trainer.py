@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -53,9 +54,11 @@ from saip_bench.devices import (
     compile_backbone,
     compile_scope,
     compile_step,
+    compiled_graphs,
     compiled_step_inputs,
     enable_speed,
     fused_optimizer_ok,
+    recompile_limit,
 )
 from saip_bench.errors import SpecError, TrainingError, UserError
 from saip_bench.logsinks import RunLog, resolve_loggers
@@ -76,6 +79,8 @@ from saip_bench.utils import (
     console,
     resolve_amp,
 )
+
+log = logging.getLogger(__name__)
 
 PRESET_DIR = Path(__file__).with_name("presets")
 CHECKPOINT_NAME = "last.pt"  # the last confirmed-good checkpoint
@@ -706,6 +711,7 @@ class Trainer:
         progress_ctx = self._progress() if self.progress else contextlib.nullcontext(None)
         last: dict[str, float] = dict(self.history[-1]) if self.history else {}
         bad_std_steps = 0
+        graphs_before = graphs_seen = compiled_graphs()
         with progress_ctx as bar, self._run_log() as run_log:
             task = bar.add_task("pretrain", total=self.total_steps, completed=self.step) if bar else None
             while self.step < self.total_steps:
@@ -714,6 +720,9 @@ class Trainer:
                 elapsed = time.perf_counter() - tic
                 logs["images_per_s"] = images * self.dist.world_size / max(elapsed, 1e-9)
                 logs["step"] = float(self.step)
+                if self.compiled_step:
+                    graphs_seen = self._note_new_graphs(graphs_before, graphs_seen, start_step)
+                    logs["compile/graphs"] = float(graphs_seen - graphs_before)
                 last = logs
                 if self.dist.is_main and (self.step % self.config.log_every == 0):
                     self.history.append(logs)
@@ -885,6 +894,21 @@ class Trainer:
             console=console,
             transient=False,
         )
+
+    def _note_new_graphs(self, graphs_before: int, graphs_seen: int, start_step: int) -> int:
+        """Dynamo's graph count after a step of the compiled step; says so when a step after this run's
+        first compiled again (it paid a compilation) and, once, when the run reached dynamo's limit of
+        graphs a function, past which new sizes run eager."""
+        graphs = compiled_graphs()
+        if graphs > graphs_seen and self.step > start_step + 1:
+            total, limit = graphs - graphs_before, recompile_limit()
+            log.info("compile step: step %d compiled %d new graph(s), %d in this run: a size or a value the "
+                     "step guards on changed (TORCH_LOGS=recompiles says which)", self.step,
+                     graphs - graphs_seen, total)
+            if total >= limit > graphs_seen - graphs_before:
+                log.warning("compile step: %d graphs, dynamo's limit for one function; steps with sizes "
+                            "not yet compiled now run eager (torch._dynamo.config.recompile_limit)", total)
+        return graphs
 
     @staticmethod
     def _describe(logs: dict[str, float]) -> str:

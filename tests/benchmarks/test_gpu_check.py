@@ -108,9 +108,22 @@ def test_gpu_check_compile_scopes_and_compiled_rows(synth_world, tmp_path, monke
         ("supervised_ids", "ok", "blocks"), ("supervised_ids (compile step)", "ok", "step"),
         ("reid/market1501", "ok", "blocks")], rows
     assert rows[1]["compile_mode"] == "default" and rows[1]["timed_steps"] >= 1
+    # the compiled row compiled in its warm-up step only, so every timed step counts
+    assert (rows[1]["compiling_steps"], rows[1]["timed_steps_compiling"]) == ([1], 0)
+    assert rows[1]["graphs"] >= 1
+    assert "graphs" not in rows[0]
     assert all(finite_positive(r["step_tflop"]) for r in report["pretrain"]), report["pretrain"]
     table = (out / "gpu_check.md").read_text()
     assert "torch.compile (blocks)" in table.splitlines()[0] and "| supervised_ids (compile step) |" in table
+    assert f"supervised_ids (compile step): {rows[1]['graphs']} graph(s) compiled; 0 of" in table
+
+
+def test_steps_that_compiled_are_read_from_the_trainers_graph_count():
+    script = _load_script("gpu_check_compiling")
+    history = [{"step": 1.0, "compile/graphs": 1.0}, {"step": 2.0, "compile/graphs": 1.0},
+               {"step": 3.0, "compile/graphs": 3.0}, {"step": 4.0, "compile/graphs": 3.0}, {"step": 5.0}]
+    assert script.compiling_steps(history) == {1, 3}
+    assert script.compiling_steps([{"step": 1.0}, {"step": 2.0}]) == set()  # an eager run
 
 
 def test_a_compiled_rows_mode_holds_for_its_row_only(monkeypatch):
