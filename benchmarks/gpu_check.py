@@ -24,8 +24,8 @@ the eager ones that time those methods with the whole step compiled (in that tor
 call measures eager and compiled side by side. A compilation takes minutes on a GPU host: each such row
 costs that once, in its untimed warm-up, unless the step recompiles (a new size or a guarded value). The
 trainer logs its graph count per step (``compile/graphs``); timed steps that compiled are left out of
-ms/step and listed under the table (on this project's CPU, inductor recompiled SAIP's step for its
-rescaled view sizes; aot_eager did not).
+ms/step and listed under the table (inductor recompiled SAIP's step for its rescaled view sizes on a CPU,
+until ``devices.step_compile_options``).
 """
 
 from __future__ import annotations

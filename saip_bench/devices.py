@@ -234,13 +234,32 @@ def compile_step(method: nn.Module) -> None:
     the graph at the gradient buckets as usual, so their all-reduce can overlap the backward (the
     position-embedding resample keeps that working: vit.resample_weights). Backend
     ``$SAIP_COMPILE_BACKEND`` (default inductor), mode ``$SAIP_COMPILE_MODE`` (default: torch's;
-    ``reduce-overhead`` adds CUDA graphs).
+    ``reduce-overhead`` adds CUDA graphs); inductor gets that mode's options with its layout optimisation
+    off (``step_compile_options``).
     """
     import os
 
     backend = os.environ.get(COMPILE_BACKEND_ENV) or "inductor"
     mode = os.environ.get(COMPILE_MODE_ENV) or None
-    method.compile(backend=backend, mode=mode)
+    if backend != "inductor":
+        method.compile(backend=backend, mode=mode)
+        return
+    method.compile(backend=backend, options=step_compile_options(mode))
+
+
+def step_compile_options(mode: str | None) -> dict[str, Any]:
+    """Inductor's options for a compiled step: those of torch.compile ``mode``, without layout optimisation.
+
+    Why: on a CPU inductor makes every convolution channels-last whatever the shapes
+    (``GraphLowering.decide_layout_opt``), and the backward graph then takes the forward's concrete strides.
+    With SAIP's rescaled views dynamic, a later size pair recompiled the step, or ran the first pair's
+    backward and failed its stride check (torch 2.13, this project's CPU, bf16 and fp32 alike). On CUDA
+    the same heuristic already leaves it off for graphs like these (dynamic convolutions, one patch
+    convolution per view among thousands of nodes), so the option changes nothing there.
+    """
+    import torch._inductor
+
+    return {**torch._inductor.list_mode_options(mode or "default"), "layout_optimization": False}
 
 
 def compiled_graphs() -> int:

@@ -223,3 +223,29 @@ def test_the_compiled_step_logs_its_graphs_and_says_when_a_later_step_compiles(s
     assert len(notes) == 1
     assert notes[0].startswith("compile step: step 2 compiled 1 new graph(s), 2 in this run")
 
+
+@pytest.mark.parametrize("mode", [None, "reduce-overhead", "max-autotune"])
+def test_an_inductor_step_keeps_its_mode_and_turns_layout_optimisation_off(mode, monkeypatch):
+    """On a CPU inductor's channels-last layout optimisation gave the backward the first size pair's
+    strides, so SAIP's dynamic view sizes recompiled or failed (devices.step_compile_options); the mode's
+    own options stay (CUDA graphs for reduce-overhead)."""
+    from saip_bench.devices import COMPILE_BACKEND_ENV, COMPILE_MODE_ENV, compile_step
+
+    calls = []
+
+    class Method(nn.Module):
+        def compile(self, **kwargs):
+            calls.append(kwargs)
+
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, "inductor")
+    if mode is None:
+        monkeypatch.delenv(COMPILE_MODE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(COMPILE_MODE_ENV, mode)
+    compile_step(Method())
+    expected = {**torch._inductor.list_mode_options(mode or "default"), "layout_optimization": False}
+    assert calls == [{"backend": "inductor", "options": expected}]
+    assert mode is None or expected != {"layout_optimization": False}  # the mode's options are in
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, "aot_eager")  # other backends take no inductor options
+    compile_step(Method())
+    assert calls[-1] == {"backend": "aot_eager", "mode": mode}
