@@ -896,18 +896,18 @@ class Trainer:
         )
 
     def _note_new_graphs(self, graphs_before: int, graphs_seen: int, start_step: int) -> int:
-        """Dynamo's graph count after a step of the compiled step; says so when a step after this run's
-        first compiled again (it paid a compilation) and, once, when the run reached dynamo's limit of
-        graphs a function, past which new sizes run eager."""
+        """Dynamo's graph count after a step of the compiled step. Rank 0 says when a step after this
+        run's first compiled again (it paid a compilation) and, once, when the run's graphs reach dynamo's
+        limit for one function, past which that function's new sizes run eager."""
         graphs = compiled_graphs()
-        if graphs > graphs_seen and self.step > start_step + 1:
+        if graphs > graphs_seen and self.step > start_step + 1 and self.dist.is_main:
             total, limit = graphs - graphs_before, recompile_limit()
             log.info("compile step: step %d compiled %d new graph(s), %d in this run: a size or a value the "
                      "step guards on changed (TORCH_LOGS=recompiles says which)", self.step,
                      graphs - graphs_seen, total)
             if total >= limit > graphs_seen - graphs_before:
-                log.warning("compile step: %d graphs, dynamo's limit for one function; steps with sizes "
-                            "not yet compiled now run eager (torch._dynamo.config.recompile_limit)", total)
+                log.warning("compile step: %d graphs in this run, dynamo's limit for one function "
+                            "(torch._dynamo.config.recompile_limit): new sizes may now run eager", total)
         return graphs
 
     @staticmethod
